@@ -1,0 +1,45 @@
+"""mlmd-cache: Kubeflow Pipelines v2 step caching over any ML Metadata store.
+
+>>> from mlmd_cache import CacheKey
+>>> CacheKey.build(image="python:3.11", command=["sh", "ec"], args=["run"],
+...                input_artifacts={"dataset": [10]},
+...                output_parameters={"output_parameter": "DOUBLE"}).fingerprint()[:16]
+'3d9a2a778fa3174c'
+"""
+from .cache import CacheHit, ExecutionCache, Outputs, PipelineRun, Task, TaskExecution, artifact_is_usable
+from .connection import connect, default_store_path, default_store_url, redact_url
+from .errors import (
+    CacheKeyError,
+    ExecutionStateError,
+    MlmdCacheError,
+    NotFoundError,
+    OutputError,
+    StoreConnectionError,
+    StoreURLError,
+)
+from .key import CacheKey, custom_fingerprint
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheHit",
+    "CacheKey",
+    "CacheKeyError",
+    "ExecutionCache",
+    "ExecutionStateError",
+    "MlmdCacheError",
+    "NotFoundError",
+    "OutputError",
+    "Outputs",
+    "PipelineRun",
+    "StoreConnectionError",
+    "StoreURLError",
+    "Task",
+    "TaskExecution",
+    "artifact_is_usable",
+    "connect",
+    "custom_fingerprint",
+    "default_store_path",
+    "default_store_url",
+    "redact_url",
+]

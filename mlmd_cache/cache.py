@@ -1,0 +1,431 @@
+"""The execution cache over MLMD: lookup, reuse, and start/publish/fail, as a KFP launcher does them.
+
+>>> import tempfile, os
+>>> from mlmd_cache import connect, CacheKey, ExecutionCache, Task, Outputs
+>>> cache = ExecutionCache(connect("sqlite:///" + os.path.join(tempfile.mkdtemp(), "doc.sqlite")))
+>>> run = cache.pipeline_run("demo", "run-1")
+>>> task = Task("hello", CacheKey.build(image="python:3.11", command=["echo", "hi"],
+...                                     output_parameters={"greeting": "STRING"}))
+>>> cache.execute(run, task, lambda started: Outputs(parameters={"greeting": "hi"})).state
+'COMPLETE'
+>>> again = cache.execute(cache.pipeline_run("demo", "run-2"), task, lambda started: None)
+>>> again.state, again.output_parameters
+('CACHED', {'greeting': 'hi'})
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from urllib.parse import unquote, urlparse
+
+from ml_metadata import errors as mlmd_errors
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from . import records
+from .errors import ExecutionStateError, NotFoundError, OutputError
+from .key import CacheKey, custom_fingerprint
+
+__all__ = ["ExecutionCache", "PipelineRun", "Task", "CacheHit", "TaskExecution", "Outputs", "artifact_is_usable"]
+
+_UNUSABLE_ARTIFACT_STATES = frozenset(
+    {mlmd.Artifact.PENDING, mlmd.Artifact.DELETED, mlmd.Artifact.MARKED_FOR_DELETION, mlmd.Artifact.ABANDONED}
+)
+# Candidates fetched per round of lookup; almost always one source exists per key, and a round with
+# several candidates costs the same four reads as a round with one.
+_FIRST_ROUND = 4
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """A run of a pipeline: its ``system.Pipeline`` and ``system.PipelineRun`` contexts.
+
+    ``enable_caching`` is the run-level switch of KFP's ``create_run_from_pipeline_func``: ``None``
+    lets every task decide, ``True``/``False`` overrides every task's own setting.
+    """
+
+    pipeline: str
+    name: str
+    pipeline_context: mlmd.Context = field(repr=False)
+    run_context: mlmd.Context = field(repr=False)
+    enable_caching: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a pipeline, as the cache sees it.
+
+    ``key`` is the task's full KFP cache key. ``cache_key`` is KFP's custom cache key
+    (``set_caching_options(cache_key=...)``): when set, the fingerprint is made from it and
+    ``component_name`` alone. ``enable_cache=False`` is ``set_caching_options(False)``.
+    """
+
+    name: str
+    key: CacheKey
+    display_name: str = ""
+    enable_cache: bool = True
+    cache_key: str = ""
+    component_name: str = ""
+    parent_dag_id: Optional[int] = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self.cache_key:
+            return custom_fingerprint(self.component_name, self.cache_key)
+        return self.key.fingerprint()
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a task produced: output artifact URIs (one or a list per output name), output parameter
+    values, and optional metadata per output artifact (recorded as its custom properties)."""
+
+    artifacts: Mapping[str, Union[str, Sequence[str]]] = field(default_factory=dict)
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A valid cache source found by :meth:`ExecutionCache.lookup` and the outputs it would give."""
+
+    source: mlmd.Execution = field(repr=False)
+    output_artifacts: dict[str, list[mlmd.Artifact]] = field(repr=False)
+    output_parameters: dict[str, Any]
+
+    @property
+    def source_execution_id(self) -> int:
+        return self.source.id
+
+
+@dataclass(frozen=True)
+class TaskExecution:
+    """An execution of a task as recorded in MLMD, with its outputs once it has them."""
+
+    execution: mlmd.Execution = field(repr=False)
+    run: PipelineRun = field(repr=False)
+    task: Task = field(repr=False)
+    output_artifacts: dict[str, list[mlmd.Artifact]] = field(default_factory=dict, repr=False)
+    output_parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> int:
+        return self.execution.id
+
+    @property
+    def state(self) -> str:
+        """The MLMD state name: ``RUNNING``, ``COMPLETE``, ``CACHED`` or ``FAILED``."""
+        return mlmd.Execution.State.Name(self.execution.last_known_state)
+
+    @property
+    def cached_execution_id(self) -> Optional[int]:
+        value = records.read_property(self.execution, records.CACHED_EXECUTION_ID)
+        return int(value) if value else None
+
+    @property
+    def fingerprint(self) -> Optional[str]:
+        return records.read_property(self.execution, records.CACHE_FINGERPRINT) or None
+
+    @property
+    def output_artifact_ids(self) -> dict[str, list[int]]:
+        return {name: [artifact.id for artifact in artifacts] for name, artifacts in self.output_artifacts.items()}
+
+
+def _local_path(uri: str) -> Optional[str]:
+    """The file a URI names on this machine, or None for remote schemes (gs://, s3://, ...)."""
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return uri
+    return None
+
+
+def artifact_is_usable(artifact: mlmd.Artifact) -> bool:
+    """Whether a cached output can be reused: its state is not PENDING, DELETED,
+    MARKED_FOR_DELETION or ABANDONED, and a local file URI still exists."""
+    if artifact.state in _UNUSABLE_ARTIFACT_STATES:
+        return False
+    path = _local_path(artifact.uri)
+    return path is None or os.path.exists(path)
+
+
+def _event(kind: int, name: str, artifact_id: Optional[int] = None) -> mlmd.Event:
+    event = mlmd.Event(type=kind)
+    if artifact_id is not None:
+        event.artifact_id = artifact_id
+    event.path.steps.add(key=name)
+    return event
+
+
+def _input_events(task: Task) -> list[tuple[None, mlmd.Event]]:
+    return [
+        (None, _event(mlmd.Event.INPUT, name, artifact_id))
+        for name, ids in task.key.input_artifact_ids.items()
+        for artifact_id in ids
+    ]
+
+
+class ExecutionCache:
+    """KFP v2 step caching over one MLMD store.
+
+    The records are KFP's own (see :mod:`mlmd_cache.records`); on top of them, every execution
+    that is a valid cache source is associated with a ``mlmd_cache.CacheSource`` context named
+    after its pipeline and fingerprint, which makes :meth:`lookup` a handful of indexed reads.
+    """
+
+    def __init__(self, store: metadata_store.MetadataStore) -> None:
+        self.store = store
+        self._types = records.TypeRegistry(store)
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    def _get_or_create_context(self, type_name: str, name: str, properties: Mapping[str, str]) -> tuple[mlmd.Context, bool]:
+        context = self.store.get_context_by_type_and_name(type_name, name)
+        if context is not None:
+            return context, False
+        new = mlmd.Context(type_id=self._types.context_type(type_name), name=name)
+        for key, value in properties.items():
+            new.custom_properties[key].string_value = value
+        try:
+            [new.id] = self.store.put_contexts([new])
+        except mlmd_errors.AlreadyExistsError:  # another writer created it first
+            return self.store.get_context_by_type_and_name(type_name, name), False
+        return self.store.get_contexts_by_id([new.id])[0], True
+
+    def pipeline_run(
+        self,
+        pipeline: str,
+        run: str,
+        *,
+        enable_caching: Optional[bool] = None,
+        pipeline_root: str = "",
+    ) -> PipelineRun:
+        """Get or create the ``system.Pipeline`` and ``system.PipelineRun`` contexts of a run."""
+        if not pipeline or not run:
+            raise ValueError("a pipeline run needs a pipeline name and a run name")
+        pipeline_context, _ = self._get_or_create_context(records.PIPELINE_CONTEXT_TYPE, pipeline, {})
+        run_properties = {records.PIPELINE_ROOT: pipeline_root} if pipeline_root else {}
+        run_context, created = self._get_or_create_context(records.RUN_CONTEXT_TYPE, run, run_properties)
+        if created:
+            try:
+                self.store.put_parent_contexts(
+                    [mlmd.ParentContext(child_id=run_context.id, parent_id=pipeline_context.id)]
+                )
+            except mlmd_errors.AlreadyExistsError:
+                pass
+        return PipelineRun(pipeline, run, pipeline_context, run_context, enable_caching)
+
+    @staticmethod
+    def caching_enabled(run: PipelineRun, task: Task) -> bool:
+        """KFP's rule: a run-level ``enable_caching`` overrides every task; otherwise the task decides."""
+        return task.enable_cache if run.enable_caching is None else run.enable_caching
+
+    # -- lookup and reuse -------------------------------------------------------------------------
+
+    def lookup(self, run: PipelineRun, task: Task) -> Optional[CacheHit]:
+        """The newest valid cache source of the task's fingerprint in the run's pipeline, or None.
+
+        A source is an execution that really ran and completed with caching on; it is valid while
+        all its output artifacts are usable (:func:`artifact_is_usable`). Invalid sources are
+        skipped in favour of older ones. Never called with caching off: returns None.
+        """
+        if not self.caching_enabled(run, task):
+            return None
+        fingerprint = task.fingerprint
+        context = self.store.get_context_by_type_and_name(
+            records.CACHE_SOURCE_CONTEXT_TYPE, records.cache_source_context_name(run.pipeline, fingerprint)
+        )
+        if context is None:
+            return None
+        seen, limit = 0, _FIRST_ROUND
+        while True:
+            candidates = self.store.get_executions_by_context(
+                context.id,
+                list_options=metadata_store.ListOptions(
+                    limit=limit, order_by=metadata_store.OrderByField.ID, is_asc=False
+                ),
+            )
+            hit = self._first_valid_source(candidates[seen:], fingerprint)
+            if hit is not None or len(candidates) < limit:
+                return hit
+            seen, limit = len(candidates), limit * 4
+
+    def _first_valid_source(self, candidates: Sequence[mlmd.Execution], fingerprint: str) -> Optional[CacheHit]:
+        candidates = [
+            execution
+            for execution in candidates
+            if execution.last_known_state == mlmd.Execution.COMPLETE
+            and records.read_property(execution, records.CACHE_FINGERPRINT) == fingerprint
+        ]
+        if not candidates:
+            return None
+        outputs: dict[int, list[mlmd.Event]] = {execution.id: [] for execution in candidates}
+        for event in self.store.get_events_by_execution_ids(list(outputs)):
+            if event.type == mlmd.Event.OUTPUT:
+                outputs[event.execution_id].append(event)
+        artifact_ids = sorted({event.artifact_id for events in outputs.values() for event in events})
+        artifacts = {artifact.id: artifact for artifact in self.store.get_artifacts_by_id(artifact_ids)} if artifact_ids else {}
+        for execution in candidates:
+            by_name: dict[str, list[mlmd.Artifact]] = {}
+            for event in outputs[execution.id]:
+                artifact = artifacts.get(event.artifact_id)
+                if artifact is None or not artifact_is_usable(artifact):
+                    break
+                by_name.setdefault(event.path.steps[0].key if event.path.steps else "", []).append(artifact)
+            else:
+                parameters = records.read_property(execution, records.OUTPUTS) or {}
+                return CacheHit(execution, by_name, parameters)
+        return None
+
+    def _execution(self, task: Task, state: int, fingerprint: Optional[str]) -> mlmd.Execution:
+        execution = mlmd.Execution(type_id=self._types.execution_type(records.CONTAINER_EXECUTION_TYPE),
+                                   last_known_state=state)
+        properties = execution.custom_properties
+        properties[records.DISPLAY_NAME].string_value = task.display_name or task.name
+        properties[records.TASK_NAME].string_value = task.name
+        properties[records.IMAGE].string_value = task.key.image
+        properties[records.INPUTS].CopyFrom(records.struct_value(task.key.input_parameters))
+        if fingerprint:
+            properties[records.CACHE_FINGERPRINT].string_value = fingerprint
+        if task.parent_dag_id is not None:
+            properties[records.PARENT_DAG_ID].int_value = task.parent_dag_id
+        stored_key: dict[str, Any] = {"cacheKey": task.key.to_dict()}
+        if task.cache_key:
+            stored_key.update(customCacheKey=task.cache_key, componentName=task.component_name)
+        properties[records.CACHE_KEY].CopyFrom(records.struct_value(stored_key))
+        return execution
+
+    def reuse(self, run: PipelineRun, task: Task, hit: CacheHit) -> TaskExecution:
+        """Record a CACHED execution of ``task`` reusing ``hit``: one atomic ``put_execution`` with
+        ``cached_execution_id``, the source's ``outputs``, INPUT events for the task's inputs and
+        OUTPUT events to the source's very artifacts (same IDs, same path keys)."""
+        execution = self._execution(task, mlmd.Execution.CACHED, task.fingerprint)
+        execution.custom_properties[records.CACHED_EXECUTION_ID].string_value = str(hit.source.id)
+        execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(hit.output_parameters))
+        events = _input_events(task) + [
+            (None, _event(mlmd.Event.OUTPUT, name, artifact.id))
+            for name, artifacts in hit.output_artifacts.items()
+            for artifact in artifacts
+        ]
+        execution.id, _, _ = self.store.put_execution(
+            execution, events, [run.pipeline_context, run.run_context], force_reuse_context=True
+        )
+        return TaskExecution(execution, run, task, hit.output_artifacts, dict(hit.output_parameters))
+
+    # -- a miss: start, publish, fail ---------------------------------------------------------------
+
+    def start(self, run: PipelineRun, task: Task) -> TaskExecution:
+        """Record a RUNNING execution of ``task`` with INPUT events (and its fingerprint when caching
+        is on, as KFP does)."""
+        fingerprint = task.fingerprint if self.caching_enabled(run, task) else None
+        execution = self._execution(task, mlmd.Execution.RUNNING, fingerprint)
+        execution.id, _, _ = self.store.put_execution(
+            execution, _input_events(task), [run.pipeline_context, run.run_context], force_reuse_context=True
+        )
+        return TaskExecution(execution, run, task)
+
+    def _stored_running(self, started: TaskExecution) -> mlmd.Execution:
+        found = self.store.get_executions_by_id([started.id])
+        if not found:
+            raise NotFoundError(f"execution {started.id} does not exist")
+        execution = found[0]
+        if execution.last_known_state != mlmd.Execution.RUNNING:
+            state = mlmd.Execution.State.Name(execution.last_known_state)
+            raise ExecutionStateError(f"execution {started.id} is {state}, not RUNNING")
+        return execution
+
+    def _output_artifacts(self, task: Task, outputs: Outputs) -> list[tuple[mlmd.Artifact, mlmd.Event]]:
+        declared = task.key.output_artifact_types
+        given = set(outputs.artifacts)
+        if given != set(declared):
+            raise OutputError(
+                f"task {task.name!r} declares output artifacts {sorted(declared)}, got {sorted(given)}"
+            )
+        unknown_metadata = set(outputs.metadata) - given
+        if unknown_metadata:
+            raise OutputError(f"task {task.name!r}: metadata for unknown outputs {sorted(unknown_metadata)}")
+        pairs = []
+        for name, uris in outputs.artifacts.items():
+            for uri in [uris] if isinstance(uris, str) else list(uris):
+                artifact = mlmd.Artifact(
+                    type_id=self._types.artifact_type(declared[name]), uri=uri, state=mlmd.Artifact.LIVE
+                )
+                artifact.custom_properties[records.DISPLAY_NAME].string_value = name
+                for key, value in outputs.metadata.get(name, {}).items():
+                    artifact.custom_properties[key].CopyFrom(_metadata_value(name, key, value))
+                pairs.append((artifact, _event(mlmd.Event.OUTPUT, name)))
+        return pairs
+
+    def publish(self, started: TaskExecution, outputs: Outputs = Outputs()) -> TaskExecution:
+        """Complete a RUNNING execution: new LIVE output artifacts, OUTPUT events and the output
+        parameters, in one atomic write. With caching on it becomes a cache source."""
+        task = started.task
+        declared_parameters = set(task.key.output_parameter_types)
+        if set(outputs.parameters) != declared_parameters:
+            raise OutputError(f"task {task.name!r} declares output parameters {sorted(declared_parameters)}, "
+                              f"got {sorted(outputs.parameters)}")
+        pairs = self._output_artifacts(task, outputs)
+        execution = self._stored_running(started)
+        execution.last_known_state = mlmd.Execution.COMPLETE
+        execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(outputs.parameters))
+        contexts = [started.run.pipeline_context, started.run.run_context]
+        fingerprint = records.read_property(execution, records.CACHE_FINGERPRINT)
+        if fingerprint:
+            source = mlmd.Context(
+                type_id=self._types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE),
+                name=records.cache_source_context_name(started.run.pipeline, fingerprint),
+            )
+            source.custom_properties[records.SOURCE_PIPELINE].string_value = started.run.pipeline
+            source.custom_properties[records.CACHE_FINGERPRINT].string_value = fingerprint
+            contexts.append(source)
+        _, artifact_ids, _ = self.store.put_execution(
+            execution, pairs, contexts, reuse_context_if_already_exist=True, force_reuse_context=True
+        )
+        by_name: dict[str, list[mlmd.Artifact]] = {}
+        for (artifact, event), artifact_id in zip(pairs, artifact_ids):
+            artifact.id = artifact_id
+            by_name.setdefault(event.path.steps[0].key, []).append(artifact)
+        return replace(started, execution=execution, output_artifacts=by_name,
+                       output_parameters=dict(outputs.parameters))
+
+    def fail(self, started: TaskExecution) -> TaskExecution:
+        """Mark a RUNNING execution FAILED. A failed execution is never a cache source."""
+        execution = self._stored_running(started)
+        execution.last_known_state = mlmd.Execution.FAILED
+        self.store.put_executions([execution])
+        return replace(started, execution=execution)
+
+    def execute(
+        self, run: PipelineRun, task: Task, work: Callable[[TaskExecution], Optional[Outputs]]
+    ) -> TaskExecution:
+        """Run one task with caching: reuse a valid source when there is one; otherwise start an
+        execution, call ``work(started)`` and publish what it returns. If ``work`` raises, the
+        execution is marked FAILED and the exception propagates."""
+        hit = self.lookup(run, task)
+        if hit is not None:
+            return self.reuse(run, task, hit)
+        started = self.start(run, task)
+        try:
+            outputs = work(started) or Outputs()
+            return self.publish(started, outputs)
+        except BaseException:
+            self.fail(started)
+            raise
+
+
+def _metadata_value(output: str, key: str, value: Any) -> mlmd.Value:
+    if isinstance(value, bool):
+        return mlmd.Value(bool_value=value)
+    if isinstance(value, int):
+        return mlmd.Value(int_value=value)
+    if isinstance(value, float):
+        return mlmd.Value(double_value=value)
+    if isinstance(value, str):
+        return mlmd.Value(string_value=value)
+    if isinstance(value, Mapping):
+        return records.struct_value(value)
+    raise OutputError(f"output {output!r}: metadata {key!r} has unsupported type {type(value).__name__}")

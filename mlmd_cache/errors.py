@@ -1,0 +1,40 @@
+"""The one exception hierarchy of mlmd-cache: catch :class:`MlmdCacheError` to catch them all."""
+from __future__ import annotations
+
+__all__ = [
+    "MlmdCacheError",
+    "StoreURLError",
+    "StoreConnectionError",
+    "CacheKeyError",
+    "ExecutionStateError",
+    "NotFoundError",
+    "OutputError",
+]
+
+
+class MlmdCacheError(Exception):
+    """Base class of every error mlmd-cache raises on purpose."""
+
+
+class StoreURLError(MlmdCacheError, ValueError):
+    """A store URL is malformed or names an unsupported scheme."""
+
+
+class StoreConnectionError(MlmdCacheError):
+    """The store could not be opened: unreachable server, refused credentials, unreadable file."""
+
+
+class CacheKeyError(MlmdCacheError, ValueError):
+    """A cache key is not valid: bad JSON, an unknown field, or a value of the wrong type."""
+
+
+class ExecutionStateError(MlmdCacheError):
+    """An execution is not in the state the operation needs (for example publishing a FAILED one)."""
+
+
+class NotFoundError(MlmdCacheError, LookupError):
+    """A record named by ID or name does not exist in the store."""
+
+
+class OutputError(MlmdCacheError, ValueError):
+    """What a task produced does not match its declared outputs."""
