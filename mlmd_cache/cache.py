@@ -227,17 +227,22 @@ class ExecutionCache:
     # -- lookup and reuse -------------------------------------------------------------------------
 
     def lookup(self, run: PipelineRun, task: Task) -> Optional[CacheHit]:
-        """The newest valid cache source of the task's fingerprint in the run's pipeline, or None.
+        """The cache hit for ``task`` in ``run``, or None: a miss, or caching is off for the task
+        or the run (then nothing is read)."""
+        if not self.caching_enabled(run, task):
+            return None
+        return self.find_source(run.pipeline, task.fingerprint)
+
+    def find_source(self, pipeline: str, fingerprint: str) -> Optional[CacheHit]:
+        """The newest valid cache source of ``fingerprint`` in ``pipeline``, or None.
 
         A source is an execution that really ran and completed with caching on; it is valid while
         all its output artifacts are usable (:func:`artifact_is_usable`). Invalid sources are
-        skipped in favour of older ones. Never called with caching off: returns None.
+        skipped in favour of older ones. The reads are indexed: by context type and name, then by
+        context, then events and artifacts by ID.
         """
-        if not self.caching_enabled(run, task):
-            return None
-        fingerprint = task.fingerprint
         context = self.store.get_context_by_type_and_name(
-            records.CACHE_SOURCE_CONTEXT_TYPE, records.cache_source_context_name(run.pipeline, fingerprint)
+            records.CACHE_SOURCE_CONTEXT_TYPE, records.cache_source_context_name(pipeline, fingerprint)
         )
         if context is None:
             return None

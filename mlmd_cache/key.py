@@ -118,7 +118,7 @@ def _artifact_spec(name: str, spec: OutputArtifactSpec) -> RuntimeArtifact:
         try:
             return json_format.ParseDict(dict(spec), RuntimeArtifact())
         except json_format.ParseError as error:
-            raise CacheKeyError(f"output artifact {name!r}: {error}") from None
+            raise CacheKeyError(f"output artifact {name!r}: {_one_line(error)}") from None
     raise CacheKeyError(f"output artifact {name!r}: expected a schema title, a dict or a RuntimeArtifact, "
                         f"got {type(spec).__name__}")
 
@@ -193,7 +193,7 @@ class CacheKey:
         try:
             return cls(json_format.ParseDict(document, CacheKeyMessage()))
         except json_format.ParseError as error:
-            raise CacheKeyError(f"not a KFP cache key: {error}") from None
+            raise CacheKeyError(f"not a KFP cache key: {_one_line(error)}") from None
 
     @property
     def message(self) -> Any:
@@ -272,6 +272,11 @@ class CacheKey:
 
     def __repr__(self) -> str:
         return f"CacheKey({self.to_json()})"
+
+
+def _one_line(error: Exception) -> str:
+    # protobuf's ParseError lists every known field on a second line: keep the sentence that matters.
+    return str(error).splitlines()[0].strip()
 
 
 def _schema_title(schema: ArtifactTypeSchema) -> str:

@@ -1,0 +1,85 @@
+"""Shared fixtures: a fresh store on the real MLMD core, and a three-task chain A -> B -> C."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, PipelineRun, Task, TaskExecution, connect
+
+PIPELINE = "chain"
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+
+
+@pytest.fixture
+def cache(store_url: str) -> ExecutionCache:
+    return ExecutionCache(connect(store_url))
+
+
+class Chain:
+    """Runs the chain A -> B -> C: A writes a dataset, B trains a model on it with a learning rate,
+    C evaluates the model. Every task that really executes writes a fresh file under ``root``."""
+
+    def __init__(self, cache: ExecutionCache, root: Path) -> None:
+        self.cache = cache
+        self.root = root
+        self.executed: list[str] = []
+
+    def _work(self, run: str, task: str, outputs: dict[str, str], parameters: Optional[dict] = None):
+        def work(started: TaskExecution) -> Outputs:
+            self.executed.append(task)
+            uris = {}
+            for name in outputs:
+                path = self.root / run / task / f"{name}-{started.id}"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"{task}/{name} of {run}")
+                uris[name] = str(path)
+            return Outputs(artifacts=uris, parameters=parameters or {})
+
+        return work
+
+    def run(
+        self,
+        run_name: str,
+        *,
+        lr: float = 0.1,
+        enable_caching: Optional[bool] = None,
+        cache_a: bool = True,
+        fail_task: Optional[str] = None,
+    ) -> dict[str, TaskExecution]:
+        self.executed = []
+        run = self.cache.pipeline_run(PIPELINE, run_name, enable_caching=enable_caching)
+        results: dict[str, TaskExecution] = {}
+
+        def step(name: str, key: CacheKey, outputs: dict[str, str], parameters=None, enable_cache=True):
+            work = self._work(run_name, name, outputs, parameters)
+            if name == fail_task:
+                def work(started):  # noqa: F811 - a failing body for this task
+                    raise RuntimeError(f"task {name} failed")
+            results[name] = self.cache.execute(run, Task(name, key, enable_cache=enable_cache), work)
+            return results[name]
+
+        a = step("A", CacheKey.build(image="python:3.11", command=["python", "-c", "make_data()"],
+                                     output_artifacts={"dataset": "system.Dataset"}),
+                 {"dataset": "system.Dataset"}, enable_cache=cache_a)
+        b = step("B", CacheKey.build(image="python:3.11", command=["python", "-c", "train()"],
+                                     input_artifacts={"dataset": a.output_artifact_ids["dataset"]},
+                                     input_parameters={"lr": lr},
+                                     output_artifacts={"model": "system.Model"},
+                                     output_parameters={"loss": "NUMBER_DOUBLE"}),
+                 {"model": "system.Model"}, {"loss": lr / 2})
+        step("C", CacheKey.build(image="python:3.11", command=["python", "-c", "evaluate()"],
+                                 input_artifacts={"model": b.output_artifact_ids["model"]},
+                                 output_artifacts={"metrics": "system.Metrics"}),
+             {"metrics": "system.Metrics"})
+        return results
+
+
+@pytest.fixture
+def chain(cache: ExecutionCache, tmp_path: Path) -> Chain:
+    return Chain(cache, tmp_path / "outputs")
