@@ -38,7 +38,7 @@ db_option = click.option(
     help=f"MLMD store URL (sqlite:///PATH, mysql://, postgresql://, grpc://host:port). "
     f"Default: $MLMD_DB, else {default_store_path()}.",
 )
-key_argument = click.argument("key_file", metavar="[FILE|-]", type=click.File("rb"), default="-", required=False)
+key_argument = click.argument("key_file", metavar="[FILE|-]", type=click.File("rb"), required=False)
 custom_key_options = [
     click.option("--custom-key", metavar="KEY", help="A custom cache key (KFP cachingOptions.cacheKey)."),
     click.option("--component", "component_name", metavar="NAME", default="",
@@ -50,6 +50,11 @@ def _with_custom_key(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(custom_key_options):
         command = option(command)
     return command
+
+
+def _read_key(key_file) -> CacheKey:
+    """The cache key in FILE, or on standard input when no FILE (or ``-``) is given."""
+    return CacheKey.from_json((key_file or click.get_binary_stream("stdin")).read())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,14 +75,14 @@ def fingerprint(key_file, custom_key: Optional[str], component_name: str, show_b
     fingerprints a custom cache key for --component.
     """
     if custom_key is not None:
-        if key_file.name != "<stdin>":
+        if key_file is not None:
             raise click.UsageError("give either a cache key FILE or --custom-key, not both")
         hashed = f"{component_name}\x00{custom_key}" if component_name else custom_key
         click.echo(custom_fingerprint(component_name, custom_key))
         if show_bytes:
             click.echo(json.dumps(hashed))
         return
-    key = CacheKey.from_json(key_file.read())
+    key = _read_key(key_file)
     click.echo(key.fingerprint())
     if show_bytes:
         click.echo(key.hashed_bytes().decode("utf-8"))
@@ -93,7 +98,7 @@ def fingerprint(key_file, custom_key: Optional[str], component_name: str, show_b
 def lookup(key_file, pipeline: str, custom_key: Optional[str], component_name: str,
            db_url: Optional[str], as_json: bool) -> None:
     """Tell whether a task with this cache key would hit the cache, and what it would reuse."""
-    key = CacheKey.from_json(key_file.read())
+    key = _read_key(key_file)
     fingerprint = custom_fingerprint(component_name, custom_key) if custom_key else key.fingerprint()
     hit = ExecutionCache(connect(db_url)).find_source(pipeline, fingerprint)
     result = {

@@ -172,9 +172,12 @@ class CacheKey:
             message.inputArtifactNames[name].artifactNames.extend(str(i) for i in id_list)
         for name, value in (input_parameters or {}).items():
             try:
-                message.input_parameter_values[name].CopyFrom(json_format.ParseDict(value, struct_pb2.Value()))
-            except (json_format.ParseError, TypeError, ValueError) as error:
-                raise CacheKeyError(f"input parameter {name!r}: {value!r} is not a JSON value ({error})") from None
+                parsed = json_format.ParseDict(value, struct_pb2.Value())
+                json_format.MessageToDict(parsed)  # protojson refuses NaN and infinities, as KFP's Go does
+            except (json_format.Error, TypeError, ValueError) as error:
+                raise CacheKeyError(f"input parameter {name!r}: {value!r} is not a JSON value "
+                                    f"({_one_line(error)})") from None
+            message.input_parameter_values[name].CopyFrom(parsed)
         for name, spec in (output_artifacts or {}).items():
             message.outputArtifactsSpec[name].CopyFrom(_artifact_spec(name, spec))
         for name, type_name in (output_parameters or {}).items():

@@ -1,0 +1,155 @@
+"""The ``mlmd-cache`` command line, run as a user runs it (click's runner and the installed script)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
+from mlmd_cache.cli import main
+from tests.test_key import GOLDEN, GOLDEN_CUSTOM
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.mark.parametrize("document, expected", GOLDEN)
+def test_fingerprint_of_a_file(runner, tmp_path, document, expected):
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(document))
+    result = runner.invoke(main, ["fingerprint", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output == expected + "\n"
+
+
+def test_fingerprint_from_stdin_with_bytes(runner):
+    document, expected = GOLDEN[0]
+    result = runner.invoke(main, ["fingerprint", "-", "--show-bytes"], input=json.dumps(document, indent=2))
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        expected,
+        '{"containerSpec":{"cmdArgs":["sh","ec","run"],"image":"python:3.11"},'
+        '"inputArtifactNames":{"dataset":{"artifactNames":["10"]}},"outputParametersSpec":{"output_parameter":"DOUBLE"}}',
+    ]
+
+
+@pytest.mark.parametrize("component, key, expected", GOLDEN_CUSTOM)
+def test_fingerprint_of_a_custom_key(runner, component, key, expected):
+    result = runner.invoke(main, ["fingerprint", "--custom-key", key, "--component", component])
+    assert result.exit_code == 0
+    assert result.output == expected + "\n"
+
+
+def test_custom_key_bytes_are_shown_escaped(runner):
+    result = runner.invoke(main, ["fingerprint", "--custom-key", "k", "--component", "c", "--show-bytes"])
+    assert result.output.splitlines()[1] == '"c\\u0000k"'
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "invalid JSON"),
+    ('{"inputArtifactNames": 1, "bogus": true}', "Error: not a KFP cache key"),
+    ('{"bogus": true}', 'no field named "bogus"'),
+    ("", "invalid JSON"),
+])
+def test_fingerprint_rejects_bad_input_with_exit_2(runner, text, message):
+    result = runner.invoke(main, ["fingerprint"], input=text)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_fingerprint_of_a_missing_file_is_a_usage_error(runner, tmp_path):
+    result = runner.invoke(main, ["fingerprint", str(tmp_path / "nope.json")])
+    assert result.exit_code == 2
+    assert "No such file or directory" in result.output
+
+
+def test_fingerprint_file_and_custom_key_are_exclusive(runner, tmp_path):
+    path = tmp_path / "key.json"
+    path.write_text("{}")
+    result = runner.invoke(main, ["fingerprint", str(path), "--custom-key", "k"])
+    assert result.exit_code == 2
+    assert "not both" in result.output
+
+
+def _published(store_url: str, tmp_path) -> tuple[CacheKey, int, str]:
+    cache = ExecutionCache(connect(store_url))
+    key = CacheKey.build(image="python:3.11", command=["train"], output_artifacts={"model": "system.Model"},
+                         output_parameters={"acc": "NUMBER_DOUBLE"})
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights")
+    done = cache.execute(cache.pipeline_run("training", "run-1"), Task("train", key),
+                         lambda started: Outputs(artifacts={"model": str(model)}, parameters={"acc": 0.9}))
+    return key, done.id, str(model)
+
+
+def test_lookup_reports_a_hit_and_what_it_reuses(runner, store_url, tmp_path):
+    key, source_id, model = _published(store_url, tmp_path)
+    key_file = tmp_path / "key.json"
+    key_file.write_text(key.to_json())
+    result = runner.invoke(main, ["lookup", str(key_file), "--pipeline", "training", "--db", store_url])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"fingerprint {key.fingerprint()}",
+        f"hit: execution {source_id} (task train)",
+        f"  output model: artifact #1 {model}",
+        "  parameter acc = 0.9",
+    ]
+    as_json = runner.invoke(main, ["lookup", str(key_file), "--pipeline", "training", "--db", store_url, "--json"])
+    assert json.loads(as_json.output) == {
+        "fingerprint": key.fingerprint(), "hit": True, "source_execution_id": source_id, "source_task": "train",
+        "output_artifacts": {"model": [{"id": 1, "uri": model}]}, "output_parameters": {"acc": 0.9},
+    }
+
+
+def test_lookup_reads_the_store_from_mlmd_db(runner, store_url, tmp_path, monkeypatch):
+    key, _, _ = _published(store_url, tmp_path)
+    monkeypatch.setenv("MLMD_DB", store_url)
+    result = runner.invoke(main, ["lookup", "--pipeline", "other", "--json"], input=key.to_json())
+    assert json.loads(result.output)["hit"] is False
+    result = runner.invoke(main, ["lookup", "--pipeline", "training"], input=key.to_json())
+    assert "hit: execution" in result.output
+
+
+def test_lookup_misses_when_the_output_is_gone(runner, store_url, tmp_path):
+    key, _, model = _published(store_url, tmp_path)
+    (tmp_path / "model.bin").unlink()
+    result = runner.invoke(main, ["lookup", "--pipeline", "training", "--db", store_url], input=key.to_json())
+    assert result.exit_code == 0
+    assert result.output.splitlines()[1] == "miss: no valid cache source in pipeline 'training'"
+
+
+def test_lookup_on_the_default_store(runner, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLMD_DB", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    result = runner.invoke(main, ["lookup", "--pipeline", "p"], input='{"containerSpec": {"image": "i"}}')
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "mlmd-cache" / "metadata.sqlite").exists()
+
+
+@pytest.mark.parametrize("url, code, message", [
+    ("nonsense", 2, "not a store URL"),
+    ("ftp://host/db", 2, "unsupported store URL scheme 'ftp'"),
+    ("mysql://root:s3cret@127.0.0.1:1/db", 1, "cannot"),
+])
+def test_bad_store_urls_are_one_line_errors(runner, url, code, message):
+    result = runner.invoke(main, ["lookup", "--pipeline", "p", "--db", url], input='{}')
+    assert result.exit_code == code
+    assert message in result.output
+    assert "s3cret" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_installed_console_script():
+    script = shutil.which("mlmd-cache")
+    if script is None:
+        pytest.skip("the mlmd-cache console script is not installed (pip install -e .)")
+    done = subprocess.run([script, "fingerprint", "--custom-key", "custom-key", "--component", "my-component"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == GOLDEN_CUSTOM[2][2]
