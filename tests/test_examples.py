@@ -1,0 +1,35 @@
+"""The README's demo: examples/chain.py on the embedded default store."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chain.py"
+
+
+def _run(tmp_path: Path, *args: str) -> list[list[str]]:
+    env = {k: v for k, v in os.environ.items() if k != "MLMD_DB"}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, str(EXAMPLE), *args], env=env, capture_output=True, text=True,
+                          check=True)
+    return [re.split(r"\s+", line.strip()) for line in done.stdout.splitlines() if line.startswith("  ")]
+
+
+def test_demo_runs_twice_and_the_second_run_hits_everywhere(tmp_path):
+    lines = _run(tmp_path)
+    assert (tmp_path / "mlmd-cache" / "metadata.sqlite").exists()
+    first, second = lines[:3], lines[3:]
+    assert [line[:3] for line in first] == [["A:", "miss", "COMPLETE"], ["B:", "miss", "COMPLETE"],
+                                            ["C:", "miss", "COMPLETE"]]
+    assert [line[:3] for line in second] == [["A:", "hit", "CACHED"], ["B:", "hit", "CACHED"],
+                                             ["C:", "hit", "CACHED"]]
+    assert [line[-1] for line in second] == [line[-1] for line in first]  # the same artifact IDs
+
+
+def test_demo_with_another_learning_rate_reruns_b_and_c(tmp_path):
+    _run(tmp_path, "--runs", "1")
+    lines = _run(tmp_path, "--runs", "1", "--lr", "0.5")
+    assert [line[:2] for line in lines] == [["A:", "hit"], ["B:", "miss"], ["C:", "miss"]]
