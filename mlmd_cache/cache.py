@@ -161,12 +161,6 @@ def _event(kind: int, name: str, artifact_id: Optional[int] = None) -> mlmd.Even
     return event
 
 
-def _input_events(task: Task) -> list[tuple[None, mlmd.Event]]:
-    return [
-        (None, _event(mlmd.Event.INPUT, name, artifact_id))
-        for name, ids in task.key.input_artifact_ids.items()
-        for artifact_id in ids
-    ]
 
 
 class ExecutionCache:
@@ -286,6 +280,21 @@ class ExecutionCache:
                 return CacheHit(execution, by_name, parameters)
         return None
 
+    def _input_events(self, task: Task) -> list[tuple[None, mlmd.Event]]:
+        """INPUT events for the task's input artifacts, which must exist: MLMD itself would record an
+        event to a missing artifact on some backends, and such an event is a broken lineage."""
+        inputs = task.key.input_artifact_ids
+        wanted = {artifact_id for ids in inputs.values() for artifact_id in ids}
+        if wanted:
+            found = {artifact.id for artifact in self.store.get_artifacts_by_id(sorted(wanted))}
+            for name, ids in inputs.items():
+                missing = [artifact_id for artifact_id in ids if artifact_id not in found]
+                if missing:
+                    raise NotFoundError(f"task {task.name!r}, input {name!r}: no MLMD artifact with ID {missing[0]}")
+        return [
+            (None, _event(mlmd.Event.INPUT, name, artifact_id)) for name, ids in inputs.items() for artifact_id in ids
+        ]
+
     def _execution(self, task: Task, state: int, fingerprint: Optional[str]) -> mlmd.Execution:
         execution = mlmd.Execution(type_id=self._types.execution_type(records.CONTAINER_EXECUTION_TYPE),
                                    last_known_state=state)
@@ -311,7 +320,7 @@ class ExecutionCache:
         execution = self._execution(task, mlmd.Execution.CACHED, task.fingerprint)
         execution.custom_properties[records.CACHED_EXECUTION_ID].string_value = str(hit.source.id)
         execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(hit.output_parameters))
-        events = _input_events(task) + [
+        events = self._input_events(task) + [
             (None, _event(mlmd.Event.OUTPUT, name, artifact.id))
             for name, artifacts in hit.output_artifacts.items()
             for artifact in artifacts
@@ -329,7 +338,7 @@ class ExecutionCache:
         fingerprint = task.fingerprint if self.caching_enabled(run, task) else None
         execution = self._execution(task, mlmd.Execution.RUNNING, fingerprint)
         execution.id, _, _ = self.store.put_execution(
-            execution, _input_events(task), [run.pipeline_context, run.run_context], force_reuse_context=True
+            execution, self._input_events(task), [run.pipeline_context, run.run_context], force_reuse_context=True
         )
         return TaskExecution(execution, run, task)
 

@@ -54,7 +54,7 @@ def _with_custom_key(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _read_key(key_file) -> CacheKey:
     """The cache key in FILE, or on standard input when no FILE (or ``-``) is given."""
-    return CacheKey.from_json((key_file or click.get_binary_stream("stdin")).read())
+    return CacheKey.from_json((key_file or click.open_file("-", "rb")).read())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

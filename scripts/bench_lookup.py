@@ -180,11 +180,13 @@ class TaskRecord:
 
 @dataclass
 class FreshRun:
-    """A run whose tasks all execute: COMPLETE executions, new artifacts, new cache sources."""
+    """A run whose tasks all execute: COMPLETE executions, new artifacts, new cache sources.
+    ``context`` is the run's context when it exists already (else the writer creates it)."""
 
     pipeline: mlmd.Context
     name: str
     seed: int
+    context: Optional[mlmd.Context] = None
     records: list[TaskRecord] = field(default_factory=list)
 
 
@@ -195,6 +197,7 @@ class CachedRun:
     pipeline: mlmd.Context
     name: str
     sources: Sequence[TaskRecord]
+    context: Optional[mlmd.Context] = None
 
 
 def _event(kind: int, name: str, execution_id: int, artifact_id: int) -> mlmd.Event:
@@ -219,23 +222,22 @@ class BatchWriter:
         self.files = list(files)
         self.pipeline_root = pipeline_root
         self._types = records.TypeRegistry(cache.store)
-        self._artifact_count = 0
 
     def write(self, fresh: Sequence[FreshRun], cached: Sequence[CachedRun]) -> None:
         """Write the runs; fills each fresh run's ``records``."""
         store = self.store
-        run_contexts = self._put_run_contexts([*fresh, *cached])
+        self._put_run_contexts([*fresh, *cached])
 
-        # New output artifacts of the fresh runs, in task order (the order execute() creates them).
+        # New output artifacts of the fresh runs, in task order (the order execute() creates them),
+        # with the URIs execute_spec() gives them.
         artifacts: list[mlmd.Artifact] = []
         for run in fresh:
             for spec in PIPELINE_TASKS:
-                for output, schema in spec.output_artifacts.items():
+                for index, (output, schema) in enumerate(spec.output_artifacts.items()):
                     artifact = mlmd.Artifact(type_id=self._types.artifact_type(schema), state=mlmd.Artifact.LIVE,
-                                             uri=self.files[self._artifact_count % len(self.files)])
+                                             uri=self.files[(run.seed + index) % len(self.files)])
                     artifact.custom_properties[records.DISPLAY_NAME].string_value = output
                     artifacts.append(artifact)
-                    self._artifact_count += 1
         artifact_ids = iter(store.put_artifacts(artifacts)) if artifacts else iter(())
 
         # Executions: (execution, run, task record, new output artifacts?, input artifact ids by name).
@@ -281,7 +283,8 @@ class BatchWriter:
         attributions: dict[tuple[int, int], None] = {}
         associations: list[mlmd.Association] = []
         for (run, record, is_source, inputs), execution_id in zip(plan, execution_ids):
-            contexts = [run.pipeline.id, run_contexts[run.name].id]
+            assert run.context is not None
+            contexts = [run.pipeline.id, run.context.id]
             for name, ids in inputs.items():
                 for artifact_id in ids:
                     events.append(_event(mlmd.Event.INPUT, name, execution_id, artifact_id))
@@ -303,21 +306,22 @@ class BatchWriter:
             associations,
         )
 
-    def _put_run_contexts(self, runs: Sequence[FreshRun | CachedRun]) -> dict[str, mlmd.Context]:
-        """The ``system.PipelineRun`` contexts, as ``ExecutionCache.pipeline_run`` creates them."""
-        contexts = []
+    def _put_run_contexts(self, runs: Sequence[FreshRun | CachedRun]) -> None:
+        """Create the missing ``system.PipelineRun`` contexts as ``ExecutionCache.pipeline_run``
+        does (a child of the pipeline context) and set every run's ``context``."""
+        new = []
         for run in runs:
-            context = mlmd.Context(type_id=self._types.context_type(records.RUN_CONTEXT_TYPE), name=run.name)
-            if self.pipeline_root:
-                context.custom_properties[records.PIPELINE_ROOT].string_value = self.pipeline_root
-            contexts.append(context)
-        if not contexts:
-            return {}
-        for context, context_id in zip(contexts, self.store.put_contexts(contexts)):
-            context.id = context_id
-        self.store.put_parent_contexts([mlmd.ParentContext(child_id=context.id, parent_id=run.pipeline.id)
-                                        for context, run in zip(contexts, runs)])
-        return {context.name: context for context in contexts}
+            if run.context is None:
+                context = mlmd.Context(type_id=self._types.context_type(records.RUN_CONTEXT_TYPE), name=run.name)
+                if self.pipeline_root:
+                    context.custom_properties[records.PIPELINE_ROOT].string_value = self.pipeline_root
+                new.append((run, context))
+        if new:
+            for (run, context), context_id in zip(new, self.store.put_contexts([c for _, c in new])):
+                context.id = context_id
+                run.context = context
+            self.store.put_parent_contexts([mlmd.ParentContext(child_id=context.id, parent_id=run.pipeline.id)
+                                            for run, context in new])
 
 
 def record_of(result: TaskExecution) -> TaskRecord:
@@ -334,194 +338,3 @@ def execute_spec(cache: ExecutionCache, run: PipelineRun, spec: TaskSpec, inputs
     return cache.execute(run, spec.task(inputs, run_parameters), lambda started: outputs)
 
 
-# -- building a store -----------------------------------------------------------------------------
-
-def shared_files(directory: Path) -> list[str]:
-    """A few real files, shared by all artifacts (their URIs must exist for validation)."""
-    root = directory / "files"
-    root.mkdir(parents=True, exist_ok=True)
-    uris = []
-    for index in range(SHARED_FILES):
-        path = root / f"artifact-{index}"
-        if not path.exists():
-            path.write_text(f"bench artifact {index}\n")
-        uris.append(path.resolve().as_uri())
-    return uris
-
-
-def progress(length: int, label: str):
-    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True, show_eta=True, width=30)
-
-
-def build_store(path: Path, size: int, files: Sequence[str]) -> dict[str, Any]:
-    """Build a store of ``size`` bulk executions plus the hot and cold keys; returns its metadata."""
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    started = time.perf_counter()
-    cache = ExecutionCache(connect(f"sqlite:///{partial}"))
-    pipeline_root = Path(files[0]).parent.as_uri() if "://" not in files[0] else files[0].rsplit("/", 1)[0]
-    writer = BatchWriter(cache, files, pipeline_root)
-    pipelines = [cache.pipeline_run(pipeline_name(p), str(uuid.uuid4()), pipeline_root=pipeline_root)
-                 for p in range(PIPELINES)]
-    hot_pipeline = pipelines[0].pipeline_context
-
-    # The hot key's source, through the real execute().
-    hot_run = cache.pipeline_run(pipeline_name(0), str(uuid.uuid4()), pipeline_root=pipeline_root)
-    hot = execute_spec(cache, hot_run, HOT_SPEC, {}, files, seed=1)
-    hot_record = record_of(hot)
-
-    runs = size // TASKS_PER_RUN
-    batches = max(1, math.ceil(runs / BATCH_RUNS))
-    previous: dict[int, list[TaskRecord]] = {}  # pipeline -> records of its last fresh run of a past batch
-    counters = [0] * PIPELINES
-    hits_written = 0
-    with progress(runs * TASKS_PER_RUN + HOT_HITS, f"building {size:,}") as bar:
-        for batch in range(batches):
-            fresh: list[FreshRun] = []
-            cached: list[CachedRun] = []
-            for index in range(batch * BATCH_RUNS, min(runs, (batch + 1) * BATCH_RUNS)):
-                p = index % PIPELINES
-                counters[p] += 1
-                context = pipelines[p].pipeline_context
-                if counters[p] % RERUN_EVERY == 0 and p in previous:
-                    cached.append(CachedRun(context, str(uuid.uuid4()), previous[p]))
-                else:
-                    fresh.append(FreshRun(context, str(uuid.uuid4()), seed=index))
-            hits = HOT_HITS * (batch + 1) // batches - hits_written
-            cached.extend(CachedRun(hot_pipeline, str(uuid.uuid4()), [hot_record]) for _ in range(hits))
-            writer.write(fresh, cached)
-            hits_written += hits
-            for run in fresh:
-                previous[PIPELINES and int(run.pipeline.name.rsplit("-", 1)[1])] = run.records
-            bar.update(sum(len(run.sources) for run in cached) + TASKS_PER_RUN * len(fresh))
-
-    # The cold key's source, through the real execute(): a newer task reading the hot key's output.
-    cold_run = cache.pipeline_run(pipeline_name(0), str(uuid.uuid4()), pipeline_root=pipeline_root)
-    cold = execute_spec(cache, cold_run, COLD_SPEC, {"train": hot_record.output_artifacts["reference"][0]}, files, seed=2)
-    meta = {
-        "version": BUILD_VERSION,
-        "size": size,
-        "pipeline": pipeline_name(0),
-        "keys": {
-            "cold": {"task": cold.task.name, "key": cold.task.key.to_json(), "source": cold.id, "hits": 0},
-            "hot": {"task": hot.task.name, "key": hot.task.key.to_json(), "source": hot.id, "hits": HOT_HITS},
-        },
-        "executions": runs * TASKS_PER_RUN + HOT_HITS + 2,
-        "build_seconds": round(time.perf_counter() - started, 1),
-    }
-    marker = mlmd.Context(type_id=cache._types.context_type(BUILD_CONTEXT_TYPE), name=f"v{BUILD_VERSION}")
-    marker.custom_properties["meta"].string_value = json.dumps(meta)
-    cache.store.put_contexts([marker])
-    del writer, cache
-    gc.collect()
-    os.replace(partial, path)
-    return meta
-
-
-def read_meta(path: Path) -> Optional[dict[str, Any]]:
-    """The metadata of a finished build of this version, or None."""
-    if not path.exists():
-        return None
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            row = db.execute(
-                "SELECT p.string_value FROM Context c JOIN Type t ON t.id = c.type_id "
-                "JOIN ContextProperty p ON p.context_id = c.id AND p.name = 'meta' "
-                "WHERE t.name = ? AND c.name = ?", (BUILD_CONTEXT_TYPE, f"v{BUILD_VERSION}")).fetchone()
-    except sqlite3.Error:
-        return None
-    return json.loads(row[0]) if row else None
-
-
-# -- the shape self-check -------------------------------------------------------------------------
-
-def _canonical(store: metadata_store.MetadataStore) -> dict[str, Any]:
-    """A store's records with ids replaced by names and timestamps dropped."""
-    type_names = {t.id: t.name for t in [*store.get_execution_types(), *store.get_artifact_types(),
-                                         *store.get_context_types()]}
-    contexts = {c.id: (type_names[c.type_id], c.name) for c in store.get_contexts()}
-    executions = store.get_executions()
-    artifacts = {a.id: a for a in store.get_artifacts()}
-
-    def properties(node: Any) -> dict[str, Any]:
-        return {name: records.read_property(node, name) for name in node.custom_properties}
-
-    def execution_name(execution_id: int) -> tuple[Any, ...]:
-        execution = next(e for e in executions if e.id == execution_id)
-        runs = [contexts[c.id][1] for c in store.get_contexts_by_execution(execution_id)
-                if contexts[c.id][0] == records.RUN_CONTEXT_TYPE]
-        return (runs[0], records.read_property(execution, records.TASK_NAME))
-
-    result_executions = []
-    for execution in executions:
-        props = properties(execution)
-        if records.CACHED_EXECUTION_ID in props:
-            props[records.CACHED_EXECUTION_ID] = execution_name(int(props[records.CACHED_EXECUTION_ID]))
-        events = sorted((e.type, tuple(s.key for s in e.path.steps), e.artifact_id)
-                        for e in store.get_events_by_execution_ids([execution.id]))
-        result_executions.append((execution_name(execution.id), type_names[execution.type_id],
-                                  execution.last_known_state, sorted(props.items(), key=lambda kv: kv[0]),
-                                  sorted(contexts[c.id] for c in store.get_contexts_by_execution(execution.id)), events))
-    return {
-        "executions": sorted(result_executions, key=repr),
-        "artifacts": sorted((a.id, type_names[a.type_id], a.uri, a.state, sorted(properties(a).items()),
-                             sorted(contexts[c.id] for c in store.get_contexts_by_artifact(a.id)))
-                            for a in artifacts.values()),
-        "contexts": sorted((contexts[c.id], sorted(properties(c).items()),
-                            sorted(contexts[p.id] for p in store.get_parent_contexts_by_context(c.id)))
-                           for c in store.get_contexts()),
-    }
-
-
-def check_shape(directory: Path, files: Sequence[str]) -> None:
-    """Write one scenario with ExecutionCache.execute and with BatchWriter; the records must match.
-
-    Scenario: in pipeline P, run A executes all tasks, run B re-runs A (every task hits), run H
-    executes the hot task, runs H1 and H2 hit it, run C executes the cold task (input from H's output).
-    Run names are fixed and each store is fresh, so ids of artifacts (part of cache keys) line up.
-    """
-    scratch = directory / "shape-check"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    root = "file:///bench-root"
-    try:
-        real = ExecutionCache(connect(f"sqlite:///{scratch / 'real.sqlite'}"))
-        pipeline = real.pipeline_run("P", "A", pipeline_root=root)
-        hot = execute_spec(real, real.pipeline_run("P", "H", pipeline_root=root), HOT_SPEC, {}, files, seed=0)
-        for run_name in ("H1", "H2"):
-            assert execute_spec(real, real.pipeline_run("P", run_name, pipeline_root=root), HOT_SPEC, {}, files,
-                                seed=0).state == "CACHED"
-        for run_name in ("A", "B"):
-            run = real.pipeline_run("P", run_name, pipeline_root=root)
-            produced: dict[tuple[str, str], int] = {}
-            for spec in PIPELINE_TASKS:
-                result = execute_spec(real, run, spec, {n: produced[u] for n, u in spec.inputs.items()}, files,
-                                      seed=7, run_parameters={"date": "run-7"} if spec.name == "ingest" else {})
-                assert result.state == ("COMPLETE" if run_name == "A" else "CACHED"), (run_name, spec.name)
-                produced.update({(spec.name, n): ids[0] for n, ids in result.output_artifact_ids.items()})
-        execute_spec(real, real.pipeline_run("P", "C", pipeline_root=root), COLD_SPEC,
-                     {"train": hot.output_artifact_ids["reference"][0]}, files, seed=0)
-
-        batched = ExecutionCache(connect(f"sqlite:///{scratch / 'batched.sqlite'}"))
-        writer = BatchWriter(batched, files, root)
-        context = batched.pipeline_run("P", "A", pipeline_root=root).pipeline_context
-        hot_b = execute_spec(batched, batched.pipeline_run("P", "H", pipeline_root=root), HOT_SPEC, {}, files, seed=0)
-        writer.write([], [CachedRun(context, name, [record_of(hot_b)]) for name in ("H1", "H2")])
-        # Run A's context exists already (pipeline_run above), so write its records under a temporary
-        # name and compare by contents: the batch writer always creates the run context itself.
-        writer._artifact_count = 1  # A's artifacts follow H's one, in the real store's file rotation
-        run_a = FreshRun(context, "A'", seed=7)
-        writer.write([run_a], [])
-        writer.write([], [CachedRun(context, "B", run_a.records)])
-        execute_spec(batched, batched.pipeline_run("P", "C", pipeline_root=root), COLD_SPEC,
-                     {"train": hot_b.output_artifact_ids["reference"][0]}, files, seed=0)
-        expected, got = _canonical(real.store), _canonical(batched.store)
-        got_text = json.dumps(got, sort_keys=True, default=str).replace('"A\'"', '"A"')
-        if json.dumps(expected, sort_keys=True, default=str) != got_text:
-            for name in expected:
-                a, b = json.dumps(expected[name], default=str), json.dumps(got[name], default=str).replace('"A\'"', '"A"')
-                if a != b:
-                    print(f"shape check: {name} differ\n  execute(): {a}\n  batched:   {b}", file=sys.stderr)
-            raise SystemExit("shape check failed: the batch writer does not write what ExecutionCache writes")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)

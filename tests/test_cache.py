@@ -11,6 +11,7 @@ from mlmd_cache import (
     CacheKey,
     ExecutionCache,
     ExecutionStateError,
+    NotFoundError,
     OutputError,
     Outputs,
     Task,
@@ -281,3 +282,11 @@ def test_pipeline_run_is_reused_by_name(cache):
     again = cache.pipeline_run("p", "r")
     assert first.run_context.id == again.run_context.id
     assert first.pipeline_context.id == again.pipeline_context.id
+
+
+def test_missing_input_artifact_is_an_error_and_writes_nothing(cache):
+    run = cache.pipeline_run("p", "r")
+    task = Task("t", CacheKey.build(image="i", input_artifacts={"data": [999]}))
+    with pytest.raises(NotFoundError, match="input 'data': no MLMD artifact with ID 999"):
+        cache.execute(run, task, lambda started: None)
+    assert cache.store.get_executions() == []
