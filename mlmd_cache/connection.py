@@ -3,17 +3,47 @@
 =====================================================  =========================================
 ``sqlite:///relative/path.sqlite``                     SQLite file, relative to the working directory
 ``sqlite:////absolute/path.sqlite``                    SQLite file, absolute path
+``sqlite:///:memory:``                                 a throw-away in-memory SQLite store
 ``mysql://user:password@host:port/database``           MySQL or MariaDB (also ``mariadb://``)
 ``postgresql://user:password@host:port/database``      PostgreSQL (also ``postgres://``)
 ``grpc://host:port``                                   an MLMD gRPC server (``MetadataStoreService``)
 =====================================================  =========================================
 
 The default store, used when no URL is given, is ``$MLMD_DB`` or else the SQLite file
-:func:`default_store_path`.
+:func:`default_store_path`. Characters of the user or password that mean something in a URL
+(``@ : / ? # %`` and spaces) are written percent-encoded: password ``p@ss:w/rd`` is ``p%40ss%3Aw%2Frd``.
+A PostgreSQL URL without a password lets libpq find one (``PGPASSWORD``, ``~/.pgpass``).
+
+What the MLMD core (ml-metadata 1.17.1) does, and what :func:`connect` adds around it:
+
+* A database that does not exist is created on the first connection, by both backends, if the
+  user may create it (MySQL: ``CREATE DATABASE IF NOT EXISTS``; PostgreSQL: MLMD first connects
+  to the ``postgres`` maintenance database, looks the name up and runs ``CREATE DATABASE``).
+  Without that right the error names the refused ``CREATE DATABASE``. MLMD puts the name into
+  SQL unquoted, so a URL's database name must be a plain identifier (letters, digits, ``_``, ``$``).
+* MLMD's MySQL and PostgreSQL clients have no connect timeout: against an address that accepts
+  TCP but never answers, opening the store blocks indefinitely (seen: still blocked after
+  100 s). So :func:`connect` first checks the server itself, within
+  ``timeout`` (:data:`CONNECT_TIMEOUT_SECONDS` by default): a MySQL server must send its greeting and accept the login
+  (done here with ``mysql_native_password``, the plugin MLMD's client uses), a PostgreSQL server
+  must answer an encryption request, a gRPC server must accept the connection. A refused port
+  fails at once.
+* MLMD's own errors hardly name the problem: a refused MySQL login is
+  ``mysql_real_connect failed: errno: , error: `` (reason empty), and every PostgreSQL connection
+  failure is ``connection pointer is NULL``, its reason only printed by MLMD's C++ logging on
+  stderr. :func:`connect` takes the reason from the login check above (MySQL) or from that
+  stderr output (PostgreSQL), which it captures while MLMD opens the store; MLMD's C++ log lines
+  ("Connecting to database.") are not passed on.
+* MLMD's PostgreSQL client builds the libpq connection string as ``key=value`` pairs without
+  quoting; the values are quoted here so that a password with a space, quote or backslash works.
+* MLMD's Python layer logs the whole ``ConnectionConfig``, password included, at DEBUG level; a
+  filter on the ``absl`` logger replaces the password with ``***`` in that record.
 """
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlsplit
@@ -23,13 +53,24 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from ._messages import _one_line, mlmd_stderr_captured, reason
+from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
 from .errors import StoreConnectionError, StoreURLError
 
-__all__ = ["connect", "connection_config", "default_store_path", "default_store_url", "redact_url"]
+__all__ = [
+    "CONNECT_TIMEOUT_SECONDS",
+    "connect",
+    "connection_config",
+    "default_store_path",
+    "default_store_url",
+    "redact_url",
+]
 
 _DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432}
 _SCHEME_ALIASES = {"mariadb": "mysql", "postgres": "postgresql"}
-GRPC_CONNECT_TIMEOUT_SECONDS = 10.0
+# MLMD writes the database name into CREATE DATABASE / USE unquoted.
+_DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
+
 
 
 def default_store_path() -> Path:
@@ -44,125 +85,179 @@ def default_store_url() -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
+    """The URL with its password replaced by ``***``, for messages and logs.
+
+    Also safe for a malformed URL whose password holds an unencoded ``/``, ``?``, ``#`` or ``@``:
+    everything between the ``:`` after the user and the last ``@`` is hidden.
+    """
+    url = str(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    netloc = parts.netloc.rpartition("@")
-    user = parts.username or ""
-    return url.replace(parts.netloc, f"{user}:***@{netloc[2]}", 1)
+    userinfo, _, hostpart = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not colon:
+        return url
+    return f"{scheme}://{user}:***@{hostpart}"
 
 
 def _server_address(url: str, parts, scheme: str) -> tuple[str, int]:
     try:
         port = parts.port
     except ValueError:
-        raise StoreURLError(f"invalid port in {redact_url(url)}") from None
+        raise StoreURLError(f"invalid port in {redact_url(url)} (expected a number from 1 to 65535)") from None
     if not parts.hostname:
         raise StoreURLError(f"{redact_url(url)} names no host (expected {scheme}://...host:port...)")
     if port is None:
         if scheme not in _DEFAULT_PORTS:
             raise StoreURLError(f"{redact_url(url)} names no port (expected {scheme}://host:port)")
         port = _DEFAULT_PORTS[scheme]
+    if port == 0:
+        raise StoreURLError(f"invalid port in {redact_url(url)} (expected a number from 1 to 65535)")
     return parts.hostname, port
 
 
+def _libpq_quote(value: str) -> str:
+    """A libpq connection-string value: quoted, ``\\`` and ``'`` escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def connection_config(url: str):
-    """The MLMD ``ConnectionConfig`` (or ``MetadataStoreClientConfig`` for ``grpc://``) a URL names."""
+    """The MLMD ``ConnectionConfig`` (or ``MetadataStoreClientConfig`` for ``grpc://``) a URL names.
+
+    A relative SQLite path is made absolute against the current working directory.
+    """
+    return _parse(url)[0]
+
+
+def _parse(url: str):
+    """(config, (host, port) of a server or None)."""
     if not isinstance(url, str) or "://" not in url:
         raise StoreURLError(
             f"not a store URL: {redact_url(str(url))!r} (expected sqlite:///PATH, mysql://, postgresql:// or grpc://)"
         )
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
     except ValueError as error:
-        raise StoreURLError(f"malformed store URL {redact_url(url)!r}: {error}") from None
+        raise StoreURLError(f"malformed store URL {shown!r}: {error}") from None
     scheme = _SCHEME_ALIASES.get(parts.scheme.lower(), parts.scheme.lower())
     if scheme == "sqlite":
         if parts.netloc:
             raise StoreURLError(f"{url!r}: a SQLite URL has no host; write sqlite:///relative or sqlite:////absolute")
+        if parts.query or parts.fragment:
+            raise StoreURLError(f"{url!r}: a SQLite URL takes no ?query or #fragment (percent-encode ? and # in the path)")
         path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
         if not path:
             raise StoreURLError(f"{url!r} names no file (expected sqlite:///PATH)")
         config = mlmd.ConnectionConfig()
-        config.sqlite.filename_uri = path
+        config.sqlite.filename_uri = path if path == ":memory:" else os.path.abspath(path)
         config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        return config
+        return config, None
+    if scheme not in ("grpc", "mysql", "postgresql"):
+        raise StoreURLError(
+            f"unsupported store URL scheme {parts.scheme!r} in {shown} "
+            "(expected sqlite, mysql, mariadb, postgresql or grpc)"
+        )
+    if "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        # e.g. mysql://user:pa/ss@host/db: the unencoded '/' ends the host part early.
+        raise StoreURLError(
+            f"malformed store URL {shown}: a character of the user or password must be "
+            "percent-encoded (/ ? # @ : as %2F %3F %23 %40 %3A)"
+        )
+    if parts.query or parts.fragment:
+        raise StoreURLError(f"{shown}: a {scheme} URL takes no ?query or #fragment")
+    host, port = _server_address(url, parts, scheme)
     if scheme == "grpc":
-        host, port = _server_address(url, parts, scheme)
         if parts.path not in ("", "/"):
-            raise StoreURLError(f"{redact_url(url)}: a gRPC URL has no path (expected grpc://host:port)")
-        return mlmd.MetadataStoreClientConfig(host=host, port=port)
-    if scheme in ("mysql", "postgresql"):
-        host, port = _server_address(url, parts, scheme)
-        database = unquote(parts.path.lstrip("/"))
-        if not database or "/" in database:
-            raise StoreURLError(f"{redact_url(url)} names no database (expected {scheme}://user:password@host:port/database)")
-        user = unquote(parts.username or "")
-        password = unquote(parts.password or "")
-        config = mlmd.ConnectionConfig()
-        if scheme == "mysql":
-            config.mysql.host, config.mysql.port, config.mysql.database = host, port, database
-            config.mysql.user, config.mysql.password = user, password
-        else:
-            pg = config.postgresql
-            pg.host, pg.port, pg.dbname, pg.user, pg.password = host, str(port), database, user, password
-        return config
-    raise StoreURLError(
-        f"unsupported store URL scheme {parts.scheme!r} in {redact_url(url)} "
-        "(expected sqlite, mysql, mariadb, postgresql or grpc)"
-    )
+            raise StoreURLError(f"{shown}: a gRPC URL has no path (expected grpc://host:port)")
+        if parts.username is not None:
+            raise StoreURLError(f"{shown}: a gRPC URL has no user or password (expected grpc://host:port)")
+        return mlmd.MetadataStoreClientConfig(host=host, port=port), (host, port)
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise StoreURLError(f"{shown} names no database (expected {scheme}://user:password@host:port/database)")
+    if not _DATABASE_NAME.match(database):
+        raise StoreURLError(
+            f"{shown}: database name {database!r} is not a plain identifier "
+            "(MLMD accepts letters, digits, '_' and '$', not starting with a digit)"
+        )
+    user = unquote(parts.username or "")
+    password = None if parts.password is None else unquote(parts.password)
+    config = mlmd.ConnectionConfig()
+    if scheme == "mysql":
+        config.mysql.host, config.mysql.port, config.mysql.database = host, port, database
+        config.mysql.user = user
+        if password is not None:
+            config.mysql.password = password
+    else:
+        if not user:
+            # MLMD's PostgreSQL source CHECK-fails (aborts the process) on an empty user.
+            raise StoreURLError(f"{shown} names no user (expected postgresql://user:password@host:port/database)")
+        pg = config.postgresql
+        # Quoted: MLMD pastes these into the libpq connection string as they are. The database
+        # name goes into SQL too, so it is not quoted (it was checked to be an identifier).
+        pg.host, pg.port, pg.dbname = _libpq_quote(host), _libpq_quote(str(port)), database
+        pg.user = _libpq_quote(user)
+        if password is not None:  # else libpq looks in PGPASSWORD and ~/.pgpass
+            pg.password = _libpq_quote(password)
+    return config, (host, port)
 
 
-def connect(url: Optional[str] = None, *, upgrade: bool = False) -> metadata_store.MetadataStore:
+def connect(
+    url: Optional[str] = None, *, upgrade: bool = False, timeout: float = CONNECT_TIMEOUT_SECONDS
+) -> metadata_store.MetadataStore:
     """Open the MLMD store a URL names (``None``: :func:`default_store_url`).
 
     The schema of a new database is created; an older schema is migrated only with ``upgrade=True``.
     Raises :class:`~mlmd_cache.errors.StoreURLError` for a malformed URL and
-    :class:`~mlmd_cache.errors.StoreConnectionError` when the store cannot be opened; neither message
-    shows a password.
+    :class:`~mlmd_cache.errors.StoreConnectionError` when the store cannot be opened; both
+    messages are one line and show no password. A server that does not answer fails within
+    about ``timeout`` seconds.
     """
     url = url or default_store_url()
-    config = connection_config(url)
+    config, address = _parse(url)
     shown = redact_url(url)
-    if isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite"):
-        directory = os.path.dirname(os.path.abspath(config.sqlite.filename_uri))
+    if isinstance(config, mlmd.MetadataStoreClientConfig):
+        return _connect_grpc(config, shown, timeout)
+    if config.HasField("sqlite"):
+        if config.sqlite.filename_uri != ":memory:":
+            directory = os.path.dirname(config.sqlite.filename_uri)
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as error:
+                raise StoreConnectionError(f"cannot create the directory of {shown}: {error.strerror}") from None
+    elif config.HasField("mysql"):
+        check_server_answers(*address, shown, MysqlLogin(config.mysql.user, config.mysql.password), timeout)
+    else:
+        check_server_answers(*address, shown, probe_postgresql, timeout)
+    with mlmd_stderr_captured() as stderr:
         try:
-            os.makedirs(directory, exist_ok=True)
-        except OSError as error:
-            raise StoreConnectionError(f"cannot create the directory of {shown}: {error.strerror}") from None
-    if isinstance(config, mlmd.MetadataStoreClientConfig):
-        _wait_for_server(config, shown)
-    try:
-        store = metadata_store.MetadataStore(config, enable_upgrade_migration=upgrade)
-    except mlmd_errors.StatusError as error:
-        raise StoreConnectionError(f"cannot open {shown}: {_first_line(error, config)}") from None
-    if isinstance(config, mlmd.MetadataStoreClientConfig):
-        try:  # a server that accepts connections but is not MLMD fails here, not on first use
-            store.get_context_types()
-        except mlmd_errors.StatusError as error:
-            raise StoreConnectionError(f"{shown} is not a working MLMD server: {_first_line(error, config)}") from None
-    return store
+            return metadata_store.MetadataStore(config, enable_upgrade_migration=upgrade)
+        except (mlmd_errors.StatusError, RuntimeError) as error:  # MLMD raises RuntimeError here
+            stderr.failure = error
+    raise StoreConnectionError(f"cannot open {shown}: {reason(stderr.failure, config, stderr.text())}")
 
 
-def _wait_for_server(config: mlmd.MetadataStoreClientConfig, shown: str) -> None:
+# ---------------------------------------------------------------- gRPC
+
+
+def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: float) -> metadata_store.MetadataStore:
+    deadline = time.monotonic() + timeout
+    check_server_answers(config.host, config.port, shown, None, timeout)  # a refused port fails at once
     channel = grpc.insecure_channel(f"{config.host}:{config.port}")
     try:
-        grpc.channel_ready_future(channel).result(timeout=GRPC_CONNECT_TIMEOUT_SECONDS)
+        grpc.channel_ready_future(channel).result(timeout=max(0.1, deadline - time.monotonic()))
     except grpc.FutureTimeoutError:
         raise StoreConnectionError(
-            f"cannot reach the MLMD server at {shown} (no answer in {GRPC_CONNECT_TIMEOUT_SECONDS:g} s)"
+            f"cannot reach the MLMD server at {shown}: {config.host}:{config.port} accepts connections "
+            f"but no gRPC connection came up within {timeout:g} s (is it an MLMD gRPC server?)"
         ) from None
     finally:
         channel.close()
-
-
-def _first_line(error: Exception, config) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    password = ""
-    if isinstance(config, mlmd.ConnectionConfig):
-        password = config.mysql.password if config.HasField("mysql") else config.postgresql.password
-    return text.replace(password, "***") if password else text
+    store = metadata_store.MetadataStore(config)
+    try:  # a server that speaks gRPC but is not MLMD fails here, not on first use
+        store.get_context_types()
+    except mlmd_errors.StatusError as error:
+        raise StoreConnectionError(f"{shown} is not a working MLMD server: {_one_line(str(error))}") from None
+    return store

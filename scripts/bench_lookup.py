@@ -62,6 +62,7 @@ import argparse
 import gc
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import sqlite3
@@ -73,7 +74,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-import click
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
@@ -159,6 +159,7 @@ COLD_SPEC = TaskSpec("train-candidate", "gcr.io/bench/train:2.2", _PY,
                      inputs={"train": ("fetch-reference", "reference")}, parameters={"learning_rate": 0.003},
                      output_artifacts={"model": "system.Model"}, output_parameters={"loss": "NUMBER_DOUBLE"})
 TASKS_PER_RUN = len(PIPELINE_TASKS)
+ARTIFACTS_PER_RUN = sum(len(spec.output_artifacts) for spec in PIPELINE_TASKS)
 
 
 def pipeline_name(index: int) -> str:
@@ -169,13 +170,36 @@ def pipeline_name(index: int) -> str:
 
 @dataclass
 class TaskRecord:
-    """A stored execution that is (or reuses) a cache source, with what a hit on it gives."""
+    """A cache source as the batch writer needs it: its execution as stored (type and custom
+    properties, ``outputs`` included), its id once written, and its events' artifacts by name."""
 
-    task: Task
-    execution_id: int
+    execution: mlmd.Execution
     fingerprint: str
     output_artifacts: dict[str, list[int]]
-    output_parameters: dict[str, Any]
+    input_artifacts: dict[str, list[int]]
+    execution_id: int = 0
+    _cached: Optional[mlmd.Execution] = None
+
+    def cached_execution(self) -> mlmd.Execution:
+        """The CACHED execution ``ExecutionCache.reuse`` records for a hit on this source: the same
+        custom properties (``outputs`` included) plus ``cached_execution_id``."""
+        if self._cached is None:
+            assert self.execution_id, "the source is not written yet"
+            cached = mlmd.Execution(type_id=self.execution.type_id, last_known_state=mlmd.Execution.CACHED)
+            for name, value in self.execution.custom_properties.items():
+                cached.custom_properties[name].CopyFrom(value)
+            cached.custom_properties[records.CACHED_EXECUTION_ID].string_value = str(self.execution_id)
+            self._cached = cached
+        return self._cached
+
+    @classmethod
+    def of(cls, result: TaskExecution) -> "TaskRecord":
+        """The record of a COMPLETE execution written by ``ExecutionCache.execute``."""
+        execution = mlmd.Execution(type_id=result.execution.type_id, last_known_state=mlmd.Execution.COMPLETE)
+        for name, value in result.execution.custom_properties.items():
+            execution.custom_properties[name].CopyFrom(value)
+        return cls(execution, result.task.fingerprint, result.output_artifact_ids, result.task.key.input_artifact_ids,
+                   result.id)
 
 
 @dataclass
@@ -200,6 +224,43 @@ class CachedRun:
     context: Optional[mlmd.Context] = None
 
 
+def prepare_runs(cache: ExecutionCache, seeds: Sequence[int], first_artifact_id: int) -> list[list[TaskRecord]]:
+    """The records of fresh runs (by seed) whose new output artifacts will get consecutive ids from
+    ``first_artifact_id``, in task order: cache keys, fingerprints and executions built with the
+    library's own ``ExecutionCache._execution``, as ``start`` + ``publish`` store them."""
+    next_id = first_artifact_id
+    runs = []
+    for seed in seeds:
+        produced: dict[tuple[str, str], int] = {}
+        run = []
+        for spec in PIPELINE_TASKS:
+            outputs = {}
+            for name in spec.output_artifacts:
+                outputs[name], produced[(spec.name, name)] = [next_id], next_id
+                next_id += 1
+            task = spec.task({name: produced[upstream] for name, upstream in spec.inputs.items()},
+                             ingest_parameters(spec, seed))
+            fingerprint = task.fingerprint
+            execution = cache._execution(task, mlmd.Execution.COMPLETE, fingerprint)
+            execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(spec.outputs(seed)))
+            run.append(TaskRecord(execution, fingerprint, outputs, task.key.input_artifact_ids))
+        runs.append(run)
+    return runs
+
+
+_WORKER_CACHE: Optional[ExecutionCache] = None
+
+
+def _prepare_in_worker(seeds: Sequence[int], first_artifact_id: int) -> list[list[TaskRecord]]:
+    """:func:`prepare_runs` in a worker process, over a throwaway in-memory store (only its type
+    ids differ; the writer sets the real ones)."""
+    global _WORKER_CACHE
+    if _WORKER_CACHE is None:
+        config = mlmd.ConnectionConfig(fake_database=mlmd.FakeDatabaseConfig())
+        _WORKER_CACHE = ExecutionCache(metadata_store.MetadataStore(config))
+    return prepare_runs(_WORKER_CACHE, seeds, first_artifact_id)
+
+
 def _event(kind: int, name: str, execution_id: int, artifact_id: int) -> mlmd.Event:
     event = mlmd.Event(type=kind, execution_id=execution_id, artifact_id=artifact_id)
     event.path.steps.add(key=name)
@@ -217,19 +278,23 @@ class BatchWriter:
     """
 
     def __init__(self, cache: ExecutionCache, files: Sequence[str], pipeline_root: str) -> None:
-        self.cache = cache
         self.store = cache.store
         self.files = list(files)
         self.pipeline_root = pipeline_root
         self._types = records.TypeRegistry(cache.store)
+        newest = self.store.get_artifacts(list_options=metadata_store.ListOptions(
+            limit=1, order_by=metadata_store.OrderByField.ID, is_asc=False))
+        self.next_artifact_id = newest[0].id + 1 if newest else 1
 
     def write(self, fresh: Sequence[FreshRun], cached: Sequence[CachedRun]) -> None:
-        """Write the runs; fills each fresh run's ``records``."""
+        """Write the runs. Each fresh run's ``records`` come from :func:`prepare_runs` with
+        ``first_artifact_id=self.next_artifact_id`` (the ids MLMD will give, which is checked)."""
         store = self.store
         self._put_run_contexts([*fresh, *cached])
+        execution_type = self._types.execution_type(records.CONTAINER_EXECUTION_TYPE)
 
-        # New output artifacts of the fresh runs, in task order (the order execute() creates them),
-        # with the URIs execute_spec() gives them.
+        # New output artifacts, in task order (the order execute() creates them), with the URIs
+        # execute_spec() gives them.
         artifacts: list[mlmd.Artifact] = []
         for run in fresh:
             for spec in PIPELINE_TASKS:
@@ -238,36 +303,30 @@ class BatchWriter:
                                              uri=self.files[(run.seed + index) % len(self.files)])
                     artifact.custom_properties[records.DISPLAY_NAME].string_value = output
                     artifacts.append(artifact)
-        artifact_ids = iter(store.put_artifacts(artifacts)) if artifacts else iter(())
+        if artifacts:
+            ids = store.put_artifacts(artifacts)
+            expected = list(range(self.next_artifact_id, self.next_artifact_id + len(artifacts)))
+            if ids != expected or [i for run in fresh for r in run.records for v in r.output_artifacts.values()
+                                   for i in v] != expected:
+                raise RuntimeError("artifact ids are not the predicted ones (another writer on the store?)")
+            self.next_artifact_id += len(artifacts)
 
-        # Executions: (execution, run, task record, new output artifacts?, input artifact ids by name).
+        # Executions, with the run, the record and whether it is a cache source (COMPLETE).
         executions: list[mlmd.Execution] = []
-        plan: list[tuple[FreshRun | CachedRun, TaskRecord, bool, dict[str, list[int]]]] = []
+        plan: list[tuple[FreshRun | CachedRun, TaskRecord, bool]] = []
         for run in fresh:
-            produced: dict[tuple[str, str], int] = {}
-            for spec in PIPELINE_TASKS:
-                outputs = {name: [next(artifact_ids)] for name in spec.output_artifacts}
-                produced.update({(spec.name, name): ids[0] for name, ids in outputs.items()})
-                inputs = {name: produced[upstream] for name, upstream in spec.inputs.items()}
-                run_parameters = {"date": f"run-{run.seed}"} if spec.name == "ingest" else {}
-                task = spec.task(inputs, run_parameters)
-                record = TaskRecord(task, 0, task.fingerprint, outputs, spec.outputs(run.seed))
-                execution = self.cache._execution(task, mlmd.Execution.COMPLETE, record.fingerprint)
-                execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(record.output_parameters))
-                executions.append(execution)
-                plan.append((run, record, True, task.key.input_artifact_ids))
-                run.records.append(record)
+            for record in run.records:
+                record.execution.type_id = execution_type
+                executions.append(record.execution)
+                plan.append((run, record, True))
         for run in cached:
             for source in run.sources:
-                execution = self.cache._execution(source.task, mlmd.Execution.CACHED, source.fingerprint)
-                execution.custom_properties[records.CACHED_EXECUTION_ID].string_value = str(source.execution_id)
-                execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(source.output_parameters))
-                executions.append(execution)
-                plan.append((run, source, False, source.task.key.input_artifact_ids))
+                executions.append(source.cached_execution())
+                plan.append((run, source, False))
 
         # One CacheSource context per fingerprint of a COMPLETE execution, as publish() creates it.
         sources: dict[str, mlmd.Context] = {}
-        for run, record, is_source, _ in plan:
+        for run, record, is_source in plan:
             if is_source:
                 name = records.cache_source_context_name(run.pipeline.name, record.fingerprint)
                 context = mlmd.Context(type_id=self._types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE), name=name)
@@ -282,18 +341,18 @@ class BatchWriter:
         events: list[mlmd.Event] = []
         attributions: dict[tuple[int, int], None] = {}
         associations: list[mlmd.Association] = []
-        for (run, record, is_source, inputs), execution_id in zip(plan, execution_ids):
+        for (run, record, is_source), execution_id in zip(plan, execution_ids):
             assert run.context is not None
             contexts = [run.pipeline.id, run.context.id]
-            for name, ids in inputs.items():
+            for name, ids in record.input_artifacts.items():
                 for artifact_id in ids:
                     events.append(_event(mlmd.Event.INPUT, name, execution_id, artifact_id))
                     attributions.update(((context_id, artifact_id), None) for context_id in contexts)
             output_contexts = contexts
             if is_source:
                 record.execution_id = execution_id
-                output_contexts = [*contexts, sources[records.cache_source_context_name(run.pipeline.name,
-                                                                                        record.fingerprint)].id]
+                name = records.cache_source_context_name(run.pipeline.name, record.fingerprint)
+                output_contexts = [*contexts, sources[name].id]
             for name, ids in record.output_artifacts.items():
                 for artifact_id in ids:
                     events.append(_event(mlmd.Event.OUTPUT, name, execution_id, artifact_id))
@@ -324,17 +383,517 @@ class BatchWriter:
                                             for run, context in new])
 
 
-def record_of(result: TaskExecution) -> TaskRecord:
-    """The TaskRecord of an execution written by ``ExecutionCache.execute``."""
-    return TaskRecord(result.task, result.id, result.task.fingerprint, result.output_artifact_ids,
-                      dict(result.output_parameters))
-
-
 def execute_spec(cache: ExecutionCache, run: PipelineRun, spec: TaskSpec, inputs: Mapping[str, int],
                  files: Sequence[str], seed: int, run_parameters: Mapping[str, Any] = {}) -> TaskExecution:
-    """Run one task through the real ``ExecutionCache.execute`` (a hit when one is valid)."""
+    """Run one task through the real ``ExecutionCache.execute`` (a hit when a valid source exists),
+    with the artifact URIs and output values the batch writer gives a fresh run of the same seed."""
     outputs = Outputs(artifacts={name: files[(seed + i) % len(files)] for i, name in enumerate(spec.output_artifacts)},
                       parameters=spec.outputs(seed))
     return cache.execute(run, spec.task(inputs, run_parameters), lambda started: outputs)
 
 
+def ingest_parameters(spec: TaskSpec, seed: int) -> dict[str, Any]:
+    """The run-specific input of a pipeline run (its first task's date): what makes keys differ."""
+    return {"date": f"run-{seed}"} if spec.name == "ingest" else {}
+
+
+# -- building a store -----------------------------------------------------------------------------
+
+def shared_files(directory: Path) -> list[str]:
+    """A few real files, shared by all artifacts (``file://`` URIs that validation finds)."""
+    root = directory / "files"
+    root.mkdir(parents=True, exist_ok=True)
+    uris = []
+    for index in range(SHARED_FILES):
+        path = root / f"artifact-{index}"
+        if not path.exists():
+            path.write_text(f"bench artifact {index}\n")
+        uris.append(path.resolve().as_uri())
+    return uris
+
+
+class Progress:
+    """A progress bar on stderr: redrawn in place on a terminal, a line every 5% otherwise."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self.started = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+        self._next_line = 0.0
+        self._draw()
+
+    def update(self, count: int) -> None:
+        self.done += count
+        self._draw()
+
+    def _draw(self) -> None:
+        fraction = self.done / self.total if self.total else 1.0
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+        bar = "#" * int(30 * fraction)
+        text = (f"{self.label} [{bar:<30}] {self.done:,}/{self.total:,} {fraction:5.1%} "
+                f"{elapsed:6.0f} s elapsed, ETA {eta:4.0f} s")
+        if self.tty:
+            print("\r" + text, end="\n" if self.done >= self.total else "", file=sys.stderr, flush=True)
+        elif fraction >= self._next_line or self.done >= self.total:
+            print(text, file=sys.stderr, flush=True)
+            self._next_line = math.floor(fraction * 20 + 1) / 20
+
+
+def build_store(path: Path, size: int, files: Sequence[str]) -> dict[str, Any]:
+    """Build a store of ``size`` bulk executions plus the hot and cold keys; returns its metadata.
+
+    Runs are written in batches of BATCH_RUNS; a worker process prepares the records of the next
+    batch (cache keys and fingerprints cost as much Python time as MLMD's writes, and the MLMD calls
+    hold the GIL) while this one writes. The store is written as ``<path>.partial`` and renamed when
+    complete, after a marker context (type ``mlmd_cache.bench.Build``) recording the keys and the
+    build time.
+    """
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    started = time.perf_counter()
+    cache = ExecutionCache(connect(f"sqlite:///{partial}"))
+    pipeline_root = (path.parent / "pipeline-root").resolve().as_uri()
+
+    def new_run(pipeline: int) -> PipelineRun:
+        return cache.pipeline_run(pipeline_name(pipeline), str(uuid.uuid4()), pipeline_root=pipeline_root)
+
+    # The hot key's source, through the real execute(), before everything else.
+    hot = execute_spec(cache, new_run(0), HOT_SPEC, {}, files, seed=1)
+    hot_record = TaskRecord.of(hot)
+    firsts = [new_run(p) for p in range(PIPELINES)]  # each pipeline's first run, written fresh below
+    writer = BatchWriter(cache, files, pipeline_root)
+
+    # The schedule: which runs of each batch are fresh (by pipeline and seed) and which re-run the
+    # pipeline's last fresh run of an earlier batch; the hot key's hits spread evenly over the batches.
+    runs = size // TASKS_PER_RUN
+    batches = max(1, math.ceil(runs / BATCH_RUNS))
+    schedule: list[tuple[list[tuple[int, int]], list[int], int]] = []
+    counters, rerunnable, hits_so_far = [0] * PIPELINES, [False] * PIPELINES, 0
+    for batch in range(batches):
+        fresh_plan, rerun_plan = [], []
+        for index in range(batch * BATCH_RUNS, min(runs, (batch + 1) * BATCH_RUNS)):
+            p = index % PIPELINES
+            counters[p] += 1
+            (rerun_plan.append(p) if counters[p] % RERUN_EVERY == 0 and rerunnable[p]
+             else fresh_plan.append((p, index)))
+        hits = HOT_HITS * (batch + 1) // batches - hits_so_far
+        hits_so_far += hits
+        schedule.append((fresh_plan, rerun_plan, hits))
+        for p, _ in fresh_plan:
+            rerunnable[p] = True
+
+    previous: dict[int, list[TaskRecord]] = {}  # pipeline -> records of its last fresh run written
+    started_pipelines: set[int] = set()
+    progress = Progress(runs * TASKS_PER_RUN + HOT_HITS, f"building {size:,} (+{HOT_HITS:,} hot hits)")
+    first_ids = [writer.next_artifact_id]
+    for fresh_plan, _, _ in schedule:
+        first_ids.append(first_ids[-1] + len(fresh_plan) * ARTIFACTS_PER_RUN)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        def submit(batch: int):
+            return pool.apply_async(_prepare_in_worker, ([seed for _, seed in schedule[batch][0]], first_ids[batch]))
+
+        pending = submit(0)
+        for batch, (fresh_plan, rerun_plan, hits) in enumerate(schedule):
+            prepared = pending.get()
+            if batch + 1 < batches:
+                pending = submit(batch + 1)
+            fresh = []
+            for (p, seed), run_records in zip(fresh_plan, prepared):
+                first = None if p in started_pipelines else firsts[p].run_context
+                started_pipelines.add(p)
+                fresh.append((p, FreshRun(firsts[p].pipeline_context, first.name if first else str(uuid.uuid4()),
+                                          seed, first, run_records)))
+            cached = [CachedRun(firsts[p].pipeline_context, str(uuid.uuid4()), previous[p]) for p in rerun_plan]
+            cached += [CachedRun(firsts[0].pipeline_context, str(uuid.uuid4()), [hot_record]) for _ in range(hits)]
+            writer.write([run for _, run in fresh], cached)
+            previous.update((p, run.records) for p, run in fresh)
+            progress.update(TASKS_PER_RUN * (len(fresh) + len(rerun_plan)) + hits)
+
+    # The cold key's source, through the real execute(), after everything else: a task that reads
+    # the hot key's output (an INPUT event from another run, as a cached upstream gives).
+    cold = execute_spec(cache, new_run(0), COLD_SPEC, {"train": hot_record.output_artifacts["reference"][0]},
+                        files, seed=2)
+    meta = {
+        "version": BUILD_VERSION,
+        "size": size,
+        "executions": runs * TASKS_PER_RUN + HOT_HITS + 2,
+        "pipeline": pipeline_name(0),
+        "keys": {
+            "cold": {"task": cold.task.name, "key": cold.task.key.to_json(), "source": cold.id, "hits": 0},
+            "hot": {"task": hot.task.name, "key": hot.task.key.to_json(), "source": hot.id, "hits": HOT_HITS},
+        },
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
+    marker = mlmd.Context(type_id=records.TypeRegistry(cache.store).context_type(BUILD_CONTEXT_TYPE),
+                          name=f"v{BUILD_VERSION}")
+    marker.custom_properties["meta"].string_value = json.dumps(meta)
+    cache.store.put_contexts([marker])
+    del writer, cache, firsts, previous
+    gc.collect()  # closes the store before the rename
+    os.replace(partial, path)
+    return meta
+
+
+def read_meta(path: Path) -> Optional[dict[str, Any]]:
+    """The metadata of a finished build of this version at ``path``, or None."""
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            row = db.execute(
+                "SELECT p.string_value FROM Context c JOIN Type t ON t.id = c.type_id "
+                "JOIN ContextProperty p ON p.context_id = c.id AND p.name = 'meta' "
+                "WHERE t.name = ? AND c.name = ?", (BUILD_CONTEXT_TYPE, f"v{BUILD_VERSION}")).fetchall()
+    except sqlite3.Error:
+        return None
+    return json.loads(row[0][0]) if row else None
+
+
+# -- the shape self-check -------------------------------------------------------------------------
+
+def canonical_records(store: metadata_store.MetadataStore) -> dict[str, Any]:
+    """Everything in a small store, with execution and context ids replaced by names and the
+    timestamps left out (artifact ids are kept: they are part of cache keys)."""
+    type_names = {t.id: t.name for t in [*store.get_execution_types(), *store.get_artifact_types(),
+                                         *store.get_context_types()]}
+    contexts = {c.id: c for c in store.get_contexts()}
+    executions = {e.id: e for e in store.get_executions()}
+
+    def context_name(context_id: int) -> str:
+        return f"{type_names[contexts[context_id].type_id]}:{contexts[context_id].name}"
+
+    def properties(node: Any) -> list[tuple[str, Any]]:
+        return sorted((name, records.read_property(node, name)) for name in node.custom_properties)
+
+    def execution_name(execution_id: int) -> str:
+        run = [context_name(c.id) for c in store.get_contexts_by_execution(execution_id)
+               if type_names[c.type_id] == records.RUN_CONTEXT_TYPE]
+        return f"{run[0]}/{records.read_property(executions[execution_id], records.TASK_NAME)}"
+
+    def execution_record(execution: mlmd.Execution) -> list[Any]:
+        props = [(name, execution_name(int(value)) if name == records.CACHED_EXECUTION_ID else value)
+                 for name, value in properties(execution)]
+        events = sorted([e.type, [s.key for s in e.path.steps], e.artifact_id]
+                        for e in store.get_events_by_execution_ids([execution.id]))
+        return [execution_name(execution.id), type_names[execution.type_id], execution.last_known_state, props,
+                sorted(context_name(c.id) for c in store.get_contexts_by_execution(execution.id)), events]
+
+    return {
+        "executions": sorted((execution_record(e) for e in executions.values()), key=repr),
+        "artifacts": sorted([a.id, type_names[a.type_id], a.uri, a.state, properties(a),
+                             sorted(context_name(c.id) for c in store.get_contexts_by_artifact(a.id))]
+                            for a in store.get_artifacts()),
+        "contexts": sorted([context_name(c.id), properties(c),
+                            sorted(context_name(p.id) for p in store.get_parent_contexts_by_context(c.id))]
+                           for c in contexts.values()),
+    }
+
+
+def check_shape(directory: Path, files: Sequence[str]) -> None:
+    """Write one scenario with ``ExecutionCache.execute`` and with :class:`BatchWriter`: the records
+    must be the same. In pipeline P: run H executes the hot task, runs H1 and H2 hit it; run A
+    executes the five pipeline tasks, run B re-runs A (every task hits); run C executes the cold task
+    on H's output. Both stores are fresh and written in the same order, so artifact ids line up."""
+    scratch = directory / "shape-check"
+    shutil.rmtree(scratch, ignore_errors=True)
+    root = "file:///bench/pipeline-root"
+    try:
+        real = ExecutionCache(connect(f"sqlite:///{scratch / 'execute.sqlite'}"))
+        hot = execute_spec(real, real.pipeline_run("P", "H", pipeline_root=root), HOT_SPEC, {}, files, seed=0)
+        for name in ("H1", "H2"):
+            hit = execute_spec(real, real.pipeline_run("P", name, pipeline_root=root), HOT_SPEC, {}, files, seed=0)
+            assert hit.state == "CACHED"
+        for name in ("A", "B"):
+            run = real.pipeline_run("P", name, pipeline_root=root)
+            produced: dict[tuple[str, str], int] = {}
+            for spec in PIPELINE_TASKS:
+                result = execute_spec(real, run, spec, {n: produced[u] for n, u in spec.inputs.items()}, files,
+                                      seed=7, run_parameters=ingest_parameters(spec, 7))
+                assert result.state == ("COMPLETE" if name == "A" else "CACHED"), (name, spec.name, result.state)
+                produced.update({(spec.name, n): ids[0] for n, ids in result.output_artifact_ids.items()})
+        execute_spec(real, real.pipeline_run("P", "C", pipeline_root=root), COLD_SPEC,
+                     {"train": hot.output_artifact_ids["reference"][0]}, files, seed=0)
+
+        batched = ExecutionCache(connect(f"sqlite:///{scratch / 'batched.sqlite'}"))
+        hot_run = batched.pipeline_run("P", "H", pipeline_root=root)
+        hot_b = TaskRecord.of(execute_spec(batched, hot_run, HOT_SPEC, {}, files, seed=0))
+        writer = BatchWriter(batched, files, root)
+        pipeline = hot_run.pipeline_context
+        writer.write([], [CachedRun(pipeline, name, [hot_b]) for name in ("H1", "H2")])
+        [records_a] = _prepare_in_worker([7], writer.next_artifact_id)  # as the build does, on a scratch store
+        run_a = FreshRun(pipeline, "A", 7, records=records_a)
+        writer.write([run_a], [])
+        writer.write([], [CachedRun(pipeline, "B", run_a.records)])
+        execute_spec(batched, batched.pipeline_run("P", "C", pipeline_root=root), COLD_SPEC,
+                     {"train": hot_b.output_artifacts["reference"][0]}, files, seed=0)
+
+        expected, got = canonical_records(real.store), canonical_records(batched.store)
+        if expected != got:
+            for part in expected:
+                if expected[part] != got[part]:
+                    print(f"shape check: {part} differ\n  execute(): {expected[part]}\n  batched:   {got[part]}",
+                          file=sys.stderr)
+            raise SystemExit("shape check failed: the batch writer does not write what ExecutionCache writes")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# -- measuring ------------------------------------------------------------------------------------
+
+FINGERPRINT_SQL = ("SELECT execution_id FROM ExecutionProperty "
+                   "WHERE name = 'cache_fingerprint' AND is_custom_property = 1 AND string_value = ? LIMIT 1")
+FINGERPRINT_INDEX = "idx_execution_property_string"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Samples of one measurement, in seconds."""
+
+    samples: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def sample(functions: Sequence[Callable[[], Any]], repeat: int, warmup: int) -> list[Timing]:
+    """Time the functions, interleaved (f1, f2, f1, f2, ...) so they see the same store and cache
+    state; ``warmup`` untimed rounds first, GC off while timing. A slow set stops after
+    TIME_BUDGET_S once it has MIN_SAMPLES."""
+    for _ in range(warmup):
+        for function in functions:
+            function()
+    times: list[list[float]] = [[] for _ in functions]
+    gc.collect()
+    gc.disable()
+    try:
+        deadline = time.perf_counter() + TIME_BUDGET_S
+        for round_ in range(repeat):
+            for function, bucket in zip(functions, times):
+                start = time.perf_counter()
+                function()
+                bucket.append(time.perf_counter() - start)
+            if round_ + 1 >= MIN_SAMPLES and time.perf_counter() > deadline:
+                break
+    finally:
+        gc.enable()
+    return [Timing(tuple(bucket)) for bucket in times]
+
+
+def tfx_lookup(store: metadata_store.MetadataStore, fingerprint: str) -> Optional[mlmd.Execution]:
+    """TFX's way: fetch every execution of the key (here by a filter on the fingerprint property),
+    keep the COMPLETE ones, newest first, and return the first whose output artifacts are usable."""
+    executions = store.get_executions(list_options=metadata_store.ListOptions(
+        filter_query=f"custom_properties.{records.CACHE_FINGERPRINT}.string_value = '{fingerprint}'"))
+    complete = sorted((e for e in executions if e.last_known_state == mlmd.Execution.COMPLETE),
+                      key=lambda e: (e.last_update_time_since_epoch, e.id), reverse=True)
+    for execution in complete:
+        outputs = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+                   if e.type == mlmd.Event.OUTPUT]
+        artifacts = store.get_artifacts_by_id(outputs) if outputs else []
+        if len(artifacts) == len(set(outputs)) and all(artifact_is_usable(a) for a in artifacts):
+            return execution
+    return None
+
+
+def registration(cache: ExecutionCache, run: PipelineRun, task: Task, hit: Any) -> Callable[[], Any]:
+    """(d): a bare ``put_execution`` of what ``ExecutionCache.reuse`` writes for ``hit``, built once."""
+    execution = cache._execution(task, mlmd.Execution.CACHED, task.fingerprint)
+    execution.custom_properties[records.CACHED_EXECUTION_ID].string_value = str(hit.source.id)
+    execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(hit.output_parameters))
+
+    def event(kind: int, name: str, artifact_id: int) -> tuple[None, mlmd.Event]:
+        value = mlmd.Event(type=kind, artifact_id=artifact_id)
+        value.path.steps.add(key=name)
+        return None, value
+
+    events = [event(mlmd.Event.INPUT, name, i) for name, ids in task.key.input_artifact_ids.items() for i in ids]
+    events += [event(mlmd.Event.OUTPUT, name, a.id) for name, artifacts in hit.output_artifacts.items() for a in artifacts]
+    contexts = [run.pipeline_context, run.run_context]
+    return lambda: cache.store.put_execution(execution, events, contexts, force_reuse_context=True)
+
+
+@dataclass
+class KeyResult:
+    size: int
+    key: str
+    hits: int
+    timings: dict[str, Timing]
+    plan: str
+
+    def median(self, name: str) -> float:
+        return self.timings[name].median
+
+    def ratio(self, top: str, bottom: str) -> float:
+        return self.median(top) / self.median(bottom)
+
+
+LABELS = {
+    "a": "ExecutionCache.lookup (with validation)",
+    "b": "full hit: lookup + reuse (CACHED registration)",
+    "c": "get_executions_by_id, one execution",
+    "d": "bare put_execution, shape of reuse's registration",
+    "e": "TFX-style lookup: filter query + client-side",
+    "f": "bare indexed SQL (sqlite3) on the fingerprint",
+}
+
+
+def measure_key(cache: ExecutionCache, db_path: Path, meta: dict[str, Any], key: str, repeat: int) -> KeyResult:
+    info = meta["keys"][key]
+    task = Task(info["task"], CacheKey.from_json(info["key"]))
+    run = cache.pipeline_run(meta["pipeline"], f"bench-measure-{key}-{uuid.uuid4()}")
+    hit = cache.lookup(run, task)
+    if hit is None or hit.source_execution_id != info["source"]:
+        raise SystemExit(f"{key} key: lookup found {hit and hit.source_execution_id}, expected source "
+                         f"{info['source']} (were the artifact files under --dir moved?)")
+    warmup = max(5, min(50, repeat // 10))
+    status(f"  {key} key: (a) lookup and (c) get_executions_by_id")
+    a, c = sample([lambda: cache.lookup(run, task), lambda: cache.store.get_executions_by_id([info["source"]])],
+                  repeat, warmup)
+    status(f"  {key} key: (e) TFX-style lookup")
+    found = tfx_lookup(cache.store, task.fingerprint)
+    assert found is not None and found.id == info["source"], found
+    [e] = sample([lambda: tfx_lookup(cache.store, task.fingerprint)], repeat, min(warmup, 3))
+    status(f"  {key} key: (f) bare SQL")
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        plan = " / ".join(row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + FINGERPRINT_SQL, (task.fingerprint,)))
+        if FINGERPRINT_INDEX not in plan:
+            raise SystemExit(f"(f) does not use {FINGERPRINT_INDEX}: {plan}")
+        assert db.execute(FINGERPRINT_SQL, (task.fingerprint,)).fetchall()
+        [f] = sample([lambda: db.execute(FINGERPRINT_SQL, (task.fingerprint,)).fetchall()], repeat, warmup)
+    finally:
+        db.close()  # before the writes below: an open read would lock them out
+    status(f"  {key} key: (b) lookup + reuse and (d) bare put_execution")
+    put = registration(cache, run, task, hit)
+    b, d = sample([lambda: cache.reuse(run, task, cache.lookup(run, task)), put], repeat, warmup)
+    return KeyResult(meta["size"], key, info["hits"], dict(a=a, b=b, c=c, d=d, e=e, f=f), plan)
+
+
+def status(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.1f}"
+
+
+def short(size: int) -> str:
+    return f"{size // 1_000_000}M" if size % 1_000_000 == 0 else f"{size // 1000}k" if size % 1000 == 0 else str(size)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def print_table(result: KeyResult, meta: dict[str, Any], file_size: int, built: str) -> None:
+    description = "1 source, no hits" if result.key == "cold" else f"1 source + {result.hits:,} CACHED hits"
+    print(f"\n== size {result.size:,}: {meta['executions']:,} executions in the store "
+          f"({file_size / 1e9:.2f} GB; {built}) -- {result.key} key: {description}")
+    print(f"   {'measurement':<55}{'median µs':>12}{'p10 µs':>12}{'p90 µs':>12}{'samples':>9}")
+    for name, label in LABELS.items():
+        timing = result.timings[name]
+        print(f"   ({name}) {label:<51}{us(timing.median):>12}{us(timing.quantile(0.1)):>12}"
+              f"{us(timing.quantile(0.9)):>12}{len(timing.samples):>9}")
+    a_c, b_d = result.ratio("a", "c"), result.ratio("b", "d")
+    print(f"   a/c = {a_c:.2f} (target <= {TARGET_A_OVER_C:g}: {verdict(a_c <= TARGET_A_OVER_C)})   "
+          f"b/d = {b_d:.2f} (target <= {TARGET_B_OVER_D:g}: {verdict(b_d <= TARGET_B_OVER_D)})   "
+          f"e/a = {result.ratio('e', 'a'):.1f}   a/f = {result.ratio('a', 'f'):.1f}")
+    print(f"   (f) query plan: {result.plan}")
+    sys.stdout.flush()
+
+
+def print_targets(results: list[KeyResult]) -> bool:
+    print("\n== targets")
+    ok_all = True
+    for top, bottom, target in (("a", "c", TARGET_A_OVER_C), ("b", "d", TARGET_B_OVER_D)):
+        values = [(f"{r.key} {short(r.size)}", r.ratio(top, bottom)) for r in results]
+        ok = all(value <= target for _, value in values)
+        ok_all &= ok
+        print(f"{verdict(ok)}  {top}/{bottom} <= {target:g}:  " + "   ".join(f"{n} {v:.2f}" for n, v in values))
+    sizes = sorted({r.size for r in results})
+    for name in ("a", "b"):
+        if len(sizes) < 2:
+            print(f"n/a   flat ({name}): needs two sizes")
+            continue
+        growth = []
+        for key in ("cold", "hot"):
+            small = next(r for r in results if r.size == sizes[0] and r.key == key)
+            large = next(r for r in results if r.size == sizes[-1] and r.key == key)
+            growth.append((key, large.median(name) / small.median(name)))
+        ok = all(value <= TARGET_FLAT for _, value in growth)
+        ok_all &= ok
+        print(f"{verdict(ok)}  flat ({name}) {short(sizes[-1])}/{short(sizes[0])} <= {TARGET_FLAT:g}:  "
+              + "   ".join(f"{key} {value:.2f}" for key, value in growth))
+    return ok_all
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def parse_sizes(text: str) -> list[int]:
+    try:
+        sizes = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of sizes: {text!r}") from None
+    if not sizes or sizes[0] < TASKS_PER_RUN * PIPELINES:
+        raise argparse.ArgumentTypeError(f"sizes must be at least {TASKS_PER_RUN * PIPELINES}")
+    return sizes
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=parse_sizes, default=list(DEFAULT_SIZES),
+                        help="bulk executions per store, comma-separated (default: 10000,1000000)")
+    parser.add_argument("--dir", type=Path, default=REPO / ".bench",
+                        help="where the stores go (default: .bench/ in the repository); a finished "
+                             "store-N.sqlite there is reused")
+    parser.add_argument("--repeat", type=int, default=500, help="samples per median (default: 500)")
+    parser.add_argument("--rebuild", action="store_true", help="build the stores again even if present")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be positive")
+    directory: Path = args.dir.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    files = shared_files(directory)
+    checked = False
+    results: list[KeyResult] = []
+    for size in args.sizes:
+        path = directory / f"store-{size}.sqlite"
+        meta = None if args.rebuild else read_meta(path)
+        if meta is None:
+            if not checked:
+                status("checking that batched writes match ExecutionCache's ...")
+                check_shape(directory, files)
+                checked = True
+            meta = build_store(path, size, files)
+            built = f"built in {meta['build_seconds']:,.0f} s"
+        else:
+            built = f"reused; built in {meta['build_seconds']:,.0f} s"
+        status(f"store {path.name}: {meta['executions']:,} executions, {path.stat().st_size / 1e9:.2f} GB, {built}")
+        measured = path.with_name(f"store-{size}.measure.sqlite")
+        status(f"copying to {measured.name} (measurements write to it) ...")
+        shutil.copyfile(path, measured)
+        try:
+            cache = ExecutionCache(connect(f"sqlite:///{measured}"))
+            for key in ("cold", "hot"):
+                result = measure_key(cache, measured, meta, key, args.repeat)
+                results.append(result)
+                print_table(result, meta, path.stat().st_size, built)
+            del cache
+            gc.collect()
+        finally:
+            measured.unlink(missing_ok=True)
+    ok = print_targets(results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

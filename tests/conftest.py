@@ -6,7 +6,7 @@ from typing import Optional
 
 import pytest
 
-from mlmd_cache import CacheKey, ExecutionCache, Outputs, PipelineRun, Task, TaskExecution, connect
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, TaskExecution, connect
 
 PIPELINE = "chain"
 
@@ -43,6 +43,13 @@ class Chain:
 
         return work
 
+    @staticmethod
+    def _failing(task: str):
+        def work(started: TaskExecution) -> Outputs:
+            raise RuntimeError(f"task {task} failed")
+
+        return work
+
     def run(
         self,
         run_name: str,
@@ -57,10 +64,7 @@ class Chain:
         results: dict[str, TaskExecution] = {}
 
         def step(name: str, key: CacheKey, outputs: dict[str, str], parameters=None, enable_cache=True):
-            work = self._work(run_name, name, outputs, parameters)
-            if name == fail_task:
-                def work(started):  # noqa: F811 - a failing body for this task
-                    raise RuntimeError(f"task {name} failed")
+            work = self._failing(name) if name == fail_task else self._work(run_name, name, outputs, parameters)
             results[name] = self.cache.execute(run, Task(name, key, enable_cache=enable_cache), work)
             return results[name]
 

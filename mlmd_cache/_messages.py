@@ -1,0 +1,172 @@
+"""MLMD's own messages when a store cannot be opened: captured from its C++ log, cut to one line,
+with the password hidden (also in the DEBUG record where MLMD logs its connection config)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+from typing import Optional
+
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+__all__ = ["mlmd_stderr_captured", "reason"]
+
+
+# glog's lines: "E1128 21:52:04.214982  3071 file.cc:211] text", continued by tab-indented lines.
+_GLOG_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^ \]]+:\d+\] ?(.*)$")
+_GLOG_BANNER = "WARNING: Logging before InitGoogleLogging() is written to STDERR"
+_LIBPQ_NOTICE = "NOTICE:  "  # e.g. "NOTICE:  relation "type" already exists, skipping" from MLMD's DDL
+_stderr_lock = threading.Lock()
+
+
+class _Captured:
+    def __init__(self) -> None:
+        self.data = b""
+        self.failure: Optional[Exception] = None  # set when the block failed (it then says why)
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+class mlmd_stderr_captured:
+    """Collects what MLMD's C++ core writes to file descriptor 2 while the block runs.
+
+    On leaving, lines that are not MLMD's log are written on to the real stderr, as are MLMD's
+    warnings when the block succeeded; MLMD's INFO lines are dropped, and so are its warnings and
+    errors when the block failed (the exception carries the reason). Serialised by a lock, since
+    file descriptor 2 is the process's.
+    """
+
+    def __enter__(self) -> _Captured:
+        self.captured = _Captured()
+        _stderr_lock.acquire()
+        self.saved = self.file = None
+        try:
+            for stream in (sys.stderr, sys.__stderr__):
+                if stream is not None:
+                    stream.flush()
+            self.saved = os.dup(2)
+            self.file = tempfile.TemporaryFile()
+            os.dup2(self.file.fileno(), 2)
+        except Exception:  # no usable fd 2 (closed, or a stream without one): capture nothing
+            try:
+                self._close()
+            except OSError:
+                pass
+        return self.captured
+
+    def _close(self) -> None:
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+            self.saved = None
+        if self.file is not None:
+            self.file.seek(0)
+            self.captured.data = self.file.read()
+            self.file.close()
+            self.file = None
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            self._close()
+        finally:
+            _stderr_lock.release()
+        keep, in_glog = [], False
+        for line in self.captured.text().splitlines(keepends=True):
+            match = _GLOG_LINE.match(line)
+            if match:
+                in_glog = True
+                keep_glog = kind is None and self.captured.failure is None and match.group(1) != "I"
+                if keep_glog:
+                    keep.append(line)
+                continue
+            if line.startswith(_GLOG_BANNER) or line.startswith(_LIBPQ_NOTICE):
+                continue
+            if in_glog and line.startswith(("\t", " ")):
+                if keep_glog:
+                    keep.append(line)
+                continue
+            in_glog = False
+            keep.append(line)
+        if keep:
+            try:
+                os.write(2, "".join(keep).encode("utf-8", "replace"))
+            except OSError:
+                pass
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def reason(error: Exception, config, stderr: str) -> str:
+    """One line saying why MLMD could not open the store, without the password."""
+    text = str(error).strip()
+    if config.HasField("postgresql"):
+        # MLMD's exception only says "connection pointer is NULL"; libpq's reason went to stderr.
+        logged = re.findall(r"\] (?:PostgreSQL error|Execution failed|Creating database .*? failure"
+                            r"|Checking database existence for .*? failure): (.*)", stderr)
+        if "connection pointer is NULL" in text and logged:
+            text = logged[-1]
+        text = text.replace("PostgreSQL metadata source error: ", "")
+        creating = re.search(r"\] Creating database (\S+) failure: ", stderr)
+        if creating:
+            text = f"creating database {creating.group(1)}: {text}"
+        if 'database "postgres"' in text:
+            text += " (MLMD first connects to the 'postgres' database, to create the target database if missing)"
+    elif config.HasField("mysql"):
+        # "mysql_query failed: errno: <message>, error: <message>" (sic): keep the message once.
+        match = re.search(r"mysql_query failed: errno: (.*?), error: (.*)", text, re.S)
+        if match:
+            prefix = text[: match.start()]
+            context = re.match(r"(Creating|Changing to) database (\S+) in ConnectImpl", prefix)
+            what = f"{context.group(1).lower()} database {context.group(2)}: " if context else ""
+            text = what + (match.group(2) or match.group(1))
+        elif "mysql_real_connect failed" in text:
+            text = ("the MySQL server refused MLMD's login (MLMD's client gives no reason; it logs in "
+                    "with mysql_native_password, which a MySQL 8 account may need to be set to)")
+    else:
+        # SQLite: "Error when executing query: <reason> query: <the SQL>": drop the SQL.
+        text = re.sub(r"^(.*? query: .*?) query: .*", r"\1", text, flags=re.S)
+    text = _one_line(text) or type(error).__name__
+    for secret in _passwords(config):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _passwords(config) -> list[str]:
+    if not isinstance(config, mlmd.ConnectionConfig):
+        return []
+    if config.HasField("mysql"):
+        password = config.mysql.password
+    elif config.HasField("postgresql"):
+        password = config.postgresql.password
+        if len(password) >= 2 and password[0] == password[-1] == "'":  # also its unquoted form
+            plain = password[1:-1].replace("\\'", "'").replace("\\\\", "\\")
+            return [p for p in (password, plain) if p]
+    else:
+        return []
+    return [password] if password else []
+
+
+class _RedactConnectionConfig(logging.Filter):
+    """MLMD logs ``ConnectionConfig: <config>`` at DEBUG level: show it with the password hidden."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("ConnectionConfig") and record.args:
+            args = record.args if isinstance(record.args, tuple) else (record.args,)
+            record.args = tuple(_redacted(arg) for arg in args)
+        return True
+
+
+def _redacted(value):
+    if isinstance(value, mlmd.ConnectionConfig) and _passwords(value):
+        value = type(value).FromString(value.SerializeToString())
+        (value.mysql if value.HasField("mysql") else value.postgresql).password = "***"
+    return value
+
+
+logging.getLogger("absl").addFilter(_RedactConnectionConfig())
