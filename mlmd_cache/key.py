@@ -210,8 +210,8 @@ class CacheKey:
         return json_format.MessageToDict(self._message)
 
     def to_json(self) -> str:
-        """The protojson form as compact JSON text (sorted keys)."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        """The canonical JSON text of the key: exactly the bytes KFP hashes, decoded."""
+        return self.hashed_bytes().decode("utf-8")
 
     def hashed_bytes(self) -> bytes:
         """The exact bytes KFP hashes: the protojson form re-marshalled by Go's encoding/json."""
