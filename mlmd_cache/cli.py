@@ -10,7 +10,7 @@ import click
 
 from . import records
 from .cache import ExecutionCache
-from .connection import connect, default_store_path
+from .connection import connect, default_store_path, default_store_url, mysql_url
 from .errors import CacheKeyError, MlmdCacheError, StoreURLError
 from .key import CacheKey, custom_fingerprint
 
@@ -123,3 +123,62 @@ def lookup(key_file, pipeline: str, custom_key: Optional[str], component_name: s
             click.echo(f"  output {name}: artifact #{artifact['id']} {artifact['uri']}")
     for name, value in result["output_parameters"].items():
         click.echo(f"  parameter {name} = {json.dumps(value)}")
+
+
+def _read_file(path: Optional[str]) -> Optional[bytes]:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise click.BadParameter(f"{path}: {error.strerror}") from None
+
+
+@main.command()
+@db_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", "--grpc_port", "port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="gRPC port (0: any free port).")
+@click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Worker threads.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate: serve TLS.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key of --tls-cert.")
+@click.option("--mysql_config_host", help="MySQL host (the official server's flag; instead of --db).")
+@click.option("--mysql_config_port", type=int, default=3306, show_default=True, help="MySQL port.")
+@click.option("--mysql_config_database", help="MySQL database.")
+@click.option("--mysql_config_user", default="root", show_default=True, help="MySQL user.")
+@click.option("--mysql_config_password", default="", help="MySQL password.")
+@click.option("--enable_database_upgrade", type=click.BOOL, default=False, show_default=True,
+              help="Migrate an older MLMD schema.")
+@_reports_errors
+def serve(db_url: Optional[str], host: str, port: int, workers: int, tls_cert: Optional[str],
+          tls_key: Optional[str], mysql_config_host: Optional[str], mysql_config_port: int,
+          mysql_config_database: Optional[str], mysql_config_user: str, mysql_config_password: str,
+          enable_database_upgrade: bool) -> None:
+    """Serve ml_metadata.MetadataStoreService (gRPC) over a database, on the real MLMD core.
+
+    Accepts the official metadata_store_server's flags (--grpc_port, --mysql_config_*,
+    --enable_database_upgrade), so KFP-style manifests work unchanged. Stops cleanly on
+    SIGTERM or SIGINT, letting calls in flight finish.
+    """
+    from .server import SERVICE_NAME, MetadataStoreServer, stop_on_signals
+
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if mysql_config_host or mysql_config_database:
+        if not (mysql_config_host and mysql_config_database):
+            raise click.UsageError("--mysql_config_host and --mysql_config_database go together")
+        if db_url and click.get_current_context().get_parameter_source("db_url").name == "COMMANDLINE":
+            raise click.UsageError("give either --db or the --mysql_config_* flags, not both")
+        db_url = mysql_url(mysql_config_host, mysql_config_port, mysql_config_database, mysql_config_user,
+                           mysql_config_password)
+    server = MetadataStoreServer(db_url or default_store_url(), host=host, port=port, workers=workers,
+                                 upgrade=enable_database_upgrade, tls_cert=_read_file(tls_cert),
+                                 tls_key=_read_file(tls_key))
+    server.start()
+    scheme = "grpcs" if server.tls else "grpc"
+    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {scheme}://{host}:{server.port} "
+               f"over {server.backend} ({workers} workers)", err=True)
+    stop_on_signals(server)
+    server.wait()
+    click.echo("mlmd-cache serve: stopped", err=True)

@@ -46,7 +46,7 @@ import re
 import time
 from pathlib import Path
 from typing import Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import grpc
 from ml_metadata import errors as mlmd_errors
@@ -63,6 +63,7 @@ __all__ = [
     "connection_config",
     "default_store_path",
     "default_store_url",
+    "mysql_url",
     "redact_url",
 ]
 
@@ -261,3 +262,13 @@ def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: f
     except mlmd_errors.StatusError as error:
         raise StoreConnectionError(f"{shown} is not a working MLMD server: {_one_line(str(error))}") from None
     return store
+
+
+def mysql_url(host: str, port: int, database: str, user: str, password: str = "") -> str:
+    """The ``mysql://`` URL of a MySQL/MariaDB database, user and password percent-encoded.
+
+    >>> mysql_url("db", 3306, "metadb", "root", "p@ss")
+    'mysql://root:p%40ss@db:3306/metadb'
+    """
+    credentials = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    return f"mysql://{credentials}@{host}:{port}/{database}"
