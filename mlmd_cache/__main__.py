@@ -1,0 +1,4 @@
+"""``python -m mlmd_cache``: the ``mlmd-cache`` command."""
+from .cli import main
+
+main()
