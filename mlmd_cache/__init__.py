@@ -11,6 +11,7 @@ from .connection import connect, default_store_path, default_store_url, redact_u
 from .errors import (
     CacheKeyError,
     ExecutionStateError,
+    InvalidArgumentError,
     MlmdCacheError,
     NotFoundError,
     OutputError,
@@ -27,6 +28,7 @@ __all__ = [
     "CacheKeyError",
     "ExecutionCache",
     "ExecutionStateError",
+    "InvalidArgumentError",
     "MlmdCacheError",
     "NotFoundError",
     "OutputError",

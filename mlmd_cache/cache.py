@@ -24,7 +24,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from . import records
-from .errors import ExecutionStateError, NotFoundError, OutputError
+from .errors import ExecutionStateError, InvalidArgumentError, NotFoundError, OutputError
 from .key import CacheKey, custom_fingerprint
 
 __all__ = ["ExecutionCache", "PipelineRun", "Task", "CacheHit", "TaskExecution", "Outputs", "artifact_is_usable"]
@@ -200,7 +200,7 @@ class ExecutionCache:
     ) -> PipelineRun:
         """Get or create the ``system.Pipeline`` and ``system.PipelineRun`` contexts of a run."""
         if not pipeline or not run:
-            raise ValueError("a pipeline run needs a pipeline name and a run name")
+            raise InvalidArgumentError("a pipeline run needs a pipeline name and a run name")
         pipeline_context, _ = self._get_or_create_context(records.PIPELINE_CONTEXT_TYPE, pipeline, {})
         run_properties = {records.PIPELINE_ROOT: pipeline_root} if pipeline_root else {}
         run_context, created = self._get_or_create_context(records.RUN_CONTEXT_TYPE, run, run_properties)

@@ -9,6 +9,7 @@ __all__ = [
     "ExecutionStateError",
     "NotFoundError",
     "OutputError",
+    "InvalidArgumentError",
 ]
 
 
@@ -38,3 +39,7 @@ class NotFoundError(MlmdCacheError, LookupError):
 
 class OutputError(MlmdCacheError, ValueError):
     """What a task produced does not match its declared outputs."""
+
+
+class InvalidArgumentError(MlmdCacheError, ValueError):
+    """An argument is missing or not valid (an empty pipeline or run name, ...)."""

@@ -11,6 +11,7 @@ from mlmd_cache import (
     CacheKey,
     ExecutionCache,
     ExecutionStateError,
+    InvalidArgumentError,
     NotFoundError,
     OutputError,
     Outputs,
@@ -290,3 +291,9 @@ def test_missing_input_artifact_is_an_error_and_writes_nothing(cache):
     with pytest.raises(NotFoundError, match="input 'data': no MLMD artifact with ID 999"):
         cache.execute(run, task, lambda started: None)
     assert cache.store.get_executions() == []
+
+
+@pytest.mark.parametrize("pipeline, run", [("", "r"), ("p", "")])
+def test_a_run_needs_names(cache, pipeline, run):
+    with pytest.raises(InvalidArgumentError, match="pipeline name and a run name"):
+        cache.pipeline_run(pipeline, run)
