@@ -125,44 +125,92 @@ def lookup(key_file, pipeline: str, custom_key: Optional[str], component_name: s
         click.echo(f"  parameter {name} = {json.dumps(value)}")
 
 
-def _read_file(path: Optional[str]) -> Optional[bytes]:
+def _read_file(path: Optional[str], option: str) -> Optional[bytes]:
     if path is None:
         return None
     try:
         with open(path, "rb") as file:
             return file.read()
     except OSError as error:
-        raise click.BadParameter(f"{path}: {error.strerror}") from None
+        raise click.BadParameter(f"{path}: {error.strerror}", param_hint=option) from None
 
 
-@main.command()
+class _OneLineUsageError(click.UsageError):
+    def show(self, file: Any = None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {self.format_message()}{hint}", err=True)
+
+
+class _OneLineUsageErrors(click.Command):
+    """Usage errors in one line, without click's usage banner: a server's log shows one line."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as error:
+            raise _OneLineUsageError(error.format_message(), error.ctx) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            raise _OneLineUsageError(error.format_message(), error.ctx or ctx) from None
+
+
+def _channel_arguments(text: Optional[str]) -> list[tuple[str, Any]]:
+    """``name=value,...`` (the official server's --grpc_channel_arguments): integers stay integers."""
+    arguments = []
+    for item in filter(None, (text or "").split(",")):
+        name, equals, value = item.partition("=")
+        if not (name and equals and value):
+            raise click.BadParameter(f"{item!r} is not name=value", param_hint="--grpc_channel_arguments")
+        try:
+            arguments.append((name, int(value)))
+        except ValueError:
+            arguments.append((name, value))
+    return arguments
+
+
+@main.command(cls=_OneLineUsageErrors)
 @db_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", "--grpc_port", "port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              help="gRPC port (0: any free port).")
-@click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Worker threads.")
-@click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate: serve TLS.")
+@click.option("--host", help="Address to listen on.  [default: 127.0.0.1; 0.0.0.0 with --grpc_port]")
+@click.option("--port", type=click.IntRange(0, 65535), help="gRPC port (0: any free port).  [default: 8080]")
+@click.option("--grpc_port", type=click.IntRange(0, 65535),
+              help="The official server's port flag: as --port, and listens on 0.0.0.0 unless --host is given.")
+@click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Worker threads (with MySQL/PostgreSQL, one database connection each).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate (chain): serve TLS.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM private key of --tls-cert.")
 @click.option("--mysql_config_host", help="MySQL host (the official server's flag; instead of --db).")
-@click.option("--mysql_config_port", type=int, default=3306, show_default=True, help="MySQL port.")
+@click.option("--mysql_config_port", type=click.IntRange(1, 65535), default=3306, show_default=True,
+              help="MySQL port.")
 @click.option("--mysql_config_database", help="MySQL database.")
 @click.option("--mysql_config_user", default="root", show_default=True, help="MySQL user.")
 @click.option("--mysql_config_password", default="", help="MySQL password.")
-@click.option("--enable_database_upgrade", type=click.BOOL, default=False, show_default=True,
-              help="Migrate an older MLMD schema.")
+@click.option("--enable_database_upgrade", type=click.BOOL, is_flag=False, flag_value=True, default=False,
+              show_default=True, help="Migrate an older MLMD schema (alone, or =true/false).")
+@click.option("--grpc_channel_arguments", metavar="NAME=VALUE,...",
+              help="gRPC server arguments, e.g. grpc.max_receive_message_length=67108864.")
 @_reports_errors
-def serve(db_url: Optional[str], host: str, port: int, workers: int, tls_cert: Optional[str],
-          tls_key: Optional[str], mysql_config_host: Optional[str], mysql_config_port: int,
-          mysql_config_database: Optional[str], mysql_config_user: str, mysql_config_password: str,
-          enable_database_upgrade: bool) -> None:
+def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_port: Optional[int], workers: int,
+          tls_cert: Optional[str], tls_key: Optional[str], mysql_config_host: Optional[str],
+          mysql_config_port: int, mysql_config_database: Optional[str], mysql_config_user: str,
+          mysql_config_password: str, enable_database_upgrade: bool, grpc_channel_arguments: Optional[str]) -> None:
     """Serve ml_metadata.MetadataStoreService (gRPC) over a database, on the real MLMD core.
 
     Accepts the official metadata_store_server's flags (--grpc_port, --mysql_config_*,
-    --enable_database_upgrade), so KFP-style manifests work unchanged. Stops cleanly on
-    SIGTERM or SIGINT, letting calls in flight finish.
+    --enable_database_upgrade, --grpc_channel_arguments), so KFP-style manifests work unchanged.
+    Answers standard gRPC health checks. Stops cleanly on SIGTERM or SIGINT, letting calls in
+    flight finish (a second signal cancels them).
     """
     from .server import SERVICE_NAME, MetadataStoreServer, stop_on_signals
 
+    if port is not None and grpc_port is not None:
+        raise click.UsageError("give either --port or --grpc_port, not both")
+    if grpc_port is not None:  # the official server always listens on 0.0.0.0
+        port, host = grpc_port, host or "0.0.0.0"
+    host = host or "127.0.0.1"
+    port = 8080 if port is None else port
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if mysql_config_host or mysql_config_database:
@@ -172,13 +220,17 @@ def serve(db_url: Optional[str], host: str, port: int, workers: int, tls_cert: O
             raise click.UsageError("give either --db or the --mysql_config_* flags, not both")
         db_url = mysql_url(mysql_config_host, mysql_config_port, mysql_config_database, mysql_config_user,
                            mysql_config_password)
-    server = MetadataStoreServer(db_url or default_store_url(), host=host, port=port, workers=workers,
-                                 upgrade=enable_database_upgrade, tls_cert=_read_file(tls_cert),
-                                 tls_key=_read_file(tls_key))
+    try:
+        server = MetadataStoreServer(db_url or default_store_url(), host=host, port=port, workers=workers,
+                                     upgrade=enable_database_upgrade, tls_cert=_read_file(tls_cert, "--tls-cert"),
+                                     tls_key=_read_file(tls_key, "--tls-key"),
+                                     options=_channel_arguments(grpc_channel_arguments))
+    except KeyboardInterrupt:  # Ctrl-C while the database is being opened
+        click.echo("mlmd-cache serve: interrupted", err=True)
+        sys.exit(130)
     server.start()
-    scheme = "grpcs" if server.tls else "grpc"
-    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {scheme}://{host}:{server.port} "
-               f"over {server.backend} ({workers} workers)", err=True)
-    stop_on_signals(server)
+    stop_on_signals(server)  # before the line that tells the address: a signal from then on is graceful
+    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {server.address} over {server.backend} ({workers} workers)",
+               err=True)
     server.wait()
     click.echo("mlmd-cache serve: stopped", err=True)

@@ -52,6 +52,8 @@ import grpc
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
+from ml_metadata.proto import metadata_store_service_pb2 as service_pb2
+from ml_metadata.proto import metadata_store_service_pb2_grpc as service_grpc
 
 from ._messages import _one_line, mlmd_stderr_captured, reason
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
@@ -246,22 +248,23 @@ def connect(
 def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: float) -> metadata_store.MetadataStore:
     deadline = time.monotonic() + timeout
     check_server_answers(config.host, config.port, shown, None, timeout)  # a refused port fails at once
-    channel = grpc.insecure_channel(f"{config.host}:{config.port}")
-    try:
-        grpc.channel_ready_future(channel).result(timeout=max(0.1, deadline - time.monotonic()))
-    except grpc.FutureTimeoutError:
-        raise StoreConnectionError(
-            f"cannot reach the MLMD server at {shown}: {config.host}:{config.port} accepts connections "
-            f"but no gRPC connection came up within {timeout:g} s (is it an MLMD gRPC server?)"
-        ) from None
-    finally:
-        channel.close()
-    store = metadata_store.MetadataStore(config)
-    try:  # a server that speaks gRPC but is not MLMD fails here, not on first use
-        store.get_context_types()
-    except mlmd_errors.StatusError as error:
-        raise StoreConnectionError(f"{shown} is not a working MLMD server: {_one_line(str(error))}") from None
-    return store
+    # One real call that waits for the connection: it proves the server speaks MLMD, and unlike
+    # grpc.channel_ready_future it does not poll the channel state every 0.2 s.
+    with grpc.insecure_channel(f"{config.host}:{config.port}") as channel:
+        try:
+            service_grpc.MetadataStoreServiceStub(channel).GetContextTypes(
+                service_pb2.GetContextTypesRequest(), timeout=max(0.1, deadline - time.monotonic()), wait_for_ready=True
+            )
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise StoreConnectionError(
+                    f"cannot reach the MLMD server at {shown}: {config.host}:{config.port} accepts connections "
+                    f"but no gRPC connection came up within {timeout:g} s (is it an MLMD gRPC server?)"
+                ) from None
+            raise StoreConnectionError(
+                f"{shown} is not a working MLMD server: {_one_line(error.details() or str(error.code()))}"
+            ) from None
+    return metadata_store.MetadataStore(config)
 
 
 def mysql_url(host: str, port: int, database: str, user: str, password: str = "") -> str:

@@ -5,9 +5,21 @@ Every RPC of the service is handed, as serialized bytes, to the same C++ entry p
 core's own; the stock ``ml_metadata`` gRPC client sees what it sees against the official
 ``metadata_store_server``. An RPC the core does not export answers ``UNIMPLEMENTED`` with its name.
 
-The core's store object is not thread-safe: each worker thread opens its own connection to a
-MySQL or PostgreSQL database, and a SQLite file is served by one connection behind a lock (SQLite
-serializes writers anyway, and separate connections would only add ``database is locked`` errors).
+The core's store object is not thread-safe. A SQLite file is served by one store behind a lock
+(SQLite serializes writers anyway, and separate connections would only add ``database is locked``
+errors). A MySQL or PostgreSQL database gets one store, that is one connection, per worker thread,
+opened when the thread first needs it; the one opened at start-up (which checks the URL and the
+database, and migrates the schema when asked) goes to the first worker. The core's entry points
+hold the GIL while they run, so calls do not overlap inside one server process: the threads keep
+each call's transaction on its own connection, they do not add throughput.
+
+Lost database connections (a database restart, an idle connection closed by the server or a proxy):
+MLMD's PostgreSQL store never reconnects, and its MySQL store fails the first call after a loss.
+So a worker's connection that has been idle for :data:`IDLE_CHECK_SECONDS` is checked with a cheap
+read before it serves a call, and replaced when it is gone; a call that fails with ``INTERNAL``
+(how the core reports a lost connection) drops its worker's connection, and a read (``Get*``) is
+then retried once on a new one. A write is never retried: it may have been committed before the
+connection dropped. When the database cannot be reached, calls answer ``UNAVAILABLE``.
 
 >>> import os, tempfile
 >>> from mlmd_cache import connect
@@ -19,64 +31,112 @@ serializes writers anyway, and separate connections would only add ``database is
 """
 from __future__ import annotations
 
-import contextlib
+import os
+import re
 import signal
+import ssl
+import sys
+import tempfile
 import threading
+import time
 from concurrent import futures
-from typing import Iterator, Optional
+from typing import Callable, Optional, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as core
 from ml_metadata.proto import metadata_store_service_pb2
 
+from ._messages import mlmd_stderr_captured
 from .connection import connect, connection_config, redact_url
-from .errors import MlmdCacheError, StoreURLError
+from .errors import MlmdCacheError, StoreConnectionError, StoreURLError
 
-__all__ = ["MetadataStoreServer", "SERVICE_NAME", "ServerStartError", "stop_on_signals"]
+__all__ = ["IDLE_CHECK_SECONDS", "MetadataStoreServer", "SERVICE_NAME", "ServerStartError", "stop_on_signals"]
 
 SERVICE_NAME = "ml_metadata.MetadataStoreService"
+IDLE_CHECK_SECONDS = 1.0
+"""A worker's database connection idle for longer is checked before it serves the next call."""
+
 _SERVICE = metadata_store_service_pb2.DESCRIPTOR.services_by_name["MetadataStoreService"]
 _STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
+_INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+# An empty GetContextTypesByID still runs a transaction on the database: the cheapest liveness check.
+_PROBE = metadata_store_service_pb2.GetContextTypesByIDRequest().SerializeToString()
+_BIND_ERROR = re.compile(r"Error in bind for address '[^']*': ([^)]+)\)")
 
 
 class ServerStartError(MlmdCacheError):
-    """The server could not start: the port is taken, a TLS file is unreadable, ..."""
+    """The server could not start: the port is taken, a TLS file is unusable, ..."""
+
+
+def _log(message: str) -> None:
+    print(f"mlmd-cache serve: {message}", file=sys.stderr, flush=True)
 
 
 class _Stores:
-    """The core store objects of the workers: one per thread, or one behind a lock for SQLite."""
+    """The core store objects of the workers: one behind a lock for SQLite, else one per thread."""
 
-    def __init__(self, url: str, upgrade: bool) -> None:
-        self._url = url
-        config = connection_config(url)
-        self.shared = hasattr(config, "HasField") and config.HasField("sqlite")
+    def __init__(self, url: str, upgrade: bool, log: Callable[[str], None]) -> None:
+        self._url, self._log = url, log
+        self.shared = connection_config(url).HasField("sqlite")
         self._lock = threading.Lock()
         self._local = threading.local()
         # Opened now, so a wrong URL or an unreachable database fails at start-up, not on first call.
-        self._first = connect(url, upgrade=upgrade)
+        self._spare: list = [connect(url, upgrade=upgrade)._metadata_store]
+        self._shared = self._spare[0] if self.shared else None
 
-    @contextlib.contextmanager
-    def borrow(self) -> Iterator[object]:
-        if self.shared:
+    def call(self, entry_point: Callable, request: bytes, read_only: bool) -> tuple[bytes, bytes, int]:
+        """``entry_point(store, request)``: (response, error message, status code).
+        Raises StoreConnectionError when no connection to the database can be opened."""
+        if self._shared is not None:
             with self._lock:
-                yield self._first._metadata_store
-            return
-        store = getattr(self._local, "store", None)
+                return entry_point(self._shared, request)
+        result = entry_point(self._store(), request)
+        if result[2] == _INTERNAL:
+            self._drop(result[1])
+            if read_only:
+                result = entry_point(self._store(), request)
+                if result[2] == _INTERNAL:
+                    self._drop(result[1])
+        self._local.last_used = time.monotonic()
+        return result
+
+    def _store(self):
+        local = self._local
+        store = getattr(local, "store", None)
+        if store is not None and time.monotonic() - local.last_used > IDLE_CHECK_SECONDS:
+            _, message, code = core.GetContextTypesByID(store, _PROBE)
+            if code != 0:
+                self._drop(message)
+                store = None
         if store is None:
-            store = self._local.store = connect(self._url)
-        yield store._metadata_store
+            with self._lock:
+                store = self._spare.pop() if self._spare else None
+            if store is None:
+                store = connect(self._url)._metadata_store
+            local.store, local.last_used = store, time.monotonic()
+        return store
+
+    def _drop(self, message: bytes) -> None:
+        """Close this thread's connection after an error (a new one is opened when needed)."""
+        if getattr(self._local, "store", None) is not None:
+            self._local.store = None
+            reason = " ".join(message.decode("utf-8", "replace").split()) or "no reason given"
+            self._log(f"closed a database connection after an error: {reason}")
 
 
 def _handler(method: str, stores: _Stores) -> grpc.RpcMethodHandler:
     entry_point = getattr(core, method, None)
+    read_only = method.startswith("Get")
 
     def call(request: bytes, context: grpc.ServicerContext) -> bytes:
         if entry_point is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED,
                           f"{SERVICE_NAME}/{method} is not implemented by the MLMD core this server runs on")
-        with stores.borrow() as store:
-            response, message, code = entry_point(store, request)
+        try:
+            response, message, code = stores.call(entry_point, request, read_only)
+        except StoreConnectionError as error:  # message: one line, password hidden
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         if code != 0:
             context.abort(_STATUS_BY_CODE.get(code, grpc.StatusCode.UNKNOWN), message.decode("utf-8", "replace"))
         return response
@@ -85,9 +145,35 @@ def _handler(method: str, stores: _Stores) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(call)
 
 
+def _check_tls(cert: bytes, key: bytes) -> None:
+    """Raise ServerStartError unless ``cert`` and ``key`` are a matching PEM certificate and key
+    (gRPC would only log its complaint and fail to open the port)."""
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise ServerStartError("the TLS certificate is not a PEM certificate (-----BEGIN CERTIFICATE-----)")
+    if not re.search(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----", key):
+        raise ServerStartError("the TLS key is not a PEM private key (-----BEGIN ... PRIVATE KEY-----)")
+    with tempfile.TemporaryDirectory() as directory:  # mode 0700: the key is readable by us only
+        cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+        for path, data in ((cert_path, cert), (key_path, key)):
+            with open(path, "wb") as file:
+                file.write(data)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+        except ssl.SSLError as error:
+            if error.reason == "KEY_VALUES_MISMATCH":
+                raise ServerStartError("the TLS key does not belong to the TLS certificate") from None
+            raise ServerStartError(f"the TLS certificate or key cannot be loaded ({error.reason or error})") from None
+
+
 class MetadataStoreServer:
     """``ml_metadata.MetadataStoreService`` on ``host:port`` over the store ``url`` (not ``grpc://``),
-    with standard gRPC health checking. ``port=0`` picks a free port (see :attr:`port`)."""
+    with standard gRPC health checking. ``port=0`` picks a free port (see :attr:`port`).
+
+    Raises :class:`~mlmd_cache.errors.StoreURLError` for a bad URL,
+    :class:`~mlmd_cache.errors.StoreConnectionError` when the database cannot be opened, and
+    :class:`ServerStartError` when the address cannot be bound or the TLS files are unusable.
+    ``options`` are extra gRPC server arguments (name, value).
+    """
 
     def __init__(
         self,
@@ -99,33 +185,51 @@ class MetadataStoreServer:
         upgrade: bool = False,
         tls_cert: Optional[bytes] = None,
         tls_key: Optional[bytes] = None,
+        options: Sequence[tuple[str, object]] = (),
+        log: Callable[[str], None] = _log,
     ) -> None:
         if url.split("://", 1)[0].lower() == "grpc":
             raise StoreURLError("serve needs a database URL (sqlite, mysql, postgresql), not grpc://")
         if (tls_cert is None) != (tls_key is None):
             raise ServerStartError("TLS needs both a certificate and its key")
-        self.url, self.host, self.port = url, host, port
-        self._stores = _Stores(url, upgrade)
+        if tls_cert is not None:
+            _check_tls(tls_cert, tls_key)
+        self.url, self.host = url, host
+        self._stores = _Stores(url, upgrade, log)
         # Without SO_REUSEPORT a second server on a taken port fails instead of sharing it silently.
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlmd"),
-                                   options=[("grpc.so_reuseport", 0)])
+                                   options=[("grpc.so_reuseport", 0), *options])
         handlers = {method.name: _handler(method.name, self._stores) for method in _SERVICE.methods}
         self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)])
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        try:
-            if tls_cert is not None:
-                credentials = grpc.ssl_server_credentials([(tls_key, tls_cert)])
-                bound = self._server.add_secure_port(address, credentials)
-            else:
-                bound = self._server.add_insecure_port(address)
-        except RuntimeError:  # gRPC's own message only points at its debug logs
-            bound = 0
-        if not bound:
-            raise ServerStartError(f"cannot listen on {address}: the address is in use or not available")
-        self.port = bound
+        self.port = self._bind(host, port, tls_cert, tls_key)
         self.tls = tls_cert is not None
+
+    def _bind(self, host: str, port: int, tls_cert: Optional[bytes], tls_key: Optional[bytes]) -> int:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # gRPC logs why a bind failed (on stderr, from C++) and raises or returns 0 without the reason.
+        with mlmd_stderr_captured() as stderr:
+            try:
+                if tls_cert is not None:
+                    bound = self._server.add_secure_port(address, grpc.ssl_server_credentials([(tls_key, tls_cert)]))
+                else:
+                    bound = self._server.add_insecure_port(address)
+            except RuntimeError:
+                bound = 0
+            if not bound:
+                stderr.failure = ServerStartError(address)  # drops gRPC's log lines
+        if not bound:
+            reasons = _BIND_ERROR.findall(stderr.text())
+            why = reasons[-1].strip() if reasons else "the address is in use or not available"
+            raise ServerStartError(f"cannot listen on {address}: {why}")
+        return bound
+
+    @property
+    def address(self) -> str:
+        """``grpc://host:port`` (``grpcs://`` with TLS), as a client reaches it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'grpcs' if self.tls else 'grpc'}://{host}:{self.port}"
 
     @property
     def backend(self) -> str:
@@ -138,8 +242,9 @@ class MetadataStoreServer:
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     def stop_async(self, grace: Optional[float] = 10.0) -> threading.Event:
-        """Stop accepting calls; calls in flight may finish within ``grace`` seconds. The event is
-        set once the server has stopped (and :meth:`wait` returns)."""
+        """Stop accepting calls (health checks answer NOT_SERVING); calls in flight may finish
+        within ``grace`` seconds (``None``: cancel them now). The event is set once the server
+        has stopped (and :meth:`wait` returns)."""
         self._health.enter_graceful_shutdown()
         return self._server.stop(grace)
 
@@ -147,14 +252,24 @@ class MetadataStoreServer:
         self.stop_async(grace).wait()
 
     def wait(self) -> None:
+        """Block until the server has stopped and every call has finished or was cancelled."""
         self._server.wait_for_termination()
 
 
-def stop_on_signals(server: MetadataStoreServer, grace: float = 10.0) -> None:
-    """Stop ``server`` gracefully on SIGTERM and SIGINT (call from the main thread)."""
+def stop_on_signals(server: MetadataStoreServer, grace: float = 10.0, log: Callable[[str], None] = _log) -> None:
+    """Stop ``server`` on SIGTERM and SIGINT (call from the main thread): the first signal stops
+    it gracefully (calls in flight may finish within ``grace`` seconds), a second one at once."""
+    received = []
 
     def handle(signum: int, frame: object) -> None:
-        server.stop_async(grace)
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if len(received) == 1:
+            log(f"{name}: stopping (calls in flight may finish within {grace:g} s)")
+            server.stop_async(grace)
+        else:
+            log(f"{name}: stopping now (calls in flight are cancelled)")
+            server.stop_async(None)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, handle)

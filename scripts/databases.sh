@@ -99,6 +99,7 @@ mariadb_start() {
     if pid_alive "$MY_PID" && my_client -e 'SELECT 1' >/dev/null 2>&1; then
         log "MariaDB already running (pid $(head -n 1 "$MY_PID"), port $MYSQL_PORT)"
     else
+        STARTED_HERE=1
         if [ ! -d "$MY_DATA/mysql" ]; then
             log "initialising MariaDB data directory $MY_DATA"
             rm -rf "$MY_DATA"
@@ -175,6 +176,7 @@ postgresql_start() {
     if pid_alive "$PG_PID" && as_postgres "$bindir/pg_isready" -q -h "$PG_DIR" -p "$PG_PORT"; then
         log "PostgreSQL already running (pid $(head -n 1 "$PG_PID"), port $PG_PORT)"
     else
+        STARTED_HERE=1
         if [ ! -f "$PG_DATA/PG_VERSION" ]; then
             log "initialising PostgreSQL data directory $PG_DATA"
             rm -rf "$PG_DATA"
@@ -243,6 +245,9 @@ case "${1:-}" in
         log "ready in $(($(date +%s) - started))s"
         echo "export MLMD_TEST_MYSQL_URL=mysql://$DB_USER:$DB_PASSWORD@127.0.0.1:$MYSQL_PORT/$DB_NAME"
         echo "export MLMD_TEST_POSTGRESQL_URL=postgresql://$DB_USER:$DB_PASSWORD@127.0.0.1:$PG_PORT/$DB_NAME"
+        # 1 when this call started a server: a caller then stops them, and leaves alone servers
+        # that someone else started (and is still using).
+        echo "export MLMD_TEST_DATABASES_STARTED=${STARTED_HERE:-0}"
         ;;
     stop)
         [ "$(id -u)" -eq 0 ] || die "run as root"

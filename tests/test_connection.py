@@ -7,7 +7,6 @@ except under CI (``CI=true``), where a missing server is a failure.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import time
 import uuid
@@ -19,6 +18,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 import mlmd_cache
 from mlmd_cache import MlmdCacheError, StoreConnectionError, StoreURLError, connect, redact_url
 from mlmd_cache.connection import connection_config, default_store_path, default_store_url
+from tests.backends import drop_database, server_url
 
 SECRET = "s3cret-Pw"
 # The password of the `mlmd_special` user that scripts/databases.sh makes on both servers.
@@ -315,17 +315,6 @@ def test_unresolvable_host():
 # ---------------------------------------------------------------- real MySQL and PostgreSQL servers
 
 
-def server_url(variable: str) -> str:
-    """The URL in ``variable``; a skip when unset, or a failure under CI (CI=true)."""
-    url = os.environ.get(variable)
-    if url:
-        return url
-    reason = f"{variable} is not set: start the test databases with eval \"$(bash scripts/databases.sh start)\""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(params=["mysql", "postgresql"])
 def db_url(request) -> str:
     return server_url(f"MLMD_TEST_{request.param.upper()}_URL")
@@ -389,10 +378,13 @@ def test_server_unreachable_port_is_quick(db_url):
 def test_server_creates_a_missing_database(db_url):
     # MLMD creates a database that does not exist yet (the test user may create mlmd_test*).
     database = f"mlmd_test_{uuid.uuid4().hex[:12]}"
-    store = connect(url_with(db_url, database=database))
-    artifact_id = round_trip(store, database)
-    assert connect(url_with(db_url, database=database)).get_artifacts_by_id([artifact_id])
-    assert f"Probe_{database}" not in {t.name for t in connect(db_url).get_artifact_types()}  # not mlmd_test
+    try:
+        store = connect(url_with(db_url, database=database))
+        artifact_id = round_trip(store, database)
+        assert connect(url_with(db_url, database=database)).get_artifacts_by_id([artifact_id])
+        assert f"Probe_{database}" not in {t.name for t in connect(db_url).get_artifact_types()}  # not mlmd_test
+    finally:
+        drop_database(url_with(db_url, database=database))
 
 
 def test_mysql_database_that_may_not_be_created():
