@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The project's test command (README, CI): installs what the tests need, starts the test databases,
-# runs pytest, and stops what it started. Extra arguments go to pytest.
+# The project's test command (README, CI): installs what the tests need (venv and packages,
+# MariaDB and PostgreSQL, Docker and the stand-in images), starts the services, runs pytest, and
+# stops what it started. Extra arguments go to pytest.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -k cache -x     # a subset
+#   MLMD_TEST_DOCKER=0 scripts/test.sh   # without the docker-compose tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-VENV=${VENV:-.venv}
+VENV=$(realpath -m "${VENV:-.venv}")
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
@@ -22,9 +24,36 @@ if [ ! -e "$stamp" ]; then
     rm -f "$VENV"/.installed-* && touch "$stamp"
 fi
 
-# MariaDB and PostgreSQL on loopback for the backend tests; stopped again on exit.
-eval "$(bash scripts/databases.sh start)"
-trap 'bash scripts/databases.sh stop >/dev/null 2>&1 || true' EXIT
+# What this run started, and so stops on exit (servers someone else started are left running).
+stop_databases=0
+stop_docker=0
+cleanup() {
+    if [ "$stop_docker" = 1 ]; then bash scripts/docker.sh stop >/dev/null 2>&1 || true; fi
+    if [ "$stop_databases" = 1 ]; then bash scripts/databases.sh stop >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
 
-export PATH="$PWD/$VENV/bin:$PATH"
+# MariaDB and PostgreSQL on loopback for the backend tests.
+databases=$(bash scripts/databases.sh start)
+eval "$databases"
+stop_databases=$MLMD_TEST_DATABASES_STARTED
+
+# Docker for the docker-compose.yml tests (tests/test_docker_compose.py, the `compose` backend):
+# installed and started when missing. Unless MLMD_MYSQL_IMAGE or MLMD_SERVER_IMAGE name images to
+# use (e.g. the official ones), stand-ins are built without a registry, once (reused while their
+# inputs are unchanged). If Docker cannot run, those tests say why: skipped, or failed under
+# CI=true (MLMD_TEST_DOCKER=0 switches them off).
+if [ "${MLMD_TEST_DOCKER:-}" != 0 ]; then
+    docker_was_up=0
+    docker info >/dev/null 2>&1 && docker_was_up=1
+    if bash scripts/docker.sh start; then
+        [ "$docker_was_up" = 1 ] || stop_docker=1
+        if [ -z "${MLMD_MYSQL_IMAGE:-}${MLMD_SERVER_IMAGE:-}" ]; then
+            images=$(PYTHON="$VENV/bin/python" bash scripts/build_local_images.sh) && eval "$images" ||
+                echo "test.sh: the stand-in images were not built; the docker-compose tests will say so" >&2
+        fi
+    fi
+fi
+
+export PATH="$VENV/bin:$PATH"
 "$VENV/bin/python" -m pytest "$@"

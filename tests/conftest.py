@@ -1,19 +1,41 @@
-"""Shared fixtures: a fresh store on the real MLMD core, and a three-task chain A -> B -> C."""
+"""Shared fixtures: a fresh store on the real MLMD core, on each backend of tests/backends.py, and a
+three-task chain A -> B -> C."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import pytest
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, TaskExecution, connect
+from tests.backends import BACKENDS, Backends
+# The `compose` backend: docker-compose.yml's MLMD server via pytest-docker (fixtures in tests/compose.py).
+from tests.compose import (compose_stack, docker_cleanup, docker_compose_command,  # noqa: F401
+                           docker_compose_file, docker_compose_project_name, docker_setup)
 
 PIPELINE = "chain"
 
 
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+@pytest.fixture(scope="session")
+def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
+    """The session's store backends (tests/backends.py); stops their shared servers at the end."""
+    made = Backends(tmp_path_factory.mktemp("backends"))
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture(params=(*BACKENDS, "compose"))
+def store_url(request: pytest.FixtureRequest, backends: Backends, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty MLMD store; a test that uses it runs once per backend, which its ID names
+    (``[sqlite]``, ``[mysql]``, ``[postgresql]``, ``[serve-sqlite]``, ``[serve-mysql]``, ``[compose]``)."""
+    if request.param == "compose":  # the docker-compose.yml stack (tests/compose.py)
+        with request.getfixturevalue("compose_stack").fresh_store() as url:
+            yield url
+        return
+    with backends.fresh_store(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The execution cache, through the public API, on the real MLMD core (SQLite file)."""
+"""The execution cache, through the public API, on the real MLMD core, on every store backend (tests/backends.py)."""
 from __future__ import annotations
 
 import os
