@@ -9,9 +9,9 @@ import pytest
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, TaskExecution, connect
 from tests.backends import BACKENDS, Backends
+
 # The `compose` backend: docker-compose.yml's MLMD server via pytest-docker (fixtures in tests/compose.py).
-from tests.compose import (compose_stack, docker_cleanup, docker_compose_command,  # noqa: F401
-                           docker_compose_file, docker_compose_project_name, docker_setup)
+pytest_plugins = ["tests.compose"]
 
 PIPELINE = "chain"
 

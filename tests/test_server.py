@@ -34,9 +34,9 @@ from ml_metadata.proto import metadata_store_service_pb2 as service_pb2
 from mlmd_cache import connect, redact_url
 from mlmd_cache.connection import connection_config
 from mlmd_cache.server import IDLE_CHECK_SECONDS, SERVICE_NAME
-from tests.backends import drop_database, with_database
+from tests.backends import fresh_database, server_url
 from tests.servers import serving
-from tests.test_connection import SPECIAL_DATABASE, SPECIAL_PASSWORD, SPECIAL_USER, free_port, server_url
+from tests.test_connection import SPECIAL_DATABASE, SPECIAL_PASSWORD, SPECIAL_USER, free_port
 
 SERVER_VARIABLES = {"mysql": "MLMD_TEST_MYSQL_URL", "postgresql": "MLMD_TEST_POSTGRESQL_URL"}
 MISSING_IN_CORE = ("GetLineageGraph", "GetParentContextsByContexts", "GetChildrenContextsByContexts")
@@ -52,11 +52,8 @@ def new_database(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'served.sqlite'}"
         return
-    url = with_database(server_url(SERVER_VARIABLES[backend]), f"mlmd_test_{uuid.uuid4().hex[:16]}")
-    try:
+    with fresh_database(SERVER_VARIABLES[backend]) as url:
         yield url
-    finally:
-        drop_database(url)
 
 
 @pytest.fixture(params=["sqlite", "mysql", "postgresql"])
