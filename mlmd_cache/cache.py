@@ -173,7 +173,7 @@ class ExecutionCache:
 
     def __init__(self, store: metadata_store.MetadataStore) -> None:
         self.store = store
-        self._types = records.TypeRegistry(store)
+        self.types = records.TypeRegistry(store)
 
     # -- runs -------------------------------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class ExecutionCache:
         context = self.store.get_context_by_type_and_name(type_name, name)
         if context is not None:
             return context, False
-        new = mlmd.Context(type_id=self._types.context_type(type_name), name=name)
+        new = mlmd.Context(type_id=self.types.context_type(type_name), name=name)
         for key, value in properties.items():
             new.custom_properties[key].string_value = value
         try:
@@ -296,7 +296,7 @@ class ExecutionCache:
         ]
 
     def _execution(self, task: Task, state: int, fingerprint: Optional[str]) -> mlmd.Execution:
-        execution = mlmd.Execution(type_id=self._types.execution_type(records.CONTAINER_EXECUTION_TYPE),
+        execution = mlmd.Execution(type_id=self.types.execution_type(records.CONTAINER_EXECUTION_TYPE),
                                    last_known_state=state)
         properties = execution.custom_properties
         properties[records.DISPLAY_NAME].string_value = task.display_name or task.name
@@ -366,11 +366,11 @@ class ExecutionCache:
         for name, uris in outputs.artifacts.items():
             for uri in [uris] if isinstance(uris, str) else list(uris):
                 artifact = mlmd.Artifact(
-                    type_id=self._types.artifact_type(declared[name]), uri=uri, state=mlmd.Artifact.LIVE
+                    type_id=self.types.artifact_type(declared[name]), uri=uri, state=mlmd.Artifact.LIVE
                 )
                 artifact.custom_properties[records.DISPLAY_NAME].string_value = name
                 for key, value in outputs.metadata.get(name, {}).items():
-                    artifact.custom_properties[key].CopyFrom(_metadata_value(name, key, value))
+                    artifact.custom_properties[key].CopyFrom(records.metadata_value(name, key, value))
                 pairs.append((artifact, _event(mlmd.Event.OUTPUT, name)))
         return pairs
 
@@ -390,7 +390,7 @@ class ExecutionCache:
         fingerprint = records.read_property(execution, records.CACHE_FINGERPRINT)
         if fingerprint:
             source = mlmd.Context(
-                type_id=self._types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE),
+                type_id=self.types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE),
                 name=records.cache_source_context_name(started.run.pipeline, fingerprint),
             )
             source.custom_properties[records.SOURCE_PIPELINE].string_value = started.run.pipeline
@@ -430,16 +430,3 @@ class ExecutionCache:
             self.fail(started)
             raise
 
-
-def _metadata_value(output: str, key: str, value: Any) -> mlmd.Value:
-    if isinstance(value, bool):
-        return mlmd.Value(bool_value=value)
-    if isinstance(value, int):
-        return mlmd.Value(int_value=value)
-    if isinstance(value, float):
-        return mlmd.Value(double_value=value)
-    if isinstance(value, str):
-        return mlmd.Value(string_value=value)
-    if isinstance(value, Mapping):
-        return records.struct_value(value)
-    raise OutputError(f"output {output!r}: metadata {key!r} has unsupported type {type(value).__name__}")

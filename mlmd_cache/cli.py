@@ -11,11 +11,11 @@ import click
 from . import records
 from .cache import ExecutionCache
 from .connection import connect, default_store_path, default_store_url, mysql_url
-from .errors import CacheKeyError, MlmdCacheError, StoreURLError
+from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, StoreURLError
 from .key import CacheKey, custom_fingerprint
 
 # User mistakes in what was given exit 2 (as click's usage errors do); failures of the store exit 1.
-_USAGE_ERRORS = (CacheKeyError, StoreURLError)
+_USAGE_ERRORS = (CacheKeyError, InvalidArgumentError, StoreURLError)
 
 
 def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -234,3 +234,72 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
                err=True)
     server.wait()
     click.echo("mlmd-cache serve: stopped", err=True)
+
+
+_STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN"}
+
+
+def _task_line(task) -> str:
+    execution = f"execution {task.execution_id}" if task.execution_id else "no execution"
+    if task.cached_execution_id:
+        execution += f" (from {task.cached_execution_id})"
+    line = f"{task.name:<24} {_STATE_WORDS[task.state]:<8} {task.duration:7.2f}s  {execution}"
+    if task.state == "FAILED" and task.error:
+        line += "\n" + "\n".join(f"    | {text}" for text in task.error.splitlines())
+    elif task.state == "NOT_RUN" and task.error:
+        line += f"  ({task.error})"
+    return line
+
+
+@main.command("run-pipeline")
+@click.argument("pipeline_file", metavar="PIPELINE.yaml")
+@db_option
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A pipeline parameter, parsed by its declared type (repeatable).")
+@click.option("--disable-cache", is_flag=True, help="Run-level enable_caching=False: every task executes.")
+@click.option("--run-name", metavar="NAME", help="The run (system.PipelineRun context). Default: PIPELINE-timestamp.")
+@click.option("--pipeline-root", metavar="DIR",
+              help="Where task outputs go. Default: pipeline-root/ beside the SQLite store.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (progress lines go to stderr).")
+@_reports_errors
+def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], disable_cache: bool,
+                 run_name: Optional[str], pipeline_root: Optional[str], as_json: bool) -> None:
+    """Run a compiled KFP v2 pipeline locally with KFP's step caching, recording it in MLMD.
+
+    Tasks run in dependency order as local subprocesses (lightweight Python components and
+    container components whose command exists here; images are not pulled). A task whose cache
+    key has a valid earlier execution is not run: its outputs are reused. Exit code 1 when a
+    task fails (its descendants are NOT_RUN), 2 for an unusable pipeline or parameter.
+    """
+    import signal
+
+    from .pipeline_spec import load_pipeline, parse_assignments
+    from .runner import default_pipeline_root, run_pipeline as run
+
+    def interrupt(signum: int, frame: Any) -> None:  # SIGTERM stops a run as Ctrl-C does
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        pipeline = load_pipeline(pipeline_file)
+        arguments = pipeline.parse_parameters(parse_assignments(params))
+        root = pipeline_root or default_pipeline_root(db_url)
+        cache = ExecutionCache(connect(db_url))
+        report = run(cache, pipeline, arguments, run_name=run_name, pipeline_root=root,
+                     enable_caching=False if disable_cache else None,
+                     on_task=lambda task: click.echo(_task_line(task), err=as_json))
+    except KeyboardInterrupt:
+        click.echo("run-pipeline: interrupted; the running task's execution and the run are marked FAILED", err=True)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        counts = {}
+        for task in report.tasks.values():
+            counts[_STATE_WORDS[task.state]] = counts.get(_STATE_WORDS[task.state], 0) + 1
+        summary = ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
+        click.echo(f"run {report.run} of pipeline {report.pipeline}: {summary}")
+    if not report.succeeded:
+        sys.exit(1)

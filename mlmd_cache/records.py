@@ -12,6 +12,8 @@ from google.protobuf import json_format
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from .errors import OutputError
+
 __all__ = [
     "PIPELINE_CONTEXT_TYPE",
     "RUN_CONTEXT_TYPE",
@@ -63,6 +65,21 @@ def struct_value(document: Mapping[str, Any]) -> mlmd.Value:
     value = mlmd.Value()
     json_format.ParseDict(dict(document), value.struct_value)
     return value
+
+
+def metadata_value(artifact: str, key: str, value: Any) -> mlmd.Value:
+    """An artifact metadata entry as the MLMD custom property value KFP records for it."""
+    if isinstance(value, bool):
+        return mlmd.Value(bool_value=value)
+    if isinstance(value, int):
+        return mlmd.Value(int_value=value)
+    if isinstance(value, float):
+        return mlmd.Value(double_value=value)
+    if isinstance(value, str):
+        return mlmd.Value(string_value=value)
+    if isinstance(value, Mapping):
+        return struct_value(value)
+    raise OutputError(f"artifact {artifact!r}: metadata {key!r} has unsupported type {type(value).__name__}")
 
 
 def read_struct(value: mlmd.Value) -> dict[str, Any]:

@@ -1,0 +1,193 @@
+"""Compiled KFP v2 pipelines (the IR YAML/JSON of ``kfp.compiler.Compiler().compile``): loading,
+checking what the local runner supports, and parsing run parameters by their declared types."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import yaml
+from google.protobuf import json_format
+from kfp.local import utils as local_utils
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from .errors import InvalidArgumentError
+
+__all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "UnsupportedPipelineError", "PipelineSpecError"]
+
+ParameterType = pipeline_spec_pb2.ParameterType.ParameterTypeEnum
+ExecutorSpec = pipeline_spec_pb2.PipelineDeploymentConfig.ExecutorSpec
+
+
+class PipelineSpecError(InvalidArgumentError):
+    """The file is not a compiled KFP pipeline, or a run parameter is unknown or not of its type."""
+
+
+class UnsupportedPipelineError(PipelineSpecError):
+    """The pipeline uses a feature the local runner does not support (named in the message)."""
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """A compiled pipeline: its ``PipelineSpec`` and its executors as ``ExecutorSpec`` messages."""
+
+    spec: pipeline_spec_pb2.PipelineSpec
+    executors: Mapping[str, ExecutorSpec]
+
+    @property
+    def name(self) -> str:
+        return self.spec.pipeline_info.name
+
+    @property
+    def components(self) -> Mapping[str, pipeline_spec_pb2.ComponentSpec]:
+        return self.spec.components
+
+    def parse_parameters(self, given: Mapping[str, str]) -> dict[str, Any]:
+        """Parse ``NAME=VALUE`` strings by the pipeline's declared parameter types. Unknown names,
+        bad values and missing required parameters are errors. Defaults are not filled in here."""
+        declared = self.spec.root.input_definitions.parameters
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise PipelineSpecError(f"pipeline {self.name!r} has no parameter {unknown[0]!r} "
+                                    f"(parameters: {', '.join(sorted(declared)) or 'none'})")
+        values = {name: _parse_value(name, text, declared[name].parameter_type) for name, text in given.items()}
+        missing = [name for name, spec in declared.items()
+                   if name not in values and not spec.is_optional and not spec.HasField("default_value")]
+        if missing:
+            raise PipelineSpecError(f"pipeline {self.name!r} needs parameter {sorted(missing)[0]!r} (--param NAME=VALUE)")
+        if self.spec.root.input_definitions.artifacts:
+            raise UnsupportedPipelineError(f"pipeline {self.name!r} takes input artifacts: not supported")
+        return values
+
+
+def load_pipeline(path: str) -> CompiledPipeline:
+    """Read a compiled pipeline (YAML or JSON) and check that every feature it uses is supported."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            # A pipeline with Kubernetes settings has a second document, its platform spec: ignored.
+            document = next(iter(yaml.safe_load_all(file)), None)
+    except OSError as error:
+        raise PipelineSpecError(f"{path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise PipelineSpecError(f"{path}: not YAML or JSON ({str(error).splitlines()[0]})") from None
+    if not isinstance(document, dict) or "root" not in document or "deploymentSpec" not in document:
+        raise PipelineSpecError(f"{path}: not a compiled KFP pipeline (no root/deploymentSpec)")
+    spec = pipeline_spec_pb2.PipelineSpec()
+    try:
+        json_format.ParseDict(document, spec, ignore_unknown_fields=False)
+    except json_format.ParseError as error:
+        raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: {str(error).splitlines()[0]}") from None
+    executors = {name: local_utils.struct_to_executor_spec(struct)
+                 for name, struct in spec.deployment_spec["executors"].items()}
+    pipeline = CompiledPipeline(spec, executors)
+    _check_supported(pipeline)
+    return pipeline
+
+
+def iter_tasks(pipeline: CompiledPipeline, dag: Optional[pipeline_spec_pb2.DagSpec] = None, prefix: str = ""
+               ) -> Iterator[tuple[str, pipeline_spec_pb2.PipelineTaskSpec, pipeline_spec_pb2.ComponentSpec]]:
+    """Every task of the pipeline, nested pipelines' tasks included, as (path, task, component); a
+    nested task's path is ``outer/inner``."""
+    dag = pipeline.spec.root.dag if dag is None else dag
+    for name, task in dag.tasks.items():
+        component = pipeline.components.get(task.component_ref.name)
+        if component is None:
+            raise PipelineSpecError(f"task {prefix + name!r}: no component {task.component_ref.name!r}")
+        yield prefix + name, task, component
+        if component.WhichOneof("implementation") == "dag":
+            yield from iter_tasks(pipeline, component.dag, f"{prefix}{name}/")
+
+
+def _check_supported(pipeline: CompiledPipeline) -> None:
+    """Refuse, before anything runs, what the runner cannot do, naming the feature."""
+    def refuse(task: str, feature: str) -> None:
+        raise UnsupportedPipelineError(f"pipeline {pipeline.name!r}, task {task!r}: {feature} is not supported "
+                                       "by run-pipeline")
+
+    dags = [pipeline.spec.root.dag] + [component.dag for _, _, component in iter_tasks(pipeline)
+                                       if component.WhichOneof("implementation") == "dag"]
+    for dag in dags:
+        for name, selector in dag.outputs.parameters.items():
+            if selector.WhichOneof("kind") == "value_from_oneof":
+                refuse(name, "dsl.OneOf")
+    for path, task, component in iter_tasks(pipeline):
+        if task.trigger_policy.condition:
+            refuse(path, "dsl.If/dsl.Elif/dsl.Else (dsl.Condition)")
+        if task.WhichOneof("iterator"):
+            refuse(path, "dsl.ParallelFor")
+        if (task.trigger_policy.strategy == pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.ALL_UPSTREAM_TASKS_COMPLETED
+                or any(spec.HasField("task_final_status") for spec in task.inputs.parameters.values())):
+            refuse(path, "dsl.ExitHandler (a task that runs after failures)")
+        if task.retry_policy.max_retry_count:
+            refuse(path, "set_retry")
+        for name, spec in task.inputs.parameters.items():
+            if spec.parameter_expression_selector:
+                refuse(path, f"a parameter expression selector on input {name!r}")
+        if component.WhichOneof("implementation") == "dag":
+            if path.rsplit("/", 1)[-1].startswith("exit-handler-"):
+                refuse(path, "dsl.ExitHandler")
+            continue  # a nested pipeline: its tasks are checked in turn
+        executor = pipeline.executors.get(component.executor_label)
+        if executor is None:
+            raise PipelineSpecError(f"task {path!r}: no executor {component.executor_label!r}")
+        if executor.WhichOneof("spec") not in ("container", "importer"):
+            refuse(path, f"an executor of kind {executor.WhichOneof('spec')!r}")
+        for artifact in component.output_definitions.artifacts.values():
+            if artifact.is_artifact_list:
+                refuse(path, "a list of output artifacts")
+        for artifact in component.input_definitions.artifacts.values():
+            if artifact.is_artifact_list:
+                refuse(path, "a list of input artifacts (dsl.Collected)")
+
+
+def _parse_value(name: str, text: str, parameter_type: int) -> Any:
+    type_name = ParameterType.Name(parameter_type)
+
+    def bad(expected: str) -> PipelineSpecError:
+        return PipelineSpecError(f"parameter {name!r}: {text!r} is not {expected} (declared {type_name})")
+
+    if parameter_type == ParameterType.STRING:
+        return text
+    if parameter_type == ParameterType.NUMBER_INTEGER:
+        try:
+            return int(text)
+        except ValueError:
+            raise bad("an integer") from None
+    if parameter_type == ParameterType.NUMBER_DOUBLE:
+        try:
+            value = float(text)
+        except ValueError:
+            raise bad("a number") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise bad("a finite number")
+        return value
+    if parameter_type == ParameterType.BOOLEAN:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise bad("a boolean (true/false)")
+    if parameter_type in (ParameterType.LIST, ParameterType.STRUCT):
+        expected_type, expected = (list, "a JSON list") if parameter_type == ParameterType.LIST else (dict, "a JSON object")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise bad(expected) from None
+        if not isinstance(value, expected_type):
+            raise bad(expected)
+        return value
+    raise PipelineSpecError(f"parameter {name!r}: type {type_name} is not supported")
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+    """``NAME=VALUE`` strings as a dict; a malformed item or a repeated name is an error."""
+    result: dict[str, str] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not name or not equals:
+            raise PipelineSpecError(f"--param {item!r}: expected NAME=VALUE")
+        if name in result:
+            raise PipelineSpecError(f"--param {name!r} given twice")
+        result[name] = value
+    return result
