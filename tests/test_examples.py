@@ -33,3 +33,18 @@ def test_demo_with_another_learning_rate_reruns_b_and_c(tmp_path):
     _run(tmp_path, "--runs", "1")
     lines = _run(tmp_path, "--runs", "1", "--lr", "0.5")
     assert [line[:2] for line in lines] == [["A:", "hit"], ["B:", "miss"], ["C:", "miss"]]
+
+
+def test_pipeline_demo_runs_executes_then_caches_then_reruns_the_changed_step(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLMD_DB"}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    demo = EXAMPLE.parent / "demo.sh"
+    done = subprocess.run(["bash", str(demo)], env=env, capture_output=True, text=True, check=True)
+    runs = [[line.split()[:2] for line in block.splitlines()[1:5]]
+            for block in done.stdout.split("$ mlmd-cache run-pipeline")[1:]]
+    assert runs == [
+        [["make-data", "EXECUTED"], ["preprocess", "EXECUTED"], ["train", "EXECUTED"], ["evaluate", "EXECUTED"]],
+        [["make-data", "CACHED"], ["preprocess", "CACHED"], ["train", "CACHED"], ["evaluate", "CACHED"]],
+        [["make-data", "CACHED"], ["preprocess", "CACHED"], ["train", "EXECUTED"], ["evaluate", "EXECUTED"]],
+    ]

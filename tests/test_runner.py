@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional
 
 import pytest
 from click.testing import CliRunner
@@ -78,8 +78,19 @@ def compile_to(path: Path, pipeline) -> str:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
+def sqlite_db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store' / 'mlmd.sqlite'}"
+
+
+@pytest.fixture(params=["sqlite", "serve-mysql"])
+def db(request: pytest.FixtureRequest, backends, tmp_path: Path) -> Iterator[str]:
+    """The scenarios' store: a SQLite file, and `mlmd-cache serve` over MariaDB via grpc:// (as a KFP
+    cluster's launchers see MLMD)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store' / 'mlmd.sqlite'}"
+        return
+    with backends.fresh_store(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -359,10 +370,10 @@ def test_runs_over_every_backend(store_url, chain_yaml, tmp_path):
         assert output_ids(store, task.execution_id) == output_ids(store, first.tasks[name].execution_id)
 
 
-def test_the_example_pipeline(tmp_path, db):
+def test_the_example_pipeline(tmp_path, sqlite_db):
     example = Path(__file__).resolve().parent.parent / "examples" / "train_pipeline.py"
     subprocess.run([sys.executable, str(example), str(tmp_path / "t.yaml")], check=True, capture_output=True)
-    args = ["run-pipeline", str(tmp_path / "t.yaml"), "--db", db, "--json"]
+    args = ["run-pipeline", str(tmp_path / "t.yaml"), "--db", sqlite_db, "--json"]
     first, second = (json.loads(cli(*args)[1]) for _ in range(2))
     assert {t["state"] for t in first["tasks"].values()} == {"COMPLETE"}
     assert {t["state"] for t in second["tasks"].values()} == {"CACHED"}  # metrics too (metadata only)
