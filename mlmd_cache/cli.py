@@ -251,6 +251,23 @@ def _task_line(task) -> str:
     return line
 
 
+class _LiveProgress:
+    """On a terminal, a status line on stderr naming the task that runs, replaced by its result line."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.done = enabled, 0
+
+    def started(self, task: str) -> None:
+        if self.enabled:
+            click.echo(f"\r\x1b[K[{self.done} done] running {task} ...", nl=False, err=True)
+
+    def finished(self, line: str, err: bool) -> None:
+        self.done += 1
+        if self.enabled:
+            click.echo("\r\x1b[K", nl=False, err=True)
+        click.echo(line, err=err)
+
+
 @main.command("run-pipeline")
 @click.argument("pipeline_file", metavar="PIPELINE.yaml")
 @db_option
@@ -285,9 +302,10 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         arguments = pipeline.parse_parameters(parse_assignments(params))
         root = pipeline_root or default_pipeline_root(db_url)
         cache = ExecutionCache(connect(db_url))
+        progress = _LiveProgress(enabled=sys.stderr.isatty())
         report = run(cache, pipeline, arguments, run_name=run_name, pipeline_root=root,
-                     enable_caching=False if disable_cache else None,
-                     on_task=lambda task: click.echo(_task_line(task), err=as_json))
+                     enable_caching=False if disable_cache else None, on_start=progress.started,
+                     on_task=lambda task: progress.finished(_task_line(task), err=as_json))
     except KeyboardInterrupt:
         click.echo("run-pipeline: interrupted; the running task's execution and the run are marked FAILED", err=True)
         sys.exit(130)

@@ -124,9 +124,10 @@ def _write_shims(directory: Path) -> None:
 
 class _Runner:
     def __init__(self, cache: ExecutionCache, pipeline: CompiledPipeline, run: PipelineRun, pipeline_root: Path,
-                 on_task: Optional[Callable[[TaskReport], None]], env: dict[str, str]) -> None:
+                 on_task: Optional[Callable[[TaskReport], None]], on_start: Optional[Callable[[str], None]],
+                 env: dict[str, str]) -> None:
         self.cache, self.pipeline, self.run, self.pipeline_root = cache, pipeline, run, pipeline_root
-        self.on_task = on_task
+        self.on_task, self.on_start = on_task, on_start
         self.env = env
         self.reports: dict[str, TaskReport] = {}
         self.types = cache.types
@@ -173,6 +174,8 @@ class _Runner:
             name = order.pop()
             task_spec = dag.tasks[name]
             blocked = [upstream for upstream in task_spec.dependent_tasks if outcome[upstream] in (FAILED, NOT_RUN)]
+            if not blocked and self.on_start is not None:
+                self.on_start(prefix + name)
             if blocked:
                 report = TaskReport(prefix + name, NOT_RUN, error=f"upstream task {prefix + blocked[0]!r} did not succeed")
             elif self.pipeline.components[task_spec.component_ref.name].WhichOneof("implementation") == "dag":
@@ -445,12 +448,14 @@ def run_pipeline(
     pipeline_root: Optional[os.PathLike] = None,
     enable_caching: Optional[bool] = None,
     on_task: Optional[Callable[[TaskReport], None]] = None,
+    on_start: Optional[Callable[[str], None]] = None,
 ) -> RunReport:
     """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
     (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
 
     ``enable_caching=False`` is KFP's run-level switch (every task misses and re-executes); ``None``
-    lets each task's ``cachingOptions`` decide. ``on_task`` is called as each task finishes.
+    lets each task's ``cachingOptions`` decide. ``on_start`` is called with a task's name as it
+    begins (a nested pipeline's tasks are ``parent/child``), ``on_task`` with its report as it ends.
     Task outputs go under ``pipeline_root/<run>/<task>/<execution id>/`` (default: beside the store,
     see :func:`default_pipeline_root`), with the task's ``stdout.log`` and ``stderr.log``.
     A failing task does not raise: its report is FAILED and its descendants NOT_RUN. On Ctrl-C the
@@ -472,7 +477,7 @@ def run_pipeline(
         env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
         _check_commands(pipeline, env["PATH"])
         run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root))
-        runner = _Runner(cache, pipeline, run, root, on_task, env)
+        runner = _Runner(cache, pipeline, run, root, on_task, on_start, env)
         dag_execution = runner.start_dag("", run_name, arguments, None)
         try:
             io_store, succeeded = runner.run_dag(pipeline.spec.root, arguments, "", dag_execution)

@@ -3,6 +3,7 @@ checked against the MLMD records themselves. One SQLite file per test."""
 # (no `from __future__ import annotations`: KFP reads the components' annotations as types)
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -458,3 +459,27 @@ def test_a_failure_inside_a_nested_pipeline_fails_it_and_stops_its_dependents(db
     dags = {e.id: e.last_known_state for e in store.get_executions()
             if records.read_property(e, "task_name") in ("", "inner")}
     assert set(dags.values()) == {mlmd.Execution.FAILED} and len(dags) == 2
+
+
+def test_a_terminal_shows_which_task_is_running(sqlite_db, chain_yaml, tmp_path):
+    primary, secondary = os.openpty()  # stderr on a terminal: the live status line is drawn there
+    try:
+        done = subprocess.run([sys.executable, "-m", "mlmd_cache", "run-pipeline", chain_yaml, "--db", sqlite_db,
+                               "--pipeline-root", str(tmp_path / "root")],
+                              stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=120)
+        os.close(secondary)
+        drawn = b""
+        while chunk := _read_available(primary):
+            drawn += chunk
+    finally:
+        os.close(primary)
+    assert done.returncode == 0
+    assert b"[0 done] running make-data ..." in drawn and b"[2 done] running evaluate ..." in drawn
+    assert "running" not in done.stdout  # the result lines stay clean
+
+
+def _read_available(fd: int) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # EIO: the terminal's other end is closed and everything was read
+        return b""
