@@ -1,3 +1,42 @@
-"""Lineage graphs over MLMD as networkx graphs (filled in by a later issue)."""
+"""Lineage graphs over MLMD as networkx graphs.
 
-__all__: list[str] = []
+- :mod:`lineage.load` is the one module that reads a store: a bounded neighbourhood traced by MLMD
+  (``load_subgraph``), a whole run (``load_run``), the whole store (``load_store``), the runs
+  (``load_runs``) or what explaining one execution needs (``load_task_history``);
+- :mod:`lineage.graph`: pure functions over the graph (upstream/downstream closures, paths, the
+  executions of a run, cache provenance, trees);
+- :mod:`lineage.explain`: why an execution was cached or executed;
+- :mod:`lineage.export`: node-link JSON, GraphML, DOT, SVG/PNG;
+- :mod:`lineage.cli`: the ``mlmd-lineage`` command.
+"""
+from .graph import (
+    all_paths,
+    cache_provenance,
+    cache_source,
+    consumers,
+    downstream,
+    path,
+    producer,
+    run_executions,
+    run_summaries,
+    upstream,
+)
+from .load import load_run, load_runs, load_store, load_subgraph, load_task_history
+
+__all__ = [
+    "all_paths",
+    "cache_provenance",
+    "cache_source",
+    "consumers",
+    "downstream",
+    "load_run",
+    "load_runs",
+    "load_store",
+    "load_subgraph",
+    "load_task_history",
+    "path",
+    "producer",
+    "run_executions",
+    "run_summaries",
+    "upstream",
+]

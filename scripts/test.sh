@@ -33,6 +33,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Graphviz's dot draws `mlmd-lineage export --format svg|png` (tests/test_lineage.py).
+if ! command -v dot >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz; } \
+        >/dev/null 2>&1 || echo "test.sh: graphviz (dot) was not installed; the SVG/PNG export tests will say so" >&2
+fi
+
 # MariaDB and PostgreSQL on loopback for the backend tests.
 databases=$(bash scripts/databases.sh start)
 eval "$databases"

@@ -1,0 +1,252 @@
+"""``mlmd-lineage``: a thin click shell over :mod:`lineage.load`, :mod:`lineage.graph`,
+:mod:`lineage.explain` and :mod:`lineage.export`, with mlmd-cache's ``--db`` option and errors."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional, Sequence
+
+import click
+
+from mlmd_cache.cli import _reports_errors, db_option
+from mlmd_cache.connection import connect
+from mlmd_cache.errors import InvalidArgumentError, NotFoundError
+
+from . import explain as lx
+from . import export as lexport
+from . import graph as lg
+from . import load
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def _reports(command: Callable[..., Any]) -> Callable[..., Any]:
+    """mlmd-cache's error handling, with unknown IDs and names as usage errors (exit 2)."""
+
+    @functools.wraps(command)
+    def not_found_is_usage(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except NotFoundError as error:
+            raise InvalidArgumentError(str(error)) from None
+
+    return _reports_errors(not_found_is_usage)
+
+
+def _time(milliseconds: Optional[int]) -> str:
+    if not milliseconds:
+        return "-"
+    return datetime.fromtimestamp(milliseconds / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, sort_keys=True, default=str))
+
+
+def _node_json(graph, node: str) -> dict[str, Any]:
+    return {"node": node, **graph.nodes[node]}
+
+
+def _node_text(data: dict[str, Any]) -> str:
+    if data["kind"] == "artifact":
+        text = f"artifact #{data['id']} {data.get('name') or ''} ({data.get('type')})  {data.get('uri') or ''}"
+    else:
+        text = f"execution {data['id']} {data.get('task_name') or data.get('name') or ''} {lg.cache_state(data)}"
+        if data.get("cached_execution_id") is not None:
+            text += f" (from {data['cached_execution_id']})"
+    if data.get("run"):
+        text += f"  run {data['run']}"
+    return text.rstrip()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mlmd-cache")
+def main() -> None:
+    """Lineage of KFP pipeline runs in an ML Metadata store: runs, neighbours, upstream and
+    downstream trees, why a task was cached or executed, and exports (JSON, GraphML, DOT, SVG, PNG)."""
+
+
+@main.command()
+@db_option
+@json_option
+@_reports
+def runs(db_url: Optional[str], as_json: bool) -> None:
+    """List pipeline runs, newest first, with their executed, cached and failed tasks."""
+    summaries = lg.run_summaries(load.load_runs(connect(db_url)))
+    if as_json:
+        _echo_json({"runs": summaries})
+        return
+    if not summaries:
+        click.echo("no pipeline runs")
+        return
+    rows = [(s["run"], s["pipeline"], _time(s["create_time"]), s["executed"], s["cached"], s["failed"])
+            for s in summaries]
+    for line in _table(("RUN", "PIPELINE", "CREATED (UTC)", "EXECUTED", "CACHED", "FAILED"), rows):
+        click.echo(line)
+
+
+def _edges_text(graph, node: str, incoming: bool) -> list[tuple[str, str]]:
+    edges = graph.in_edges(node, keys=True) if incoming else graph.out_edges(node, keys=True)
+    pairs = [(key, u if incoming else v) for u, v, key in edges]
+    return sorted(pairs, key=lambda p: (p[0], graph.nodes[p[1]]["id"]))
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["run", "execution", "artifact"]))
+@click.argument("name")
+@db_option
+@json_option
+@_reports
+def show(kind: str, name: str, db_url: Optional[str], as_json: bool) -> None:
+    """Show a run (by name), an execution or an artifact (by ID) with its neighbours."""
+    store = connect(db_url)
+    if kind == "run":
+        graph = load.load_run(store, name)
+        executions = lg.run_executions(graph, name)
+        pipeline = next((d.get("pipeline") for _, d in graph.nodes(data=True) if d.get("pipeline")), None)
+        for entry in executions:
+            entry["inputs"] = {k: graph.nodes[n]["id"] for k, n in _edges_text(graph, entry["node"], True)}
+            entry["outputs"] = {k: graph.nodes[n]["id"] for k, n in _edges_text(graph, entry["node"], False)}
+        if as_json:
+            artifacts = [_node_json(graph, n) for n, d in graph.nodes(data=True) if d["kind"] == "artifact"]
+            _echo_json({"run": name, "pipeline": pipeline, "executions": executions,
+                        "artifacts": sorted(artifacts, key=lambda a: a["id"])})
+            return
+        click.echo(f"run {name} of pipeline {pipeline}")
+        rows = [(e["id"], e["task"], e["state"], e["cached_from"],
+                 ", ".join(f"{k}=#{v}" for k, v in e["inputs"].items()),
+                 ", ".join(f"{k}=#{v}" for k, v in e["outputs"].items())) for e in executions]
+        for line in _table(("EXECUTION", "TASK", "STATE", "CACHED FROM", "INPUTS", "OUTPUTS"), rows):
+            click.echo("  " + line)
+        return
+    if not name.isdigit():
+        raise InvalidArgumentError(f"{kind} ID {name!r} is not a number")
+    node = (load.execution_node if kind == "execution" else load.artifact_node)(int(name))
+    graph = load.load_subgraph(store, [node], hops=1, direction="both")
+    data = graph.nodes[node]
+    inputs, outputs = _edges_text(graph, node, True), _edges_text(graph, node, False)
+    if as_json:
+        _echo_json({**_node_json(graph, node),
+                    "in": [{"key": k, **_node_json(graph, n)} for k, n in inputs],
+                    "out": [{"key": k, **_node_json(graph, n)} for k, n in outputs]})
+        return
+    click.echo(_node_text(data))
+    fields = [("type", data.get("type")), ("state", data.get("state")), ("created", _time(data.get("create_time")))]
+    if kind == "execution":
+        fields.append(("pipeline", data.get("pipeline")))
+        props = data.get("properties", {})
+        fields += [("image", props.get("image")), ("fingerprint", props.get("cache_fingerprint"))]
+        fields += [("parameter " + k, lx.format_value(v)) for k, v in sorted((props.get("inputs") or {}).items())]
+    for label, value in fields:
+        if value not in (None, ""):
+            click.echo(f"  {label + ':':<18} {value}")
+    titles = ("inputs", "outputs") if kind == "execution" else ("produced by", "consumed by")
+    for title, pairs in zip(titles, (inputs, outputs)):
+        click.echo(f"  {title}:")
+        if not pairs:
+            click.echo("    (none)")
+        for key, other in pairs:
+            click.echo(f"    {key or '-':<12} {_node_text(graph.nodes[other])}")
+
+
+def _tree_lines(graph, entry: dict[str, Any], prefix: str = "", last: bool = True, root: bool = True) -> list[str]:
+    text = _node_text(graph.nodes[entry["node"]])
+    via = f"[{entry['via']}] " if entry["via"] else ""
+    seen = "  (shown above)" if entry["seen"] else ""
+    if root:
+        lines = [text]
+        child_prefix = ""
+    else:
+        lines = [f"{prefix}{'└─ ' if last else '├─ '}{via}{text}{seen}"]
+        child_prefix = prefix + ("   " if last else "│  ")
+    for i, child in enumerate(entry["children"]):
+        lines += _tree_lines(graph, child, child_prefix, i == len(entry["children"]) - 1, False)
+    return lines
+
+
+def _tree_json(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"node": entry["node"], "via": entry["via"], "seen": entry["seen"],
+            "children": [_tree_json(c) for c in entry["children"]]}
+
+
+def _closure_command(direction: str) -> Callable[..., Any]:
+    def command(artifact_id: int, depth: Optional[int], db_url: Optional[str], as_json: bool) -> None:
+        node = load.artifact_node(artifact_id)
+        hops = load.MAX_HOPS if depth is None else depth
+        graph = load.load_subgraph(connect(db_url), [node], hops=hops, direction=direction)
+        tree = lg.tree(graph, node, direction=direction, depth=hops)
+        if as_json:
+            closure = (lg.upstream if direction == "upstream" else lg.downstream)(graph, node, hops)
+            _echo_json({"root": node, "direction": direction, "depth": depth,
+                        "nodes": lg.nodes_of(graph, closure | {node}), "tree": _tree_json(tree)})
+            return
+        for line in _tree_lines(graph, tree):
+            click.echo(line)
+
+    command.__doc__ = (f"The {direction} lineage of an artifact as a tree: "
+                       f"{'what it was made from' if direction == 'upstream' else 'what was made from it'}. "
+                       "--depth counts edges (1: the executions next to it).")
+    return command
+
+
+for _direction in ("upstream", "downstream"):
+    main.command(_direction)(
+        click.argument("artifact_id", type=int)(
+            click.option("--depth", type=click.IntRange(0, load.MAX_HOPS), metavar="N",
+                         help=f"At most N edges away (default: {load.MAX_HOPS}).")(
+                db_option(json_option(_reports(_closure_command(_direction)))))))
+
+
+@main.command("explain")
+@click.argument("execution_id", type=int)
+@db_option
+@json_option
+@_reports
+def explain_command(execution_id: int, db_url: Optional[str], as_json: bool) -> None:
+    """Why an execution was cached (its source) or executed (what changed in its cache key since
+    the task's closest earlier execution, caching disabled, or first run)."""
+    result = lx.explain(load.load_task_history(connect(db_url), execution_id))
+    if as_json:
+        _echo_json(result)
+        return
+    for line in lx.describe(result):
+        click.echo(line)
+
+
+@main.command()
+@click.option("--run", "run_name", metavar="NAME", help="Export one pipeline run.")
+@click.option("--artifact", "artifact_id", type=int, metavar="ID", help="Export the neighbourhood of an artifact.")
+@click.option("--depth", type=click.IntRange(0, load.MAX_HOPS), default=4, show_default=True, metavar="N",
+              help="With --artifact: at most N edges away, both directions.")
+@click.option("--format", "fmt", type=click.Choice(lexport.FORMATS), help="Default: from the file's extension.")
+@click.option("-o", "--output", required=True, metavar="FILE", help="The file to write.")
+@db_option
+@_reports
+def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt: Optional[str], output: str,
+           db_url: Optional[str]) -> None:
+    """Export lineage (a run, an artifact's neighbourhood, or the whole store) as node-link JSON,
+    GraphML, DOT, or an SVG/PNG drawn by Graphviz."""
+    if run_name and artifact_id is not None:
+        raise click.UsageError("give either --run or --artifact, not both")
+    if fmt is None:
+        fmt = os.path.splitext(output)[1].lstrip(".").lower()
+        if fmt not in lexport.FORMATS:
+            raise click.UsageError(f"cannot tell the format from {output!r}: give --format")
+    store = connect(db_url)
+    if run_name:
+        graph = load.load_run(store, run_name)
+    elif artifact_id is not None:
+        graph = load.load_subgraph(store, [load.artifact_node(artifact_id)], hops=depth, direction="both")
+    else:
+        graph = load.load_store(store)
+    lexport.write(graph, fmt, output)
+    click.echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output} ({fmt})",
+               err=True)

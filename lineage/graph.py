@@ -1,0 +1,279 @@
+"""Pure functions over a lineage graph (:mod:`lineage.load` builds one from MLMD).
+
+A lineage graph is a :class:`networkx.MultiDiGraph` whose nodes are ``"a:ID"`` (artifacts) and
+``"e:ID"`` (executions), with edges execution → artifact (OUTPUT) and artifact → execution (INPUT).
+The examples use a small one: A made dataset #1, B trained model #2 on it, C evaluated it into #3,
+and a second run reused B (a CACHED execution, 5, pointing at its source, 2):
+
+>>> g = example_graph()
+>>> sorted(g)
+['a:1', 'a:2', 'a:3', 'e:1', 'e:2', 'e:3', 'e:5']
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+import networkx as nx
+
+from mlmd_cache.errors import NotFoundError
+
+__all__ = [
+    "example_graph",
+    "upstream",
+    "downstream",
+    "path",
+    "all_paths",
+    "run_executions",
+    "cache_source",
+    "cache_provenance",
+    "producer",
+    "consumers",
+    "tree",
+    "cache_state",
+    "run_summaries",
+    "nodes_of",
+]
+
+
+def example_graph() -> nx.MultiDiGraph:
+    """The small lineage graph of the examples (see the module's docstring)."""
+    g = nx.MultiDiGraph()
+    for i, (task, state, run) in {1: ("A", "COMPLETE", "r1"), 2: ("B", "COMPLETE", "r1"),
+                                  3: ("C", "COMPLETE", "r1"), 5: ("B", "CACHED", "r2")}.items():
+        g.add_node(f"e:{i}", kind="execution", id=i, type="system.ContainerExecution", task_name=task, name=task,
+                   state=state, run=run, pipeline="p", create_time=i, properties={"cache_fingerprint": task})
+    g.nodes["e:5"]["cached_execution_id"] = 2
+    for i in (1, 2, 3):
+        g.add_node(f"a:{i}", kind="artifact", id=i, type="system.Artifact", name=f"art{i}", state="LIVE", run="r1")
+    g.add_edges_from([("e:1", "a:1", "data"), ("a:1", "e:2", "data"), ("e:2", "a:2", "model"),
+                      ("a:2", "e:3", "model"), ("e:3", "a:3", "metrics"),
+                      ("a:1", "e:5", "data"), ("e:5", "a:2", "model")])
+    return g
+
+
+def _require(graph: nx.MultiDiGraph, node: str) -> None:
+    if node not in graph:
+        kind = "artifact" if node.startswith("a:") else "execution" if node.startswith("e:") else "node"
+        raise NotFoundError(f"no {kind} {node[2:] if kind != 'node' else node!r} in the lineage graph")
+
+
+def _closure(graph: nx.MultiDiGraph, node: str, depth: Optional[int], forward: bool) -> set[str]:
+    _require(graph, node)
+    neighbours = graph.successors if forward else graph.predecessors
+    seen, frontier, level = {node}, [node], 0
+    while frontier and (depth is None or level < depth):
+        level += 1
+        following = []
+        for current in frontier:
+            for other in neighbours(current):
+                if other not in seen:
+                    seen.add(other)
+                    following.append(other)
+        frontier = following
+    seen.discard(node)
+    return seen
+
+
+def upstream(graph: nx.MultiDiGraph, node: str, depth: Optional[int] = None) -> set[str]:
+    """Every node ``node`` depends on, within ``depth`` edges (``None``: no limit).
+
+    >>> g = example_graph()
+    >>> sorted(upstream(g, "a:3"))
+    ['a:1', 'a:2', 'e:1', 'e:2', 'e:3', 'e:5']
+    >>> sorted(upstream(g, "a:3", depth=2))
+    ['a:2', 'e:3']
+    """
+    return _closure(graph, node, depth, forward=False)
+
+
+def downstream(graph: nx.MultiDiGraph, node: str, depth: Optional[int] = None) -> set[str]:
+    """Every node that depends on ``node``, within ``depth`` edges (``None``: no limit).
+
+    >>> g = example_graph()
+    >>> sorted(downstream(g, "a:1"))
+    ['a:2', 'a:3', 'e:2', 'e:3', 'e:5']
+    >>> sorted(downstream(g, "a:1", depth=1))
+    ['e:2', 'e:5']
+    """
+    return _closure(graph, node, depth, forward=True)
+
+
+def path(graph: nx.MultiDiGraph, source: str, target: str) -> Optional[list[str]]:
+    """A shortest directed path from ``source`` to ``target``, or None.
+
+    >>> g = example_graph()
+    >>> path(g, "a:1", "a:3")
+    ['a:1', 'e:2', 'a:2', 'e:3', 'a:3']
+    >>> path(g, "a:3", "a:1") is None
+    True
+    """
+    _require(graph, source)
+    _require(graph, target)
+    try:
+        return nx.shortest_path(graph, source, target)
+    except nx.NetworkXNoPath:
+        return None
+
+
+def all_paths(graph: nx.MultiDiGraph, source: str, target: str, cutoff: Optional[int] = None) -> list[list[str]]:
+    """Every simple directed path from ``source`` to ``target`` (at most ``cutoff`` edges), shortest first.
+
+    >>> g = example_graph()
+    >>> all_paths(g, "a:1", "a:2")
+    [['a:1', 'e:2', 'a:2'], ['a:1', 'e:5', 'a:2']]
+    """
+    _require(graph, source)
+    _require(graph, target)
+    found = {tuple(p) for p in nx.all_simple_paths(graph, source, target, cutoff=cutoff)}
+    return sorted((list(p) for p in found), key=lambda p: (len(p), p))
+
+
+def cache_state(data: dict[str, Any]) -> str:
+    """How a task execution went, in the runner's words: EXECUTED, CACHED, FAILED, RUNNING, ...
+
+    >>> g = example_graph()
+    >>> cache_state(g.nodes["e:5"]), cache_state(g.nodes["e:2"])
+    ('CACHED', 'EXECUTED')
+    """
+    state = data.get("state", "UNKNOWN")
+    return "EXECUTED" if state == "COMPLETE" else state
+
+
+def run_executions(graph: nx.MultiDiGraph, run: str, *, include_dags: bool = False) -> list[dict[str, Any]]:
+    """The executions of ``run`` in ID order, each as ``{"node", "id", "task", "state", "cached_from"}``
+    (``state`` as :func:`cache_state`; ``cached_from`` the source execution ID of a CACHED one).
+    DAG executions (``system.DAGExecution``) are left out unless ``include_dags``.
+
+    >>> g = example_graph()
+    >>> [(e["task"], e["state"], e["cached_from"]) for e in run_executions(g, "r2")]
+    [('B', 'CACHED', 2)]
+    """
+    result = []
+    for node, data in graph.nodes(data=True):
+        if data.get("kind") != "execution" or data.get("run") != run:
+            continue
+        if not include_dags and data.get("type") == "system.DAGExecution":
+            continue
+        result.append({"node": node, "id": data["id"], "task": data.get("task_name") or data.get("name", ""),
+                       "state": cache_state(data), "cached_from": data.get("cached_execution_id")})
+    return sorted(result, key=lambda e: e["id"])
+
+
+def cache_source(graph: nx.MultiDiGraph, node: str) -> Optional[str]:
+    """The node of the execution whose outputs a CACHED execution reused (it may lie outside a
+    partially loaded graph), or None for an execution that was not cached.
+
+    >>> g = example_graph()
+    >>> cache_source(g, "e:5"), cache_source(g, "e:2")
+    ('e:2', None)
+    """
+    _require(graph, node)
+    source = graph.nodes[node].get("cached_execution_id")
+    return f"e:{source}" if source is not None else None
+
+
+def cache_provenance(graph: nx.MultiDiGraph, node: str) -> list[str]:
+    """``node`` and the chain of cache sources behind it, ending at the execution that really ran
+    (KFP records the source itself, so the chain is usually two long).
+
+    >>> g = example_graph()
+    >>> cache_provenance(g, "e:5")
+    ['e:5', 'e:2']
+    """
+    chain = [node]
+    seen = {node}
+    while True:
+        source = cache_source(graph, chain[-1]) if chain[-1] in graph else None
+        if source is None or source in seen:
+            return chain
+        chain.append(source)
+        seen.add(source)
+
+
+def producer(graph: nx.MultiDiGraph, artifact: str) -> Optional[str]:
+    """The execution that made ``artifact``: the one OUTPUT edge from an execution that is not
+    CACHED (CACHED executions point at the artifacts they reused), else the earliest one.
+
+    >>> g = example_graph()
+    >>> producer(g, "a:2")
+    'e:2'
+    """
+    _require(graph, artifact)
+    writers = sorted(graph.predecessors(artifact),
+                     key=lambda e: (graph.nodes[e].get("state") == "CACHED", graph.nodes[e]["id"]))
+    return writers[0] if writers else None
+
+
+def consumers(graph: nx.MultiDiGraph, artifact: str) -> list[str]:
+    """The executions that read ``artifact`` (INPUT edges), in ID order.
+
+    >>> g = example_graph()
+    >>> consumers(g, "a:1")
+    ['e:2', 'e:5']
+    """
+    _require(graph, artifact)
+    return sorted(graph.successors(artifact), key=lambda e: graph.nodes[e]["id"])
+
+
+def tree(graph: nx.MultiDiGraph, root: str, *, direction: str = "upstream", depth: Optional[int] = None) -> dict[str, Any]:
+    """``root`` and what lies upstream (or downstream) of it as a nested tree for display:
+    ``{"node", "via", "children", "seen"}``; ``via`` is the edge's event path key, and a node met
+    a second time is not expanded again (``seen`` is True).
+
+    >>> g = example_graph()
+    >>> t = tree(g, "a:2", direction="upstream")
+    >>> [(c["node"], c["via"]) for c in t["children"]]
+    [('e:2', 'model'), ('e:5', 'model')]
+    >>> [(c["node"], c["seen"]) for c in t["children"][1]["children"]]
+    [('a:1', True)]
+    """
+    _require(graph, root)
+    if direction not in ("upstream", "downstream"):
+        raise ValueError(f"direction {direction!r}: expected upstream or downstream")
+    expanded: set[str] = set()
+
+    def build(node: str, via: Optional[str], level: int) -> dict[str, Any]:
+        entry: dict[str, Any] = {"node": node, "via": via, "children": [], "seen": node in expanded}
+        if entry["seen"]:
+            return entry
+        expanded.add(node)
+        if depth is not None and level >= depth:
+            return entry
+        if direction == "upstream":
+            edges = sorted(((u, k) for u, _, k in graph.in_edges(node, keys=True)), key=lambda e: (graph.nodes[e[0]]["id"], e[1]))
+        else:
+            edges = sorted(((v, k) for _, v, k in graph.out_edges(node, keys=True)), key=lambda e: (graph.nodes[e[0]]["id"], e[1]))
+        for other, key in edges:
+            entry["children"].append(build(other, key, level + 1))
+        return entry
+
+    return build(root, None, 0)
+
+
+def nodes_of(graph: nx.MultiDiGraph, nodes: Iterable[str]) -> list[dict[str, Any]]:
+    """The attributes of ``nodes`` with their keys, executions first, then by ID."""
+    return sorted(({"node": n, **graph.nodes[n]} for n in nodes), key=lambda d: (d["kind"] != "execution", d["id"]))
+
+
+def run_summaries(graph: nx.MultiDiGraph) -> list[dict[str, Any]]:
+    """One entry per run of ``graph.graph["runs"]`` (see :func:`lineage.load.load_runs`), newest
+    first: ``{"run", "pipeline", "create_time", "executed", "cached", "failed", "other"}``, counting
+    task executions (DAG executions left out).
+
+    >>> g = example_graph()
+    >>> g.graph["runs"] = {"r1": {"pipeline": "p", "create_time": 1}, "r2": {"pipeline": "p", "create_time": 2}}
+    >>> [(s["run"], s["executed"], s["cached"]) for s in run_summaries(g)]
+    [('r2', 0, 1), ('r1', 3, 0)]
+    """
+    summaries = {name: {"run": name, "pipeline": info.get("pipeline"), "create_time": info.get("create_time"),
+                        "executed": 0, "cached": 0, "failed": 0, "other": 0}
+                 for name, info in graph.graph.get("runs", {}).items()}
+    for _, data in graph.nodes(data=True):
+        if data.get("kind") != "execution" or data.get("type") == "system.DAGExecution":
+            continue
+        summary = summaries.get(data.get("run"))
+        if summary is None:
+            continue
+        word = {"EXECUTED": "executed", "CACHED": "cached", "FAILED": "failed"}.get(cache_state(data), "other")
+        summary[word] += 1
+    return sorted(summaries.values(), key=lambda s: (s["create_time"] or 0, s["run"]), reverse=True)
