@@ -14,18 +14,20 @@ each depth of ``--depths`` (edges; the longest chain of a run is 7), it measures
 (a') the same with ``runs=True`` (what ``mlmd-lineage upstream`` does): the nodes' run and pipeline
     too, which costs MLMD a scan of the associations (they are indexed by context only);
 (b) whole store, per query: ``lineage.graph.upstream(G, a, depth=d)`` on a graph loaded once;
-(c) whole store, load: ``lineage.load.load_store`` once (the price (b) pays up front),
+(c) whole store, load: ``lineage.load.load_store`` once (the price (b) pays up front), with the
+    process's peak memory after it,
 
 and checks that (a) and (b) find the same nodes. Default sizes are 10k and 100k
-(``--sizes 10000,100000,1000000`` adds the 4 GB store of a million executions; stores above
-``--whole-max`` executions, default 100k, are not loaded whole: a minute per 100k executions, and
-memory in proportion).
+(``--sizes 10000,100000,1000000`` adds the 4 GB store of a million executions, 2.09M graph nodes,
+whose whole load takes about 3 minutes and 7 GB here; ``--whole-max N`` skips the whole-store side
+above N executions).
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import random
+import resource
 import statistics
 import sys
 import time
@@ -51,8 +53,8 @@ def main(argv=None) -> int:
                         help="bulk executions per store (default: 10000,100000)")
     parser.add_argument("--depths", default="2,4,10", help="upstream depths in edges (default: 2,4,10)")
     parser.add_argument("--samples", type=int, default=50, help="start artifacts per size (default: 50)")
-    parser.add_argument("--whole-max", type=int, default=100_000, metavar="N",
-                        help="load the whole store only up to N bulk executions (default: 100000); "
+    parser.add_argument("--whole-max", type=int, default=1_000_000, metavar="N",
+                        help="load the whole store only up to N bulk executions (default: 1000000); "
                              "larger stores measure (a) and (a') alone")
     parser.add_argument("--dir", type=Path, default=REPO / ".bench", help="where the stores are (default: .bench/)")
     args = parser.parse_args(argv)
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     runs_header = "(a') +runs"
     print(f"{'store':>6} {'nodes':>10} {'depth':>5} {'found':>6} {'(a) subgraph':>14} {runs_header:>12} {'(b) in memory':>14} "
-          f"{'(c) whole load':>15}  break-even")
+          f"{'(c) whole load':>15} {'peak memory':>12}  break-even")
     for size in args.sizes:
         path = directory / f"store-{size}.sqlite"
         if bench_lookup.read_meta(path) is None:
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
             began = time.perf_counter()
             whole = load.load_store(store)
             load_seconds = time.perf_counter() - began
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
             nodes = whole.number_of_nodes()
         else:
             nodes = len(store.get_artifacts()) + bench_lookup.read_meta(path)["executions"]
@@ -102,8 +105,9 @@ def main(argv=None) -> int:
             finally:
                 gc.enable()
             a, b = statistics.median(sub_times), statistics.median(mem_times)
-            columns = (f"{ms(b):>14} {ms(load_seconds):>15}  {load_seconds / max(a - b, 1e-9):,.0f} queries"
-                       if whole is not None else f"{'-':>14} {'-':>15}  -")
+            columns = (f"{ms(b):>14} {ms(load_seconds):>15} {peak / 2**30:>9.1f} GB  "
+                       f"{load_seconds / max(a - b, 1e-9):,.0f} queries"
+                       if whole is not None else f"{'-':>14} {'-':>15} {'-':>12}  -")
             print(f"{bench_lookup.short(size):>6} {nodes:>10,} {depth:>5} {statistics.median(found):>6.0f} "
                   f"{ms(a):>14} {ms(statistics.median(run_times)):>12} {columns}", flush=True)
         del whole, store

@@ -147,6 +147,38 @@ def test_downstream_closure_equals_the_expected_set(scenario):
     assert lg.downstream(whole, dataset, depth=1) == trains
 
 
+def test_whole_store_holds_every_record_with_its_run(scenario, tmp_path):
+    """load_store reads executions run by run: one in no run (written by another tool) is still
+    loaded, with no run, and so is what it read and wrote."""
+    copy = tmp_path / "outside.sqlite"
+    shutil.copy(scenario.db[len("sqlite:///"):], copy)
+    store = connect(f"sqlite:///{copy}")
+    [dataset] = store.get_artifacts_by_id([int(scenario.output("run-1", "make-data")[2:])])
+    execution_type = store.put_execution_type(mlmd.ExecutionType(name="other.Tool"))
+    report_type = store.put_artifact_type(mlmd.ArtifactType(name="other.Report"))
+    outside = mlmd.Execution(type_id=execution_type, last_known_state=mlmd.Execution.COMPLETE)
+    report = mlmd.Artifact(type_id=report_type, uri="file:///report", state=mlmd.Artifact.LIVE)
+    [report_id] = store.put_artifacts([report])
+    [outside_id] = store.put_executions([outside])
+    store.put_events([mlmd.Event(artifact_id=dataset.id, execution_id=outside_id, type=mlmd.Event.INPUT),
+                      mlmd.Event(artifact_id=report_id, execution_id=outside_id, type=mlmd.Event.OUTPUT)])
+
+    whole = load.load_store(store, progress=False)
+    assert set(whole) == ({f"e:{e.id}" for e in store.get_executions()} | {f"a:{a.id}" for a in store.get_artifacts()})
+    events = store.get_events_by_execution_ids([e.id for e in store.get_executions()])
+    assert whole.number_of_edges() == len(events)
+    assert (whole.nodes[f"e:{outside_id}"]["run"], whole.nodes[f"e:{outside_id}"]["type"]) == (None, "other.Tool")
+    assert whole.nodes[f"a:{report_id}"]["run"] is None
+    assert lg.upstream(whole, f"a:{report_id}") == {f"e:{outside_id}", scenario.output("run-1", "make-data"),
+                                                     scenario.e("run-1", "make-data"), scenario.e("run-2", "make-data"),
+                                                     scenario.e("run-3", "make-data")}
+    for run in scenario.reports:
+        one_run = load.load_run(store, run)
+        for node, data in one_run.nodes(data=True):
+            assert (whole.nodes[node]["run"], whole.nodes[node]["pipeline" if data["kind"] == "execution" else "kind"]) \
+                == (data["run"], data["pipeline" if data["kind"] == "execution" else "kind"]), node
+
+
 def test_node_attributes(scenario):
     s = scenario
     g = load.load_run(s.store, "run-3")
