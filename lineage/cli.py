@@ -75,12 +75,14 @@ def main() -> None:
 
 
 @main.command()
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Only the N newest runs (default: all).")
 @db_option
 @json_option
 @_reports
-def runs(db_url: Optional[str], as_json: bool) -> None:
+def runs(limit: Optional[int], db_url: Optional[str], as_json: bool) -> None:
     """List pipeline runs, newest first, with their executed, cached and failed tasks."""
-    summaries = lg.run_summaries(load.load_runs(connect(db_url)))
+    summaries = lg.run_summaries(load.load_runs(connect(db_url), limit=limit))
     if as_json:
         _echo_json({"runs": summaries})
         return

@@ -358,6 +358,24 @@ def _ids_not_in(seen: set[int], last: int) -> list[int]:
     return [i for i in range(1, last + 1) if i not in seen]
 
 
+def _run_contexts(store: metadata_store.MetadataStore, types: _Types) -> list[mlmd.Context]:
+    """Every ``system.PipelineRun`` context, oldest first."""
+    if types.context_type_id(records.RUN_CONTEXT_TYPE) is None:
+        return []
+    return sorted(store.get_contexts_by_type(records.RUN_CONTEXT_TYPE), key=lambda c: c.id)
+
+
+def _pipelines_of_runs(store: metadata_store.MetadataStore, types: _Types) -> dict[int, str]:
+    """Run context ID -> the name of its ``system.Pipeline`` parent context: one read per pipeline
+    (there are few) rather than one per run."""
+    pipeline_of_run: dict[int, str] = {}
+    if types.context_type_id(records.PIPELINE_CONTEXT_TYPE) is not None:
+        for pipeline in sorted(store.get_contexts_by_type(records.PIPELINE_CONTEXT_TYPE), key=lambda c: c.id):
+            for child in store.get_children_contexts_by_context(pipeline.id):
+                pipeline_of_run.setdefault(child.id, pipeline.name)
+    return pipeline_of_run
+
+
 def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] = None) -> nx.MultiDiGraph:
     """Every execution, artifact and event of the store (a progress bar on standard error when it
     is a terminal, or when ``progress=True``).
@@ -369,15 +387,8 @@ def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] 
     nodes before the next is read."""
     types = _Types(store)
     graph = nx.MultiDiGraph()
-    run_type = types.context_type_id(records.RUN_CONTEXT_TYPE)
-    pipeline_type = types.context_type_id(records.PIPELINE_CONTEXT_TYPE)
-    run_contexts = sorted(store.get_contexts_by_type(records.RUN_CONTEXT_TYPE), key=lambda c: c.id) \
-        if run_type is not None else []
-    pipeline_of_run: dict[int, str] = {}
-    if pipeline_type is not None:
-        for pipeline in sorted(store.get_contexts_by_type(records.PIPELINE_CONTEXT_TYPE), key=lambda c: c.id):
-            for child in store.get_children_contexts_by_context(pipeline.id):
-                pipeline_of_run.setdefault(child.id, pipeline.name)
+    run_contexts = _run_contexts(store, types)
+    pipeline_of_run = _pipelines_of_runs(store, types)
     last_execution = _max_id(store.get_executions)
     last_artifact = _max_id(store.get_artifacts)
     bar = _Progress(len(run_contexts) + 2 * last_execution + last_artifact, "loading lineage", progress)
@@ -446,16 +457,18 @@ def load_task_history(store: metadata_store.MetadataStore, execution_id: int, *,
     return graph
 
 
-def load_runs(store: metadata_store.MetadataStore) -> nx.MultiDiGraph:
-    """Every run's executions (no artifacts, no events): enough to count what each run executed,
-    reused and failed. ``graph.graph["runs"]`` maps each run name to ``{"pipeline", "create_time"}``
-    (runs without executions included)."""
+def load_runs(store: metadata_store.MetadataStore, *, limit: Optional[int] = None) -> nx.MultiDiGraph:
+    """The executions of every run, or of the ``limit`` newest (no artifacts, no events): enough to
+    count what each run executed, reused and failed. ``graph.graph["runs"]`` maps each run name to
+    ``{"pipeline", "create_time", "id"}`` (runs without executions included)."""
+    if limit is not None and limit < 1:
+        raise InvalidArgumentError(f"limit {limit}: expected 1 or more runs")
     types = _Types(store)
     graph = nx.MultiDiGraph(runs={})
-    for context in (store.get_contexts_by_type(records.RUN_CONTEXT_TYPE)
-                    if types.context_type_id(records.RUN_CONTEXT_TYPE) is not None else []):
-        parents = store.get_parent_contexts_by_context(context.id)
-        pipeline = parents[0].name if parents else None
+    pipeline_of_run = _pipelines_of_runs(store, types)
+    contexts = sorted(_run_contexts(store, types), key=lambda c: (c.create_time_since_epoch, c.id), reverse=True)
+    for context in contexts[:limit]:
+        pipeline = pipeline_of_run.get(context.id)
         graph.graph["runs"][context.name] = {"pipeline": pipeline, "create_time": context.create_time_since_epoch,
                                              "id": context.id}
         for execution in store.get_executions_by_context(context.id):

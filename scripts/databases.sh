@@ -14,7 +14,7 @@
 #   export MLMD_TEST_POSTGRESQL_URL=postgresql://mlmd:mlmd-test-pw@127.0.0.1:15432/mlmd_test
 #
 # on stdout (progress goes to stderr). A second user, `mlmd_special`, has a password with the
-# characters a URL must percent-encode, p@ss:w/rd a'b\c"#?% (tests/test_connection.py uses it
+# characters a URL must percent-encode, p@ss:w/rd a'b\c"#?% (tests/backends.py names it
 # with database `mlmd_test_special`). `start` is idempotent: a server already running is
 # left alone, and the user and database are (re)made every time. Needs root (it runs
 # apt-get, and runs the servers as the `mysql` and `postgres` system users).

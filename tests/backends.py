@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import uuid
@@ -41,10 +42,22 @@ from tests.servers import serving
 
 BACKENDS = ("sqlite", "mysql", "postgresql", "serve-sqlite", "serve-mysql")
 
+# The account with a password full of URL-special characters that scripts/databases.sh makes on both servers.
+SPECIAL_USER = "mlmd_special"
+SPECIAL_PASSWORD = "p@ss:w/rd a'b\\c\"#?%"
+SPECIAL_DATABASE = "mlmd_test_special"
+
 MYSQL_VARIABLE = "MLMD_TEST_MYSQL_URL"
 POSTGRESQL_VARIABLE = "MLMD_TEST_POSTGRESQL_URL"
 # Not emptied: MLMD's schema version (one row in an empty store too), SQLite's ID counters (reset apart).
 _KEPT_TABLES = {"MLMDEnv", "sqlite_sequence"}
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def unavailable(reason: str) -> None:

@@ -18,26 +18,15 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 import mlmd_cache
 from mlmd_cache import MlmdCacheError, StoreConnectionError, StoreURLError, connect, redact_url
 from mlmd_cache.connection import connection_config, default_store_path, default_store_url
-from tests.backends import drop_database, server_url
+from tests.backends import SPECIAL_DATABASE, SPECIAL_PASSWORD, SPECIAL_USER, drop_database, free_port, server_url
 
 SECRET = "s3cret-Pw"
-# The password of the `mlmd_special` user that scripts/databases.sh makes on both servers.
-SPECIAL_USER = "mlmd_special"
-SPECIAL_PASSWORD = "p@ss:w/rd a'b\\c\"#?%"
-SPECIAL_DATABASE = "mlmd_test_special"
 
 
 def one_line(error: BaseException) -> str:
     text = str(error)
     assert text and "\n" not in text and "\r" not in text, repr(text)
     return text
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (connections to it are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def with_port(url: str, port: int) -> str:

@@ -258,6 +258,11 @@ def test_cli_runs_show_and_trees(scenario):
     assert lines[3].split()[-3:] == ["2", "1", "0"]  # run-3: 2 executed, 1 cached
     code, out, _ = cli("runs", "--db", s.db, "--json")
     assert {r["run"]: r["cached"] for r in json.loads(out)["runs"]}["run-2"] == 3
+    code, out, _ = cli("runs", "--db", s.db, "--limit", "2", "--json")
+    assert [(r["run"], r["pipeline"], r["executed"]) for r in json.loads(out)["runs"]] == [
+        ("run-5", "lineage-chain", 3), ("run-4", "lineage-chain", 3)]
+    code, out, err = cli("runs", "--db", s.db, "-n", "0")
+    assert code == 2 and "0 is not in the range x>=1" in err
 
     code, out, _ = cli("show", "run", "run-3", "--db", s.db, "--json")
     shown = json.loads(out)

@@ -34,9 +34,8 @@ from ml_metadata.proto import metadata_store_service_pb2 as service_pb2
 from mlmd_cache import connect, redact_url
 from mlmd_cache.connection import connection_config
 from mlmd_cache.server import IDLE_CHECK_SECONDS, SERVICE_NAME
-from tests.backends import fresh_database, server_url
+from tests.backends import SPECIAL_DATABASE, SPECIAL_PASSWORD, SPECIAL_USER, free_port, fresh_database, server_url
 from tests.servers import serving
-from tests.test_connection import SPECIAL_DATABASE, SPECIAL_PASSWORD, SPECIAL_USER, free_port
 
 SERVER_VARIABLES = {"mysql": "MLMD_TEST_MYSQL_URL", "postgresql": "MLMD_TEST_POSTGRESQL_URL"}
 MISSING_IN_CORE = ("GetLineageGraph", "GetParentContextsByContexts", "GetChildrenContextsByContexts")
