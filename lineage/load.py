@@ -354,10 +354,6 @@ def _max_id(list_records: Any) -> int:
     return newest[0].id if newest else 0
 
 
-def _ids_not_in(seen: set[int], last: int) -> list[int]:
-    return [i for i in range(1, last + 1) if i not in seen]
-
-
 def _run_contexts(store: metadata_store.MetadataStore, types: _Types) -> list[mlmd.Context]:
     """Every ``system.PipelineRun`` context, oldest first."""
     if types.context_type_id(records.RUN_CONTEXT_TYPE) is None:
@@ -365,15 +361,17 @@ def _run_contexts(store: metadata_store.MetadataStore, types: _Types) -> list[ml
     return sorted(store.get_contexts_by_type(records.RUN_CONTEXT_TYPE), key=lambda c: c.id)
 
 
-def _pipelines_of_runs(store: metadata_store.MetadataStore, types: _Types) -> dict[int, str]:
-    """Run context ID -> the name of its ``system.Pipeline`` parent context: one read per pipeline
-    (there are few) rather than one per run."""
+def _executions_by_run(store: metadata_store.MetadataStore, types: _Types, runs: Iterable[mlmd.Context]
+                       ) -> Iterator[tuple[mlmd.Context, Optional[str], list[mlmd.Execution]]]:
+    """Each run context with its pipeline's name and its executions (read by context, which MLMD
+    indexes). The pipelines are read first, one read per pipeline (there are few), not per run."""
     pipeline_of_run: dict[int, str] = {}
     if types.context_type_id(records.PIPELINE_CONTEXT_TYPE) is not None:
         for pipeline in sorted(store.get_contexts_by_type(records.PIPELINE_CONTEXT_TYPE), key=lambda c: c.id):
             for child in store.get_children_contexts_by_context(pipeline.id):
                 pipeline_of_run.setdefault(child.id, pipeline.name)
-    return pipeline_of_run
+    for run in runs:
+        yield run, pipeline_of_run.get(run.id), store.get_executions_by_context(run.id)
 
 
 def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] = None) -> nx.MultiDiGraph:
@@ -388,20 +386,19 @@ def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] 
     types = _Types(store)
     graph = nx.MultiDiGraph()
     run_contexts = _run_contexts(store, types)
-    pipeline_of_run = _pipelines_of_runs(store, types)
     last_execution = _max_id(store.get_executions)
     last_artifact = _max_id(store.get_artifacts)
     bar = _Progress(len(run_contexts) + 2 * last_execution + last_artifact, "loading lineage", progress)
     try:
         seen: set[int] = set()
-        for context in run_contexts:  # an execution in two runs belongs to the older one
-            pipeline = pipeline_of_run.get(context.id)
-            for execution in store.get_executions_by_context(context.id):
+        # an execution in two runs belongs to the older one
+        for context, pipeline, executions in _executions_by_run(store, types, run_contexts):
+            for execution in executions:
                 if execution.id not in seen:
                     seen.add(execution.id)
                     _add_execution(graph, execution, types, context.name, pipeline)
             bar.advance(1)
-        for batch in _batches(_ids_not_in(seen, last_execution)):
+        for batch in _batches([i for i in range(1, last_execution + 1) if i not in seen]):
             for execution in store.get_executions_by_id(batch):
                 _add_execution(graph, execution, types, None, None)
             bar.advance(len(batch))
@@ -465,12 +462,10 @@ def load_runs(store: metadata_store.MetadataStore, *, limit: Optional[int] = Non
         raise InvalidArgumentError(f"limit {limit}: expected 1 or more runs")
     types = _Types(store)
     graph = nx.MultiDiGraph(runs={})
-    pipeline_of_run = _pipelines_of_runs(store, types)
-    contexts = sorted(_run_contexts(store, types), key=lambda c: (c.create_time_since_epoch, c.id), reverse=True)
-    for context in contexts[:limit]:
-        pipeline = pipeline_of_run.get(context.id)
+    newest = sorted(_run_contexts(store, types), key=lambda c: (c.create_time_since_epoch, c.id), reverse=True)
+    for context, pipeline, executions in _executions_by_run(store, types, newest[:limit]):
         graph.graph["runs"][context.name] = {"pipeline": pipeline, "create_time": context.create_time_since_epoch,
                                              "id": context.id}
-        for execution in store.get_executions_by_context(context.id):
+        for execution in executions:
             _add_execution(graph, execution, types, context.name, pipeline)
     return graph
