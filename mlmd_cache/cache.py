@@ -197,10 +197,18 @@ class ExecutionCache:
         *,
         enable_caching: Optional[bool] = None,
         pipeline_root: str = "",
+        exist_ok: bool = True,
     ) -> PipelineRun:
-        """Get or create the ``system.Pipeline`` and ``system.PipelineRun`` contexts of a run."""
+        """Get or create the ``system.Pipeline`` and ``system.PipelineRun`` contexts of a run.
+
+        An existing run is returned (as KFP's driver finds the run of each task it starts) unless
+        ``exist_ok`` is false; a run belongs to one pipeline, so a run of another pipeline by that
+        name is an :class:`InvalidArgumentError` either way, and nothing is written then."""
         if not pipeline or not run:
             raise InvalidArgumentError("a pipeline run needs a pipeline name and a run name")
+        existing = self.store.get_context_by_type_and_name(records.RUN_CONTEXT_TYPE, run)
+        if existing is not None:
+            self._check_reusable(existing, pipeline, exist_ok)
         pipeline_context, _ = self._get_or_create_context(records.PIPELINE_CONTEXT_TYPE, pipeline, {})
         run_properties = {records.PIPELINE_ROOT: pipeline_root} if pipeline_root else {}
         run_context, created = self._get_or_create_context(records.RUN_CONTEXT_TYPE, run, run_properties)
@@ -211,7 +219,18 @@ class ExecutionCache:
                 )
             except mlmd_errors.AlreadyExistsError:
                 pass
+        elif existing is None:  # another writer created it since
+            self._check_reusable(run_context, pipeline, exist_ok)
         return PipelineRun(pipeline, run, pipeline_context, run_context, enable_caching)
+
+    def _check_reusable(self, run_context: mlmd.Context, pipeline: str, exist_ok: bool) -> None:
+        if not exist_ok:
+            raise InvalidArgumentError(f"a pipeline run named {run_context.name!r} is already in the store; "
+                                       "a new run needs a new name")
+        owners = [c.name for c in self.store.get_parent_contexts_by_context(run_context.id)]
+        if owners and pipeline not in owners:
+            raise InvalidArgumentError(f"pipeline run {run_context.name!r} belongs to pipeline {owners[0]!r}, "
+                                       f"not {pipeline!r}")
 
     @staticmethod
     def caching_enabled(run: PipelineRun, task: Task) -> bool:

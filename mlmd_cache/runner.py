@@ -453,6 +453,8 @@ def run_pipeline(
     """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
     (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
 
+    ``run_name`` (default: the pipeline's name and the time) must be new in the store: a run is
+    not resumed, and an existing name is an :class:`InvalidArgumentError` before anything is written.
     ``enable_caching=False`` is KFP's run-level switch (every task misses and re-executes); ``None``
     lets each task's ``cachingOptions`` decide. ``on_start`` is called with a task's name as it
     begins (a nested pipeline's tasks are ``parent/child``), ``on_task`` with its report as it ends.
@@ -476,7 +478,8 @@ def run_pipeline(
         env["PATH"] = shims + os.pathsep + env.get("PATH", os.defpath)
         env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
         _check_commands(pipeline, env["PATH"])
-        run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root))
+        run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root),
+                                 exist_ok=False)
         runner = _Runner(cache, pipeline, run, root, on_task, on_start, env)
         dag_execution = runner.start_dag("", run_name, arguments, None)
         try:

@@ -285,6 +285,17 @@ def test_pipeline_run_is_reused_by_name(cache):
     assert first.pipeline_context.id == again.pipeline_context.id
 
 
+def test_a_run_belongs_to_one_pipeline_and_can_be_required_new(cache):
+    cache.pipeline_run("p", "r")
+    contexts = cache.store.get_contexts()
+    with pytest.raises(InvalidArgumentError, match="pipeline run 'r' belongs to pipeline 'p', not 'q'"):
+        cache.pipeline_run("q", "r")
+    with pytest.raises(InvalidArgumentError, match="a pipeline run named 'r' is already in the store"):
+        cache.pipeline_run("p", "r", exist_ok=False)
+    assert cache.store.get_contexts() == contexts  # no pipeline context 'q' left behind
+    assert cache.pipeline_run("p", "r2", exist_ok=False).run_context.name == "r2"
+
+
 def test_missing_input_artifact_is_an_error_and_writes_nothing(cache):
     run = cache.pipeline_run("p", "r")
     task = Task("t", CacheKey.build(image="i", input_artifacts={"data": [999]}))

@@ -219,6 +219,18 @@ def test_disable_cache_executes_everything(db, chain_yaml, tmp_path):
     assert all(v["fingerprint"] is None and v["cached_execution_id"] is None for v in result["tasks"].values())
 
 
+def test_a_run_name_already_in_the_store_is_refused_and_nothing_is_written(db, chain_yaml, tmp_path):
+    root = str(tmp_path / "root")
+    code, _, err = cli("run-pipeline", chain_yaml, "--db", db, "--pipeline-root", root, "--run-name", "nightly")
+    assert code == 0, err
+    store = connect(db)
+    before = (len(store.get_executions()), len(store.get_artifacts()), len(store.get_contexts()))
+    code, out, err = cli("run-pipeline", chain_yaml, "--db", db, "--pipeline-root", root, "--run-name", "nightly")
+    assert code == 2 and out == ""
+    assert err.strip() == "Error: a pipeline run named 'nightly' is already in the store; a new run needs a new name"
+    assert (len(store.get_executions()), len(store.get_artifacts()), len(store.get_contexts())) == before
+
+
 def test_a_changed_parameter_reruns_that_task_and_its_descendants_only(db, chain_yaml, tmp_path):
     run(db, chain_yaml, tmp_path)
     again = run(db, chain_yaml, tmp_path, params={"lr": 0.2})
