@@ -361,12 +361,32 @@ def _run_contexts(store: metadata_store.MetadataStore, types: _Types) -> list[ml
     return sorted(store.get_contexts_by_type(records.RUN_CONTEXT_TYPE), key=lambda c: c.id)
 
 
-def _executions_by_run(store: metadata_store.MetadataStore, types: _Types, runs: Iterable[mlmd.Context]
+def _newest_run_contexts(store: metadata_store.MetadataStore, types: _Types, limit: Optional[int]) -> list[mlmd.Context]:
+    """The ``limit`` newest ``system.PipelineRun`` contexts (all when ``limit`` is None), newest first."""
+    if types.context_type_id(records.RUN_CONTEXT_TYPE) is None:
+        return []
+    if limit is not None and limit <= metadata_store.MAX_NUM_RESULT:
+        # one page of MLMD's list query; each further page re-sorts every context, and reading
+        # them all costs about as much as eight pages
+        return store.get_contexts(list_options=metadata_store.ListOptions(
+            limit=limit, order_by=metadata_store.OrderByField.CREATE_TIME, is_asc=False,
+            filter_query=f"type = '{records.RUN_CONTEXT_TYPE}'"))
+    newest = sorted(_run_contexts(store, types), key=lambda c: (c.create_time_since_epoch, c.id), reverse=True)
+    return newest[:limit]
+
+
+def _executions_by_run(store: metadata_store.MetadataStore, types: _Types, runs: Sequence[mlmd.Context]
                        ) -> Iterator[tuple[mlmd.Context, Optional[str], list[mlmd.Execution]]]:
     """Each run context with its pipeline's name and its executions (read by context, which MLMD
-    indexes). The pipelines are read first, one read per pipeline (there are few), not per run."""
+    indexes). For many runs the pipelines' children are read, one read per pipeline (there are
+    few); for a few runs, each run's parent."""
     pipeline_of_run: dict[int, str] = {}
-    if types.context_type_id(records.PIPELINE_CONTEXT_TYPE) is not None:
+    if len(runs) <= _BATCH:
+        for run in runs:
+            parents = sorted(store.get_parent_contexts_by_context(run.id), key=lambda c: c.id)
+            if parents:
+                pipeline_of_run[run.id] = parents[0].name
+    elif types.context_type_id(records.PIPELINE_CONTEXT_TYPE) is not None:
         for pipeline in sorted(store.get_contexts_by_type(records.PIPELINE_CONTEXT_TYPE), key=lambda c: c.id):
             for child in store.get_children_contexts_by_context(pipeline.id):
                 pipeline_of_run.setdefault(child.id, pipeline.name)
@@ -462,8 +482,7 @@ def load_runs(store: metadata_store.MetadataStore, *, limit: Optional[int] = Non
         raise InvalidArgumentError(f"limit {limit}: expected 1 or more runs")
     types = _Types(store)
     graph = nx.MultiDiGraph(runs={})
-    newest = sorted(_run_contexts(store, types), key=lambda c: (c.create_time_since_epoch, c.id), reverse=True)
-    for context, pipeline, executions in _executions_by_run(store, types, newest[:limit]):
+    for context, pipeline, executions in _executions_by_run(store, types, _newest_run_contexts(store, types, limit)):
         graph.graph["runs"][context.name] = {"pipeline": pipeline, "create_time": context.create_time_since_epoch,
                                              "id": context.id}
         for execution in executions:

@@ -261,6 +261,8 @@ def test_cli_runs_show_and_trees(scenario):
     code, out, _ = cli("runs", "--db", s.db, "--limit", "2", "--json")
     assert [(r["run"], r["pipeline"], r["executed"]) for r in json.loads(out)["runs"]] == [
         ("run-5", "lineage-chain", 3), ("run-4", "lineage-chain", 3)]
+    code, out, _ = cli("runs", "--db", s.db, "--limit", "150", "--json")  # more than one page of MLMD's list
+    assert [r["run"] for r in json.loads(out)["runs"]] == ["run-5", "run-4", "run-3", "run-2", "run-1"]
     code, out, err = cli("runs", "--db", s.db, "-n", "0")
     assert code == 2 and "0 is not in the range x>=1" in err
 
