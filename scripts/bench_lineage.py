@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Benchmark upstream lineage queries: MLMD's server-side subgraph loader vs the whole-store loader.
 
-Stores: the KFP-shaped stores of ``scripts/bench_lookup.py`` (``.bench/store-N.sqlite``, N bulk
-executions in runs of five tasks, ingest -> validate, preprocess -> train -> evaluate, every tenth
-run a cached re-run, plus a hot key reused 10,000 times). A store that is missing is built with
-bench_lookup's builder (about 70 s per 100k executions here); an existing one is reused, read only.
+Stores: KFP-shaped stores of ``--nodes`` graph nodes (default 10k and 1M, artifacts and executions
+together), written by ``scripts/bench_lookup.py``'s builder (runs of five tasks, ingest -> validate,
+preprocess -> train -> evaluate, every tenth run a cached re-run) as ``.bench/lineage-N.sqlite``,
+without bench_lookup's 10,000 hot-key hits (one-task runs, more than a whole 10k-node store). A
+store that is missing is built (about 6 minutes for 1M nodes here); an existing one is reused, read
+only.
 
-For each size, on ``--samples`` metrics artifacts (the end of a run, spread over the store) and
+For each store, on ``--samples`` metrics artifacts (the end of a run, spread over the store) and
 each depth of ``--depths`` (edges; the longest chain of a run is 7), it measures the median of:
 
 (a) subgraph: ``lineage.load.load_subgraph(store, [a], hops=d, direction="upstream", runs=False)``
@@ -17,10 +19,7 @@ each depth of ``--depths`` (edges; the longest chain of a run is 7), it measures
 (c) whole store, load: ``lineage.load.load_store`` once (the price (b) pays up front), with the
     process's peak memory after it,
 
-and checks that (a) and (b) find the same nodes. Default sizes are 10k and 100k
-(``--sizes 10000,100000,1000000`` adds the 4 GB store of a million executions, 2.09M graph nodes,
-whose whole load takes about 3 minutes and 7 GB here; ``--whole-max N`` skips the whole-store side
-above N executions).
+and checks that (a) and (b) find the same nodes.
 """
 from __future__ import annotations
 
@@ -44,43 +43,58 @@ from mlmd_cache import connect  # noqa: E402
 
 
 def ms(seconds: float) -> str:
-    return f"{seconds * 1e3:,.2f} ms" if seconds < 10 else f"{seconds:,.1f} s"
+    return f"{seconds * 1e3:,.2f} ms" if seconds < 1 else f"{seconds:,.1f} s"
+
+
+def bulk_executions(nodes: int) -> int:
+    """The builder's bulk executions for about ``nodes`` graph nodes: a run is five executions and,
+    unless it is a cached re-run (one in RERUN_EVERY), their output artifacts."""
+    per_run = bench_lookup.TASKS_PER_RUN + (1 - 1 / bench_lookup.RERUN_EVERY) * bench_lookup.ARTIFACTS_PER_RUN
+    return bench_lookup.TASKS_PER_RUN * max(bench_lookup.PIPELINES, round(nodes / per_run))
+
+
+def parse_nodes(text: str) -> list[int]:
+    try:
+        sizes = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of node counts: {text!r}") from None
+    if not sizes or sizes[0] < 1000:
+        raise argparse.ArgumentTypeError("stores must have at least 1000 nodes")
+    return sizes
+
+
+def open_store(directory: Path, nodes: int):
+    path = directory / f"lineage-{nodes}.sqlite"
+    if bench_lookup.read_meta(path) is None:
+        size = bulk_executions(nodes)
+        bench_lookup.status(f"building {path.name} ({size:,} executions) with bench_lookup's builder ...")
+        bench_lookup.build_store(path, size, bench_lookup.shared_files(directory), hot_hits=0)
+    return connect(f"sqlite:///{path}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=bench_lookup.parse_sizes, default=[10_000, 100_000],
-                        help="bulk executions per store (default: 10000,100000)")
+    parser.add_argument("--nodes", type=parse_nodes, default=[10_000, 1_000_000],
+                        help="graph nodes per store, about (default: 10000,1000000)")
     parser.add_argument("--depths", default="2,4,10", help="upstream depths in edges (default: 2,4,10)")
-    parser.add_argument("--samples", type=int, default=50, help="start artifacts per size (default: 50)")
-    parser.add_argument("--whole-max", type=int, default=1_000_000, metavar="N",
-                        help="load the whole store only up to N bulk executions (default: 1000000); "
-                             "larger stores measure (a) and (a') alone")
+    parser.add_argument("--samples", type=int, default=50, help="start artifacts per store (default: 50)")
     parser.add_argument("--dir", type=Path, default=REPO / ".bench", help="where the stores are (default: .bench/)")
     args = parser.parse_args(argv)
     depths = [int(d) for d in args.depths.split(",")]
     directory = args.dir.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     runs_header = "(a') +runs"
-    print(f"{'store':>6} {'nodes':>10} {'depth':>5} {'found':>6} {'(a) subgraph':>14} {runs_header:>12} {'(b) in memory':>14} "
-          f"{'(c) whole load':>15} {'peak memory':>12}  break-even")
-    for size in args.sizes:
-        path = directory / f"store-{size}.sqlite"
-        if bench_lookup.read_meta(path) is None:
-            bench_lookup.status(f"building {path.name} with bench_lookup's builder ...")
-            bench_lookup.build_store(path, size, bench_lookup.shared_files(directory))
-        store = connect(f"sqlite:///{path}")
+    print(f"{'nodes':>10} {'executions':>10} {'depth':>5} {'found':>6} {'(a) subgraph':>14} {runs_header:>12} "
+          f"{'(b) in memory':>14} {'(c) whole load':>15} {'peak memory':>12}  break-even")
+    for target in args.nodes:
+        store = open_store(directory, target)
         metrics = [a.id for a in store.get_artifacts_by_type("system.Metrics")]
-        starts = [f"a:{i}" for i in random.Random(size).sample(metrics, min(args.samples, len(metrics)))]
-        whole = None
-        if size <= args.whole_max:
-            began = time.perf_counter()
-            whole = load.load_store(store)
-            load_seconds = time.perf_counter() - began
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-            nodes = whole.number_of_nodes()
-        else:
-            nodes = len(store.get_artifacts()) + bench_lookup.read_meta(path)["executions"]
+        starts = [f"a:{i}" for i in random.Random(target).sample(metrics, min(args.samples, len(metrics)))]
+        began = time.perf_counter()
+        whole = load.load_store(store)
+        load_seconds = time.perf_counter() - began
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+        executions = sum(1 for _, kind in whole.nodes(data="kind") if kind == "execution")
         for depth in depths:
             sub_times, run_times, mem_times, found = [], [], [], []
             gc.disable()
@@ -93,7 +107,7 @@ def main(argv=None) -> int:
                     with_runs = load.load_subgraph(store, [start], hops=depth, direction="upstream")
                     lg.upstream(with_runs, start, depth)
                     t2 = time.perf_counter()
-                    in_memory = lg.upstream(whole, start, depth) if whole is not None else from_sub
+                    in_memory = lg.upstream(whole, start, depth)
                     t3 = time.perf_counter()
                     if from_sub != in_memory or lg.upstream(with_runs, start, depth) != from_sub:
                         raise SystemExit(f"{start} depth {depth}: the loaders disagree "
@@ -105,11 +119,9 @@ def main(argv=None) -> int:
             finally:
                 gc.enable()
             a, b = statistics.median(sub_times), statistics.median(mem_times)
-            columns = (f"{ms(b):>14} {ms(load_seconds):>15} {peak / 2**30:>9.1f} GB  "
-                       f"{load_seconds / max(a - b, 1e-9):,.0f} queries"
-                       if whole is not None else f"{'-':>14} {'-':>15} {'-':>12}  -")
-            print(f"{bench_lookup.short(size):>6} {nodes:>10,} {depth:>5} {statistics.median(found):>6.0f} "
-                  f"{ms(a):>14} {ms(statistics.median(run_times)):>12} {columns}", flush=True)
+            print(f"{whole.number_of_nodes():>10,} {executions:>10,} {depth:>5} {statistics.median(found):>6.0f} "
+                  f"{ms(a):>14} {ms(statistics.median(run_times)):>12} {ms(b):>14} {ms(load_seconds):>15} "
+                  f"{peak / 2**30:>9.1f} GB  {load_seconds / max(a - b, 1e-9):,.0f} queries", flush=True)
         del whole, store
         gc.collect()
     return 0

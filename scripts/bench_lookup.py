@@ -449,21 +449,22 @@ class Progress:
             self._next_line = math.floor(fraction * 20 + 1) / 20
 
 
-def build_store(path: Path, size: int, files: Sequence[str]) -> dict[str, Any]:
-    """Build a store of ``size`` bulk executions plus the hot and cold keys; returns its metadata.
+def build_store(path: Path, size: int, files: Sequence[str], hot_hits: int = HOT_HITS) -> dict[str, Any]:
+    """Build a store of ``size`` bulk executions plus the hot and cold keys (the hot one with
+    ``hot_hits`` CACHED hits); returns its metadata.
 
     The store is written as ``<path>.partial`` and renamed when complete, after a marker context
     (type ``mlmd_cache.bench.Build``) recording the keys and the build time.
     """
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
-    meta = _write_store(partial, path.parent, size, files)
+    meta = _write_store(partial, path.parent, size, files, hot_hits)
     gc.collect()  # the store is closed once its last reference is gone
     os.replace(partial, path)
     return meta
 
 
-def _write_store(target: Path, directory: Path, size: int, files: Sequence[str]) -> dict[str, Any]:
+def _write_store(target: Path, directory: Path, size: int, files: Sequence[str], hot_hits: int) -> dict[str, Any]:
     """Runs are written in batches of BATCH_RUNS; a worker process prepares the records of the next
     batch (cache keys and fingerprints cost half as much time as MLMD's writes, and the MLMD calls
     hold the GIL) while this one writes."""
@@ -493,7 +494,7 @@ def _write_store(target: Path, directory: Path, size: int, files: Sequence[str])
             counters[p] += 1
             (rerun_plan.append(p) if counters[p] % RERUN_EVERY == 0 and rerunnable[p]
              else fresh_plan.append((p, index)))
-        hits = HOT_HITS * (batch + 1) // batches - hits_so_far
+        hits = hot_hits * (batch + 1) // batches - hits_so_far
         hits_so_far += hits
         schedule.append((fresh_plan, rerun_plan, hits))
         for p, _ in fresh_plan:
@@ -501,7 +502,7 @@ def _write_store(target: Path, directory: Path, size: int, files: Sequence[str])
 
     previous: dict[int, list[TaskRecord]] = {}  # pipeline -> records of its last fresh run written
     started_pipelines: set[int] = set()
-    progress = Progress(runs * TASKS_PER_RUN + HOT_HITS, f"building {size:,} (+{HOT_HITS:,} hot hits)")
+    progress = Progress(runs * TASKS_PER_RUN + hot_hits, f"building {size:,} (+{hot_hits:,} hot hits)")
     first_ids = [writer.next_artifact_id]
     for fresh_plan, _, _ in schedule:
         first_ids.append(first_ids[-1] + len(fresh_plan) * ARTIFACTS_PER_RUN)
@@ -533,11 +534,11 @@ def _write_store(target: Path, directory: Path, size: int, files: Sequence[str])
     meta = {
         "version": BUILD_VERSION,
         "size": size,
-        "executions": runs * TASKS_PER_RUN + HOT_HITS + 2,
+        "executions": runs * TASKS_PER_RUN + hot_hits + 2,
         "pipeline": pipeline_name(0),
         "keys": {
             "cold": {"task": cold.task.name, "key": cold.task.key.to_json(), "source": cold.id, "hits": 0},
-            "hot": {"task": hot.task.name, "key": hot.task.key.to_json(), "source": hot.id, "hits": HOT_HITS},
+            "hot": {"task": hot.task.name, "key": hot.task.key.to_json(), "source": hot.id, "hits": hot_hits},
         },
         "build_seconds": round(time.perf_counter() - started, 1),
     }
