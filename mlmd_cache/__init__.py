@@ -6,7 +6,7 @@
 ...                output_parameters={"output_parameter": "DOUBLE"}).fingerprint()[:16]
 '3d9a2a778fa3174c'
 """
-from .cache import CacheHit, ExecutionCache, Outputs, PipelineRun, Task, TaskExecution, artifact_is_usable
+from .cache import CacheHit, ExecutionCache, Outputs, PipelineRun, SourceIndex, Task, TaskExecution, artifact_is_usable
 from .connection import connect, default_store_path, default_store_url, redact_url
 from .errors import (
     CacheKeyError,
@@ -34,6 +34,7 @@ __all__ = [
     "OutputError",
     "Outputs",
     "PipelineRun",
+    "SourceIndex",
     "StoreConnectionError",
     "StoreURLError",
     "Task",

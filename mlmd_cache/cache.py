@@ -27,7 +27,8 @@ from . import records
 from .errors import ExecutionStateError, InvalidArgumentError, NotFoundError, OutputError
 from .key import CacheKey, custom_fingerprint
 
-__all__ = ["ExecutionCache", "PipelineRun", "Task", "CacheHit", "TaskExecution", "Outputs", "artifact_is_usable"]
+__all__ = ["ExecutionCache", "PipelineRun", "Task", "CacheHit", "TaskExecution", "Outputs", "SourceIndex",
+           "artifact_is_usable"]
 
 _UNUSABLE_ARTIFACT_STATES = frozenset(
     {mlmd.Artifact.PENDING, mlmd.Artifact.DELETED, mlmd.Artifact.MARKED_FOR_DELETION, mlmd.Artifact.ABANDONED}
@@ -35,6 +36,8 @@ _UNUSABLE_ARTIFACT_STATES = frozenset(
 # Candidates fetched per round of lookup; almost always one source exists per key, and a round with
 # several candidates costs the same four reads as a round with one.
 _FIRST_ROUND = 4
+# Executions read per page when indexing a pipeline's cache sources.
+_INDEX_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,23 @@ class TaskExecution:
     @property
     def output_artifact_ids(self) -> dict[str, list[int]]:
         return {name: [artifact.id for artifact in artifacts] for name, artifacts in self.output_artifacts.items()}
+
+
+@dataclass(frozen=True)
+class SourceIndex:
+    """What :meth:`ExecutionCache.index_sources` found in a pipeline: ``sources`` COMPLETE executions
+    with a fingerprint, of ``keys`` distinct fingerprints; ``added`` of them were not yet cache
+    sources (with ``dry_run``: would be added)."""
+
+    pipeline: str
+    sources: int
+    keys: int
+    added: int
+    dry_run: bool = False
+
+    @property
+    def already_indexed(self) -> int:
+        return self.sources - self.added
 
 
 def _local_path(uri: str) -> Optional[str]:
@@ -408,13 +428,7 @@ class ExecutionCache:
         contexts = [started.run.pipeline_context, started.run.run_context]
         fingerprint = records.read_property(execution, records.CACHE_FINGERPRINT)
         if fingerprint:
-            source = mlmd.Context(
-                type_id=self.types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE),
-                name=records.cache_source_context_name(started.run.pipeline, fingerprint),
-            )
-            source.custom_properties[records.SOURCE_PIPELINE].string_value = started.run.pipeline
-            source.custom_properties[records.CACHE_FINGERPRINT].string_value = fingerprint
-            contexts.append(source)
+            contexts.append(self._new_source_context(started.run.pipeline, fingerprint))
         _, artifact_ids, _ = self.store.put_execution(
             execution, pairs, contexts, reuse_context_if_already_exist=True, force_reuse_context=True
         )
@@ -425,12 +439,86 @@ class ExecutionCache:
         return replace(started, execution=execution, output_artifacts=by_name,
                        output_parameters=dict(outputs.parameters))
 
+    def _new_source_context(self, pipeline: str, fingerprint: str) -> mlmd.Context:
+        source = mlmd.Context(
+            type_id=self.types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE),
+            name=records.cache_source_context_name(pipeline, fingerprint),
+        )
+        source.custom_properties[records.SOURCE_PIPELINE].string_value = pipeline
+        source.custom_properties[records.CACHE_FINGERPRINT].string_value = fingerprint
+        return source
+
     def fail(self, started: TaskExecution) -> TaskExecution:
         """Mark a RUNNING execution FAILED. A failed execution is never a cache source."""
         execution = self._stored_running(started)
         execution.last_known_state = mlmd.Execution.FAILED
         self.store.put_executions([execution])
         return replace(started, execution=execution)
+
+    # -- stores written by KFP itself ----------------------------------------------------------------
+
+    def pipeline_names(self) -> list[str]:
+        """The names of the store's ``system.Pipeline`` contexts, oldest first."""
+        try:
+            contexts = self.store.get_contexts_by_type(records.PIPELINE_CONTEXT_TYPE)
+        except mlmd_errors.NotFoundError:  # no such type yet: an empty store
+            return []
+        return [c.name for c in sorted(contexts, key=lambda c: c.id)]
+
+    def index_sources(self, pipeline: str, *, dry_run: bool = False) -> SourceIndex:
+        """Make the executions of ``pipeline`` that KFP (or anyone) recorded as it does (COMPLETE,
+        with a ``cache_fingerprint``) cache sources, as :meth:`publish` makes its own: each joins
+        the ``mlmd_cache.CacheSource`` context of its fingerprint. Executions already there are
+        left alone, so indexing again adds only what came since. ``dry_run`` counts and writes nothing.
+
+        Executions that ran with caching off carry no fingerprint, and CACHED and FAILED ones never
+        become sources, as in :meth:`publish`. Their outputs are validated at lookup, not here."""
+        context = self.store.get_context_by_type_and_name(records.PIPELINE_CONTEXT_TYPE, pipeline)
+        if context is None:
+            raise NotFoundError(f"no pipeline named {pipeline!r} in the store")
+        sources = added = 0
+        fingerprints: set[str] = set()
+        last_id = 0
+        while True:  # a page at a time: a pipeline may have millions of executions
+            page = self.store.get_executions_by_context(context.id, list_options=metadata_store.ListOptions(
+                limit=_INDEX_PAGE, order_by=metadata_store.OrderByField.ID, is_asc=True,
+                filter_query=f"last_known_state = COMPLETE AND id > {last_id}"))
+            if not page:
+                break
+            last_id = page[-1].id
+            by_fingerprint: dict[str, list[int]] = {}
+            for execution in page:
+                fingerprint = records.read_property(execution, records.CACHE_FINGERPRINT)
+                if isinstance(fingerprint, str) and fingerprint:
+                    by_fingerprint.setdefault(fingerprint, []).append(execution.id)
+            sources += sum(len(ids) for ids in by_fingerprint.values())
+            fingerprints.update(by_fingerprint)
+            added += self._join_sources(pipeline, by_fingerprint, dry_run)
+        return SourceIndex(pipeline, sources, len(fingerprints), added, dry_run)
+
+    def _join_sources(self, pipeline: str, by_fingerprint: Mapping[str, list[int]], dry_run: bool) -> int:
+        """Associate executions with the source contexts of their fingerprints; the number that were not yet."""
+        associations: list[mlmd.Association] = []
+        not_yet = 0
+        for fingerprint, execution_ids in by_fingerprint.items():
+            name = records.cache_source_context_name(pipeline, fingerprint)
+            source = self.store.get_context_by_type_and_name(records.CACHE_SOURCE_CONTEXT_TYPE, name)
+            members = {e.id for e in self.store.get_executions_by_context(source.id)} if source else set()
+            missing = [i for i in execution_ids if i not in members]
+            not_yet += len(missing)
+            if not missing or dry_run:
+                continue
+            if source is None:
+                try:
+                    [source_id] = self.store.put_contexts([self._new_source_context(pipeline, fingerprint)])
+                except mlmd_errors.AlreadyExistsError:  # another writer made it first
+                    source_id = self.store.get_context_by_type_and_name(records.CACHE_SOURCE_CONTEXT_TYPE, name).id
+            else:
+                source_id = source.id
+            associations.extend(mlmd.Association(context_id=source_id, execution_id=i) for i in missing)
+        if associations:
+            self.store.put_attributions_and_associations([], associations)
+        return not_yet
 
     def execute(
         self, run: PipelineRun, task: Task, work: Callable[[TaskExecution], Optional[Outputs]]

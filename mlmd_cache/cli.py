@@ -11,11 +11,12 @@ import click
 from . import records
 from .cache import ExecutionCache
 from .connection import connect, default_store_path, default_store_url, mysql_url
-from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, StoreURLError
+from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NotFoundError, StoreURLError
 from .key import CacheKey, custom_fingerprint
 
-# User mistakes in what was given exit 2 (as click's usage errors do); failures of the store exit 1.
-_USAGE_ERRORS = (CacheKeyError, InvalidArgumentError, StoreURLError)
+# User mistakes in what was given (a bad key, URL or argument, a name the store does not have) exit 2,
+# as click's usage errors do; failures of the store exit 1.
+_USAGE_ERRORS = (CacheKeyError, InvalidArgumentError, NotFoundError, StoreURLError)
 
 
 def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -237,6 +238,31 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
 
 
 _STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN"}
+
+
+@main.command()
+@click.option("--pipeline", "pipelines", multiple=True, metavar="NAME",
+              help="A pipeline to index (repeatable). Default: every pipeline in the store.")
+@click.option("--dry-run", is_flag=True, help="Count what would be indexed; write nothing.")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_reports_errors
+def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], as_json: bool) -> None:
+    """Make executions that KFP recorded (COMPLETE, with a cache_fingerprint) cache sources for
+    mlmd-cache, so that its lookups reuse them. Indexing again adds only what came since."""
+    cache = ExecutionCache(connect(db_url))
+    reports = [cache.index_sources(name, dry_run=dry_run) for name in (pipelines or cache.pipeline_names())]
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "pipelines": [
+            {"pipeline": r.pipeline, "sources": r.sources, "keys": r.keys, "added": r.added,
+             "already_indexed": r.already_indexed} for r in reports]}, sort_keys=True))
+        return
+    if not reports:
+        click.echo("no pipelines in the store")
+    verb = "would add" if dry_run else "added"
+    for r in reports:
+        click.echo(f"pipeline {r.pipeline}: {r.sources} cache sources of {r.keys} keys: {verb} {r.added}, "
+                   f"{r.already_indexed} already indexed")
 
 
 def _task_line(task) -> str:

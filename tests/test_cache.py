@@ -15,10 +15,12 @@ from mlmd_cache import (
     NotFoundError,
     OutputError,
     Outputs,
+    SourceIndex,
     Task,
     custom_fingerprint,
 )
 from tests.conftest import PIPELINE
+from tests.kfp_records import record_as_kfp
 
 
 def _events(cache: ExecutionCache, execution_id: int) -> dict[tuple[str, str], list[int]]:
@@ -308,3 +310,37 @@ def test_missing_input_artifact_is_an_error_and_writes_nothing(cache):
 def test_a_run_needs_names(cache, pipeline, run):
     with pytest.raises(InvalidArgumentError, match="pipeline name and a run name"):
         cache.pipeline_run(pipeline, run)
+
+
+def test_executions_kfp_recorded_become_cache_sources_once_indexed(cache, tmp_path):
+    task = Task("train", CacheKey.build(image="python:3.11", output_artifacts={"model": "system.Model"},
+                                        output_parameters={"loss": "NUMBER_DOUBLE"}),
+                cache_key="v1", component_name="comp-train")
+    model = tmp_path / "model"
+    model.write_text("weights")
+    source = record_as_kfp(cache, "kfp-1", "train", mlmd.Execution.COMPLETE, task.fingerprint,
+                          new_output_uri=model.as_uri(), parameters={"loss": 0.5})
+    [model_id] = [e.artifact_id for e in cache.store.get_events_by_execution_ids([source])]
+    record_as_kfp(cache, "kfp-1", "no-cache", mlmd.Execution.COMPLETE)  # caching off: no fingerprint
+    record_as_kfp(cache, "kfp-1", "broken", mlmd.Execution.FAILED, custom_fingerprint("comp-broken", "v1"))
+    record_as_kfp(cache, "kfp-2", "train", mlmd.Execution.CACHED, task.fingerprint, outputs=[model_id],
+                 cached_from=source, parameters={"loss": 0.5})
+    assert cache.find_source("kfp-pipeline", task.fingerprint) is None
+
+    contexts = cache.store.get_contexts()
+    assert cache.index_sources("kfp-pipeline", dry_run=True) == SourceIndex("kfp-pipeline", 1, 1, 1, True)
+    assert cache.store.get_contexts() == contexts and cache.find_source("kfp-pipeline", task.fingerprint) is None
+
+    indexed = cache.index_sources("kfp-pipeline")
+    assert (indexed.sources, indexed.keys, indexed.added, indexed.already_indexed) == (1, 1, 1, 0)
+    hit = cache.find_source("kfp-pipeline", task.fingerprint)
+    assert hit.source_execution_id == source and hit.output_parameters == {"loss": 0.5}
+    assert cache.find_source("kfp-pipeline", custom_fingerprint("comp-broken", "v1")) is None
+    assert cache.index_sources("kfp-pipeline").added == 0  # indexing again adds nothing
+
+    reused = cache.execute(cache.pipeline_run("kfp-pipeline", "ours-1"), task, lambda started: pytest.fail("ran"))
+    assert (reused.state, reused.cached_execution_id) == ("CACHED", source)
+    assert reused.output_artifact_ids == {"model": [model_id]}
+    assert cache.pipeline_names() == ["kfp-pipeline"]
+    with pytest.raises(NotFoundError, match="no pipeline named 'other' in the store"):
+        cache.index_sources("other")

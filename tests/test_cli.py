@@ -7,9 +7,12 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
+from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
 from mlmd_cache.cli import main
+from tests.kfp_records import PIPELINE as KFP_PIPELINE
+from tests.kfp_records import record_as_kfp
 from tests.test_key import GOLDEN, GOLDEN_CUSTOM
 
 
@@ -153,3 +156,30 @@ def test_installed_console_script():
     done = subprocess.run([script, "fingerprint", "--custom-key", "custom-key", "--component", "my-component"],
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == GOLDEN_CUSTOM[2][2]
+
+
+def test_index_makes_kfp_recorded_executions_cache_sources(runner, store_url, tmp_path):
+    cache = ExecutionCache(connect(store_url))
+    model = tmp_path / "model"
+    model.write_text("weights")
+    fingerprint = CacheKey.build(image="python:3.11", output_artifacts={"model": "system.Model"}).fingerprint()
+    source = record_as_kfp(cache, "kfp-1", "train", mlmd.Execution.COMPLETE, fingerprint, new_output_uri=model.as_uri())
+    record_as_kfp(cache, "kfp-2", "train", mlmd.Execution.COMPLETE, "0" * 64, new_output_uri=model.as_uri())
+    key_file = tmp_path / "key.json"
+    key_file.write_text(CacheKey.build(image="python:3.11", output_artifacts={"model": "system.Model"}).to_json())
+    lookup = ["lookup", str(key_file), "--pipeline", KFP_PIPELINE, "--db", store_url, "--json"]
+    assert json.loads(runner.invoke(main, lookup).output)["hit"] is False
+
+    result = runner.invoke(main, ["index", "--db", store_url, "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"pipeline {KFP_PIPELINE}: 2 cache sources of 2 keys: would add 2, 0 already indexed\n"
+    assert json.loads(runner.invoke(main, lookup).output)["hit"] is False
+    result = runner.invoke(main, ["index", "--db", store_url, "--pipeline", KFP_PIPELINE, "--json"])
+    assert json.loads(result.output) == {"dry_run": False, "pipelines": [
+        {"pipeline": KFP_PIPELINE, "sources": 2, "keys": 2, "added": 2, "already_indexed": 0}]}
+    assert json.loads(runner.invoke(main, lookup).output)["source_execution_id"] == source
+    result = runner.invoke(main, ["index", "--db", store_url])
+    assert result.output == f"pipeline {KFP_PIPELINE}: 2 cache sources of 2 keys: added 0, 2 already indexed\n"
+
+    result = runner.invoke(main, ["index", "--db", store_url, "--pipeline", "nope"])
+    assert result.exit_code == 2 and result.output == "Error: no pipeline named 'nope' in the store\n"
