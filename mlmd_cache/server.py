@@ -43,9 +43,11 @@ from concurrent import futures
 from typing import Callable, Optional, Sequence
 
 import grpc
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as core
-from ml_metadata.proto import metadata_store_service_pb2
+from ml_metadata.proto import metadata_store_pb2, metadata_store_service_pb2
 
 from ._messages import mlmd_stderr_captured
 from .connection import connect, connection_config, redact_url
@@ -58,6 +60,7 @@ IDLE_CHECK_SECONDS = 1.0
 """A worker's database connection idle for longer is checked before it serves the next call."""
 
 _SERVICE = metadata_store_service_pb2.DESCRIPTOR.services_by_name["MetadataStoreService"]
+_VALUE = metadata_store_pb2.Value.DESCRIPTOR
 _STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
 _INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 # An empty GetContextTypesByID still runs a transaction on the database: the cheapest liveness check.
@@ -125,14 +128,83 @@ class _Stores:
             self._log(f"closed a database connection after an error: {reason}")
 
 
+def _value_holders() -> frozenset[str]:
+    """The message types of the service's requests that can contain an ``ml_metadata.Value``, at any depth."""
+    types: dict[str, Descriptor] = {}
+    pending = [method.input_type for method in _SERVICE.methods]
+    while pending:
+        descriptor = pending.pop()
+        if descriptor.full_name not in types:
+            types[descriptor.full_name] = descriptor
+            pending.extend(field.message_type for field in descriptor.fields if field.message_type is not None)
+    holders = {_VALUE.full_name}
+    grown = True
+    while grown:
+        grown = False
+        for name, descriptor in types.items():
+            if name not in holders and any(field.message_type is not None and field.message_type.full_name in holders
+                                           for field in descriptor.fields):
+                holders.add(name)
+                grown = True
+    return frozenset(holders)
+
+
+_VALUE_HOLDERS = _value_holders()
+
+
+def _unset_value(message: Message, path: str = "") -> Optional[str]:
+    """The path of the first ``ml_metadata.Value`` in ``message`` with none of its fields set."""
+    for field, content in message.ListFields():
+        if field.message_type is None or field.message_type.full_name not in _VALUE_HOLDERS:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            items = [(f"{path}{field.name}[{key!r}]", item) for key, item in content.items()]
+        elif field.label == FieldDescriptor.LABEL_REPEATED:
+            items = [(f"{path}{field.name}[{index}]", item) for index, item in enumerate(content)]
+        else:
+            items = [(f"{path}{field.name}", content)]
+        for where, item in items:
+            if item.DESCRIPTOR.full_name == _VALUE.full_name:
+                if item.WhichOneof("value") is None:
+                    return where
+            else:
+                found = _unset_value(item, where + ".")
+                if found:
+                    return found
+    return None
+
+
+def _request_checker(method: str) -> Optional[Callable[[bytes], Optional[str]]]:
+    """For a method whose request can carry property values: a check that none is empty, which the
+    MLMD core does not answer with an error but with an abort of the whole process."""
+    descriptor = _SERVICE.methods_by_name[method].input_type
+    if descriptor.full_name not in _VALUE_HOLDERS:
+        return None
+    request_class = getattr(metadata_store_service_pb2, descriptor.name)
+
+    def check(request: bytes) -> Optional[str]:
+        try:
+            message = request_class.FromString(request)
+        except DecodeError:
+            return None  # the core answers unparsable requests itself
+        where = _unset_value(message)
+        return where and (f"{where}: a property value with none of int_value, double_value, string_value, "
+                          "struct_value, proto_value or bool_value set")
+    return check
+
+
 def _handler(method: str, stores: _Stores) -> grpc.RpcMethodHandler:
     entry_point = getattr(core, method, None)
     read_only = method.startswith("Get")
+    check = _request_checker(method)
 
     def call(request: bytes, context: grpc.ServicerContext) -> bytes:
         if entry_point is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED,
                           f"{SERVICE_NAME}/{method} is not implemented by the MLMD core this server runs on")
+        problem = check(request) if check is not None else None
+        if problem:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
             response, message, code = stores.call(entry_point, request, read_only)
         except StoreConnectionError as error:  # message: one line, password hidden

@@ -336,6 +336,31 @@ def test_every_rpc_of_the_service_answers(sqlite_server):
     assert codes["PutArtifactType"] == grpc.StatusCode.INVALID_ARGUMENT  # no type name
 
 
+def _without_a_value(message):
+    message.custom_properties["note"].Clear()  # present, but none of the Value's fields set
+    return message
+
+
+@pytest.mark.parametrize("method, call, where", [
+    ("PutExecutions", lambda s, ids: s.put_executions([_without_a_value(mlmd.Execution(type_id=ids[1]))]),
+     "executions[0].custom_properties['note']"),
+    ("PutExecution", lambda s, ids: s.put_execution(
+        mlmd.Execution(type_id=ids[1]), [(_without_a_value(mlmd.Artifact(type_id=ids[0])), mlmd.Event(type=mlmd.Event.OUTPUT))],
+        []), "artifact_event_pairs[0].artifact.custom_properties['note']"),
+    ("PutContexts", lambda s, ids: s.put_contexts([_without_a_value(mlmd.Context(type_id=ids[2], name="c"))]),
+     "contexts[0].custom_properties['note']"),
+])
+def test_a_property_without_a_value_is_refused_not_a_crash(sqlite_server, method, call, where):
+    """The MLMD core aborts its whole process on a property value with no field set (a check
+    failure, not an error): the server refuses such requests before the core sees them."""
+    store = stock_client(sqlite_server)
+    ids = make_types(store)
+    before = len(store.get_executions()), len(store.get_artifacts()), len(store.get_contexts())
+    with pytest.raises(errors.InvalidArgumentError, match=re.escape(where) + ": a property value with none of"):
+        call(store, ids)
+    assert (len(store.get_executions()), len(store.get_artifacts()), len(store.get_contexts())) == before
+
+
 def test_health_check(sqlite_server):
     with grpc.insecure_channel(sqlite_server.removeprefix("grpc://")) as channel:
         health = health_pb2_grpc.HealthStub(channel)
