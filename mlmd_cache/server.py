@@ -152,8 +152,20 @@ def _value_holders() -> frozenset[str]:
 _VALUE_HOLDERS = _value_holders()
 
 
-def _unset_value(message: Message, path: str = "") -> Optional[str]:
-    """The path of the first ``ml_metadata.Value`` in ``message`` with none of its fields set."""
+def _value_problem(value: Message) -> Optional[str]:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        # the core does not answer this with an error: it aborts its whole process
+        return "a property value with none of int_value, double_value, string_value, struct_value, proto_value " \
+               "or bool_value set"
+    if kind == "proto_value" and not value.proto_value.type_url:
+        # the core stores it, then fails every read that lists the record
+        return "a proto_value without a type_url"
+    return None
+
+
+def _unusable_value(message: Message, path: str = "") -> Optional[str]:
+    """Where and why the first ``ml_metadata.Value`` in ``message`` would harm the store, or None."""
     for field, content in message.ListFields():
         if field.message_type is None or field.message_type.full_name not in _VALUE_HOLDERS:
             continue
@@ -165,18 +177,20 @@ def _unset_value(message: Message, path: str = "") -> Optional[str]:
             items = [(f"{path}{field.name}", content)]
         for where, item in items:
             if item.DESCRIPTOR.full_name == _VALUE.full_name:
-                if item.WhichOneof("value") is None:
-                    return where
+                problem = _value_problem(item)
+                if problem:
+                    return f"{where}: {problem}"
             else:
-                found = _unset_value(item, where + ".")
+                found = _unusable_value(item, where + ".")
                 if found:
                     return found
     return None
 
 
 def _request_checker(method: str) -> Optional[Callable[[bytes], Optional[str]]]:
-    """For a method whose request can carry property values: a check that none is empty, which the
-    MLMD core does not answer with an error but with an abort of the whole process."""
+    """For a method whose request can carry property values: a check of those values. The MLMD core
+    aborts its process on a value with no field set, and stores a proto_value without a type
+    URL that it then cannot read back, so neither may reach it."""
     descriptor = _SERVICE.methods_by_name[method].input_type
     if descriptor.full_name not in _VALUE_HOLDERS:
         return None
@@ -187,9 +201,7 @@ def _request_checker(method: str) -> Optional[Callable[[bytes], Optional[str]]]:
             message = request_class.FromString(request)
         except DecodeError:
             return None  # the core answers unparsable requests itself
-        where = _unset_value(message)
-        return where and (f"{where}: a property value with none of int_value, double_value, string_value, "
-                          "struct_value, proto_value or bool_value set")
+        return _unusable_value(message)
     return check
 
 

@@ -341,22 +341,30 @@ def _without_a_value(message):
     return message
 
 
+def _proto_without_type_url(message):
+    message.custom_properties["note"].proto_value.value = b"\x08\x01"
+    return message
+
+
 @pytest.mark.parametrize("method, call, where", [
     ("PutExecutions", lambda s, ids: s.put_executions([_without_a_value(mlmd.Execution(type_id=ids[1]))]),
-     "executions[0].custom_properties['note']"),
+     "executions[0].custom_properties['note']: a property value with none of"),
+    ("PutArtifacts", lambda s, ids: s.put_artifacts([_proto_without_type_url(mlmd.Artifact(type_id=ids[0]))]),
+     "artifacts[0].custom_properties['note']: a proto_value without a type_url"),
     ("PutExecution", lambda s, ids: s.put_execution(
         mlmd.Execution(type_id=ids[1]), [(_without_a_value(mlmd.Artifact(type_id=ids[0])), mlmd.Event(type=mlmd.Event.OUTPUT))],
-        []), "artifact_event_pairs[0].artifact.custom_properties['note']"),
+        []), "artifact_event_pairs[0].artifact.custom_properties['note']: a property value with none of"),
     ("PutContexts", lambda s, ids: s.put_contexts([_without_a_value(mlmd.Context(type_id=ids[2], name="c"))]),
-     "contexts[0].custom_properties['note']"),
+     "contexts[0].custom_properties['note']: a property value with none of"),
 ])
-def test_a_property_without_a_value_is_refused_not_a_crash(sqlite_server, method, call, where):
+def test_property_values_that_harm_the_core_are_refused(sqlite_server, method, call, where):
     """The MLMD core aborts its whole process on a property value with no field set (a check
-    failure, not an error): the server refuses such requests before the core sees them."""
+    failure, not an error), and stores a proto_value without a type URL that then fails every
+    listing read: the server refuses both before the core sees them."""
     store = stock_client(sqlite_server)
     ids = make_types(store)
     before = len(store.get_executions()), len(store.get_artifacts()), len(store.get_contexts())
-    with pytest.raises(errors.InvalidArgumentError, match=re.escape(where) + ": a property value with none of"):
+    with pytest.raises(errors.InvalidArgumentError, match=re.escape(where)):
         call(store, ids)
     assert (len(store.get_executions()), len(store.get_artifacts()), len(store.get_contexts())) == before
 
