@@ -36,7 +36,7 @@ db_option = click.option(
     "db_url",
     envvar="MLMD_DB",
     metavar="URL",
-    help=f"MLMD store URL (sqlite:///PATH, mysql://, postgresql://, grpc://host:port). "
+    help=f"MLMD store URL (sqlite:///PATH, mysql://, postgresql://, grpc://host:port, grpcs://host:port?ca=PEM). "
     f"Default: $MLMD_DB, else {default_store_path()}.",
 )
 key_argument = click.argument("key_file", metavar="[FILE|-]", type=click.File("rb"), required=False)
@@ -261,8 +261,12 @@ def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], as_j
         click.echo("no pipelines in the store")
     verb = "would add" if dry_run else "added"
     for r in reports:
-        click.echo(f"pipeline {r.pipeline}: {r.sources} cache sources of {r.keys} keys: {verb} {r.added}, "
-                   f"{r.already_indexed} already indexed")
+        click.echo(f"pipeline {r.pipeline}: {_count(r.sources, 'cache source')} of {_count(r.keys, 'key')}: "
+                   f"{verb} {r.added}, {r.already_indexed} already indexed")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _task_line(task) -> str:

@@ -7,6 +7,10 @@
 ``mysql://user:password@host:port/database``           MySQL or MariaDB (also ``mariadb://``)
 ``postgresql://user:password@host:port/database``      PostgreSQL (also ``postgres://``)
 ``grpc://host:port``                                   an MLMD gRPC server (``MetadataStoreService``)
+``grpcs://host:port[?ca=PEM][&cert=PEM&key=PEM]``      the same over TLS: the server's certificate
+                                                       checked against ``ca`` (else the system's
+                                                       roots); ``cert`` and ``key``: a client
+                                                       certificate. PEM file paths, percent-encoded
 =====================================================  =========================================
 
 The default store, used when no URL is given, is ``$MLMD_DB`` or else the SQLite file
@@ -46,7 +50,7 @@ import re
 import time
 from pathlib import Path
 from typing import Optional
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import grpc
 from ml_metadata import errors as mlmd_errors
@@ -71,6 +75,8 @@ __all__ = [
 
 _DEFAULT_PORTS = {"mysql": 3306, "postgresql": 5432}
 _SCHEME_ALIASES = {"mariadb": "mysql", "postgres": "postgresql"}
+# grpcs:// query parameter -> the MetadataStoreClientConfig.SSLConfig field that holds the PEM text
+_TLS_FILES = {"ca": "custom_ca", "cert": "server_cert", "key": "client_key"}
 # MLMD writes the database name into CREATE DATABASE / USE unquoted.
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
 
@@ -137,7 +143,8 @@ def _parse(url: str):
     """(config, (host, port) of a server or None)."""
     if not isinstance(url, str) or "://" not in url:
         raise StoreURLError(
-            f"not a store URL: {redact_url(str(url))!r} (expected sqlite:///PATH, mysql://, postgresql:// or grpc://)"
+            f"not a store URL: {redact_url(str(url))!r} (expected sqlite:///PATH, mysql://, postgresql://, grpc:// "
+            "or grpcs://)"
         )
     shown = redact_url(url)
     try:
@@ -157,10 +164,10 @@ def _parse(url: str):
         config.sqlite.filename_uri = path if path == ":memory:" else os.path.abspath(path)
         config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
         return config, None
-    if scheme not in ("grpc", "mysql", "postgresql"):
+    if scheme not in ("grpc", "grpcs", "mysql", "postgresql"):
         raise StoreURLError(
             f"unsupported store URL scheme {parts.scheme!r} in {shown} "
-            "(expected sqlite, mysql, mariadb, postgresql or grpc)"
+            "(expected sqlite, mysql, mariadb, postgresql, grpc or grpcs)"
         )
     if "@" in url.partition("://")[2] and "@" not in parts.netloc:
         # e.g. mysql://user:pa/ss@host/db: the unencoded '/' ends the host part early.
@@ -168,15 +175,18 @@ def _parse(url: str):
             f"malformed store URL {shown}: a character of the user or password must be "
             "percent-encoded (/ ? # @ : as %2F %3F %23 %40 %3A)"
         )
-    if parts.query or parts.fragment:
+    if parts.fragment or (parts.query and scheme != "grpcs"):
         raise StoreURLError(f"{shown}: a {scheme} URL takes no ?query or #fragment")
     host, port = _server_address(url, parts, scheme)
-    if scheme == "grpc":
+    if scheme in ("grpc", "grpcs"):
         if parts.path not in ("", "/"):
-            raise StoreURLError(f"{shown}: a gRPC URL has no path (expected grpc://host:port)")
+            raise StoreURLError(f"{shown}: a gRPC URL has no path (expected {scheme}://host:port)")
         if parts.username is not None:
-            raise StoreURLError(f"{shown}: a gRPC URL has no user or password (expected grpc://host:port)")
-        return mlmd.MetadataStoreClientConfig(host=host, port=port), (host, port)
+            raise StoreURLError(f"{shown}: a gRPC URL has no user or password (expected {scheme}://host:port)")
+        config = mlmd.MetadataStoreClientConfig(host=host, port=port)
+        if scheme == "grpcs":
+            _tls_config(config, parts.query, shown)
+        return config, (host, port)
     database = unquote(parts.path.lstrip("/"))
     if not database or "/" in database:
         raise StoreURLError(f"{shown} names no database (expected {scheme}://user:password@host:port/database)")
@@ -205,6 +215,30 @@ def _parse(url: str):
         if password is not None:  # else libpq looks in PGPASSWORD and ~/.pgpass
             pg.password = _libpq_quote(password)
     return config, (host, port)
+
+
+def _tls_config(config: mlmd.MetadataStoreClientConfig, query: str, shown: str) -> None:
+    """TLS for a grpcs:// URL: the PEM files its query names, read into the config."""
+    config.ssl_config.SetInParent()  # TLS even with no file: the system's root certificates
+    try:
+        given = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise StoreURLError(f"{shown}: malformed query (expected ?ca=PATH&cert=PATH&key=PATH)") from None
+    names = [name for name, _ in given]
+    for name in names:
+        if name not in _TLS_FILES:
+            raise StoreURLError(f"{shown}: unknown parameter {name!r} (a grpcs URL takes ca, cert and key)")
+        if names.count(name) > 1:
+            raise StoreURLError(f"{shown}: {name} is given twice")
+    if ("cert" in names) != ("key" in names):
+        raise StoreURLError(f"{shown}: a client certificate needs both cert and key")
+    for name, path in given:
+        try:
+            text = Path(path).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as error:
+            reason_text = error.strerror if isinstance(error, OSError) and error.strerror else "not a PEM file"
+            raise StoreURLError(f"{shown}: cannot read the {name} file {path!r}: {reason_text}") from None
+        setattr(config.ssl_config, _TLS_FILES[name], text)
 
 
 def connect(
@@ -248,23 +282,59 @@ def connect(
 def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: float) -> metadata_store.MetadataStore:
     deadline = time.monotonic() + timeout
     check_server_answers(config.host, config.port, shown, None, timeout)  # a refused port fails at once
-    # One real call that waits for the connection: it proves the server speaks MLMD, and unlike
-    # grpc.channel_ready_future it does not poll the channel state every 0.2 s.
-    with grpc.insecure_channel(f"{config.host}:{config.port}") as channel:
+    # One real call proves the server speaks MLMD. Tried once at once, since a failed TLS
+    # handshake fails it at once and says why; then waiting for the connection until the deadline
+    # (unlike grpc.channel_ready_future, without polling the channel state every 0.2 s).
+    request = service_pb2.GetContextTypesRequest()
+    with _channel(config) as channel, mlmd_stderr_captured():  # grpc's C core logs failed handshakes
+        stub = service_grpc.MetadataStoreServiceStub(channel)
         try:
-            service_grpc.MetadataStoreServiceStub(channel).GetContextTypes(
-                service_pb2.GetContextTypesRequest(), timeout=max(0.1, deadline - time.monotonic()), wait_for_ready=True
-            )
+            try:
+                stub.GetContextTypes(request, timeout=max(0.1, deadline - time.monotonic()))
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or _tls_mismatch(error.details() or "", config):
+                    raise
+                stub.GetContextTypes(request, timeout=max(0.1, deadline - time.monotonic()), wait_for_ready=True)
         except grpc.RpcError as error:
+            details = _one_line(error.details() or str(error.code()))
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise StoreConnectionError(
                     f"cannot reach the MLMD server at {shown}: {config.host}:{config.port} accepts connections "
                     f"but no gRPC connection came up within {timeout:g} s (is it an MLMD gRPC server?)"
                 ) from None
-            raise StoreConnectionError(
-                f"{shown} is not a working MLMD server: {_one_line(error.details() or str(error.code()))}"
-            ) from None
+            mismatch = _tls_mismatch(details, config)
+            if mismatch:
+                raise StoreConnectionError(f"no gRPC connection to {shown}: {mismatch}") from None
+            raise StoreConnectionError(f"{shown} is not a working MLMD server: {details}") from None
     return metadata_store.MetadataStore(config)
+
+
+def _tls_mismatch(details: str, config: mlmd.MetadataStoreClientConfig) -> Optional[str]:
+    """Why a first call failed, when TLS is the reason: one side speaks it and the other does not,
+    or the server's certificate is not trusted. None otherwise."""
+    if not config.HasField("ssl_config"):
+        # a TLS server closes a plaintext connection at once
+        return "the server closed the connection (does it speak TLS? then use grpcs://)" \
+            if "socket closed" in details.lower() else None
+    if "handshake" not in details.lower():
+        return None
+    if "WRONG_VERSION_NUMBER" in details:
+        return "the TLS handshake failed: the server does not speak TLS (use grpc://)"
+    found = re.search(r"OPENSSL_internal:([A-Z_]+)(?::\s*([^:]+))?", details)
+    why = f"{found.group(1)}: {found.group(2).strip()}" if found and found.group(2) else (found.group(1) if found else details)
+    trust = ("the CA file given" if config.ssl_config.HasField("custom_ca")
+             else "the system's root certificates (name the server's CA with ?ca=PATH)")
+    return f"the TLS handshake failed ({why}): is the server's certificate, for host {config.host}, signed by {trust}?"
+
+
+def _channel(config: mlmd.MetadataStoreClientConfig) -> grpc.Channel:
+    """A channel as MLMD's client opens one for this config (TLS when it has an ssl_config)."""
+    target = f"{config.host}:{config.port}"
+    if not config.HasField("ssl_config"):
+        return grpc.insecure_channel(target)
+    tls = config.ssl_config
+    return grpc.secure_channel(target, grpc.ssl_channel_credentials(
+        tls.custom_ca.encode() or None, tls.client_key.encode() or None, tls.server_cert.encode() or None))
 
 
 def mysql_url(host: str, port: int, database: str, user: str, password: str = "") -> str:

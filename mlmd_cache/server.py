@@ -250,7 +250,7 @@ def _check_tls(cert: bytes, key: bytes) -> None:
 
 
 class MetadataStoreServer:
-    """``ml_metadata.MetadataStoreService`` on ``host:port`` over the store ``url`` (not ``grpc://``),
+    """``ml_metadata.MetadataStoreService`` on ``host:port`` over the store ``url`` (not ``grpc://`` or ``grpcs://``),
     with standard gRPC health checking. ``port=0`` picks a free port (see :attr:`port`).
 
     Raises :class:`~mlmd_cache.errors.StoreURLError` for a bad URL,
@@ -272,8 +272,9 @@ class MetadataStoreServer:
         options: Sequence[tuple[str, object]] = (),
         log: Callable[[str], None] = _log,
     ) -> None:
-        if url.split("://", 1)[0].lower() == "grpc":
-            raise StoreURLError("serve needs a database URL (sqlite, mysql, postgresql), not grpc://")
+        scheme = url.split("://", 1)[0].lower()
+        if scheme in ("grpc", "grpcs"):
+            raise StoreURLError(f"serve needs a database URL (sqlite, mysql, postgresql), not {scheme}://")
         if (tls_cert is None) != (tls_key is None):
             raise ServerStartError("TLS needs both a certificate and its key")
         if tls_cert is not None:

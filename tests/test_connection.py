@@ -109,6 +109,20 @@ def test_grpc_url():
     assert isinstance(config, mlmd.MetadataStoreClientConfig)
     assert (config.host, config.port) == ("mlmd.example", 8080)
     assert connection_config("grpc://[::1]:8080/").host == "::1"
+    assert not config.HasField("ssl_config")
+
+
+def test_grpcs_url_reads_its_pem_files(tmp_path):
+    (tmp_path / "my ca.pem").write_text("CA PEM")
+    (tmp_path / "client.pem").write_text("CLIENT PEM")
+    (tmp_path / "client.key").write_text("KEY PEM")
+    config = connection_config("grpcs://mlmd.example:8443")
+    assert config.HasField("ssl_config") and not config.ssl_config.HasField("custom_ca")  # the system's roots
+    config = connection_config(f"grpcs://mlmd.example:8443?ca={quote(str(tmp_path / 'my ca.pem'))}"
+                               f"&cert={tmp_path / 'client.pem'}&key={tmp_path / 'client.key'}")
+    assert (config.host, config.port) == ("mlmd.example", 8443)
+    assert (config.ssl_config.custom_ca, config.ssl_config.server_cert, config.ssl_config.client_key) == (
+        "CA PEM", "CLIENT PEM", "KEY PEM")
 
 
 @pytest.mark.parametrize(
@@ -139,6 +153,12 @@ def test_grpc_url():
         ("grpc://mlmd.example", "names no port"),
         ("grpc://mlmd.example:8080/meta", "has no path"),
         (f"grpc://u:{SECRET}@mlmd.example:8080", "no user or password"),
+        ("grpc://mlmd.example:8080?ca=/ca.pem", "no ?query"),
+        ("grpcs://mlmd.example", "names no port"),
+        ("grpcs://mlmd.example:8443?ca=/no/such/ca.pem", "cannot read the ca file '/no/such/ca.pem': No such file"),
+        ("grpcs://mlmd.example:8443?cert=/c.pem", "a client certificate needs both cert and key"),
+        ("grpcs://mlmd.example:8443?ca=/a.pem&ca=/b.pem", "ca is given twice"),
+        ("grpcs://mlmd.example:8443?verify=no", "unknown parameter 'verify'"),
     ],
 )
 def test_malformed_urls(url, expected):

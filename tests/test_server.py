@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import json
 import re
 import signal
 import socket
@@ -31,7 +32,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 from ml_metadata.proto import metadata_store_service_pb2 as service_pb2
 
-from mlmd_cache import connect, redact_url
+from mlmd_cache import StoreConnectionError, connect, redact_url
 from mlmd_cache.connection import connection_config
 from mlmd_cache.server import IDLE_CHECK_SECONDS, SERVICE_NAME
 from tests.backends import SPECIAL_DATABASE, SPECIAL_PASSWORD, SPECIAL_USER, free_port, fresh_database, server_url
@@ -581,6 +582,21 @@ def test_tls(tmp_path):
             stock_client(f"grpc://127.0.0.1:{port}", client_timeout_sec=5).get_artifact_types()
         (tmp_path / "other").mkdir()
         other, _ = self_signed(tmp_path / "other")
+        # mlmd-cache's own clients: grpcs:// with the CA file
+        ours = connect(f"grpcs://localhost:{port}?ca={quote(str(cert))}")
+        assert [t.name for t in ours.get_artifact_types()] == ["Secret"]
+        result = subprocess.run([sys.executable, "-m", "mlmd_cache", "index", "--json", "--db",
+                                 f"grpcs://127.0.0.1:{port}?ca={quote(str(cert))}"], capture_output=True, text=True)
+        assert result.returncode == 0 and json.loads(result.stdout)["pipelines"] == [], result.stderr
+        for url, message in [
+            (f"grpc://127.0.0.1:{port}", "the server closed the connection (does it speak TLS? then use grpcs://)"),
+            (f"grpcs://127.0.0.1:{port}", "CERTIFICATE_VERIFY_FAILED"),
+            (f"grpcs://127.0.0.1:{port}?ca={quote(str(other))}", "signed by the CA file given?"),
+        ]:
+            started_at = time.monotonic()
+            with pytest.raises(StoreConnectionError, match=re.escape(message)):
+                connect(url)
+            assert time.monotonic() - started_at < 3  # at once, not after the connect timeout
         with pytest.raises((errors.UnavailableError, errors.DeadlineExceededError)):  # an unknown CA too
             stock_client(f"grpc://localhost:{port}", client_timeout_sec=5,
                          ssl_config=mlmd.MetadataStoreClientConfig.SSLConfig(custom_ca=other.read_text())
