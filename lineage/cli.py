@@ -180,14 +180,14 @@ def _tree_json(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _closure_command(direction: str) -> Callable[..., Any]:
-    def command(artifact_id: int, depth: Optional[int], db_url: Optional[str], as_json: bool) -> None:
+    def command(artifact_id: int, depth: Optional[int], cached: bool, db_url: Optional[str], as_json: bool) -> None:
         node = load.artifact_node(artifact_id)
         hops = load.MAX_HOPS if depth is None else depth
-        graph = load.load_subgraph(connect(db_url), [node], hops=hops, direction=direction)
-        tree = lg.tree(graph, node, direction=direction, depth=hops)
+        graph = load.load_subgraph(connect(db_url), [node], hops=hops, direction=direction, cached=cached)
+        tree = lg.tree(graph, node, direction=direction, depth=hops, cached=cached)
         if as_json:
-            closure = (lg.upstream if direction == "upstream" else lg.downstream)(graph, node, hops)
-            _echo_json({"root": node, "direction": direction, "depth": depth,
+            closure = (lg.upstream if direction == "upstream" else lg.downstream)(graph, node, hops, cached=cached)
+            _echo_json({"root": node, "direction": direction, "depth": depth, "cached": cached,
                         "nodes": lg.nodes_of(graph, closure | {node}), "tree": _tree_json(tree)})
             return
         for line in _tree_lines(graph, tree):
@@ -199,12 +199,17 @@ def _closure_command(direction: str) -> Callable[..., Any]:
     return command
 
 
-for _direction in ("upstream", "downstream"):
+# Upstream answers "what made it": the CACHED executions that merely reused an artifact (they have
+# OUTPUT events to it, as KFP records them) are left out unless asked for. Downstream answers "who
+# used it", runs that reused it included.
+for _direction, _cached_default in (("upstream", False), ("downstream", True)):
     main.command(_direction)(
         click.argument("artifact_id", type=int)(
             click.option("--depth", type=click.IntRange(0, load.MAX_HOPS), metavar="N",
                          help=f"At most N edges away (default: {load.MAX_HOPS}).")(
-                db_option(json_option(_reports(_closure_command(_direction)))))))
+                click.option("--cached/--no-cached", default=_cached_default, show_default=True,
+                             help="Show CACHED executions (the runs that reused an artifact).")(
+                    db_option(json_option(_reports(_closure_command(_direction))))))))
 
 
 @main.command("explain")

@@ -57,7 +57,12 @@ def _require(graph: nx.MultiDiGraph, node: str) -> None:
         raise NotFoundError(f"no {kind} {node[2:] if kind != 'node' else node!r} in the lineage graph")
 
 
-def _closure(graph: nx.MultiDiGraph, node: str, depth: Optional[int], forward: bool) -> set[str]:
+def _is_cached(graph: nx.MultiDiGraph, node: str) -> bool:
+    data = graph.nodes[node]
+    return data.get("kind") == "execution" and data.get("state") == "CACHED"
+
+
+def _closure(graph: nx.MultiDiGraph, node: str, depth: Optional[int], forward: bool, cached: bool) -> set[str]:
     _require(graph, node)
     neighbours = graph.successors if forward else graph.predecessors
     seen, frontier, level = {node}, [node], 0
@@ -66,7 +71,7 @@ def _closure(graph: nx.MultiDiGraph, node: str, depth: Optional[int], forward: b
         following = []
         for current in frontier:
             for other in neighbours(current):
-                if other not in seen:
+                if other not in seen and (cached or not _is_cached(graph, other)):
                     seen.add(other)
                     following.append(other)
         frontier = following
@@ -74,28 +79,37 @@ def _closure(graph: nx.MultiDiGraph, node: str, depth: Optional[int], forward: b
     return seen
 
 
-def upstream(graph: nx.MultiDiGraph, node: str, depth: Optional[int] = None) -> set[str]:
+def upstream(graph: nx.MultiDiGraph, node: str, depth: Optional[int] = None, *, cached: bool = True) -> set[str]:
     """Every node ``node`` depends on, within ``depth`` edges (``None``: no limit).
+
+    A CACHED execution has OUTPUT edges to the artifacts it reused, as KFP records it, so it
+    stands beside their producer; ``cached=False`` leaves CACHED executions out (and what lies
+    behind them only), which keeps what made the artifact.
 
     >>> g = example_graph()
     >>> sorted(upstream(g, "a:3"))
     ['a:1', 'a:2', 'e:1', 'e:2', 'e:3', 'e:5']
     >>> sorted(upstream(g, "a:3", depth=2))
     ['a:2', 'e:3']
+    >>> sorted(upstream(g, "a:3", cached=False))
+    ['a:1', 'a:2', 'e:1', 'e:2', 'e:3']
     """
-    return _closure(graph, node, depth, forward=False)
+    return _closure(graph, node, depth, forward=False, cached=cached)
 
 
-def downstream(graph: nx.MultiDiGraph, node: str, depth: Optional[int] = None) -> set[str]:
-    """Every node that depends on ``node``, within ``depth`` edges (``None``: no limit).
+def downstream(graph: nx.MultiDiGraph, node: str, depth: Optional[int] = None, *, cached: bool = True) -> set[str]:
+    """Every node that depends on ``node``, within ``depth`` edges (``None``: no limit);
+    ``cached=False`` leaves CACHED executions out, as in :func:`upstream`.
 
     >>> g = example_graph()
     >>> sorted(downstream(g, "a:1"))
     ['a:2', 'a:3', 'e:2', 'e:3', 'e:5']
     >>> sorted(downstream(g, "a:1", depth=1))
     ['e:2', 'e:5']
+    >>> sorted(downstream(g, "a:1", depth=1, cached=False))
+    ['e:2']
     """
-    return _closure(graph, node, depth, forward=True)
+    return _closure(graph, node, depth, forward=True, cached=cached)
 
 
 def path(graph: nx.MultiDiGraph, source: str, target: str) -> Optional[list[str]]:
@@ -215,10 +229,12 @@ def consumers(graph: nx.MultiDiGraph, artifact: str) -> list[str]:
     return sorted(graph.successors(artifact), key=lambda e: graph.nodes[e]["id"])
 
 
-def tree(graph: nx.MultiDiGraph, root: str, *, direction: str = "upstream", depth: Optional[int] = None) -> dict[str, Any]:
+def tree(graph: nx.MultiDiGraph, root: str, *, direction: str = "upstream", depth: Optional[int] = None,
+         cached: bool = True) -> dict[str, Any]:
     """``root`` and what lies upstream (or downstream) of it as a nested tree for display:
     ``{"node", "via", "children", "seen"}``; ``via`` is the edge's event path key, and a node met
-    a second time is not expanded again (``seen`` is True).
+    a second time is not expanded again (``seen`` is True). ``cached=False`` leaves CACHED
+    executions out, as in :func:`upstream`.
 
     >>> g = example_graph()
     >>> t = tree(g, "a:2", direction="upstream")
@@ -226,6 +242,8 @@ def tree(graph: nx.MultiDiGraph, root: str, *, direction: str = "upstream", dept
     [('e:2', 'model'), ('e:5', 'model')]
     >>> [(c["node"], c["seen"]) for c in t["children"][1]["children"]]
     [('a:1', True)]
+    >>> [c["node"] for c in tree(g, "a:2", direction="upstream", cached=False)["children"]]
+    ['e:2']
     """
     _require(graph, root)
     if direction not in ("upstream", "downstream"):
@@ -244,7 +262,8 @@ def tree(graph: nx.MultiDiGraph, root: str, *, direction: str = "upstream", dept
         else:
             edges = sorted(((v, k) for _, v, k in graph.out_edges(node, keys=True)), key=lambda e: (graph.nodes[e[0]]["id"], e[1]))
         for other, key in edges:
-            entry["children"].append(build(other, key, level + 1))
+            if cached or not _is_cached(graph, other):
+                entry["children"].append(build(other, key, level + 1))
         return entry
 
     return build(root, None, 0)

@@ -126,6 +126,9 @@ def test_upstream_closure_equals_the_expected_set(scenario):
     sub = load.load_subgraph(s.store, [metrics], hops=10, direction="upstream")
     assert set(sub) == expected | {metrics}
     assert lg.upstream(sub, metrics) == expected
+    producers = expected - {s.e("run-2", "make-data"), s.e("run-3", "make-data")}
+    assert lg.upstream(whole, metrics, cached=False) == producers  # what made it, not what reused it
+    assert set(load.load_subgraph(s.store, [metrics], hops=10, direction="upstream", cached=False)) == producers | {metrics}
     assert lg.upstream(whole, metrics, depth=2) == {s.e("run-3", "evaluate"), s.output("run-3", "train")}
     assert set(load.load_subgraph(s.store, [metrics], hops=2, direction="upstream")) == {
         metrics, s.e("run-3", "evaluate"), s.output("run-3", "train")}
@@ -275,9 +278,20 @@ def test_cli_runs_show_and_trees(scenario):
     assert code == 0 and f"CACHED (from {s.reports['run-1'].tasks['train'].execution_id})" in out
 
     metrics = s.output("run-3", "evaluate")
+    whole = load.load_store(s.store, progress=False)
     code, out, _ = cli("upstream", metrics[2:], "--db", s.db, "--json")
     tree = json.loads(out)
-    assert {n["node"] for n in tree["nodes"]} - {metrics} == lg.upstream(load.load_store(s.store, progress=False), metrics)
+    # upstream shows what made the artifact: without the CACHED make-data of run-2 and run-3 that reused run-1's dataset
+    assert {n["node"] for n in tree["nodes"]} - {metrics} == lg.upstream(whole, metrics, cached=False) == {
+        s.e("run-3", "evaluate"), s.output("run-3", "train"), s.e("run-3", "train"), s.output("run-1", "make-data"),
+        s.e("run-1", "make-data")}
+    code, out, _ = cli("upstream", metrics[2:], "--db", s.db, "--cached", "--json")
+    assert {n["node"] for n in json.loads(out)["nodes"]} - {metrics} == lg.upstream(whole, metrics)
+    code, out, _ = cli("upstream", metrics[2:], "--db", s.db)
+    assert "CACHED" not in out and f"execution {s.e('run-1', 'make-data')[2:]} make-data EXECUTED" in out
+    code, out, _ = cli("downstream", s.output("run-1", "make-data")[2:], "--db", s.db, "--no-cached", "--json")
+    assert {n["node"] for n in json.loads(out)["nodes"]} == lg.downstream(whole, s.output("run-1", "make-data"),
+                                                                         cached=False) | {s.output("run-1", "make-data")}
     code, out, _ = cli("upstream", metrics[2:], "--db", s.db, "--depth", "2")
     assert out.splitlines()[1].startswith("└─ [metrics] execution") and len(out.splitlines()) == 3
     code, out, _ = cli("downstream", s.output("run-1", "make-data")[2:], "--db", s.db)
