@@ -13,7 +13,7 @@ each depth of ``--depths`` (edges; the longest chain of a run is 7), it measures
 
 (a) subgraph: ``lineage.load.load_subgraph(store, [a], hops=d, direction="upstream", runs=False)``
     and ``lineage.graph.upstream`` on it: MLMD traces the neighbourhood, only it is read;
-(a') the same with ``runs=True`` (what ``mlmd-lineage upstream`` does): the nodes' run and pipeline
+(a') the same with ``runs=True`` (what ``mlmd-lineage upstream --cached`` does): the nodes' run and pipeline
     too, which costs MLMD a scan of the associations (they are indexed by context only);
 (b) whole store, per query: ``lineage.graph.upstream(G, a, depth=d)`` on a graph loaded once;
 (c) whole store, load: ``lineage.load.load_store`` once (the price (b) pays up front), with the
