@@ -11,7 +11,8 @@ errors). A MySQL or PostgreSQL database gets one store, that is one connection, 
 opened when the thread first needs it; the one opened at start-up (which checks the URL and the
 database, and migrates the schema when asked) goes to the first worker. The core's entry points
 hold the GIL while they run, so calls do not overlap inside one server process: the threads keep
-each call's transaction on its own connection, they do not add throughput.
+each call's transaction on its own connection, they do not add throughput; more processes on one
+port do (:class:`mlmd_cache.server_processes.ServerGroup`, ``serve --processes``).
 
 Lost database connections (a database restart, an idle connection closed by the server or a proxy):
 MLMD's PostgreSQL store never reconnects, and its MySQL store fails the first call after a loss.
@@ -271,6 +272,7 @@ class MetadataStoreServer:
         tls_key: Optional[bytes] = None,
         options: Sequence[tuple[str, object]] = (),
         log: Callable[[str], None] = _log,
+        shared_port: bool = False,
     ) -> None:
         scheme = url.split("://", 1)[0].lower()
         if scheme in ("grpc", "grpcs"):
@@ -281,9 +283,10 @@ class MetadataStoreServer:
             _check_tls(tls_cert, tls_key)
         self.url, self.host = url, host
         self._stores = _Stores(url, upgrade, log)
-        # Without SO_REUSEPORT a second server on a taken port fails instead of sharing it silently.
+        # Without SO_REUSEPORT a second server on a taken port fails instead of sharing it silently;
+        # the processes of a ServerGroup share theirs on purpose.
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlmd"),
-                                   options=[("grpc.so_reuseport", 0), *options])
+                                   options=[("grpc.so_reuseport", int(shared_port)), *options])
         handlers = {method.name: _handler(method.name, self._stores) for method in _SERVICE.methods}
         self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)])
         self._health = health.HealthServicer()

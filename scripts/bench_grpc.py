@@ -17,8 +17,9 @@ For each backend (a SQLite file, and a MariaDB/MySQL database when one is given)
    * **serve**: ``mlmd-cache serve --db db_url`` runs as a subprocess and every process connects
      to it with ``connect("grpc://...")`` (the stock MLMD gRPC client);
 
-3. repeats both measurements ``--repeat`` times, interleaved (the server stays up), and prints the
-   median lookups/s of each and the ratio serve / embedded.
+3. repeats the measurements ``--repeat`` times, interleaved (the servers stay up), and prints the
+   median lookups/s of each and the ratio serve / embedded. ``--server-processes 1,2`` also
+   measures, on MariaDB, ``serve --processes 2`` (processes sharing the port).
 
 The store is reused by later runs (SQLite: ``--dir``, default ``.bench/grpc/``, which git ignores;
 MariaDB: database ``mlmd_test_bench_grpc_<runs>`` of ``$MLMD_TEST_MYSQL_URL``, or ``--mysql URL``);
@@ -31,6 +32,7 @@ it is only read during the measurements. Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import re
@@ -160,9 +162,10 @@ def measure(url: str, processes: int, duration: float, runs: int) -> float:
 class Serving:
     """``mlmd-cache serve --db URL --port 0`` as a subprocess; ``url`` is its grpc:// address."""
 
-    def __init__(self, db_url: str, workers: int) -> None:
+    def __init__(self, db_url: str, workers: int, processes: int = 1) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "mlmd_cache", "serve", "--db", db_url, "--port", "0", "--workers", str(workers)],
+            [sys.executable, "-m", "mlmd_cache", "serve", "--db", db_url, "--port", "0", "--workers", str(workers),
+             "--processes", str(processes)],
             stderr=subprocess.PIPE, text=True, cwd=REPO)
         line = self.process.stderr.readline()
         match = _STARTED.search(line)
@@ -196,6 +199,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="measurements of each kind, interleaved; the median is reported (default 3)")
     parser.add_argument("--runs", type=int, default=200, help="pipeline runs in the store (default 200)")
     parser.add_argument("--workers", type=int, default=8, help="serve's worker threads (default 8)")
+    parser.add_argument("--server-processes", default="1", metavar="N,...",
+                        help="serve's processes (--processes), each measured on MariaDB (default 1; "
+                             "SQLite is always served by one)")
     parser.add_argument("--backends", default="sqlite,mysql", help="comma-separated: sqlite, mysql (default both)")
     parser.add_argument("--dir", type=Path, default=REPO / ".bench" / "grpc", help="where the SQLite store lives")
     parser.add_argument("--mysql", metavar="URL",
@@ -218,23 +224,28 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     print(f"cache lookups, {args.processes} client processes, median of {args.repeat} x {args.duration:g} s, "
           f"{os.cpu_count()} CPUs; serve with {args.workers} workers", flush=True)
+    server_processes = [int(n) for n in args.server_processes.split(",")]
     rows = []
     for backend, db_url in stores.items():
         print(f"{backend}:", flush=True)
         build(db_url, args.runs)
-        samples: dict[str, list[float]] = {"embedded": [], "serve": []}
-        with Serving(db_url, args.workers) as server:
-            for _ in range(args.repeat):  # interleaved, so that a change of load hits both alike
-                for mode, url in (("embedded", db_url), ("serve", server.url)):
+        counts = [1] if backend == "sqlite" else server_processes
+        samples: dict[str, list[float]] = {"embedded": [], **{f"serve x{n}": [] for n in counts}}
+        with contextlib.ExitStack() as servers:
+            urls = {"embedded": db_url}
+            urls.update({f"serve x{n}": servers.enter_context(Serving(db_url, args.workers, n)).url for n in counts})
+            for _ in range(args.repeat):  # interleaved, so that a change of load hits all alike
+                for mode, url in urls.items():
                     samples[mode].append(measure(url, args.processes, args.duration, args.runs))
-                    print(f"  {mode + ':':9} {samples[mode][-1]:8.0f} lookups/s", flush=True)
-        rows.append((backend, statistics.median(samples["embedded"]), statistics.median(samples["serve"])))
+                    print(f"  {mode + ':':11} {samples[mode][-1]:8.0f} lookups/s", flush=True)
+        embedded = statistics.median(samples["embedded"])
+        rows += [(backend, n, embedded, statistics.median(samples[f"serve x{n}"])) for n in counts]
 
     print()
-    print("| backend | embedded lookups/s | serve lookups/s | serve / embedded |")
-    print("| --- | ---: | ---: | ---: |")
-    for backend, embedded, served in rows:
-        print(f"| {backend} | {embedded:.0f} | {served:.0f} | {served / embedded:.2f} |")
+    print("| backend | serve processes | embedded lookups/s | serve lookups/s | serve / embedded |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for backend, n, embedded, served in rows:
+        print(f"| {backend} | {n} | {embedded:.0f} | {served:.0f} | {served / embedded:.2f} |")
 
 
 if __name__ == "__main__":

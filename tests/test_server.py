@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import os
 import json
 import re
 import signal
@@ -426,6 +427,95 @@ def test_concurrent_clients(db_url):
     assert len(direct.get_executions()) == CLIENTS * ROUNDS
     assert len(direct.get_artifacts()) == 2 * CLIENTS * ROUNDS
     assert len(direct.get_events_by_execution_ids(executions)) == 2 * CLIENTS * ROUNDS
+
+
+# ---------------------------------------------------------------- several server processes
+
+
+def server_processes(parent: int) -> list[int]:
+    """The process IDs whose parent is ``parent``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def established_connections(pid: int, port: int) -> int:
+    """How many TCP connections to local ``port`` the process ``pid`` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+    return count
+
+
+@pytest.mark.parametrize("backend", ["mysql", "postgresql"])
+def test_processes_share_the_port_and_stop_together(backend, tmp_path):
+    with new_database(backend, tmp_path) as db_url:
+        with started("--db", db_url, "--port", "0", "--processes", "2") as (process, line):
+            assert line.rstrip().endswith("(2 processes, 8 workers each)") and "***" in line
+            address = re.search(r"grpc://(\S+):(\d+)", line)
+            url, port = f"grpc://{address[1]}:{address[2]}", int(address[2])
+            children = server_processes(process.pid)
+            assert len(children) == 2
+            ids = make_types(stock_client(url))
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                results = list(pool.map(lambda n: run_client(url, n, ids), range(CLIENTS)))
+            # the kernel spreads connections over the processes: of 24 connections, both get some
+            # (channels of one process share a connection unless each has its own subchannel pool)
+            channels = [grpc.insecure_channel(f"{address[1]}:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+                        for _ in range(24)]
+            request = service_pb2.GetArtifactTypesRequest().SerializeToString()
+            for channel in channels:
+                answer = service_pb2.GetArtifactTypesResponse.FromString(
+                    channel.unary_unary(f"/{SERVICE_NAME}/GetArtifactTypes")(request, timeout=10))
+                assert [t.name for t in answer.artifact_types] == ["system.Model"]
+            assert all(established_connections(child, port) > 0 for child in children)
+            for channel in channels:
+                channel.close()
+            code, rest = stop(process)
+        assert code == 0 and rest.splitlines()[-1] == "mlmd-cache serve: stopped", rest
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        direct = connect(db_url)
+        assert len(direct.get_executions()) == CLIENTS * ROUNDS == len({e for r in results for e in r})
+
+
+def test_a_process_that_dies_stops_the_group(tmp_path):
+    with new_database("mysql", tmp_path) as db_url:
+        with started("--db", db_url, "--port", "0", "--processes", "2") as (process, _):
+            first, second = server_processes(process.pid)
+            os.kill(first, signal.SIGKILL)
+            watchdog = threading.Timer(30, process.kill)
+            watchdog.start()
+            rest = process.stderr.read()
+            watchdog.cancel()
+            assert process.wait() == 1
+        assert "mlmd-cache serve: process 1 exited (code -9): stopping the others" in rest
+        assert not Path(f"/proc/{second}").exists() or Path(f"/proc/{second}/stat").read_text().split()[2] == "Z"
+
+
+def test_processes_need_a_database_server(tmp_path):
+    done = subprocess.run(serve_command("--db", f"sqlite:///{tmp_path / 'm.sqlite'}", "--processes", "2"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == ("Error: several server processes need MySQL or PostgreSQL: "
+                           "SQLite lets one writer in at a time\n")
 
 
 @pytest.mark.parametrize("backend", ["mysql", "postgresql"])
