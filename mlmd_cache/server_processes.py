@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from .connection import connect, connection_config, redact_url
 from .errors import InvalidArgumentError
@@ -168,7 +168,3 @@ class ServerGroup:
                     failed = True
                     self.stop()
         return 1 if failed or any(child.returncode != 0 for child in self._children) else 0
-
-    def running(self) -> Sequence[int]:
-        """The process IDs of the server processes still running."""
-        return [child.pid for child in self._children if child.poll() is None]
