@@ -73,6 +73,16 @@ class ServerStartError(MlmdCacheError):
     """The server could not start: the port is taken, a TLS file is unusable, ..."""
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def client_address(host: str, port: int, tls: bool) -> str:
+    """The ``grpc://`` (``grpcs://`` with TLS) URL a client reaches a server on ``host:port`` by."""
+    return f"{'grpcs' if tls else 'grpc'}://{host_port(host, port)}"
+
+
 def _log(message: str) -> None:
     print(f"mlmd-cache serve: {message}", file=sys.stderr, flush=True)
 
@@ -295,7 +305,7 @@ class MetadataStoreServer:
         self.tls = tls_cert is not None
 
     def _bind(self, host: str, port: int, tls_cert: Optional[bytes], tls_key: Optional[bytes]) -> int:
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        address = host_port(host, port)
         # gRPC logs why a bind failed (on stderr, from C++) and raises or returns 0 without the reason.
         with mlmd_stderr_captured() as stderr:
             try:
@@ -316,8 +326,7 @@ class MetadataStoreServer:
     @property
     def address(self) -> str:
         """``grpc://host:port`` (``grpcs://`` with TLS), as a client reaches it."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'grpcs' if self.tls else 'grpc'}://{host}:{self.port}"
+        return client_address(self.host, self.port, self.tls)
 
     @property
     def backend(self) -> str:

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 from .connection import connect, connection_config, redact_url
 from .errors import InvalidArgumentError
-from .server import ServerStartError, _log
+from .server import ServerStartError, _log, client_address, host_port
 
 __all__ = ["ServerGroup"]
 
@@ -50,8 +50,7 @@ def _free_port(host: str, port: int) -> int:
         try:
             probe.bind((host, port))
         except OSError as error:
-            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            raise ServerStartError(f"cannot listen on {address}: {error.strerror or error}") from None
+            raise ServerStartError(f"cannot listen on {host_port(host, port)}: {error.strerror or error}") from None
         return probe.getsockname()[1]
 
 
@@ -95,8 +94,8 @@ class ServerGroup:
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'grpcs' if self.tls else 'grpc'}://{host}:{self.port}"
+        """``grpc://host:port`` (``grpcs://`` with TLS), as a client reaches the group."""
+        return client_address(self.host, self.port, self.tls)
 
     @property
     def backend(self) -> str:
