@@ -225,59 +225,33 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
             raise click.UsageError("give either --db or the --mysql_config_* flags, not both")
         db_url = mysql_url(mysql_config_host, mysql_config_port, mysql_config_database, mysql_config_user,
                            mysql_config_password)
-    if processes > 1:
-        _serve_processes(db_url or default_store_url(), processes, host, port, workers, enable_database_upgrade,
-                         tls_cert, tls_key, grpc_channel_arguments)
-        return
+    url = db_url or default_store_url()
     try:
-        server = MetadataStoreServer(db_url or default_store_url(), host=host, port=port, workers=workers,
-                                     upgrade=enable_database_upgrade, tls_cert=_read_file(tls_cert, "--tls-cert"),
-                                     tls_key=_read_file(tls_key, "--tls-key"),
-                                     options=_channel_arguments(grpc_channel_arguments), shared_port=shared_port)
-    except KeyboardInterrupt:  # Ctrl-C while the database is being opened
+        if processes > 1:
+            from .server_processes import ServerGroup
+
+            for path, option in ((tls_cert, "--tls-cert"), (tls_key, "--tls-key")):
+                _read_file(path, option)  # a missing file is a usage error here, before any process starts
+            _channel_arguments(grpc_channel_arguments)
+            server = ServerGroup(url, processes=processes, host=host, port=port, workers=workers,
+                                 upgrade=enable_database_upgrade, tls_cert=tls_cert, tls_key=tls_key,
+                                 channel_arguments=grpc_channel_arguments)
+            shape = f"{processes} processes, {workers} workers each"
+        else:
+            server = MetadataStoreServer(url, host=host, port=port, workers=workers, upgrade=enable_database_upgrade,
+                                         tls_cert=_read_file(tls_cert, "--tls-cert"),
+                                         tls_key=_read_file(tls_key, "--tls-key"),
+                                         options=_channel_arguments(grpc_channel_arguments), shared_port=shared_port)
+            shape = f"{workers} workers"
+        server.start()
+    except KeyboardInterrupt:  # Ctrl-C while the database is being opened or the processes start
         click.echo("mlmd-cache serve: interrupted", err=True)
         sys.exit(130)
-    server.start()
     stop_on_signals(server)  # before the line that tells the address: a signal from then on is graceful
-    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {server.address} over {server.backend} ({workers} workers)",
-               err=True)
-    server.wait()
+    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {server.address} over {server.backend} ({shape})", err=True)
+    code = server.wait()  # a server group's exit code; None for one server
     click.echo("mlmd-cache serve: stopped", err=True)
-
-
-def _serve_processes(url: str, processes: int, host: str, port: int, workers: int, upgrade: bool,
-                     tls_cert: Optional[str], tls_key: Optional[str], channel_arguments: Optional[str]) -> None:
-    import signal
-
-    from .server import SERVICE_NAME
-    from .server_processes import ServerGroup
-
-    for path, option in ((tls_cert, "--tls-cert"), (tls_key, "--tls-key")):
-        _read_file(path, option)  # a missing file is a usage error here, before any process starts
-    _channel_arguments(channel_arguments)
-    try:
-        group = ServerGroup(url, processes=processes, host=host, port=port, workers=workers, upgrade=upgrade,
-                            tls_cert=tls_cert, tls_key=tls_key, channel_arguments=channel_arguments)
-        group.start()
-    except KeyboardInterrupt:
-        click.echo("mlmd-cache serve: interrupted", err=True)
-        sys.exit(130)
-    received: list[int] = []
-
-    def handle(signum: int, frame: object) -> None:
-        received.append(signum)
-        name = signal.Signals(signum).name
-        click.echo(f"mlmd-cache serve: {name}: stopping "
-                   f"{'(calls in flight may finish within 10 s)' if len(received) == 1 else 'now'}", err=True)
-        group.stop()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handle)
-    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {group.address} over {group.backend} "
-               f"({processes} processes, {workers} workers each)", err=True)
-    code = group.wait()
-    click.echo("mlmd-cache serve: stopped", err=True)
-    sys.exit(code)
+    sys.exit(code or 0)
 
 
 _STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN"}

@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 from concurrent import futures
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -59,6 +59,9 @@ __all__ = ["IDLE_CHECK_SECONDS", "MetadataStoreServer", "SERVICE_NAME", "ServerS
 SERVICE_NAME = "ml_metadata.MetadataStoreService"
 IDLE_CHECK_SECONDS = 1.0
 """A worker's database connection idle for longer is checked before it serves the next call."""
+
+if TYPE_CHECKING:
+    from .server_processes import ServerGroup
 
 _SERVICE = metadata_store_service_pb2.DESCRIPTOR.services_by_name["MetadataStoreService"]
 _VALUE = metadata_store_pb2.Value.DESCRIPTOR
@@ -353,7 +356,8 @@ class MetadataStoreServer:
         self._server.wait_for_termination()
 
 
-def stop_on_signals(server: MetadataStoreServer, grace: float = 10.0, log: Callable[[str], None] = _log) -> None:
+def stop_on_signals(server: MetadataStoreServer | ServerGroup, grace: float = 10.0,
+                    log: Callable[[str], None] = _log) -> None:
     """Stop ``server`` on SIGTERM and SIGINT (call from the main thread): the first signal stops
     it gracefully (calls in flight may finish within ``grace`` seconds), a second one at once."""
     received = []

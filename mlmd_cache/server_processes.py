@@ -146,9 +146,11 @@ class ServerGroup:
         child.wait()
         self._exited.set()
 
-    def stop(self) -> None:
-        """Ask every process to stop: calls in flight may finish within a server's grace period;
-        asked a second time, they are cancelled (as a server's second signal does)."""
+    def stop_async(self, grace: Optional[float] = 10.0) -> None:
+        """Ask every process to stop, as :meth:`MetadataStoreServer.stop_async` stops one server
+        (so :func:`~mlmd_cache.server.stop_on_signals` serves both): each process is signalled, and
+        its calls in flight may finish within its grace period (10 s); asked again (``grace=None``
+        from a second signal), the processes are signalled again and cancel them."""
         self._stopping = True
         for child in self._children:
             if child.poll() is None:
@@ -165,5 +167,5 @@ class ServerGroup:
                 if child.poll() is not None and not self._stopping:
                     self._log(f"process {number} exited (code {child.returncode}): stopping the others")
                     failed = True
-                    self.stop()
+                    self.stop_async()
         return 1 if failed or any(child.returncode != 0 for child in self._children) else 0
