@@ -313,16 +313,13 @@ def run_names(store: metadata_store.MetadataStore) -> list[str]:
 def load_run(store: metadata_store.MetadataStore, run: str) -> nx.MultiDiGraph:
     """A whole run: its executions, every artifact they read or wrote (including artifacts of
     earlier runs that it consumed or reused), and the events between them."""
-    context = run_context(store, run)
     types = _Types(store)
-    executions = store.get_executions_by_context(context.id)
+    [(context, pipeline, executions)] = _executions_by_run(store, types, [run_context(store, run)])
     events = store.get_events_by_execution_ids([e.id for e in executions]) if executions else []
     artifact_ids = sorted({event.artifact_id for event in events})
     artifacts = [a for batch in _batches(artifact_ids) for a in store.get_artifacts_by_id(batch)]
     # the producers of consumed artifacts from other runs are not loaded: the artifacts' runs come
     # from their attributions instead
-    parents = store.get_parent_contexts_by_context(context.id)
-    pipeline = parents[0].name if parents else None
     graph = _fill(store, nx.MultiDiGraph(), types, executions, artifacts, events,
                   {e.id: context.name for e in executions}, {e.id: pipeline for e in executions})
     _boundary_artifact_runs(store, graph, types.context_type_id(records.RUN_CONTEXT_TYPE))
