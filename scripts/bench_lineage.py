@@ -54,13 +54,7 @@ def bulk_executions(nodes: int) -> int:
 
 
 def parse_nodes(text: str) -> list[int]:
-    try:
-        sizes = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of node counts: {text!r}") from None
-    if not sizes or sizes[0] < 1000:
-        raise argparse.ArgumentTypeError("stores must have at least 1000 nodes")
-    return sizes
+    return bench_lookup.parse_counts(text, 1000, "node counts", "stores must have at least 1000 nodes")
 
 
 def open_store(directory: Path, nodes: int):

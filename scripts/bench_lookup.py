@@ -851,14 +851,20 @@ def print_targets(results: list[KeyResult]) -> bool:
 
 # -- main -----------------------------------------------------------------------------------------
 
-def parse_sizes(text: str) -> list[int]:
+def parse_counts(text: str, minimum: int, what: str, too_small: str) -> list[int]:
+    """``10000,1_000_000`` as sorted distinct numbers, each at least ``minimum`` (argparse errors
+    naming ``what`` the list is, and saying ``too_small`` of a number below the minimum)."""
     try:
-        sizes = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
+        counts = sorted({int(part.replace("_", "")) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of sizes: {text!r}") from None
-    if not sizes or sizes[0] < TASKS_PER_RUN * PIPELINES:
-        raise argparse.ArgumentTypeError(f"sizes must be at least {TASKS_PER_RUN * PIPELINES}")
-    return sizes
+        raise argparse.ArgumentTypeError(f"not a list of {what}: {text!r}") from None
+    if not counts or counts[0] < minimum:
+        raise argparse.ArgumentTypeError(too_small)
+    return counts
+
+
+def parse_sizes(text: str) -> list[int]:
+    return parse_counts(text, TASKS_PER_RUN * PIPELINES, "sizes", f"sizes must be at least {TASKS_PER_RUN * PIPELINES}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
