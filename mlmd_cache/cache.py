@@ -455,6 +455,20 @@ class ExecutionCache:
         self.store.put_executions([execution])
         return replace(started, execution=execution)
 
+    def restart(self, failed: TaskExecution) -> TaskExecution:
+        """Mark a FAILED execution RUNNING again for another attempt of its task (``set_retry``): as
+        KFP does, every attempt reuses the task's one execution."""
+        found = self.store.get_executions_by_id([failed.id])
+        if not found:
+            raise NotFoundError(f"execution {failed.id} does not exist")
+        execution = found[0]
+        if execution.last_known_state != mlmd.Execution.FAILED:
+            state = mlmd.Execution.State.Name(execution.last_known_state)
+            raise ExecutionStateError(f"execution {failed.id} is {state}, not FAILED")
+        execution.last_known_state = mlmd.Execution.RUNNING
+        self.store.put_executions([execution])
+        return replace(failed, execution=execution)
+
     # -- stores written by KFP itself ----------------------------------------------------------------
 
     def pipeline_names(self) -> list[str]:

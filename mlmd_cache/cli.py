@@ -254,7 +254,15 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     sys.exit(code or 0)
 
 
-_STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN"}
+_STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN",
+                "SKIPPED": "SKIPPED"}
+
+
+def _state_word(task) -> str:
+    """A DAG, loop or iteration that completed is DONE: it executes nothing itself."""
+    if task.state == "COMPLETE" and task.kind in ("dag", "loop", "iteration"):
+        return "DONE"
+    return _STATE_WORDS[task.state]
 
 
 @main.command()
@@ -290,10 +298,12 @@ def _task_line(task) -> str:
     execution = f"execution {task.execution_id}" if task.execution_id else "no execution"
     if task.cached_execution_id:
         execution += f" (from {task.cached_execution_id})"
-    line = f"{task.name:<24} {_STATE_WORDS[task.state]:<8} {task.duration:7.2f}s  {execution}"
+    if task.attempts > 1:
+        execution += f", {task.attempts} attempts"
+    line = f"{task.name:<24} {_state_word(task):<8} {task.duration:7.2f}s  {execution}"
     if task.state == "FAILED" and task.error:
         line += "\n" + "\n".join(f"    | {text}" for text in task.error.splitlines())
-    elif task.state == "NOT_RUN" and task.error:
+    elif task.state in ("NOT_RUN", "SKIPPED") and task.error:
         line += f"  ({task.error})"
     return line
 
@@ -320,24 +330,30 @@ class _LiveProgress:
 @db_option
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A pipeline parameter, parsed by its declared type (repeatable).")
+@click.option("--artifact", "artifacts", multiple=True, metavar="NAME=ID|URI",
+              help="A pipeline input artifact: an MLMD artifact ID, or a URI imported as dsl.importer does (repeatable).")
 @click.option("--disable-cache", is_flag=True, help="Run-level enable_caching=False: every task executes.")
+@click.option("--parallelism", type=click.IntRange(min=1), metavar="N",
+              help="At most N task processes at once (default: the machine's cores).")
 @click.option("--run-name", metavar="NAME", help="The run (system.PipelineRun context). Default: PIPELINE-timestamp.")
 @click.option("--pipeline-root", metavar="DIR",
               help="Where task outputs go. Default: pipeline-root/ beside the SQLite store.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (progress lines go to stderr).")
 @_reports_errors
-def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], disable_cache: bool,
-                 run_name: Optional[str], pipeline_root: Optional[str], as_json: bool) -> None:
+def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
+                 disable_cache: bool, parallelism: Optional[int], run_name: Optional[str],
+                 pipeline_root: Optional[str], as_json: bool) -> None:
     """Run a compiled KFP v2 pipeline locally with KFP's step caching, recording it in MLMD.
 
-    Tasks run in dependency order as local subprocesses (lightweight Python components and
-    container components whose command exists here; images are not pulled). A task whose cache
-    key has a valid earlier execution is not run: its outputs are reused. Exit code 1 when a
-    task fails (its descendants are NOT_RUN), 2 for an unusable pipeline or parameter.
+    Every ready task runs at once (up to --parallelism) as a local subprocess: lightweight Python
+    components and container components whose command exists here (images are not pulled).
+    Conditions, loops, exit handlers, OneOf, Collected and retries run as on KFP. A task whose
+    cache key has a valid earlier execution is not run: its outputs are reused. Exit code 1 when
+    a task fails (its descendants are NOT_RUN), 2 for an unusable pipeline or parameter.
     """
     import signal
 
-    from .pipeline_spec import load_pipeline, parse_assignments
+    from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
     from .runner import default_pipeline_root, run_pipeline as run
 
     def interrupt(signum: int, frame: Any) -> None:  # SIGTERM stops a run as Ctrl-C does
@@ -347,11 +363,13 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     try:
         pipeline = load_pipeline(pipeline_file)
         arguments = pipeline.parse_parameters(parse_assignments(params))
+        input_artifacts = parse_artifact_references(artifacts)
         root = pipeline_root or default_pipeline_root(db_url)
         cache = ExecutionCache(connect(db_url))
         progress = _LiveProgress(enabled=sys.stderr.isatty())
-        report = run(cache, pipeline, arguments, run_name=run_name, pipeline_root=root,
-                     enable_caching=False if disable_cache else None, on_start=progress.started,
+        report = run(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name, pipeline_root=root,
+                     enable_caching=False if disable_cache else None, parallelism=parallelism,
+                     on_start=progress.started,
                      on_task=lambda task: progress.finished(_task_line(task), err=as_json))
     except KeyboardInterrupt:
         click.echo("run-pipeline: interrupted; the running task's execution and the run are marked FAILED", err=True)
@@ -363,7 +381,9 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     else:
         counts = {}
         for task in report.tasks.values():
-            counts[_STATE_WORDS[task.state]] = counts.get(_STATE_WORDS[task.state], 0) + 1
+            if task.kind in ("dag", "loop", "iteration"):
+                continue  # the summary counts tasks
+            counts[_state_word(task)] = counts.get(_state_word(task), 0) + 1
         summary = ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
         click.echo(f"run {report.run} of pipeline {report.pipeline}: {summary}")
     if not report.succeeded:

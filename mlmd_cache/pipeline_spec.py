@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import yaml
 from google.protobuf import json_format
@@ -55,8 +55,6 @@ class CompiledPipeline:
                    if name not in values and not spec.is_optional and not spec.HasField("default_value")]
         if missing:
             raise PipelineSpecError(f"pipeline {self.name!r} needs parameter {sorted(missing)[0]!r} (--param NAME=VALUE)")
-        if self.spec.root.input_definitions.artifacts:
-            raise UnsupportedPipelineError(f"pipeline {self.name!r} takes input artifacts: not supported")
         return values
 
 
@@ -104,40 +102,23 @@ def _check_supported(pipeline: CompiledPipeline) -> None:
         raise UnsupportedPipelineError(f"pipeline {pipeline.name!r}, task {task!r}: {feature} is not supported "
                                        "by run-pipeline")
 
-    dags = [pipeline.spec.root.dag] + [component.dag for _, _, component in iter_tasks(pipeline)
-                                       if component.WhichOneof("implementation") == "dag"]
-    for dag in dags:
-        for name, selector in dag.outputs.parameters.items():
-            if selector.WhichOneof("kind") == "value_from_oneof":
-                refuse(name, "dsl.OneOf")
     for path, task, component in iter_tasks(pipeline):
-        if task.trigger_policy.condition:
-            refuse(path, "dsl.If/dsl.Elif/dsl.Else (dsl.Condition)")
-        if task.WhichOneof("iterator"):
-            refuse(path, "dsl.ParallelFor")
-        if (task.trigger_policy.strategy == pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.ALL_UPSTREAM_TASKS_COMPLETED
-                or any(spec.HasField("task_final_status") for spec in task.inputs.parameters.values())):
-            refuse(path, "dsl.ExitHandler (a task that runs after failures)")
-        if task.retry_policy.max_retry_count:
-            refuse(path, "set_retry")
-        for name, spec in task.inputs.parameters.items():
-            if spec.parameter_expression_selector:
-                refuse(path, f"a parameter expression selector on input {name!r}")
+        if task.WhichOneof("iterator") == "artifact_iterator":
+            refuse(path, "a dsl.ParallelFor over artifacts")
         if component.WhichOneof("implementation") == "dag":
-            if path.rsplit("/", 1)[-1].startswith("exit-handler-"):
-                refuse(path, "dsl.ExitHandler")
-            continue  # a nested pipeline: its tasks are checked in turn
+            continue  # a nested pipeline, condition, loop or exit handler: its tasks are checked in turn
         executor = pipeline.executors.get(component.executor_label)
         if executor is None:
             raise PipelineSpecError(f"task {path!r}: no executor {component.executor_label!r}")
         if executor.WhichOneof("spec") not in ("container", "importer"):
             refuse(path, f"an executor of kind {executor.WhichOneof('spec')!r}")
+        if executor.WhichOneof("spec") == "container" and not executor.container.command \
+                and not executor.container.args:
+            refuse(path, f"a container with no command or args (image {executor.container.image!r}: its "
+                         "entrypoint is not known on the host)")
         for artifact in component.output_definitions.artifacts.values():
             if artifact.is_artifact_list:
                 refuse(path, "a list of output artifacts")
-        for artifact in component.input_definitions.artifacts.values():
-            if artifact.is_artifact_list:
-                refuse(path, "a list of input artifacts (dsl.Collected)")
 
 
 def _parse_value(name: str, text: str, parameter_type: int) -> Any:
@@ -180,14 +161,28 @@ def _parse_value(name: str, text: str, parameter_type: int) -> Any:
     raise PipelineSpecError(f"parameter {name!r}: type {type_name} is not supported")
 
 
-def parse_assignments(items: Sequence[str]) -> dict[str, str]:
+def parse_assignments(items: Sequence[str], option: str = "--param") -> dict[str, str]:
     """``NAME=VALUE`` strings as a dict; a malformed item or a repeated name is an error."""
     result: dict[str, str] = {}
     for item in items:
         name, equals, value = item.partition("=")
         if not name or not equals:
-            raise PipelineSpecError(f"--param {item!r}: expected NAME=VALUE")
+            raise PipelineSpecError(f"{option} {item!r}: expected NAME=VALUE")
         if name in result:
-            raise PipelineSpecError(f"--param {name!r} given twice")
+            raise PipelineSpecError(f"{option} {name!r} given twice")
         result[name] = value
     return result
+
+
+def parse_artifact_references(items: Sequence[str]) -> dict[str, Union[int, str]]:
+    """``--artifact NAME=ID`` (an MLMD artifact ID: digits) or ``NAME=URI`` (anything else).
+
+    >>> parse_artifact_references(["data=12", "model=gs://bucket/model"])
+    {'data': 12, 'model': 'gs://bucket/model'}
+    """
+    references: dict[str, Union[int, str]] = {}
+    for name, value in parse_assignments(items, "--artifact").items():
+        if not value:
+            raise PipelineSpecError(f"--artifact {name}=: expected an MLMD artifact ID or a URI")
+        references[name] = int(value) if value.isascii() and value.isdigit() else value
+    return references

@@ -1,0 +1,135 @@
+"""Run a compiled KFP v2 pipeline locally, with KFP's control flow, caching and MLMD records.
+
+Every construct kfp 2.13 compiles runs: nested pipelines, ``dsl.importer``, ``dsl.If``/``Elif``/
+``Else``, ``dsl.ParallelFor`` (nested, with ``parallelism``), ``dsl.Collected``, ``dsl.OneOf``,
+``dsl.ExitHandler`` with ``dsl.PipelineTaskFinalStatus``, ``ignore_upstream_failure()``,
+``set_retry`` and pipeline-level input artifacts. Tasks run as local subprocesses, every ready task
+at once up to ``parallelism``: lightweight Python components, and container components whose
+command exists on this host (the image is recorded, never pulled). Each container task goes
+through :class:`~mlmd_cache.cache.ExecutionCache` with the cache key KFP's driver builds: a hit
+never starts the process and hands the source's very artifacts to downstream tasks.
+
+Where each part lives:
+
+- :mod:`.scheduler`: the event loop: readiness, parallelism, failures, retries, Ctrl-C;
+- :mod:`.inputs` and :mod:`.scope`: resolving a task's inputs in its DAG;
+- :mod:`.expressions`: CEL conditions and parameter selectors;
+- :mod:`.dags`: DAG, loop and iteration executions, DAG outputs, ``dsl.OneOf``, ``dsl.Collected``;
+- :mod:`.containers`: a container task's cache key, executor input, command, process and outputs;
+- :mod:`.importers`: ``dsl.importer`` and pipeline input artifacts;
+- :mod:`.values`: parameter values and run-time placeholders; :mod:`.shims`: the task's ``PATH``;
+- :mod:`.reports`: what a run reports.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+from kfp.local import executor_input_utils
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from ..cache import ExecutionCache
+from ..connection import connection_config, default_store_path, default_store_url
+from ..errors import InvalidArgumentError
+from ..pipeline_spec import CompiledPipeline, UnsupportedPipelineError, iter_tasks
+from .importers import pipeline_input_artifacts, write_input_artifacts
+from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, RunReport, TaskReport
+from .scheduler import Scheduler
+from .shims import task_environment
+from .values import RunPlaceholders, coerce, from_protobuf
+
+__all__ = ["run_pipeline", "RunReport", "TaskReport", "default_pipeline_root",
+           "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED"]
+
+
+def default_pipeline_root(db_url: Optional[str]) -> Path:
+    """Beside the store: ``<directory of the SQLite file>/pipeline-root``; for a server store, beside
+    the embedded default store."""
+    config = connection_config(db_url or default_store_url())
+    if isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite") \
+            and config.sqlite.filename_uri != ":memory:":
+        return Path(config.sqlite.filename_uri).parent / "pipeline-root"
+    return default_store_path().parent / "pipeline-root"
+
+
+def _check_commands(pipeline: CompiledPipeline, path: str) -> None:
+    """Every task's program must exist on this host (the image is recorded, not pulled)."""
+    for name, task, component in iter_tasks(pipeline):
+        if component.WhichOneof("implementation") == "dag":
+            continue
+        if pipeline.executors[component.executor_label].WhichOneof("spec") != "container":
+            continue
+        container = pipeline.executors[component.executor_label].container
+        program = (list(container.command) or list(container.args) or [""])[0]
+        if not program or "{{" in program:
+            continue
+        if shutil.which(program, path=path) is None:
+            raise UnsupportedPipelineError(
+                f"pipeline {pipeline.name!r}, task {name!r}: command {program!r} does not exist on this host "
+                f"(image {container.image!r} is not pulled: run-pipeline runs commands on the host)")
+
+
+def run_pipeline(
+    cache: ExecutionCache,
+    pipeline: CompiledPipeline,
+    parameters: Optional[Mapping[str, Any]] = None,
+    *,
+    artifacts: Optional[Mapping[str, Union[int, str]]] = None,
+    run_name: Optional[str] = None,
+    pipeline_root: Optional[os.PathLike] = None,
+    enable_caching: Optional[bool] = None,
+    parallelism: Optional[int] = None,
+    on_task: Optional[Callable[[TaskReport], None]] = None,
+    on_start: Optional[Callable[[str], None]] = None,
+) -> RunReport:
+    """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
+    (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
+
+    ``artifacts`` are the pipeline's input artifacts: an MLMD artifact ID, or a URI imported as
+    ``dsl.importer`` imports it. ``run_name`` (default: the pipeline's name and the time) must be
+    new in the store: a run is not resumed, and an existing name is an
+    :class:`InvalidArgumentError` before anything is written. ``enable_caching=False`` is KFP's
+    run-level switch (every task misses and re-executes); ``None`` lets each task's
+    ``cachingOptions`` decide. At most ``parallelism`` task processes run at once (default: the
+    machine's cores), and a loop's own ``parallelism`` holds too. ``on_start`` is called with a
+    task's path as its process starts or its cache lookup begins, ``on_task`` with each report as
+    it ends (see :class:`TaskReport` for paths). Task outputs go under
+    ``pipeline_root/<run>/<task path>/<execution id>/`` (default: beside the store, see
+    :func:`default_pipeline_root`), with the task's ``stdout.log`` and ``stderr.log``.
+
+    A failing task does not raise: its report is FAILED, its descendants NOT_RUN, independent
+    tasks still run. On Ctrl-C every running task's process group is stopped, their executions
+    and every open DAG execution are marked FAILED, and ``KeyboardInterrupt`` propagates.
+    """
+    if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
+                                    or parallelism < 1):
+        raise InvalidArgumentError(f"parallelism must be a whole number of at least 1, not {parallelism!r}")
+    root_spec = pipeline.spec.root
+    given = dict(parameters or {})
+    unknown = set(given) - set(root_spec.input_definitions.parameters)
+    if unknown:
+        pipeline.parse_parameters({name: "" for name in unknown})  # raises the one error message
+    arguments = {name: coerce(value, root_spec.input_definitions.parameters[name].parameter_type)
+                 for name, value in given.items()}
+    for name, spec in root_spec.input_definitions.parameters.items():
+        if name not in arguments and spec.HasField("default_value"):
+            arguments[name] = coerce(from_protobuf(spec.default_value), spec.parameter_type)
+    input_artifacts = pipeline_input_artifacts(cache, root_spec, dict(artifacts or {}), pipeline.name)
+    run_name = run_name or executor_input_utils.get_local_pipeline_resource_name(pipeline.name)
+    root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()
+    with task_environment() as env:
+        _check_commands(pipeline, env["PATH"])
+        run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root),
+                                 exist_ok=False)
+        created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        placeholders = RunPlaceholders(job_name=run_name, job_id=run_name, pipeline_root=str(root),
+                                       create_time=created)
+        scheduler = Scheduler(cache, pipeline, run, root, env, parallelism or os.cpu_count() or 1, placeholders,
+                              on_task, on_start)
+        root_artifacts = write_input_artifacts(cache, input_artifacts, root_spec)
+        execution, _, _ = scheduler.run_root(arguments, root_artifacts)
+    return RunReport(run_name, pipeline.name, execution.id, scheduler.reports)
+

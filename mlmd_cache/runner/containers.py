@@ -1,0 +1,206 @@
+"""Container tasks: the cache key KFP's driver builds, the executor input, the command line with
+its placeholders resolved, the task's process, and the outputs it produced.
+
+Argument, placeholder and executor-output handling use the KFP SDK's own local-execution helpers
+(``kfp.local.executor_input_utils``, ``placeholder_utils``, ``executor_output_utils``).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from google.protobuf import json_format, struct_pb2
+from kfp import dsl
+from kfp.local import executor_input_utils, executor_output_utils, placeholder_utils
+from kfp.pipeline_spec import pipeline_spec_pb2
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from .. import records
+from ..cache import Outputs, Task, TaskExecution
+from ..key import CacheKey
+from .inputs import ResolvedInputs
+from .scope import ArtifactList
+from .values import ParameterType, to_protobuf
+
+__all__ = ["cache_task", "executor_input", "command_line", "task_env", "TaskProcess", "produced_outputs",
+           "scope_outputs", "runtime_artifact", "stderr_tail"]
+
+_STDERR_TAIL_LINES = 20
+_EXECUTOR_OUTPUT_FILE = "executor_output.json"
+# Artifacts whose content is their metadata (``metrics.log_metric(...)``): a task often never writes
+# their file. The runner then leaves an empty file at the URI, so that the execution stays a valid
+# cache source (ExecutionCache refuses sources whose local output files are gone).
+_METADATA_ARTIFACTS = frozenset({"system.Metrics", "system.ClassificationMetrics",
+                                 "system.SlicedClassificationMetrics"})
+
+
+def cache_task(name: str, task_spec: pipeline_spec_pb2.PipelineTaskSpec, component: pipeline_spec_pb2.ComponentSpec,
+               container: Any, inputs: ResolvedInputs, parent_dag_id: int) -> Task:
+    """The task as the cache sees it, with the key KFP's driver builds: the container spec as
+    compiled, input artifacts by MLMD ID (every ID of a list, in order), input parameter values
+    and the output spec."""
+    output_artifacts = {}
+    for output, spec in component.output_definitions.artifacts.items():
+        # KFP's driver: the output RuntimeArtifact without URI or name: type and metadata only.
+        artifact = pipeline_spec_pb2.RuntimeArtifact(type=spec.artifact_type)
+        if spec.HasField("metadata"):
+            artifact.metadata.CopyFrom(spec.metadata)
+        output_artifacts[output] = artifact
+    parameters = executor_input(component, inputs, "").inputs.parameter_values
+    key = CacheKey.build(
+        image=container.image,
+        command=list(container.command),
+        args=list(container.args),
+        input_artifacts=inputs.artifact_ids(),
+        input_parameters={k: json_format.MessageToDict(v) for k, v in parameters.items()},
+        output_artifacts=output_artifacts,
+        output_parameters={k: ParameterType.Name(v.parameter_type)
+                           for k, v in component.output_definitions.parameters.items()},
+    )
+    options = task_spec.caching_options
+    return Task(name, key, display_name=task_spec.task_info.name or name, enable_cache=options.enable_cache,
+                cache_key=options.cache_key, component_name=task_spec.component_ref.name,
+                parent_dag_id=parent_dag_id)
+
+
+def executor_input(component: pipeline_spec_pb2.ComponentSpec, inputs: ResolvedInputs,
+                   task_root: str) -> pipeline_spec_pb2.ExecutorInput:
+    """The ExecutorInput of a task whose outputs go under ``task_root``. An optional input that
+    is not set (and has no default) is left out, as KFP's driver leaves it out."""
+    message = pipeline_spec_pb2.ExecutorInput()
+    for name, value in inputs.parameters.items():
+        message.inputs.parameter_values[name].CopyFrom(to_protobuf(value))
+    for name, artifacts in inputs.artifacts.items():
+        message.inputs.artifacts[name].artifacts.extend(artifacts)
+    for name in component.output_definitions.parameters:
+        message.outputs.parameters[name].output_file = os.path.join(task_root, name)
+    for name, spec in component.output_definitions.artifacts.items():
+        message.outputs.artifacts[name].artifacts.add(name=name, type=spec.artifact_type,
+                                                      uri=os.path.join(task_root, name), metadata=struct_pb2.Struct())
+    message.outputs.output_file = os.path.join(task_root, _EXECUTOR_OUTPUT_FILE)
+    return message
+
+
+def command_line(arguments: list[str], message: pipeline_spec_pb2.ExecutorInput,
+                 component: pipeline_spec_pb2.ComponentSpec, *, job_name: str, task_name: str, pipeline_root: str,
+                 job_id: str) -> list[str]:
+    """``arguments`` (the command and args, or an env value) with every placeholder resolved."""
+    return placeholder_utils.replace_placeholders(
+        full_command=arguments,
+        executor_input_dict=executor_input_utils.executor_input_to_dict(message, component),
+        pipeline_resource_name=job_name, task_resource_name=task_name, pipeline_root=pipeline_root,
+        unique_pipeline_id=job_id)
+
+
+def task_env(base: Mapping[str, str], container: Any, resolve: Any) -> dict[str, str]:
+    """The task's environment: the run's, plus the container's ``env`` (``set_env_variable``),
+    whose values may hold placeholders (``resolve`` turns a list of strings into resolved ones)."""
+    env = dict(base)
+    for variable in container.env:
+        resolved = resolve([variable.value]) if "{{" in variable.value else [variable.value]
+        env[variable.name] = resolved[0] if resolved else ""
+    return env
+
+
+class TaskProcess:
+    """One attempt at a task's command, run by a worker thread: its own process group, stdin
+    closed, stdout/stderr to files in the task's directory. :meth:`stop` may come from any thread."""
+
+    def __init__(self, command: list[str], env: Mapping[str, str], task_dir: Path, attempt: int) -> None:
+        self.command, self.env, self.task_dir, self.attempt = command, env, task_dir, attempt
+        self._lock = threading.Lock()
+        self._process: Optional[subprocess.Popen] = None
+        self._stopped = False
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.task_dir / ("stderr.log" if self.attempt == 1 else f"stderr.{self.attempt}.log")
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.task_dir / ("stdout.log" if self.attempt == 1 else f"stdout.{self.attempt}.log")
+
+    def run(self) -> int:
+        """The exit code (127 when the program cannot start, -SIGTERM when stopped)."""
+        with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
+            with self._lock:
+                if self._stopped:
+                    return -signal.SIGTERM
+                try:
+                    self._process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=stdout,
+                                                     stderr=stderr, env=dict(self.env), cwd=self.task_dir,
+                                                     start_new_session=True)
+                except OSError as error:
+                    stderr.write(f"cannot start {self.command[0]!r}: {error.strerror}\n".encode())
+                    return 127
+            return self._process.wait()
+
+    def stop(self) -> None:
+        """Stop the process group: SIGTERM, then SIGKILL after 5 s."""
+        with self._lock:
+            self._stopped = True
+            process = self._process
+        if process is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=5.0)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def produced_outputs(component: pipeline_spec_pb2.ComponentSpec, message: pipeline_spec_pb2.ExecutorInput) -> Outputs:
+    """What a task that exited 0 produced (its executor output file, or its output files)."""
+    produced = executor_output_utils.get_outputs_for_task(message, component)
+    artifacts: dict[str, str] = {}
+    metadata: dict[str, dict[str, Any]] = {}
+    for output in component.output_definitions.artifacts:
+        artifact = produced.get(output)
+        if isinstance(artifact, dsl.Artifact):
+            artifacts[output] = artifact.uri
+            metadata[output] = {k: v for k, v in (artifact.metadata or {}).items()
+                                if isinstance(v, (bool, int, float, str, dict))}
+        else:  # a container component writes its outputs without an executor output file
+            artifacts[output] = message.outputs.artifacts[output].artifacts[0].uri
+        schema_title = component.output_definitions.artifacts[output].artifact_type.schema_title
+        if schema_title in _METADATA_ARTIFACTS and not os.path.exists(artifacts[output]):
+            Path(artifacts[output]).parent.mkdir(parents=True, exist_ok=True)
+            Path(artifacts[output]).touch()
+    parameters = {k: v for k, v in produced.items() if k in component.output_definitions.parameters}
+    return Outputs(artifacts=artifacts, parameters=parameters, metadata=metadata)
+
+
+def runtime_artifact(artifact: mlmd.Artifact, artifact_type: pipeline_spec_pb2.ArtifactTypeSchema
+                     ) -> pipeline_spec_pb2.RuntimeArtifact:
+    """The RuntimeArtifact a downstream task receives; its name is the MLMD ID, as in KFP's executor input."""
+    runtime = pipeline_spec_pb2.RuntimeArtifact(name=str(artifact.id), uri=artifact.uri, type=artifact_type)
+    runtime.metadata.update({key: records.read_property(artifact, key)
+                             for key in artifact.custom_properties if key != records.DISPLAY_NAME})
+    return runtime
+
+
+def scope_outputs(done: TaskExecution, component: pipeline_spec_pb2.ComponentSpec) -> dict[str, Any]:
+    """A finished (or cached) task's outputs as its DAG's scope holds them."""
+    outputs: dict[str, Any] = executor_output_utils.cast_protobuf_numbers(
+        dict(done.output_parameters), component.output_definitions.parameters)
+    for output, artifacts in done.output_artifacts.items():
+        spec = component.output_definitions.artifacts[output]
+        outputs[output] = [runtime_artifact(artifact, spec.artifact_type) for artifact in artifacts]
+    return outputs
+
+
+def stderr_tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])

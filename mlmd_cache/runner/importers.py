@@ -1,0 +1,111 @@
+"""``dsl.importer`` tasks and pipeline-level input artifacts: an artifact of a URI, reused when the
+store already has a LIVE one of that URI and type (``reimport=False``), so downstream cache keys stay
+the same, else created. Importers are never cached and run nothing."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Union
+
+from google.protobuf import json_format
+from kfp.local import executor_input_utils, importer_handler, placeholder_utils
+from kfp.pipeline_spec import pipeline_spec_pb2
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from .. import records
+from ..cache import ExecutionCache, PipelineRun
+from ..errors import InvalidArgumentError
+from .containers import executor_input, runtime_artifact
+from .inputs import ResolvedInputs
+
+__all__ = ["run_importer", "pipeline_input_artifacts", "write_input_artifacts"]
+
+
+def _artifact_of_uri(cache: ExecutionCache, uri: str, schema_title: str, reimport: bool,
+                     metadata: Mapping[str, Any], owner: str) -> mlmd.Artifact:
+    """The LIVE artifact of ``uri`` and type (the newest), or a new one, not yet written."""
+    type_id = cache.types.artifact_type(schema_title or "system.Artifact")
+    if not reimport:
+        existing = [a for a in cache.store.get_artifacts_by_uri(uri)
+                    if a.type_id == type_id and a.state == mlmd.Artifact.LIVE]
+        if existing:
+            return max(existing, key=lambda a: a.id)
+    artifact = mlmd.Artifact(type_id=type_id, uri=uri, state=mlmd.Artifact.LIVE)
+    artifact.custom_properties[records.DISPLAY_NAME].string_value = "artifact"
+    for key, value in metadata.items():
+        if isinstance(value, (bool, int, float, str, dict)):  # lists: no MLMD value type holds them
+            artifact.custom_properties[key].CopyFrom(records.metadata_value(owner, key, value))
+    return artifact
+
+
+def run_importer(cache: ExecutionCache, run: PipelineRun, name: str, task_spec: pipeline_spec_pb2.PipelineTaskSpec,
+                 component: pipeline_spec_pb2.ComponentSpec, importer: Any, inputs: ResolvedInputs,
+                 parent_dag_id: int, pipeline_root: str) -> tuple[int, dict[str, list[pipeline_spec_pb2.RuntimeArtifact]]]:
+    """Record the importer as KFP's importer launcher does: a ``system.ImporterExecution`` whose
+    OUTPUT event ``artifact`` points at the artifact. Returns the execution ID and the outputs."""
+    message = executor_input(component, inputs, "")
+    uri = importer_handler.get_importer_uri(importer, message)
+    metadata = placeholder_utils.recursively_resolve_json_dict_placeholders(
+        json_format.MessageToDict(importer.metadata),
+        executor_input_dict=executor_input_utils.executor_input_to_dict(message, component),
+        pipeline_resource_name=run.name, task_resource_name=name, pipeline_root=pipeline_root,
+        pipeline_job_id=run.name, pipeline_task_id=name)
+    artifact = _artifact_of_uri(cache, uri, importer.type_schema.schema_title, importer.reimport, metadata, name)
+    execution = mlmd.Execution(type_id=cache.types.execution_type(records.IMPORTER_EXECUTION_TYPE),
+                               last_known_state=mlmd.Execution.COMPLETE)
+    properties = execution.custom_properties
+    properties[records.DISPLAY_NAME].string_value = task_spec.task_info.name or name
+    properties[records.TASK_NAME].string_value = name
+    properties[records.PARENT_DAG_ID].int_value = parent_dag_id
+    properties[records.INPUTS].CopyFrom(records.struct_value(inputs.parameters))
+    event = mlmd.Event(type=mlmd.Event.OUTPUT)
+    event.path.steps.add(key="artifact")
+    execution_id, [artifact.id], _ = cache.store.put_execution(
+        execution, [(artifact, event)], [run.pipeline_context, run.run_context], force_reuse_context=True)
+    return execution_id, {"artifact": [runtime_artifact(artifact, importer.type_schema)]}
+
+
+def pipeline_input_artifacts(cache: ExecutionCache, root: pipeline_spec_pb2.ComponentSpec,
+                             given: Mapping[str, Union[int, str]], pipeline: str) -> dict[str, mlmd.Artifact]:
+    """The pipeline's input artifacts by name, checked before anything is written: an ``int`` is an
+    MLMD artifact ID (it must exist, be usable and be of the declared type), a ``str`` a URI
+    (imported as ``dsl.importer`` does; the returned artifact has no ID yet when it is new)."""
+    declared = root.input_definitions.artifacts
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise InvalidArgumentError(f"pipeline {pipeline!r} has no input artifact {unknown[0]!r} "
+                                   f"(input artifacts: {', '.join(sorted(declared)) or 'none'})")
+    missing = sorted(name for name, spec in declared.items() if name not in given and not spec.is_optional)
+    if missing:
+        raise InvalidArgumentError(f"pipeline {pipeline!r} needs input artifact {missing[0]!r} "
+                                   "(--artifact NAME=ID or NAME=URI)")
+    found: dict[str, mlmd.Artifact] = {}
+    for name, value in given.items():
+        schema_title = declared[name].artifact_type.schema_title or "system.Artifact"
+        if isinstance(value, int):
+            artifacts = cache.store.get_artifacts_by_id([value])
+            if not artifacts:
+                raise InvalidArgumentError(f"input artifact {name!r}: no MLMD artifact with ID {value}")
+            artifact = artifacts[0]
+            [artifact_type] = cache.store.get_artifact_types_by_id([artifact.type_id])
+            if schema_title != "system.Artifact" and artifact_type.name != schema_title:
+                raise InvalidArgumentError(f"input artifact {name!r}: artifact {value} is a {artifact_type.name}, "
+                                           f"not a {schema_title}")
+            if artifact.state != mlmd.Artifact.LIVE and artifact.state != mlmd.Artifact.UNKNOWN:
+                raise InvalidArgumentError(f"input artifact {name!r}: artifact {value} is "
+                                           f"{mlmd.Artifact.State.Name(artifact.state)}")
+        else:
+            if not value:
+                raise InvalidArgumentError(f"input artifact {name!r}: an empty URI")
+            artifact = _artifact_of_uri(cache, value, schema_title, False, {}, name)
+        found[name] = artifact
+    return found
+
+
+def write_input_artifacts(cache: ExecutionCache, artifacts: Mapping[str, mlmd.Artifact],
+                          root: pipeline_spec_pb2.ComponentSpec) -> dict[str, list[pipeline_spec_pb2.RuntimeArtifact]]:
+    """Write the new ones of :func:`pipeline_input_artifacts` and return all as the root DAG's inputs."""
+    new = [artifact for artifact in artifacts.values() if not artifact.HasField("id")]
+    if new:
+        for artifact, artifact_id in zip(new, cache.store.put_artifacts(new)):
+            artifact.id = artifact_id
+    return {name: [runtime_artifact(artifact, root.input_definitions.artifacts[name].artifact_type)]
+            for name, artifact in artifacts.items()}

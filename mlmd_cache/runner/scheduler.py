@@ -1,0 +1,523 @@
+"""The run's event loop: which task is ready, what kind of task it is, and what its end means for
+the tasks after it.
+
+One thread — the caller's — decides everything and does every MLMD read and write, so the store
+sees one writer whatever the backend (SQLite included). Worker threads only run task processes,
+at most ``parallelism`` at a time, and hand each exit code back through a queue; retries wait on
+timers in the same loop. A DAG (the root, a nested pipeline, a condition branch, an exit handler
+group, a loop iteration) is a :class:`_Dag`: its tasks start as soon as everything they depend on
+has ended, a failure stops only the tasks that depend on it, and when all its tasks have ended the
+DAG ends and its parent's task with it.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import queue
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from kfp.pipeline_spec import pipeline_spec_pb2
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from .. import records
+from ..cache import ExecutionCache, PipelineRun, TaskExecution
+from ..errors import MlmdCacheError
+from ..pipeline_spec import CompiledPipeline
+from . import containers, expressions, importers
+from .dags import DagRecorder, collect_outputs, dag_outputs
+from .inputs import ResolvedInputs, resolve_inputs
+from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, SUCCEEDED, TaskReport
+from .scope import ArtifactList, InputError, Scope
+from .values import RunPlaceholders, coerce
+
+__all__ = ["Scheduler"]
+
+_ALL_UPSTREAM_TASKS_COMPLETED = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.ALL_UPSTREAM_TASKS_COMPLETED
+_POLL_SECONDS = 0.5
+_DAG_STATES = {COMPLETE: mlmd.Execution.COMPLETE, FAILED: mlmd.Execution.FAILED}
+
+
+@dataclass
+class _Node:
+    """A task of a running DAG."""
+
+    name: str  # the IR task key
+    spec: pipeline_spec_pb2.PipelineTaskSpec
+    component: pipeline_spec_pb2.ComponentSpec
+    upstream: frozenset[str]
+    retry: pipeline_spec_pb2.PipelineTaskSpec.RetryPolicy
+    report: Optional[TaskReport] = None  # set when the task has ended
+
+
+@dataclass
+class _Dag:
+    """A DAG being run, with the values its tasks see."""
+
+    path: str  # the report name of its tasks' prefix: "" for the root, "for-loop-2/0/" in a loop
+    component: pipeline_spec_pb2.ComponentSpec
+    execution: mlmd.Execution
+    scope: Scope
+    nodes: dict[str, _Node]
+    on_end: Callable[["_Dag", str, dict[str, Any], dict[str, ArtifactList], str], None]
+    pending: set[str] = field(default_factory=set)
+    ended: bool = False
+    began: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Loop:
+    """A ``dsl.ParallelFor`` being run: its iterations start while fewer than its limit are running."""
+
+    dag: _Dag  # the DAG the loop task belongs to
+    node: _Node
+    execution: mlmd.Execution
+    inputs: ResolvedInputs
+    items: list[Any]
+    limit: int
+    iterations: list[Optional[_Dag]] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)  # the indexes of the iterations that failed
+    next_index: int = 0
+    running: int = 0
+    ended: int = 0
+    began: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Attempt:
+    """A container task whose process runs, or waits for a retry."""
+
+    dag: _Dag
+    node: _Node
+    started: TaskExecution
+    message: pipeline_spec_pb2.ExecutorInput
+    command: list[str]
+    env: dict[str, str]
+    task_dir: Path
+    began: float
+    number: int = 0
+    process: Optional[containers.TaskProcess] = None
+
+
+class Scheduler:
+    """Runs one pipeline run; see the module docstring."""
+
+    def __init__(self, cache: ExecutionCache, pipeline: CompiledPipeline, run: PipelineRun, pipeline_root: Path,
+                 env: dict[str, str], parallelism: int, placeholders: RunPlaceholders,
+                 on_task: Optional[Callable[[TaskReport], None]], on_start: Optional[Callable[[str], None]]) -> None:
+        self.cache, self.pipeline, self.run, self.pipeline_root = cache, pipeline, run, pipeline_root
+        self.env, self.placeholders = env, placeholders
+        self.on_task, self.on_start = on_task, on_start
+        self.dags = DagRecorder(cache, run)
+        self.reports: dict[str, TaskReport] = {}
+        self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="mlmd-cache-task")
+        self._finished: queue.SimpleQueue[tuple[_Attempt, int]] = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, _Attempt]] = []
+        self._sequence = itertools.count()
+        self._running_attempts: dict[int, _Attempt] = {}
+        self._open_dags: list[_Dag] = []
+        self._dirty: deque[_Dag] = deque()
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def run_root(self, arguments: dict[str, Any], artifacts: dict[str, ArtifactList]
+                 ) -> tuple[mlmd.Execution, bool, dict[str, Any]]:
+        """Run the root DAG; returns its execution, whether every task succeeded, and its output
+        parameters. On an exception (Ctrl-C) every running process is stopped and every open
+        execution marked FAILED before it propagates."""
+        root = self.pipeline.spec.root
+        execution = self.dags.start("", self.run.name, arguments, artifacts, None)
+        result: dict[str, Any] = {}
+
+        def ended(dag: _Dag, state: str, parameters: dict[str, Any], _artifacts: dict[str, ArtifactList],
+                  error: str) -> None:
+            result.update(state=state, parameters=parameters)
+
+        try:
+            root_dag = self._open_dag("", root, execution, {**arguments, **artifacts}, ended,
+                                      pipeline_spec_pb2.PipelineTaskSpec.RetryPolicy())
+            self._drain()
+            while not root_dag.ended:
+                self._wait()
+                self._drain()
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        return execution, result["state"] == COMPLETE, result["parameters"]
+
+    def _wait(self) -> None:
+        """Handle the next process that ends, or the next retry that is due."""
+        # A bounded wait keeps the loop responsive to signals (Ctrl-C, SIGTERM) on every platform.
+        timeout = _POLL_SECONDS
+        if self._timers:
+            timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
+        try:
+            attempt, returncode = self._finished.get(timeout=timeout)
+        except queue.Empty:
+            if self._timers and self._timers[0][0] <= time.monotonic():
+                _, _, attempt = heapq.heappop(self._timers)
+                self._launch(attempt)
+            return
+        self._running_attempts.pop(id(attempt), None)
+        self._process_ended(attempt, returncode)
+
+    def _drain(self) -> None:
+        """Start every task whose upstream tasks have ended, in every DAG where something changed."""
+        while self._dirty:
+            dag = self._dirty.popleft()
+            if dag.ended:
+                continue
+            for name in sorted(dag.pending):
+                node = dag.nodes[name]
+                if all(dag.nodes[upstream].report is not None for upstream in node.upstream):
+                    dag.pending.discard(name)
+                    self._start(dag, node)
+            if not dag.pending and all(node.report is not None for node in dag.nodes.values()) and not dag.ended:
+                self._end_dag(dag)
+
+    def _abort(self) -> None:
+        for attempt in list(self._running_attempts.values()):
+            if attempt.process is not None:
+                attempt.process.stop()
+        for attempt in [a for _, _, a in self._timers] + list(self._running_attempts.values()):
+            try:
+                self.cache.fail(attempt.started)
+            except MlmdCacheError:
+                pass  # already FAILED (a retry was waiting)
+        self._timers.clear()
+        for dag in reversed(self._open_dags):
+            if not dag.ended:
+                dag.ended = True
+                self.dags.finish(dag.execution, mlmd.Execution.FAILED)
+
+    # -- DAGs --------------------------------------------------------------------------------------
+
+    def _open_dag(self, path: str, component: pipeline_spec_pb2.ComponentSpec, execution: mlmd.Execution,
+                  inputs: dict[str, Any], on_end: Callable, retry: pipeline_spec_pb2.PipelineTaskSpec.RetryPolicy
+                  ) -> _Dag:
+        nodes = {}
+        for name, spec in component.dag.tasks.items():
+            # A task output used only in a setting (e.g. set_cpu_limit) has no dependentTasks edge: the
+            # producer of every input is an upstream task too.
+            upstream = set(spec.dependent_tasks)
+            for parameter in spec.inputs.parameters.values():
+                if parameter.HasField("task_output_parameter"):
+                    upstream.add(parameter.task_output_parameter.producer_task)
+                elif parameter.HasField("task_final_status"):
+                    upstream.add(parameter.task_final_status.producer_task)
+            for artifact in spec.inputs.artifacts.values():
+                if artifact.HasField("task_output_artifact"):
+                    upstream.add(artifact.task_output_artifact.producer_task)
+            nodes[name] = _Node(name, spec, self.pipeline.components[spec.component_ref.name], frozenset(upstream),
+                                spec.retry_policy if spec.retry_policy.max_retry_count else retry)
+        dag = _Dag(path, component, execution, Scope(inputs), nodes, on_end, pending=set(nodes))
+        self._open_dags.append(dag)
+        self._dirty.append(dag)
+        return dag
+
+    def _end_dag(self, dag: _Dag) -> None:
+        dag.ended = True
+        self._open_dags.remove(dag)
+        failed = [n for n in dag.nodes.values() if n.report.state in (FAILED, NOT_RUN)]
+        parameters: dict[str, Any] = {}
+        artifacts: dict[str, ArtifactList] = {}
+        error = ""
+        if failed:
+            first = min(failed, key=lambda n: (n.report.state != FAILED, n.name))
+            error = f"task {dag.path + first.name!r} {'failed' if first.report.state == FAILED else 'did not run'}"
+        else:
+            try:
+                parameters, artifacts = dag_outputs(dag.component.dag.outputs, dag.scope)
+            except InputError as error_:
+                error = f"the DAG's outputs: {error_}"
+        state = FAILED if error else COMPLETE
+        self.dags.finish(dag.execution, _DAG_STATES[state], parameters, artifacts)
+        dag.on_end(dag, state, parameters, artifacts, error)
+
+    def _child_ended(self, parent: _Dag, node: _Node, kind: str) -> Callable:
+        def ended(child: _Dag, state: str, parameters: dict[str, Any], artifacts: dict[str, ArtifactList],
+                  error: str) -> None:
+            report = TaskReport(parent.path + node.name, state, child.execution.id, duration=time.monotonic() - child.began,
+                                error=error, kind=kind, output_parameters=parameters,
+                                output_artifact_ids={k: [int(a.name) for a in v] for k, v in artifacts.items()})
+            self._end(parent, node, report, {**parameters, **artifacts})
+        return ended
+
+    # -- a task's start and end --------------------------------------------------------------------
+
+    def _end(self, dag: _Dag, node: _Node, report: TaskReport, outputs: Optional[dict[str, Any]] = None) -> None:
+        node.report = report
+        dag.scope.put(node.name, report, outputs)
+        self._report(report)
+        self._dirty.append(dag)
+
+    def _report(self, report: TaskReport) -> None:
+        self.reports[report.name] = report
+        if self.on_task is not None:
+            self.on_task(report)
+
+    def _start(self, dag: _Dag, node: _Node) -> None:
+        path = dag.path + node.name
+        upstream = sorted(node.upstream)
+        if node.spec.trigger_policy.strategy != _ALL_UPSTREAM_TASKS_COMPLETED:
+            failed = [u for u in upstream if dag.nodes[u].report.state in (FAILED, NOT_RUN)]
+            if failed:
+                return self._not_started(dag, node, NOT_RUN, f"upstream task {dag.path + failed[0]!r} did not succeed")
+            skipped = [u for u in upstream if dag.nodes[u].report.state == SKIPPED]
+            if skipped:
+                return self._not_started(dag, node, SKIPPED, f"upstream task {dag.path + skipped[0]!r} was skipped")
+        implementation = node.component.WhichOneof("implementation")
+        try:
+            inputs = resolve_inputs(node.name, node.spec, node.component, dag.scope, self.placeholders,
+                                    dag.execution.id)
+            if node.spec.trigger_policy.condition and not expressions.evaluate_condition(
+                    node.spec.trigger_policy.condition, inputs.parameters):
+                return self._skip(dag, node, inputs)
+        except (InputError, expressions.ExpressionError) as error:
+            return self._end(dag, node, TaskReport(path, FAILED, error=str(error), kind=self._kind(node)))
+        if self.on_start is not None and implementation != "dag":
+            self.on_start(path)
+        if implementation == "dag":
+            if node.spec.WhichOneof("iterator"):
+                return self._start_loop(dag, node, inputs)
+            return self._start_sub_dag(dag, node, inputs)
+        executor = self.pipeline.executors[node.component.executor_label]
+        if executor.WhichOneof("spec") == "importer":
+            began = time.monotonic()
+            execution_id, outputs = importers.run_importer(self.cache, self.run, node.name, node.spec, node.component,
+                                                           executor.importer, inputs, dag.execution.id,
+                                                           str(self.pipeline_root))
+            return self._end(dag, node, TaskReport(path, COMPLETE, execution_id, duration=time.monotonic() - began,
+                                                   kind="importer",
+                                                   output_artifact_ids={"artifact": [int(outputs["artifact"][0].name)]}),
+                             outputs)
+        return self._start_container(dag, node, inputs, executor.container)
+
+    def _kind(self, node: _Node) -> str:
+        if node.component.WhichOneof("implementation") == "dag":
+            return "loop" if node.spec.WhichOneof("iterator") else "dag"
+        executor = self.pipeline.executors[node.component.executor_label]
+        return "importer" if executor.WhichOneof("spec") == "importer" else "container"
+
+    def _not_started(self, dag: _Dag, node: _Node, state: str, reason: str) -> None:
+        """NOT_RUN or SKIPPED, for the task and, in a DAG task, every task inside it."""
+        path = dag.path + node.name
+        for inner in self._inner_paths(node.component, path + "/"):
+            self._report(TaskReport(inner, state, error=reason, kind="container"))
+        self._end(dag, node, TaskReport(path, state, error=reason, kind=self._kind(node)))
+
+    def _inner_paths(self, component: pipeline_spec_pb2.ComponentSpec, prefix: str) -> Iterator[str]:
+        if component.WhichOneof("implementation") != "dag":
+            return
+        for name, spec in component.dag.tasks.items():
+            inner = self.pipeline.components[spec.component_ref.name]
+            if spec.WhichOneof("iterator"):
+                yield prefix + name  # a loop's iterations are not known until it runs
+                continue
+            yield from self._inner_paths(inner, f"{prefix}{name}/")
+            yield prefix + name
+
+    def _skip(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> None:
+        """A branch not taken: its DAG execution recorded CANCELED (KFP), no execution for its tasks."""
+        is_dag = node.component.WhichOneof("implementation") == "dag"
+        execution = self.dags.start(
+            node.name, node.spec.task_info.name or node.name, inputs.parameters, inputs.artifacts, dag.execution.id,
+            total_dag_tasks=len(node.component.dag.tasks) if is_dag else None, state=mlmd.Execution.CANCELED,
+            execution_type=records.DAG_EXECUTION_TYPE if is_dag else records.CONTAINER_EXECUTION_TYPE)
+        reason = "the condition of " + (f"{dag.path + node.name!r}" if is_dag else "the task") + " is false"
+        path = dag.path + node.name
+        for inner in self._inner_paths(node.component, path + "/"):
+            self._report(TaskReport(inner, SKIPPED, error=reason))
+        self._end(dag, node, TaskReport(path, SKIPPED, execution.id, error=reason, kind=self._kind(node)))
+
+    def _start_sub_dag(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> None:
+        """A nested pipeline, condition branch or exit handler group: its own DAG execution."""
+        execution = self.dags.start(node.name, node.spec.task_info.name or node.name, inputs.parameters,
+                                    inputs.artifacts, dag.execution.id, total_dag_tasks=len(node.component.dag.tasks))
+        self._open_dag(f"{dag.path}{node.name}/", node.component, execution,
+                       {**inputs.parameters, **inputs.artifacts}, self._child_ended(dag, node, "dag"), node.retry)
+
+    # -- loops -------------------------------------------------------------------------------------
+
+    def _start_loop(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> None:
+        path = dag.path + node.name
+        iterator = node.spec.parameter_iterator
+        if node.spec.WhichOneof("iterator") != "parameter_iterator":
+            return self._end(dag, node, TaskReport(path, FAILED, error="a loop over artifacts is not supported",
+                                                   kind="loop"))
+        parameters = dict(inputs.parameters)
+        if iterator.items.WhichOneof("kind") == "raw":
+            items: Any = json.loads(iterator.items.raw)
+            parameters[iterator.item_input] = items  # as KFP's driver keeps a literal list
+        else:
+            items = parameters.get(iterator.items.input_parameter)
+            if isinstance(items, str):
+                try:
+                    items = json.loads(items)
+                except ValueError:
+                    pass
+        if not isinstance(items, list):
+            return self._end(dag, node, TaskReport(
+                path, FAILED, kind="loop",
+                error=f"dsl.ParallelFor: the items are not a list: {json.dumps(items)[:200]}"))
+        execution = self.dags.start(node.name, node.spec.task_info.name or node.name, parameters, inputs.artifacts,
+                                    dag.execution.id, total_dag_tasks=len(node.component.dag.tasks),
+                                    iteration_count=len(items))
+        limit = node.spec.iterator_policy.parallelism_limit or len(items) or 1
+        loop = _Loop(dag, node, execution, inputs, items, limit, [None] * len(items))
+        self._open_iterations(loop)
+
+    def _open_iterations(self, loop: _Loop) -> None:
+        if loop.ended == len(loop.items):
+            return self._end_loop(loop)
+        node, iterator = loop.node, loop.node.spec.parameter_iterator
+        item_type = node.component.input_definitions.parameters[iterator.item_input].parameter_type \
+            if iterator.item_input in node.component.input_definitions.parameters else None
+        while loop.running < loop.limit and loop.next_index < len(loop.items):
+            index = loop.next_index
+            loop.next_index += 1
+            loop.running += 1
+            parameters = {k: v for k, v in loop.inputs.parameters.items()
+                          if iterator.items.WhichOneof("kind") == "raw" or k != iterator.items.input_parameter}
+            item = loop.items[index]
+            parameters[iterator.item_input] = coerce(item, item_type) if item_type is not None else item
+            execution = self.dags.start(node.name, node.spec.task_info.name or node.name, parameters,
+                                        loop.inputs.artifacts, loop.execution.id,
+                                        total_dag_tasks=len(node.component.dag.tasks), iteration_index=index)
+            path = f"{loop.dag.path}{node.name}/{index}/"
+            loop.iterations[index] = self._open_dag(path, node.component, execution,
+                                                    {**parameters, **loop.inputs.artifacts},
+                                                    self._iteration_ended(loop, index), node.retry)
+
+    def _iteration_ended(self, loop: _Loop, index: int) -> Callable:
+        def ended(child: _Dag, state: str, parameters: dict[str, Any], artifacts: dict[str, ArtifactList],
+                  error: str) -> None:
+            self._report(TaskReport(child.path.rstrip("/"), state, child.execution.id, kind="iteration",
+                                    duration=time.monotonic() - child.began, error=error))
+            loop.running -= 1
+            loop.ended += 1
+            if state != COMPLETE:
+                loop.failed.append(index)
+            self._open_iterations(loop)
+        return ended
+
+    def _end_loop(self, loop: _Loop) -> None:
+        dag, node = loop.dag, loop.node
+        path = dag.path + node.name
+        iterations = [iteration for iteration in loop.iterations if iteration is not None]
+        parameters: dict[str, Any] = {}
+        artifacts: dict[str, ArtifactList] = {}
+        error = f"iteration {min(loop.failed)} did not succeed" if loop.failed else ""
+        if not error:
+            inner_loops = frozenset(name for name, spec in node.component.dag.tasks.items() if spec.WhichOneof("iterator"))
+            try:
+                parameters, artifacts = collect_outputs(node.component.dag.outputs, [i.scope for i in iterations],
+                                                        inner_loops)
+            except InputError as error_:
+                error = f"the loop's outputs: {error_}"
+        state = FAILED if error else COMPLETE
+        self.dags.finish(loop.execution, _DAG_STATES[state], parameters, artifacts)
+        report = TaskReport(path, state, loop.execution.id, duration=time.monotonic() - loop.began, error=error,
+                            kind="loop", output_parameters=parameters,
+                            output_artifact_ids={k: [int(a.name) for a in v] for k, v in artifacts.items()})
+        self._end(dag, node, report, {**parameters, **artifacts})
+
+    # -- container tasks ---------------------------------------------------------------------------
+
+    def _start_container(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any) -> None:
+        began = time.monotonic()
+        path = dag.path + node.name
+        task = containers.cache_task(node.name, node.spec, node.component, container, inputs, dag.execution.id)
+        try:
+            hit = self.cache.lookup(self.run, task)
+            if hit is not None:
+                done = self.cache.reuse(self.run, task, hit)
+                return self._container_ended(dag, node, done, began, None, attempts=0)
+            started = self.cache.start(self.run, task)
+        except MlmdCacheError as error:  # e.g. an input artifact that no longer exists
+            return self._end(dag, node, TaskReport(path, FAILED, error=str(error)))
+        task_dir = self.pipeline_root / self.run.name / path / str(started.id)
+        try:
+            task_dir.mkdir(parents=True, exist_ok=True)
+            message = containers.executor_input(node.component, inputs, str(task_dir))
+
+            def resolve(arguments: list[str]) -> list[str]:
+                return containers.command_line(arguments, message, node.component, job_name=self.run.name,
+                                               task_name=node.name, pipeline_root=str(self.pipeline_root),
+                                               job_id=self.run.name)
+
+            command = resolve([*container.command, *container.args])
+            env = containers.task_env(self.env, container, resolve)
+        except (OSError, ValueError, KeyError) as error:
+            self.cache.fail(started)
+            return self._end(dag, node, TaskReport(path, FAILED, started.id, fingerprint=started.fingerprint,
+                                                   error=f"cannot prepare the task: {error}", task_dir=str(task_dir)))
+        self._launch(_Attempt(dag, node, started, message, command, env, task_dir, began))
+
+    def _launch(self, attempt: _Attempt) -> None:
+        if attempt.number > 0:
+            attempt.started = self.cache.restart(attempt.started)
+        attempt.number += 1
+        attempt.process = containers.TaskProcess(attempt.command, attempt.env, attempt.task_dir, attempt.number)
+        self._running_attempts[id(attempt)] = attempt
+        process = attempt.process
+        self._pool.submit(lambda: self._finished.put((attempt, _returncode(process))))
+
+    def _process_ended(self, attempt: _Attempt, returncode: int) -> None:
+        dag, node, started = attempt.dag, attempt.node, attempt.started
+        error = ""
+        if returncode == 0:
+            try:
+                outputs = containers.produced_outputs(node.component, attempt.message)
+                done = self.cache.publish(started, outputs)
+            except MlmdCacheError as failure:  # outputs that do not match the component's declaration
+                error = str(failure)
+            except ValueError as failure:  # an unreadable output parameter file (kfp.local's own error)
+                error = f"{failure}: {failure.__cause__ or ''}".rstrip(": ")
+            else:
+                return self._container_ended(dag, node, done, attempt.began, str(attempt.task_dir), attempt.number)
+        else:
+            error = f"exit code {returncode}\n" + containers.stderr_tail(attempt.process.stderr_path)
+        self.cache.fail(started)
+        if attempt.number <= node.retry.max_retry_count:
+            delay = _backoff(node.retry, attempt.number)
+            heapq.heappush(self._timers, (time.monotonic() + delay, next(self._sequence), attempt))
+            return
+        self._end(dag, node, TaskReport(dag.path + node.name, FAILED, started.id, fingerprint=started.fingerprint,
+                                        duration=time.monotonic() - attempt.began, error=error.strip(),
+                                        task_dir=str(attempt.task_dir), attempts=attempt.number))
+
+    def _container_ended(self, dag: _Dag, node: _Node, done: TaskExecution, began: float, task_dir: Optional[str],
+                         attempts: int) -> None:
+        outputs = containers.scope_outputs(done, node.component)
+        report = TaskReport(dag.path + node.name, done.state, done.id, done.cached_execution_id, done.fingerprint,
+                            time.monotonic() - began, task_dir=task_dir, output_artifact_ids=done.output_artifact_ids,
+                            output_parameters={k: v for k, v in outputs.items() if k in done.output_parameters},
+                            attempts=attempts)
+        self._end(dag, node, report, outputs)
+
+
+def _returncode(process: containers.TaskProcess) -> int:
+    try:
+        return process.run()
+    except BaseException:  # never lose an attempt: the loop waits for every one
+        return -1
+
+
+def _backoff(policy: pipeline_spec_pb2.PipelineTaskSpec.RetryPolicy, attempt: int) -> float:
+    """Seconds before retry ``attempt`` (1 = the first retry): backoff_duration x factor^(n-1),
+    at most backoff_max_duration, as Argo's retryStrategy computes it."""
+    duration = policy.backoff_duration.ToTimedelta().total_seconds()
+    factor = policy.backoff_factor or 2.0
+    delay = duration * factor ** (attempt - 1)
+    if policy.HasField("backoff_max_duration"):
+        delay = min(delay, policy.backoff_max_duration.ToTimedelta().total_seconds())
+    return max(0.0, delay)

@@ -1,0 +1,52 @@
+"""The values one DAG sees while it runs: its own inputs, and the outputs and reports of its tasks.
+
+Parameters are Python values; artifacts are always lists of ``RuntimeArtifact`` (one element for an
+ordinary input or output, several for a ``dsl.Collected`` fan-in), each named by its MLMD ID as in
+KFP's executor input.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from ..errors import MlmdCacheError
+from .reports import TaskReport
+
+__all__ = ["Scope", "InputError", "ArtifactList"]
+
+ArtifactList = list[pipeline_spec_pb2.RuntimeArtifact]
+
+
+class InputError(MlmdCacheError):
+    """A task's input cannot be resolved (an upstream output that was not produced, a selector
+    that fails): the task fails without running."""
+
+
+class Scope:
+    """The inputs of one DAG and what its tasks produced, by task name (the IR task key)."""
+
+    def __init__(self, inputs: Mapping[str, Any]) -> None:
+        self.inputs: dict[str, Any] = dict(inputs)
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.reports: dict[str, TaskReport] = {}
+
+    def put(self, task: str, report: TaskReport, outputs: Optional[Mapping[str, Any]] = None) -> None:
+        self.reports[task] = report
+        self.outputs[task] = dict(outputs or {})
+
+    def input(self, name: str) -> Any:
+        if name not in self.inputs:
+            raise InputError(f"the enclosing DAG has no input {name!r}")
+        return self.inputs[name]
+
+    def output(self, task: str, key: str) -> Any:
+        outputs = self.outputs.get(task)
+        if outputs is None or key not in outputs:
+            report = self.reports.get(task)
+            why = f" (it is {report.state})" if report is not None else ""
+            raise InputError(f"task {task!r} produced no output {key!r}{why}")
+        return outputs[key]
+
+    def has_output(self, task: str, key: str) -> bool:
+        return key in self.outputs.get(task, {})

@@ -1,0 +1,111 @@
+"""Parameter values as KFP's driver handles them: protobuf ``Value`` <-> Python, the coercion of a
+value into the declared type of the input that receives it, and the run-time placeholders a task
+input may be set to (``dsl.PIPELINE_JOB_NAME_PLACEHOLDER`` and the like).
+
+>>> coerce(3.0, ParameterType.STRING), coerce(2.0, ParameterType.NUMBER_INTEGER), coerce(True, ParameterType.STRING)
+('3', 2, 'true')
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from google.protobuf import struct_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+__all__ = ["ParameterType", "from_protobuf", "to_protobuf", "coerce", "text_of", "RunPlaceholders"]
+
+ParameterType = pipeline_spec_pb2.ParameterType.ParameterTypeEnum
+
+
+def from_protobuf(value: struct_pb2.Value) -> Any:
+    """A protobuf Value as Python (``null`` is None; numbers stay float, see :func:`coerce`)."""
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "struct_value":
+        return {key: from_protobuf(item) for key, item in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [from_protobuf(item) for item in value.list_value.values]
+    return getattr(value, kind)
+
+
+def to_protobuf(value: Any) -> struct_pb2.Value:
+    """A Python parameter value as a protobuf Value."""
+    if value is None:
+        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+    if isinstance(value, bool):
+        return struct_pb2.Value(bool_value=value)
+    if isinstance(value, str):
+        return struct_pb2.Value(string_value=value)
+    if isinstance(value, (int, float)):
+        return struct_pb2.Value(number_value=value)
+    if isinstance(value, Mapping):
+        return struct_pb2.Value(struct_value=struct_pb2.Struct(
+            fields={str(key): to_protobuf(item) for key, item in value.items()}))
+    if isinstance(value, (list, tuple)):
+        return struct_pb2.Value(list_value=struct_pb2.ListValue(values=[to_protobuf(item) for item in value]))
+    raise TypeError(f"not a parameter value: {type(value).__name__}")
+
+
+def text_of(value: Any) -> str:
+    """A value as the text KFP's driver makes of it for a STRING input: numbers as Go's
+    ``strconv.FormatFloat(f, 'f', -1, 64)`` (3.0 -> "3"), bools ``true``/``false``, lists and
+    structs as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isfinite(value) and value == int(value):
+            return str(int(value))
+        return repr(value)
+    if value is None:
+        return ""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def coerce(value: Any, parameter_type: int) -> Any:
+    """A resolved value in the type of the input that receives it: text for STRING, an int for a
+    whole-valued NUMBER_INTEGER, JSON text parsed for a LIST or STRUCT given as a string."""
+    if value is None:
+        return None
+    if parameter_type == ParameterType.STRING:
+        return text_of(value)
+    if parameter_type == ParameterType.NUMBER_INTEGER and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if parameter_type in (ParameterType.LIST, ParameterType.STRUCT) and isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed
+    return value
+
+
+@dataclass(frozen=True)
+class RunPlaceholders:
+    """The values of the run-time placeholders of one run (see ``kfp.dsl``'s ``PIPELINE_*_PLACEHOLDER``)."""
+
+    job_name: str
+    job_id: str
+    pipeline_root: str
+    create_time: str  # RFC 3339, UTC
+
+    def value(self, text: str, task_name: str, parent_dag_id: Optional[int]) -> Optional[str]:
+        """The value of ``text`` when it is exactly a placeholder, else None."""
+        return {
+            "{{$.pipeline_job_name}}": self.job_name,
+            "{{$.pipeline_job_resource_name}}": self.job_name,
+            "{{$.pipeline_job_uuid}}": self.job_id,
+            "{{$.pipeline_task_name}}": task_name,
+            # KFP's driver resolves the task ID to the execution ID of the task's parent DAG.
+            "{{$.pipeline_task_uuid}}": str(parent_dag_id) if parent_dag_id is not None else "",
+            "{{$.pipeline_root}}": self.pipeline_root,
+            "{{$.pipeline_job_create_time_utc}}": self.create_time,
+            "{{$.pipeline_job_schedule_time_utc}}": self.create_time,
+        }.get(text)
