@@ -206,7 +206,8 @@ def cache_provenance(graph: nx.MultiDiGraph, node: str) -> list[str]:
 
 def producer(graph: nx.MultiDiGraph, artifact: str) -> Optional[str]:
     """The execution that made ``artifact``: the one OUTPUT edge from an execution that is not
-    CACHED (CACHED executions point at the artifacts they reused), else the earliest one.
+    CACHED (CACHED executions point at the artifacts they reused) nor a DAG (a nested pipeline
+    or loop points at the outputs of its tasks), else the earliest one.
 
     >>> g = example_graph()
     >>> producer(g, "a:2")
@@ -214,7 +215,8 @@ def producer(graph: nx.MultiDiGraph, artifact: str) -> Optional[str]:
     """
     _require(graph, artifact)
     writers = sorted(graph.predecessors(artifact),
-                     key=lambda e: (graph.nodes[e].get("state") == "CACHED", graph.nodes[e]["id"]))
+                     key=lambda e: (graph.nodes[e].get("type") == "system.DAGExecution",
+                                    graph.nodes[e].get("state") == "CACHED", graph.nodes[e]["id"]))
     return writers[0] if writers else None
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 from typing import Any, Callable, Optional
 
@@ -309,20 +310,31 @@ def _task_line(task) -> str:
 
 
 class _LiveProgress:
-    """On a terminal, a status line on stderr naming the task that runs, replaced by its result line."""
+    """On a terminal, a status line on stderr naming the tasks that run, above which each task's
+    result line appears as it ends."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled, self.done = enabled, 0
+        self.running: dict[str, None] = {}  # in start order
+
+    def _status(self) -> None:
+        if self.enabled and self.running:
+            names = list(self.running)
+            shown = ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
+            width = shutil.get_terminal_size((80, 24)).columns - 1
+            click.echo(f"\r\x1b[K{f'[{self.done} done] running {shown} ...'[:width]}", nl=False, err=True)
 
     def started(self, task: str) -> None:
-        if self.enabled:
-            click.echo(f"\r\x1b[K[{self.done} done] running {task} ...", nl=False, err=True)
+        self.running[task] = None
+        self._status()
 
-    def finished(self, line: str, err: bool) -> None:
+    def finished(self, task: str, line: str, err: bool) -> None:
         self.done += 1
+        self.running.pop(task, None)
         if self.enabled:
             click.echo("\r\x1b[K", nl=False, err=True)
         click.echo(line, err=err)
+        self._status()
 
 
 @main.command("run-pipeline")
@@ -370,7 +382,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         report = run(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name, pipeline_root=root,
                      enable_caching=False if disable_cache else None, parallelism=parallelism,
                      on_start=progress.started,
-                     on_task=lambda task: progress.finished(_task_line(task), err=as_json))
+                     on_task=lambda task: progress.finished(task.name, _task_line(task), err=as_json))
     except KeyboardInterrupt:
         click.echo("run-pipeline: interrupted; the running task's execution and the run are marked FAILED", err=True)
         sys.exit(130)

@@ -2,6 +2,7 @@
 checking what the local runner supports, and parsing run parameters by their declared types."""
 from __future__ import annotations
 
+import graphlib
 import json
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
@@ -75,8 +76,11 @@ def load_pipeline(path: str) -> CompiledPipeline:
         json_format.ParseDict(document, spec, ignore_unknown_fields=False)
     except json_format.ParseError as error:
         raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: {str(error).splitlines()[0]}") from None
-    executors = {name: local_utils.struct_to_executor_spec(struct)
-                 for name, struct in spec.deployment_spec["executors"].items()}
+    try:
+        executors = {name: local_utils.struct_to_executor_spec(struct)
+                     for name, struct in spec.deployment_spec["executors"].items()}
+    except (ValueError, KeyError, TypeError, json_format.ParseError) as error:
+        raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: its executors: {str(error).splitlines()[0]}") from None
     pipeline = CompiledPipeline(spec, executors)
     _check_supported(pipeline)
     return pipeline
@@ -102,6 +106,10 @@ def _check_supported(pipeline: CompiledPipeline) -> None:
         raise UnsupportedPipelineError(f"pipeline {pipeline.name!r}, task {task!r}: {feature} is not supported "
                                        "by run-pipeline")
 
+    dags = [("", pipeline.spec.root)] + [(path + "/", component) for path, _, component in iter_tasks(pipeline)
+                                         if component.WhichOneof("implementation") == "dag"]
+    for prefix, component in dags:
+        _check_graph(pipeline, prefix, component)
     for path, task, component in iter_tasks(pipeline):
         if task.WhichOneof("iterator") == "artifact_iterator":
             refuse(path, "a dsl.ParallelFor over artifacts")
@@ -119,6 +127,45 @@ def _check_supported(pipeline: CompiledPipeline) -> None:
         for artifact in component.output_definitions.artifacts.values():
             if artifact.is_artifact_list:
                 refuse(path, "a list of output artifacts")
+
+
+def _check_graph(pipeline: CompiledPipeline, prefix: str, component: pipeline_spec_pb2.ComponentSpec) -> None:
+    """The tasks of one DAG name only tasks and inputs that exist, and depend on each other without a cycle."""
+    tasks = component.dag.tasks
+    inputs = component.input_definitions
+    graph: dict[str, set[str]] = {}
+
+    def bad(task: str, what: str) -> PipelineSpecError:
+        return PipelineSpecError(f"pipeline {pipeline.name!r}, task {prefix + task!r}: {what}")
+
+    for name, task in tasks.items():
+        upstream = set(task.dependent_tasks)
+        for input_name, spec in task.inputs.parameters.items():
+            kind = spec.WhichOneof("kind")
+            if kind == "task_output_parameter":
+                upstream.add(spec.task_output_parameter.producer_task)
+            elif kind == "task_final_status":
+                upstream.add(spec.task_final_status.producer_task)
+            elif kind == "component_input_parameter" and spec.component_input_parameter not in inputs.parameters:
+                raise bad(name, f"input {input_name!r} reads {spec.component_input_parameter!r}, which its DAG "
+                                "does not have")
+        for input_name, spec in task.inputs.artifacts.items():
+            kind = spec.WhichOneof("kind")
+            if kind == "task_output_artifact":
+                upstream.add(spec.task_output_artifact.producer_task)
+            elif kind == "component_input_artifact" and spec.component_input_artifact not in inputs.artifacts:
+                raise bad(name, f"input {input_name!r} reads artifact {spec.component_input_artifact!r}, which its "
+                                "DAG does not have")
+        unknown = sorted(upstream - set(tasks))
+        if unknown:
+            raise bad(name, f"depends on {unknown[0]!r}, which is not a task of its DAG")
+        graph[name] = upstream
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as error:
+        cycle = error.args[1]
+        raise PipelineSpecError(f"pipeline {pipeline.name!r}: tasks depend on each other in a cycle: "
+                                + " -> ".join(prefix + name for name in cycle)) from None
 
 
 def _parse_value(name: str, text: str, parameter_type: int) -> Any:
