@@ -27,7 +27,7 @@ from .scope import ArtifactList
 from .values import ParameterType, to_protobuf
 
 __all__ = ["cache_task", "executor_input", "command_line", "task_env", "TaskProcess", "produced_outputs",
-           "scope_outputs", "runtime_artifact", "stderr_tail"]
+           "scope_outputs", "runtime_artifact", "stderr_tail", "executor_input_dict"]
 
 _STDERR_TAIL_LINES = 20
 _EXECUTOR_OUTPUT_FILE = "executor_output.json"
@@ -85,13 +85,35 @@ def executor_input(component: pipeline_spec_pb2.ComponentSpec, inputs: ResolvedI
     return message
 
 
+def executor_input_dict(message: pipeline_spec_pb2.ExecutorInput, component: pipeline_spec_pb2.ComponentSpec
+                        ) -> dict[str, Any]:
+    """The executor input as the task reads it (``{{$}}``): KFP's launcher writes it with Go's
+    protojson, where a whole number is ``9``, not ``9.0``, at any depth (a list of ints collected from
+    a loop stays a list of ints), and integer inputs are ints (``executor_input_to_dict``)."""
+    document = executor_input_utils.executor_input_to_dict(message, component)
+    values = document.get("inputs", {}).get("parameterValues")
+    if values:
+        document["inputs"]["parameterValues"] = {name: _whole_numbers_as_ints(value) for name, value in values.items()}
+    return document
+
+
+def _whole_numbers_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:  # Go's 'f' format range
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_numbers_as_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _whole_numbers_as_ints(item) for key, item in value.items()}
+    return value
+
+
 def command_line(arguments: list[str], message: pipeline_spec_pb2.ExecutorInput,
                  component: pipeline_spec_pb2.ComponentSpec, *, job_name: str, task_name: str, pipeline_root: str,
                  job_id: str) -> list[str]:
     """``arguments`` (the command and args, or an env value) with every placeholder resolved."""
     return placeholder_utils.replace_placeholders(
         full_command=arguments,
-        executor_input_dict=executor_input_utils.executor_input_to_dict(message, component),
+        executor_input_dict=executor_input_dict(message, component),
         pipeline_resource_name=job_name, task_resource_name=task_name, pipeline_root=pipeline_root,
         unique_pipeline_id=job_id)
 

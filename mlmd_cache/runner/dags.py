@@ -16,7 +16,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from .. import records
 from ..cache import ExecutionCache, PipelineRun
 from .scope import ArtifactList, InputError, Scope
-from .reports import SUCCEEDED
+from .reports import SKIPPED, SUCCEEDED
 
 __all__ = ["DagRecorder", "dag_outputs", "collect_outputs"]
 
@@ -76,22 +76,25 @@ class DagRecorder:
 def dag_outputs(outputs_spec: pipeline_spec_pb2.DagOutputsSpec, scope: Scope
                 ) -> tuple[dict[str, Any], dict[str, ArtifactList]]:
     """The output parameters and artifacts of a DAG that ran, from its tasks' outputs. ``dsl.OneOf``
-    takes the first branch that ran (KFP 2.17's rule, for parameters and artifacts alike)."""
+    takes the first branch that ran (KFP 2.17's rule, for parameters and artifacts alike); an
+    output whose only producer was in a branch not taken is left out."""
     parameters: dict[str, Any] = {}
     for name, selector in outputs_spec.parameters.items():
         kind = selector.WhichOneof("kind")
         if kind == "value_from_parameter":
-            spec = selector.value_from_parameter
-            parameters[name] = scope.output(spec.producer_subtask, spec.output_parameter_key)
+            choices = [(selector.value_from_parameter.producer_subtask,
+                        selector.value_from_parameter.output_parameter_key)]
         elif kind == "value_from_oneof":
             choices = [(s.producer_subtask, s.output_parameter_key) for s in selector.value_from_oneof.parameter_selectors]
-            parameters[name] = _first_that_ran(name, choices, scope)
         else:
             raise InputError(f"DAG output {name!r}: selector of kind {kind!r} is not supported")
+        if not all(_skipped(scope, producer) for producer, _ in choices):
+            parameters[name] = _first_that_ran(name, choices, scope)
     artifacts: dict[str, ArtifactList] = {}
     for name, selector in outputs_spec.artifacts.items():
         choices = [(s.producer_subtask, s.output_artifact_key) for s in selector.artifact_selectors]
-        artifacts[name] = list(_first_that_ran(name, choices, scope)) if choices else []
+        if choices and not all(_skipped(scope, producer) for producer, _ in choices):
+            artifacts[name] = list(_first_that_ran(name, choices, scope))
     return parameters, artifacts
 
 
@@ -108,12 +111,15 @@ def _first_that_ran(name: str, choices: Sequence[tuple[str, str]], scope: Scope)
 def collect_outputs(outputs_spec: pipeline_spec_pb2.DagOutputsSpec, iterations: Sequence[Scope],
                     loop_subtasks: frozenset[str]) -> tuple[dict[str, Any], dict[str, ArtifactList]]:
     """A loop's outputs (``dsl.Collected``): each output of the body, gathered over the iterations
-    in order; what an inner loop already collected is flattened in (outer-major order)."""
+    in order; what an inner loop already collected is flattened in (outer-major order), and an
+    iteration whose producer was in a branch not taken adds nothing."""
     parameters: dict[str, Any] = {}
     for name, selector in outputs_spec.parameters.items():
         spec = selector.value_from_parameter
         values: list[Any] = []
         for scope in iterations:
+            if _skipped(scope, spec.producer_subtask):
+                continue
             value = scope.output(spec.producer_subtask, spec.output_parameter_key)
             if spec.producer_subtask in loop_subtasks:
                 values.extend(value)
@@ -125,6 +131,12 @@ def collect_outputs(outputs_spec: pipeline_spec_pb2.DagOutputsSpec, iterations: 
         collected: ArtifactList = []
         for scope in iterations:
             for spec in selector.artifact_selectors:
-                collected.extend(scope.output(spec.producer_subtask, spec.output_artifact_key))
+                if not _skipped(scope, spec.producer_subtask):
+                    collected.extend(scope.output(spec.producer_subtask, spec.output_artifact_key))
         artifacts[name] = collected
     return parameters, artifacts
+
+
+def _skipped(scope: Scope, task: str) -> bool:
+    report = scope.reports.get(task)
+    return report is not None and report.state == SKIPPED

@@ -42,6 +42,12 @@ def resolve_inputs(task_name: str, task: pipeline_spec_pb2.PipelineTaskSpec,
     declared = component.input_definitions
     resolved = ResolvedInputs()
     for name, spec in task.inputs.parameters.items():
+        if spec.WhichOneof("kind") == "task_output_parameter" and name in declared.parameters \
+                and not scope.has_output(spec.task_output_parameter.producer_task,
+                                         spec.task_output_parameter.output_parameter_key) \
+                and (declared.parameters[name].HasField("default_value") or declared.parameters[name].is_optional):
+            # ignore_upstream_failure(): an upstream that failed produced nothing; the default stands in.
+            continue
         try:
             value = _parameter(name, spec, scope, placeholders, task_name, parent_dag_id)
             if spec.parameter_expression_selector:
