@@ -110,7 +110,17 @@ def _check_supported(pipeline: CompiledPipeline) -> None:
                                          if component.WhichOneof("implementation") == "dag"]
     for prefix, component in dags:
         _check_graph(pipeline, prefix, component)
+    from .runner import expressions  # here: the runner imports this module
+
     for path, task, component in iter_tasks(pipeline):
+        try:
+            if task.trigger_policy.condition:
+                expressions.check("condition", task.trigger_policy.condition)
+            for spec in task.inputs.parameters.values():
+                if spec.parameter_expression_selector:
+                    expressions.check("selector", spec.parameter_expression_selector)
+        except expressions.ExpressionError as error:
+            raise PipelineSpecError(f"pipeline {pipeline.name!r}, task {path!r}: {error}") from None
         if task.WhichOneof("iterator") == "artifact_iterator":
             refuse(path, "a dsl.ParallelFor over artifacts")
         if component.WhichOneof("implementation") == "dag":

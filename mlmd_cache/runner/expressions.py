@@ -61,7 +61,7 @@ from cel_expr_python import cel
 from ..errors import InvalidArgumentError
 from ..gojson import go_marshal
 
-__all__ = ["ExpressionError", "evaluate_condition", "select", "MAX_DEPTH"]
+__all__ = ["ExpressionError", "evaluate_condition", "select", "check", "value_text", "MAX_DEPTH"]
 
 #: How deep a parameter value or a ``parseJson`` result may nest (lists and maps).
 MAX_DEPTH = 200
@@ -357,16 +357,21 @@ def _compiled(kind: str, expression: str) -> Any:
             return environment.compile(expression, disable_check=True)
 
 
-def _evaluate(kind: str, expression: Any, activation: Callable[[], dict[str, Any]]) -> tuple[str, Any]:
-    """Compile (once) and evaluate; the plain Python result, or ExpressionError."""
+def _program(kind: str, expression: Any) -> Any:
+    """The compiled expression (compiled once), or ExpressionError."""
     if not isinstance(expression, str):
         raise ExpressionError(f"{kind} must be a string, not {type(expression).__name__}")
     if not expression.strip():
         raise _error(kind, expression, "empty expression")
     try:
-        program = _compiled(kind, expression)
+        return _compiled(kind, expression)
     except Exception as error:  # the library raises RuntimeError for a parse or type-check error
         raise _error(kind, expression, _clean(str(error))) from None
+
+
+def _evaluate(kind: str, expression: Any, activation: Callable[[], dict[str, Any]]) -> tuple[str, Any]:
+    """Compile (once) and evaluate; the plain Python result, or ExpressionError."""
+    program = _program(kind, expression)
     try:
         data = activation()
     except _ValueProblem as problem:
@@ -458,3 +463,29 @@ Key not found in map : "zz"
         return _from_cel(result)
     except _ValueProblem as problem:
         raise _error("selector", expression, str(problem)) from None
+
+
+def check(kind: str, expression: str) -> None:
+    """Compile a ``"condition"`` or ``"selector"`` without evaluating it: an ExpressionError for
+    one that can never run, so a pipeline holding it is refused before anything runs.
+
+    >>> check("condition", "inputs.parameter_values['x'] ==")
+    Traceback (most recent call last):
+    ...
+    mlmd_cache.runner.expressions.ExpressionError: condition "inputs.parameter_values['x'] ==": \
+syntax error at 1:32: mismatched input '<EOF>' expecting ...
+    """
+    _program(kind, expression)
+
+
+def value_text(value: Any) -> str:
+    """A parameter value as the text KFP's driver makes of it (``PbValueToText``): a non-string
+    value passed to a STRING input becomes this text.
+
+    >>> value_text(3.0), value_text(True), value_text({"b": 1, "a": [1.5]})
+    ('3', 'true', '{"a":[1.5],"b":1}')
+    """
+    try:
+        return _text(_to_cel(value))
+    except _ValueProblem as problem:
+        raise ExpressionError(f"value {value!r:.60}: {problem}") from None

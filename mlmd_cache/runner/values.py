@@ -8,14 +8,15 @@ input may be set to (``dsl.PIPELINE_JOB_NAME_PLACEHOLDER`` and the like).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from google.protobuf import struct_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-__all__ = ["ParameterType", "from_protobuf", "to_protobuf", "coerce", "text_of", "RunPlaceholders"]
+from .expressions import value_text
+
+__all__ = ["ParameterType", "from_protobuf", "to_protobuf", "coerce", "RunPlaceholders"]
 
 ParameterType = pipeline_spec_pb2.ParameterType.ParameterTypeEnum
 
@@ -50,32 +51,14 @@ def to_protobuf(value: Any) -> struct_pb2.Value:
     raise TypeError(f"not a parameter value: {type(value).__name__}")
 
 
-def text_of(value: Any) -> str:
-    """A value as the text KFP's driver makes of it for a STRING input: numbers as Go's
-    ``strconv.FormatFloat(f, 'f', -1, 64)`` (3.0 -> "3"), bools ``true``/``false``, lists and
-    structs as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isfinite(value) and value == int(value):
-            return str(int(value))
-        return repr(value)
-    if value is None:
-        return ""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
 def coerce(value: Any, parameter_type: int) -> Any:
-    """A resolved value in the type of the input that receives it: text for STRING, an int for a
+    """A resolved value in the type of the input that receives it: text for STRING (as KFP's
+    driver writes it, see :func:`~.expressions.value_text`), an int for a
     whole-valued NUMBER_INTEGER, JSON text parsed for a LIST or STRUCT given as a string."""
     if value is None:
         return None
     if parameter_type == ParameterType.STRING:
-        return text_of(value)
+        return value_text(value)
     if parameter_type == ParameterType.NUMBER_INTEGER and isinstance(value, float) and value.is_integer():
         return int(value)
     if parameter_type in (ParameterType.LIST, ParameterType.STRUCT) and isinstance(value, str):
