@@ -3,8 +3,9 @@ checking what the local runner supports, and parsing run parameters by their dec
 from __future__ import annotations
 
 import graphlib
+import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import yaml
@@ -17,6 +18,8 @@ from .errors import InvalidArgumentError
 __all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "UnsupportedPipelineError", "PipelineSpecError"]
 
 ParameterType = pipeline_spec_pb2.ParameterType.ParameterTypeEnum
+# libyaml's parser where PyYAML has it: a compiled pipeline of thousands of tasks loads in a fraction of the time.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ExecutorSpec = pipeline_spec_pb2.PipelineDeploymentConfig.ExecutorSpec
 
 
@@ -34,6 +37,8 @@ class CompiledPipeline:
 
     spec: pipeline_spec_pb2.PipelineSpec
     executors: Mapping[str, ExecutorSpec]
+    # kubernetes.set_timeout: seconds by executor label (the platform spec's only setting that runs here)
+    timeouts: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -63,25 +68,37 @@ def load_pipeline(path: str) -> CompiledPipeline:
     """Read a compiled pipeline (YAML or JSON) and check that every feature it uses is supported."""
     try:
         with open(path, encoding="utf-8") as file:
-            # A pipeline with Kubernetes settings has a second document, its platform spec: ignored.
-            document = next(iter(yaml.safe_load_all(file)), None)
+            # A pipeline with Kubernetes settings has a second document, its platform spec.
+            documents = list(itertools.islice(yaml.load_all(file, Loader=_YAML_LOADER), 3))
     except OSError as error:
         raise PipelineSpecError(f"{path}: {error.strerror}") from None
     except yaml.YAMLError as error:
         raise PipelineSpecError(f"{path}: not YAML or JSON ({str(error).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise PipelineSpecError(f"{path}: not a text file (YAML or JSON)") from None
+    except RecursionError:
+        raise PipelineSpecError(f"{path}: nested too deeply to be a compiled pipeline") from None
+    if len(documents) > 2:
+        raise PipelineSpecError(f"{path}: more than two YAML documents (a pipeline and its platform spec)")
+    document = documents[0] if documents else None
+    platform_spec = documents[1] if len(documents) > 1 else None
     if not isinstance(document, dict) or "root" not in document or "deploymentSpec" not in document:
         raise PipelineSpecError(f"{path}: not a compiled KFP pipeline (no root/deploymentSpec)")
     spec = pipeline_spec_pb2.PipelineSpec()
     try:
         json_format.ParseDict(document, spec, ignore_unknown_fields=False)
-    except json_format.ParseError as error:
-        raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: {str(error).splitlines()[0]}") from None
+    except (json_format.ParseError, TypeError, ValueError, RecursionError) as error:
+        raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: {(str(error).splitlines() or [type(error).__name__])[0]}") from None
     try:
         executors = {name: local_utils.struct_to_executor_spec(struct)
                      for name, struct in spec.deployment_spec["executors"].items()}
     except (ValueError, KeyError, TypeError, json_format.ParseError) as error:
         raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: its executors: {str(error).splitlines()[0]}") from None
+    from .platform_spec import check_platform_spec, executor_timeouts  # it builds on this module
+
     pipeline = CompiledPipeline(spec, executors)
+    check_platform_spec(platform_spec, pipeline)
+    pipeline = CompiledPipeline(spec, executors, executor_timeouts(platform_spec, pipeline.name))
     _check_supported(pipeline)
     return pipeline
 

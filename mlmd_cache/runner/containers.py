@@ -132,8 +132,11 @@ class TaskProcess:
     """One attempt at a task's command, run by a worker thread: its own process group, stdin
     closed, stdout/stderr to files in the task's directory. :meth:`stop` may come from any thread."""
 
-    def __init__(self, command: list[str], env: Mapping[str, str], task_dir: Path, attempt: int) -> None:
+    def __init__(self, command: list[str], env: Mapping[str, str], task_dir: Path, attempt: int,
+                 timeout: Optional[float] = None) -> None:
         self.command, self.env, self.task_dir, self.attempt = command, env, task_dir, attempt
+        self.timeout = timeout  # kubernetes.set_timeout: the process is stopped after this many seconds
+        self.timed_out = False
         self._lock = threading.Lock()
         self._process: Optional[subprocess.Popen] = None
         self._stopped = False
@@ -159,7 +162,12 @@ class TaskProcess:
                 except OSError as error:
                     stderr.write(f"cannot start {self.command[0]!r}: {error.strerror}\n".encode())
                     return 127
-            return self._process.wait()
+            try:
+                return self._process.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                self.timed_out = True
+                self.stop()
+                return self._process.wait()
 
     def stop(self) -> None:
         """Stop the process group: SIGTERM, then SIGKILL after 5 s."""

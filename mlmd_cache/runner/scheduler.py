@@ -466,7 +466,8 @@ class Scheduler:
         if attempt.number > 0:
             attempt.started = self.cache.restart(attempt.started)
         attempt.number += 1
-        attempt.process = containers.TaskProcess(attempt.command, attempt.env, attempt.task_dir, attempt.number)
+        attempt.process = containers.TaskProcess(attempt.command, attempt.env, attempt.task_dir, attempt.number,
+                                                 self.pipeline.timeouts.get(attempt.node.component.executor_label))
         self._running_attempts[id(attempt)] = attempt
         process = attempt.process
         self._pool.submit(lambda: self._finished.put((attempt, _returncode(process))))
@@ -484,6 +485,8 @@ class Scheduler:
                 error = f"{failure}: {failure.__cause__ or ''}".rstrip(": ")
             else:
                 return self._container_ended(dag, node, done, attempt.began, str(attempt.task_dir), attempt.number)
+        elif attempt.process.timed_out:
+            error = f"stopped after {attempt.process.timeout:g} s (kubernetes.set_timeout)"
         else:
             error = f"exit code {returncode}\n" + containers.stderr_tail(attempt.process.stderr_path)
         self.cache.fail(started)
