@@ -15,7 +15,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from .errors import InvalidArgumentError
 
-__all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "UnsupportedPipelineError", "PipelineSpecError"]
+__all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "upstream_tasks", "UnsupportedPipelineError",
+           "PipelineSpecError"]
 
 ParameterType = pipeline_spec_pb2.ParameterType.ParameterTypeEnum
 # libyaml's parser where PyYAML has it: a compiled pipeline of thousands of tasks loads in a fraction of the time.
@@ -156,6 +157,21 @@ def _check_supported(pipeline: CompiledPipeline) -> None:
                 refuse(path, "a list of output artifacts")
 
 
+def upstream_tasks(task: pipeline_spec_pb2.PipelineTaskSpec) -> set[str]:
+    """The tasks of its DAG that ``task`` waits for: its ``dependentTasks`` and the producer of every
+    input, since a task output used only in a setting (``set_cpu_limit(t.output)``) has no edge."""
+    upstream = set(task.dependent_tasks)
+    for spec in task.inputs.parameters.values():
+        if spec.HasField("task_output_parameter"):
+            upstream.add(spec.task_output_parameter.producer_task)
+        elif spec.HasField("task_final_status"):
+            upstream.add(spec.task_final_status.producer_task)
+    for spec in task.inputs.artifacts.values():
+        if spec.HasField("task_output_artifact"):
+            upstream.add(spec.task_output_artifact.producer_task)
+    return upstream
+
+
 def _check_graph(pipeline: CompiledPipeline, prefix: str, component: pipeline_spec_pb2.ComponentSpec) -> None:
     """The tasks of one DAG name only tasks and inputs that exist, and depend on each other without a cycle."""
     tasks = component.dag.tasks
@@ -166,23 +182,17 @@ def _check_graph(pipeline: CompiledPipeline, prefix: str, component: pipeline_sp
         return PipelineSpecError(f"pipeline {pipeline.name!r}, task {prefix + task!r}: {what}")
 
     for name, task in tasks.items():
-        upstream = set(task.dependent_tasks)
         for input_name, spec in task.inputs.parameters.items():
-            kind = spec.WhichOneof("kind")
-            if kind == "task_output_parameter":
-                upstream.add(spec.task_output_parameter.producer_task)
-            elif kind == "task_final_status":
-                upstream.add(spec.task_final_status.producer_task)
-            elif kind == "component_input_parameter" and spec.component_input_parameter not in inputs.parameters:
+            if spec.WhichOneof("kind") == "component_input_parameter" \
+                    and spec.component_input_parameter not in inputs.parameters:
                 raise bad(name, f"input {input_name!r} reads {spec.component_input_parameter!r}, which its DAG "
                                 "does not have")
         for input_name, spec in task.inputs.artifacts.items():
-            kind = spec.WhichOneof("kind")
-            if kind == "task_output_artifact":
-                upstream.add(spec.task_output_artifact.producer_task)
-            elif kind == "component_input_artifact" and spec.component_input_artifact not in inputs.artifacts:
+            if spec.WhichOneof("kind") == "component_input_artifact" \
+                    and spec.component_input_artifact not in inputs.artifacts:
                 raise bad(name, f"input {input_name!r} reads artifact {spec.component_input_artifact!r}, which its "
                                 "DAG does not have")
+        upstream = upstream_tasks(task)
         unknown = sorted(upstream - set(tasks))
         if unknown:
             raise bad(name, f"depends on {unknown[0]!r}, which is not a task of its DAG")

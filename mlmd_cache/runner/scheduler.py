@@ -29,7 +29,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from .. import records
 from ..cache import ExecutionCache, PipelineRun, TaskExecution
 from ..errors import MlmdCacheError
-from ..pipeline_spec import CompiledPipeline
+from ..pipeline_spec import CompiledPipeline, upstream_tasks
 from . import containers, expressions, importers
 from .dags import DagRecorder, collect_outputs, dag_outputs
 from .inputs import ResolvedInputs, resolve_inputs
@@ -205,18 +205,8 @@ class Scheduler:
                   ) -> _Dag:
         nodes = {}
         for name, spec in component.dag.tasks.items():
-            # A task output used only in a setting (e.g. set_cpu_limit) has no dependentTasks edge: the
-            # producer of every input is an upstream task too.
-            upstream = set(spec.dependent_tasks)
-            for parameter in spec.inputs.parameters.values():
-                if parameter.HasField("task_output_parameter"):
-                    upstream.add(parameter.task_output_parameter.producer_task)
-                elif parameter.HasField("task_final_status"):
-                    upstream.add(parameter.task_final_status.producer_task)
-            for artifact in spec.inputs.artifacts.values():
-                if artifact.HasField("task_output_artifact"):
-                    upstream.add(artifact.task_output_artifact.producer_task)
-            nodes[name] = _Node(name, spec, self.pipeline.components[spec.component_ref.name], frozenset(upstream),
+            nodes[name] = _Node(name, spec, self.pipeline.components[spec.component_ref.name],
+                                frozenset(upstream_tasks(spec)),
                                 spec.retry_policy if spec.retry_policy.max_retry_count else retry)
         dag = _Dag(path, component, execution, Scope(inputs), nodes, on_end, pending=set(nodes))
         self._open_dags.append(dag)
