@@ -121,7 +121,10 @@ class Scheduler:
         self._timers: list[tuple[float, int, _Attempt]] = []
         self._sequence = itertools.count()
         self._running_attempts: dict[int, _Attempt] = {}
+        self._parallelism = parallelism
+        self._waiting: deque[Callable[[], None]] = deque()  # task processes and retries waiting for a slot
         self._open_dags: list[_Dag] = []
+        self._open_loops: list[_Loop] = []
         self._dirty: deque[_Dag] = deque()
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -142,10 +145,10 @@ class Scheduler:
         try:
             root_dag = self._open_dag("", root, execution, {**arguments, **artifacts}, ended,
                                       pipeline_spec_pb2.PipelineTaskSpec.RetryPolicy())
-            self._drain()
+            self._advance()
             while not root_dag.ended:
                 self._wait()
-                self._drain()
+                self._advance()
         except BaseException:
             self._abort()
             raise
@@ -164,10 +167,17 @@ class Scheduler:
         except queue.Empty:
             if self._timers and self._timers[0][0] <= time.monotonic():
                 _, _, attempt = heapq.heappop(self._timers)
-                self._launch(attempt)
+                self._waiting.append(lambda: self._launch(attempt))
             return
         self._running_attempts.pop(id(attempt), None)
         self._process_ended(attempt, returncode)
+
+    def _advance(self) -> None:
+        """Start all that can start: ready tasks, then waiting processes (whose failure to start may
+        make more tasks ready)."""
+        self._drain()
+        while self._fill_slots():
+            self._drain()
 
     def _drain(self) -> None:
         """Start every task whose upstream tasks have ended, in every DAG where something changed."""
@@ -184,19 +194,28 @@ class Scheduler:
                 self._end_dag(dag)
 
     def _abort(self) -> None:
+        """Stop every process and mark every open execution FAILED, innermost first. Each write is
+        tried on its own: when the store itself is what failed, the first error is the one to report."""
         for attempt in list(self._running_attempts.values()):
             if attempt.process is not None:
                 attempt.process.stop()
         for attempt in [a for _, _, a in self._timers] + list(self._running_attempts.values()):
             try:
                 self.cache.fail(attempt.started)
-            except MlmdCacheError:
-                pass  # already FAILED (a retry was waiting)
+            except Exception:  # already FAILED (a retry was waiting), or the store is gone
+                pass
         self._timers.clear()
-        for dag in reversed(self._open_dags):
-            if not dag.ended:
-                dag.ended = True
-                self.dags.finish(dag.execution, mlmd.Execution.FAILED)
+        for execution in reversed(self._open_executions()):
+            try:
+                self.dags.finish(execution, mlmd.Execution.FAILED)
+            except Exception:
+                pass
+
+    def _open_executions(self) -> list[mlmd.Execution]:
+        """The DAG and loop executions not yet ended, outermost first."""
+        open_dags = [dag.execution for dag in self._open_dags if not dag.ended]
+        open_loops = [loop.execution for loop in self._open_loops]
+        return sorted(open_dags + open_loops, key=lambda execution: execution.id)
 
     # -- DAGs --------------------------------------------------------------------------------------
 
@@ -273,8 +292,6 @@ class Scheduler:
                 return self._skip(dag, node, inputs)
         except (InputError, expressions.ExpressionError) as error:
             return self._end(dag, node, TaskReport(path, FAILED, error=str(error), kind=self._kind(node)))
-        if self.on_start is not None and implementation != "dag":
-            self.on_start(path)
         if implementation == "dag":
             if node.spec.WhichOneof("iterator"):
                 return self._start_loop(dag, node, inputs)
@@ -282,6 +299,8 @@ class Scheduler:
         executor = self.pipeline.executors[node.component.executor_label]
         if executor.WhichOneof("spec") == "importer":
             began = time.monotonic()
+            if self.on_start is not None:
+                self.on_start(path)
             execution_id, outputs = importers.run_importer(self.cache, self.run, node.name, node.spec, node.component,
                                                            executor.importer, inputs, dag.execution.id,
                                                            str(self.pipeline_root))
@@ -363,6 +382,7 @@ class Scheduler:
                                     iteration_count=len(items))
         limit = node.spec.iterator_policy.parallelism_limit or len(items) or 1
         loop = _Loop(dag, node, execution, inputs, items, limit, [None] * len(items))
+        self._open_loops.append(loop)
         self._open_iterations(loop)
 
     def _open_iterations(self, loop: _Loop) -> None:
@@ -400,6 +420,7 @@ class Scheduler:
         return ended
 
     def _end_loop(self, loop: _Loop) -> None:
+        self._open_loops.remove(loop)
         dag, node = loop.dag, loop.node
         path = dag.path + node.name
         iterations = [iteration for iteration in loop.iterations if iteration is not None]
@@ -423,17 +444,36 @@ class Scheduler:
     # -- container tasks ---------------------------------------------------------------------------
 
     def _start_container(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any) -> None:
+        """A hit is recorded at once; a miss waits for a free slot (:meth:`_fill_slots`), so that an
+        execution is RUNNING only while its process runs."""
         began = time.monotonic()
-        path = dag.path + node.name
         task = containers.cache_task(node.name, node.spec, node.component, container, inputs, dag.execution.id)
         try:
             hit = self.cache.lookup(self.run, task)
             if hit is not None:
                 done = self.cache.reuse(self.run, task, hit)
                 return self._container_ended(dag, node, done, began, None, attempts=0)
-            started = self.cache.start(self.run, task)
         except MlmdCacheError as error:  # e.g. an input artifact that no longer exists
+            return self._end(dag, node, TaskReport(dag.path + node.name, FAILED, error=str(error)))
+        self._waiting.append(lambda: self._execute(dag, node, inputs, container, task))
+
+    def _fill_slots(self) -> bool:
+        """Start waiting tasks and retries while fewer than ``parallelism`` processes run; whether any started."""
+        started = False
+        while self._waiting and len(self._running_attempts) < self._parallelism:
+            self._waiting.popleft()()
+            started = True
+        return started
+
+    def _execute(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any, task: Any) -> None:
+        began = time.monotonic()
+        path = dag.path + node.name
+        try:
+            started = self.cache.start(self.run, task)
+        except MlmdCacheError as error:
             return self._end(dag, node, TaskReport(path, FAILED, error=str(error)))
+        if self.on_start is not None:
+            self.on_start(path)
         task_dir = self.pipeline_root / self.run.name / path / str(started.id)
         try:
             task_dir.mkdir(parents=True, exist_ok=True)
