@@ -122,6 +122,30 @@ def flaky(counter: str, succeed_on: int) -> int:
 
 
 @dsl.component(base_image=IMAGE)
+def flaky_item(directory: str, name: str, succeed_on: int) -> str:
+    """flaky, counting in ``directory/name`` (one counter per loop item)."""
+    import os
+
+    counter = os.path.join(directory, name)
+    attempt = (int(open(counter).read()) if os.path.exists(counter) else 0) + 1
+    with open(counter, "w") as f:
+        f.write(str(attempt))
+    if attempt < succeed_on:
+        raise RuntimeError(f"{name}: attempt {attempt} fails")
+    return f"{name}:{attempt}"
+
+
+@dsl.component(base_image=IMAGE)
+def invert(x: int) -> float:
+    return 1 / x  # ZeroDivisionError for 0
+
+
+@dsl.component(base_image=IMAGE)
+def total(xs: List[float]) -> float:
+    return sum(xs)
+
+
+@dsl.component(base_image=IMAGE)
 def stamp(directory: str, name: str, seconds: float) -> str:
     """Sleeps, and writes [start, end] (time.time()) to ``directory/name.json``."""
     import json
