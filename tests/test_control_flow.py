@@ -85,6 +85,9 @@ def test_if_elif_else_runs_the_taken_branch_and_records_the_others_canceled(db, 
 
     mlmd_run = RunRecords(db, "r1")
     root = mlmd_run.root()
+    assert prop(root, "task_name") == "" and mlmd_run.type_of(root) == records.DAG_EXECUTION_TYPE
+    pipeline_context = mlmd_run.store.get_context_by_type_and_name(records.PIPELINE_CONTEXT_TYPE, "branches")
+    assert {e.id for e in mlmd_run.store.get_executions_by_context(pipeline_context.id)} >= set(mlmd_run.by_id)
     group = mlmd_run.one("condition-branches-1")
     assert mlmd_run.type_of(group) == records.DAG_EXECUTION_TYPE
     assert prop(group, "parent_dag_id") == root.id and group.last_known_state == mlmd.Execution.COMPLETE
@@ -181,11 +184,14 @@ def literal_loop():
 
 
 def check_loop(mlmd_run: RunRecords, report, loop: str, items: list, body: str, parent_id: int,
-               prefix: str = "") -> list:
-    """The records of one ParallelFor as KFP makes them; returns the iteration DAG executions."""
+               prefix: str = "", items_input: str = "") -> list:
+    """The records of one ParallelFor as KFP makes them; returns the iteration DAG executions.
+    ``items_input``: the loop DAG's list input of a loop over a parameter (pipelinechannel--xs)."""
     loop_report = report.tasks[prefix + loop]
     assert loop_report.state == COMPLETE
     loop_dag = mlmd_run[loop_report.execution_id]
+    if items_input:
+        assert prop(loop_dag, "inputs") == {items_input: items}
     assert mlmd_run.type_of(loop_dag) == records.DAG_EXECUTION_TYPE
     assert prop(loop_dag, "task_name") == loop
     assert prop(loop_dag, "iteration_count") == len(items)
@@ -196,6 +202,8 @@ def check_loop(mlmd_run: RunRecords, report, loop: str, items: list, body: str, 
     for index, iteration in enumerate(iterations):
         assert mlmd_run.type_of(iteration) == records.DAG_EXECUTION_TYPE
         assert prop(iteration, "task_name") == loop
+        if items_input:  # KFP's iteration driver: the loop's inputs without the list, plus the item
+            assert prop(iteration, "inputs") == {f"{items_input}-loop-item": items[index]}
         assert report.tasks[f"{prefix}{loop}/{index}"].execution_id == iteration.id
         assert report.tasks[f"{prefix}{loop}/{index}"].state == COMPLETE
         [task] = [e for e in mlmd_run.children(iteration.id) if prop(e, "task_name") == body]
@@ -240,9 +248,9 @@ def test_loops_over_pipeline_parameters_of_ints_strings_and_dicts(db, tmp_path):
     assert [report.tasks[f"for-loop-3/{i}/repeat"].output_parameters["Output"] for i in range(2)] == ["abab", "ccc"]
     mlmd_run = RunRecords(db, "r")
     root = mlmd_run.root().id
-    check_loop(mlmd_run, report, "for-loop-1", xs, "square", root)
-    check_loop(mlmd_run, report, "for-loop-2", names, "echo-value", root)
-    check_loop(mlmd_run, report, "for-loop-3", recs, "repeat", root)
+    check_loop(mlmd_run, report, "for-loop-1", xs, "square", root, items_input="pipelinechannel--xs")
+    check_loop(mlmd_run, report, "for-loop-2", names, "echo-value", root, items_input="pipelinechannel--names")
+    check_loop(mlmd_run, report, "for-loop-3", recs, "repeat", root, items_input="pipelinechannel--recs")
     second = mlmd_run[report.tasks["for-loop-3/1/repeat"].execution_id]
     assert prop(second, "inputs") == {"label": "c", "n": 3}
     assert cache_key(mlmd_run.store, second.id)["inputParameterValues"] == {"label": "c", "n": 3}
@@ -488,6 +496,7 @@ def test_the_exit_task_runs_after_a_failed_group_and_sees_failed(db, tmp_path):
     assert prop(final, "inputs")["status"]["state"] == "FAILED"
     assert prop(final, "parent_dag_id") == mlmd_run.root().id  # a sibling of the group, in the enclosing DAG
     assert mlmd_run.one("exit-handler-1").last_known_state == mlmd.Execution.FAILED
+    assert prop(mlmd_run.one("exit-handler-1"), "display_name") == "guarded"  # taskInfo.name, from name=
     assert mlmd_run.one("maybe-fail").last_known_state == mlmd.Execution.FAILED
     assert "say" not in mlmd_run.task_names()
     assert mlmd_run.root().last_known_state == mlmd.Execution.FAILED
@@ -660,6 +669,18 @@ def test_pipeline_input_artifacts_by_uri_and_by_id(db, tmp_path):
     again = run(db, path, tmp_path, artifacts={"data": other_id}, run_name="r5")
     assert again.tasks["count-chars"].state == CACHED
     assert again.tasks["count-chars"].cached_execution_id == report.tasks["count-chars"].execution_id
+
+
+@pytest.mark.parametrize("arguments", [["--artifact", "data=424242"],  # no artifact with that ID
+                                       [],  # the required input artifact not given
+                                       ["--artifact", "nope=1"],  # no input artifact of that name
+                                       ["--artifact", "data"]])  # not NAME=ID|URI
+def test_a_bad_input_artifact_is_a_usage_error_before_anything_is_written(db, tmp_path, arguments):
+    path = compile_to(tmp_path / "p.yaml", artifact_input)
+    code, out, err = cli("run-pipeline", path, *root_args(db, tmp_path), *arguments)
+    assert code == 2, (out, err)
+    assert out == "" and err.startswith("Error: ") and len(err.strip().splitlines()) == 1
+    assert connect(db).get_executions() == []
 
 
 # == 8. Parallelism =================================================================================
