@@ -315,6 +315,33 @@ def test_nested_loops_repeat_the_inner_loop_under_each_outer_iteration(db, tmp_p
     assert len(mlmd_run.named("for-loop-4")) == 2 + 6  # a loop DAG per outer iteration, 3 iterations each
 
 
+@dsl.container_component
+def show_task(task_name: str, task_id: str, out: dsl.OutputPath(str)):
+    return dsl.ContainerSpec(image=HOST_IMAGE,
+                             command=["sh", "-c", 'mkdir -p "$(dirname "$0")" && printf "%s %s" "$1" "$2" > "$0"'],
+                             args=[out, task_name, task_id])
+
+
+@dsl.pipeline(name="nested-collected")
+def nested_collected():
+    with dsl.ParallelFor([1, 2]) as a:
+        with dsl.ParallelFor([10, 20]) as b:
+            summed = add(a=a, b=b)
+        show_task(task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER, task_id=dsl.PIPELINE_TASK_ID_PLACEHOLDER)
+    join_ints(xs=dsl.Collected(summed.output))
+
+
+def test_collected_through_nested_loops_and_task_placeholders_in_an_iteration(db, tmp_path):
+    path = compile_to(tmp_path / "p.yaml", nested_collected)
+    report = run(db, path, tmp_path, run_name="r")
+    assert report.succeeded, states(report)
+    # KFP 2.14+ (drv/resolve.go CollectInputs): one flat list, outer-major, of every iteration's output
+    assert report.tasks["join-ints"].output_parameters["Output"] == "11,21,12,22"
+    for i in range(2):  # {{$.pipeline_task_uuid}} is the parent DAG's execution ID: here the iteration's
+        iteration = report.tasks[f"for-loop-2/{i}"].execution_id
+        assert report.tasks[f"for-loop-2/{i}/show-task"].output_parameters["out"] == f"show-task {iteration}"
+
+
 @dsl.pipeline(name="limited-loop")
 def limited_loop(directory: str):
     with dsl.ParallelFor(["a", "b", "c", "d"], parallelism=2) as name:
