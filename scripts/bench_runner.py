@@ -45,10 +45,10 @@ kfp.local's. The script prints a markdown table (for the README) and the targets
 object with ``--json``, and exits with status 1 when a target fails. A runner whose
 ``run_pipeline`` has no ``parallelism`` keyword, or that refuses ParallelFor, gets "n/a" there.
 
-``--profile`` adds one fan-out run at parallelism 1, executed then cached, under cProfile (every
-thread the runner starts gets its own profiler; the stats are merged), writes
-``profile-executed.prof`` and ``profile-cached.prof`` to ``--out`` and prints the top functions to
-standard error.
+``--profile`` adds one run of each pipeline at parallelism 1, executed then cached, under cProfile
+(every thread the runner starts gets its own profiler; the stats are merged), writes
+``profile-<pipeline>-<executed|cached>.prof`` to ``--out`` and prints the top functions to standard
+error.
 
 Usage::
 
@@ -331,9 +331,9 @@ def profiled_threads(profiles: list):
         threading.Thread.run = original
 
 
-def profile_fan_out(path: Path, tasks: int, db: Optional[str], out: Path, keep: bool, top: int,
-                    store_dir: Optional[Path] = None) -> dict[str, Any]:
-    """One fan-out at parallelism 1, executed then cached, under cProfile; stats to ``out``."""
+def profile_pipeline(kind: str, path: Path, tasks: int, db: Optional[str], out: Path, keep: bool, top: int,
+                     store_dir: Optional[Path] = None) -> dict[str, Any]:
+    """One run of a pipeline at parallelism 1, executed then cached, under cProfile; stats to ``out``."""
     found = {}
     with scratch(out, "profile", keep) as directory:
         cache = ExecutionCache(connect(store_url(db, directory, store_dir)))
@@ -351,13 +351,13 @@ def profile_fan_out(path: Path, tasks: int, db: Optional[str], out: Path, keep: 
             for profile in profiles[1:]:
                 with contextlib.suppress(TypeError):  # a profile that recorded nothing
                     stats.add(profile)
-            target = out / f"profile-{phase}.prof"
+            target = out / f"profile-{kind}-{phase}.prof"
             stats.dump_stats(str(target))
             found[phase] = {"wall_s": wall, "threads": len(profiles), "stats": str(target)}
             for order in ("tottime", "cumulative"):
                 text = io.StringIO()
                 pstats.Stats(str(target), stream=text).strip_dirs().sort_stats(order).print_stats(top)
-                status(f"\n== profile: fan-out of {tasks}, {phase}, parallelism 1: {wall:.2f} s wall, "
+                status(f"\n== profile: {kind} of {tasks}, {phase}, parallelism 1: {wall:.2f} s wall, "
                        f"{len(profiles)} threads profiled, by {order}\n"
                        + text.getvalue()[text.getvalue().find("   ncalls"):].rstrip())
         del cache, pipeline
@@ -494,7 +494,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the measurements' directories")
     parser.add_argument("--json", action="store_true", help="one JSON object on standard output instead of tables")
     parser.add_argument("--profile", action="store_true",
-                        help="also profile the fan-out at parallelism 1, executed and cached (cProfile; "
+                        help="also profile each pipeline at parallelism 1, executed and cached (cProfile; "
                              "profile-*.prof in --out, top functions on standard error)")
     parser.add_argument("--profile-top", type=int, default=25, help="functions shown per profile (default: 25)")
     args = parser.parse_args(argv)
@@ -561,8 +561,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     status(f"  kfp.local's task command alone, {min(args.command_samples, args.tasks)} tasks")
                     record("direct kfp 1", *measure_direct(paths["fan-out"], "kfp", 1, out, args.keep,
                                                            args.command_samples))
-        profile = (profile_fan_out(paths["fan-out"], args.tasks, args.db, out, args.keep, args.profile_top, store_dir)
-                   if args.profile else None)
+        profile = {kind: profile_pipeline(kind, paths[kind], args.tasks, args.db, out, args.keep, args.profile_top,
+                                          store_dir)
+                   for kind in (kinds if args.profile else ())} or None
 
     result = derive(samples, args.tasks, sampled)
     seconds = time.perf_counter() - began
