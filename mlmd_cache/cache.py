@@ -183,6 +183,20 @@ def _event(kind: int, name: str, artifact_id: Optional[int] = None) -> mlmd.Even
 
 
 
+def unique_events(kind: int, artifact_ids: Mapping[str, Sequence[int]]) -> list[tuple[None, mlmd.Event]]:
+    """An event per artifact, keyed by the first name it comes under: MLMD holds one event of a
+    kind per (execution, artifact), so one artifact given to two inputs, or twice in a list (a
+    Collected input of cached iterations), is recorded once. The cache key still lists each."""
+    seen: set[int] = set()
+    events = []
+    for name, ids in artifact_ids.items():
+        for artifact_id in ids:
+            if artifact_id not in seen:
+                seen.add(artifact_id)
+                events.append((None, _event(kind, name, artifact_id)))
+    return events
+
+
 class ExecutionCache:
     """KFP v2 step caching over one MLMD store.
 
@@ -330,9 +344,7 @@ class ExecutionCache:
                 missing = [artifact_id for artifact_id in ids if artifact_id not in found]
                 if missing:
                     raise NotFoundError(f"task {task.name!r}, input {name!r}: no MLMD artifact with ID {missing[0]}")
-        return [
-            (None, _event(mlmd.Event.INPUT, name, artifact_id)) for name, ids in inputs.items() for artifact_id in ids
-        ]
+        return unique_events(mlmd.Event.INPUT, inputs)
 
     def _execution(self, task: Task, state: int, fingerprint: Optional[str]) -> mlmd.Execution:
         execution = mlmd.Execution(type_id=self.types.execution_type(records.CONTAINER_EXECUTION_TYPE),

@@ -14,7 +14,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import records
-from ..cache import ExecutionCache, PipelineRun
+from ..cache import ExecutionCache, PipelineRun, unique_events
 from .scope import ArtifactList, InputError, Scope
 from .reports import SKIPPED, SUCCEEDED
 
@@ -26,13 +26,7 @@ TOTAL_DAG_TASKS = "total_dag_tasks"
 
 
 def _events(kind: int, artifacts: Mapping[str, ArtifactList]) -> list[tuple[None, mlmd.Event]]:
-    events = []
-    for name, artifact_list in artifacts.items():
-        for artifact in artifact_list:
-            event = mlmd.Event(type=kind, artifact_id=int(artifact.name))
-            event.path.steps.add(key=name)
-            events.append((None, event))
-    return events
+    return unique_events(kind, {name: [int(a.name) for a in artifact_list] for name, artifact_list in artifacts.items()})
 
 
 class DagRecorder:

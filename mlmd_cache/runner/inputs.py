@@ -42,12 +42,14 @@ def resolve_inputs(task_name: str, task: pipeline_spec_pb2.PipelineTaskSpec,
     declared = component.input_definitions
     resolved = ResolvedInputs()
     for name, spec in task.inputs.parameters.items():
-        if spec.WhichOneof("kind") == "task_output_parameter" and name in declared.parameters \
-                and not scope.has_output(spec.task_output_parameter.producer_task,
-                                         spec.task_output_parameter.output_parameter_key) \
-                and (declared.parameters[name].HasField("default_value") or declared.parameters[name].is_optional):
+        kind = spec.WhichOneof("kind")
+        if kind == "task_output_parameter" and not scope.has_output(spec.task_output_parameter.producer_task,
+                                                                     spec.task_output_parameter.output_parameter_key) \
+                and _may_be_left_out(declared.parameters.get(name)):
             # ignore_upstream_failure(): an upstream that failed produced nothing; the default stands in.
             continue
+        if kind == "component_input_parameter" and spec.component_input_parameter not in scope.inputs:
+            continue  # an optional input of the DAG that was not given: the task's default, if any, stands in
         try:
             value = _parameter(name, spec, scope, placeholders, task_name, parent_dag_id)
             if spec.parameter_expression_selector:
@@ -63,6 +65,8 @@ def resolve_inputs(task_name: str, task: pipeline_spec_pb2.PipelineTaskSpec,
             if kind == "task_output_artifact":
                 value = scope.output(spec.task_output_artifact.producer_task, spec.task_output_artifact.output_artifact_key)
             elif kind == "component_input_artifact":
+                if spec.component_input_artifact not in scope.inputs:
+                    continue  # an optional input artifact that was not given
                 value = scope.input(spec.component_input_artifact)
             else:
                 raise InputError(f"artifact input of kind {kind!r} is not supported")
@@ -72,7 +76,18 @@ def resolve_inputs(task_name: str, task: pipeline_spec_pb2.PipelineTaskSpec,
     for name, spec in declared.parameters.items():  # defaults of the inputs the task does not set
         if name not in resolved.parameters and spec.HasField("default_value"):
             resolved.parameters[name] = coerce(from_protobuf(spec.default_value), spec.parameter_type)
+    item = task.parameter_iterator.item_input  # a loop's item is an input of each iteration, set there
+    missing = sorted([n for n, spec in declared.parameters.items() if n not in resolved.parameters
+                      and n != item and not _may_be_left_out(spec)]
+                     + [n for n, spec in declared.artifacts.items() if n not in resolved.artifacts
+                        and not spec.is_optional])
+    if missing:
+        raise InputError(f"input {missing[0]!r} has no value (it is not optional and has no default)")
     return resolved
+
+
+def _may_be_left_out(spec: Optional[pipeline_spec_pb2.ComponentInputsSpec.ParameterSpec]) -> bool:
+    return spec is not None and (spec.is_optional or spec.HasField("default_value"))
 
 
 def _parameter(name: str, spec: pipeline_spec_pb2.TaskInputsSpec.InputParameterSpec, scope: Scope,

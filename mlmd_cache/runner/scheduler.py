@@ -486,7 +486,7 @@ class Scheduler:
 
             command = resolve([*container.command, *container.args])
             env = containers.task_env(self.env, container, resolve)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as error:  # kfp.local's placeholder errors
             self.cache.fail(started)
             return self._end(dag, node, TaskReport(path, FAILED, started.id, fingerprint=started.fingerprint,
                                                    error=f"cannot prepare the task: {error}", task_dir=str(task_dir)))
