@@ -30,17 +30,20 @@ def _events(kind: int, artifacts: Mapping[str, ArtifactList]) -> list[tuple[None
 
 
 class DagRecorder:
-    """Writes the DAG executions of one run."""
+    """Writes the DAG executions of one run. Several DAGs begun or ended together are written in one
+    transaction (``put_lineage_subgraph``): on a disk-backed store each commit costs milliseconds,
+    and a cached loop otherwise commits twice per iteration beside its tasks' one write. Ended DAGs
+    wait in memory until :meth:`flush`, which the scheduler calls before it waits for anything."""
 
     def __init__(self, cache: ExecutionCache, run: PipelineRun) -> None:
         self.cache, self.run = cache, run
+        self._ended: list[tuple[mlmd.Execution, list[tuple[None, mlmd.Event]]]] = []
 
-    def start(self, task_name: str, display_name: str, parameters: Mapping[str, Any],
-              artifacts: Mapping[str, ArtifactList], parent_dag_id: Optional[int], *,
-              total_dag_tasks: Optional[int] = None, iteration_count: Optional[int] = None,
-              iteration_index: Optional[int] = None, state: int = mlmd.Execution.RUNNING,
-              execution_type: str = records.DAG_EXECUTION_TYPE) -> mlmd.Execution:
-        """A new DAG execution (``state`` CANCELED for a branch not taken, as KFP records it)."""
+    def new(self, task_name: str, display_name: str, parameters: Mapping[str, Any], parent_dag_id: Optional[int], *,
+            total_dag_tasks: Optional[int] = None, iteration_count: Optional[int] = None,
+            iteration_index: Optional[int] = None, state: int = mlmd.Execution.RUNNING,
+            execution_type: str = records.DAG_EXECUTION_TYPE) -> mlmd.Execution:
+        """A DAG execution not yet written (``state`` CANCELED for a branch not taken, as KFP records it)."""
         execution = mlmd.Execution(type_id=self.cache.types.execution_type(execution_type), last_known_state=state)
         properties = execution.custom_properties
         properties[records.DISPLAY_NAME].string_value = display_name
@@ -52,19 +55,43 @@ class DagRecorder:
                            (ITERATION_INDEX, iteration_index)):
             if value is not None:
                 properties[key].int_value = value
-        execution.id, _, _ = self.cache.store.put_execution(
-            execution, _events(mlmd.Event.INPUT, artifacts), [self.run.pipeline_context, self.run.run_context],
-            force_reuse_context=True)
+        return execution
+
+    def write(self, new: Sequence[tuple[mlmd.Execution, Mapping[str, ArtifactList]]]) -> None:
+        """Write new DAG executions, with an INPUT event per input artifact, in one transaction; sets their IDs."""
+        if not new:
+            return
+        executions = [execution for execution, _ in new]
+        edges = [(index, None, event) for index, (_, artifacts) in enumerate(new)
+                 for _, event in _events(mlmd.Event.INPUT, artifacts)]
+        ids, _, _ = self.cache.store.put_lineage_subgraph(
+            executions, [], [self.run.pipeline_context, self.run.run_context], edges,
+            reuse_context_if_already_exist=True)
+        for execution, execution_id in zip(executions, ids):
+            execution.id = execution_id
+
+    def start(self, task_name: str, display_name: str, parameters: Mapping[str, Any],
+              artifacts: Mapping[str, ArtifactList], parent_dag_id: Optional[int], **options: Any) -> mlmd.Execution:
+        """A new DAG execution, written at once (see :meth:`new` for the options)."""
+        execution = self.new(task_name, display_name, parameters, parent_dag_id, **options)
+        self.write([(execution, artifacts)])
         return execution
 
     def finish(self, execution: mlmd.Execution, state: int, parameters: Mapping[str, Any] = {},
                artifacts: Mapping[str, ArtifactList] = {}) -> None:
-        """End a DAG execution: its state, output parameters and OUTPUT events."""
+        """End a DAG execution: its state, output parameters and OUTPUT events (written by :meth:`flush`)."""
         execution.last_known_state = state
         if parameters:
             execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(parameters))
-        self.cache.store.put_execution(execution, _events(mlmd.Event.OUTPUT, artifacts), [],
-                                       force_reuse_context=True)
+        self._ended.append((execution, _events(mlmd.Event.OUTPUT, artifacts)))
+
+    def flush(self) -> None:
+        """Write the DAG executions ended since the last flush, in one transaction."""
+        if not self._ended:
+            return
+        ended, self._ended = self._ended, []
+        edges = [(index, None, event) for index, (_, events) in enumerate(ended) for _, event in events]
+        self.cache.store.put_lineage_subgraph([execution for execution, _ in ended], [], [], edges)
 
 
 def dag_outputs(outputs_spec: pipeline_spec_pb2.DagOutputsSpec, scope: Scope

@@ -174,10 +174,11 @@ class Scheduler:
 
     def _advance(self) -> None:
         """Start all that can start: ready tasks, then waiting processes (whose failure to start may
-        make more tasks ready)."""
+        make more tasks ready); then write the DAGs that ended."""
         self._drain()
         while self._fill_slots():
             self._drain()
+        self.dags.flush()
 
     def _drain(self) -> None:
         """Start every task whose upstream tasks have ended, in every DAG where something changed."""
@@ -206,10 +207,11 @@ class Scheduler:
                 pass
         self._timers.clear()
         for execution in reversed(self._open_executions()):
-            try:
-                self.dags.finish(execution, mlmd.Execution.FAILED)
-            except Exception:
-                pass
+            self.dags.finish(execution, mlmd.Execution.FAILED)
+        try:
+            self.dags.flush()
+        except Exception:
+            pass
 
     def _open_executions(self) -> list[mlmd.Execution]:
         """The DAG and loop executions not yet ended, outermost first."""
@@ -391,6 +393,7 @@ class Scheduler:
         node, iterator = loop.node, loop.node.spec.parameter_iterator
         item_type = node.component.input_definitions.parameters[iterator.item_input].parameter_type \
             if iterator.item_input in node.component.input_definitions.parameters else None
+        opening = []
         while loop.running < loop.limit and loop.next_index < len(loop.items):
             index = loop.next_index
             loop.next_index += 1
@@ -399,9 +402,11 @@ class Scheduler:
                           if iterator.items.WhichOneof("kind") == "raw" or k != iterator.items.input_parameter}
             item = loop.items[index]
             parameters[iterator.item_input] = coerce(item, item_type) if item_type is not None else item
-            execution = self.dags.start(node.name, node.spec.task_info.name or node.name, parameters,
-                                        loop.inputs.artifacts, loop.execution.id,
-                                        total_dag_tasks=len(node.component.dag.tasks), iteration_index=index)
+            execution = self.dags.new(node.name, node.spec.task_info.name or node.name, parameters, loop.execution.id,
+                                      total_dag_tasks=len(node.component.dag.tasks), iteration_index=index)
+            opening.append((index, parameters, execution))
+        self.dags.write([(execution, loop.inputs.artifacts) for _, _, execution in opening])  # one transaction
+        for index, parameters, execution in opening:
             path = f"{loop.dag.path}{node.name}/{index}/"
             loop.iterations[index] = self._open_dag(path, node.component, execution,
                                                     {**parameters, **loop.inputs.artifacts},
