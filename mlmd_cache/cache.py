@@ -393,14 +393,15 @@ class ExecutionCache:
         )
         return TaskExecution(execution, run, task)
 
-    def _stored_running(self, started: TaskExecution) -> mlmd.Execution:
+    def _stored_in_state(self, started: TaskExecution, expected: int = mlmd.Execution.RUNNING) -> mlmd.Execution:
+        """The execution as stored, which must be in state ``expected`` (RUNNING unless said)."""
         found = self.store.get_executions_by_id([started.id])
         if not found:
             raise NotFoundError(f"execution {started.id} does not exist")
         execution = found[0]
-        if execution.last_known_state != mlmd.Execution.RUNNING:
+        if execution.last_known_state != expected:
             state = mlmd.Execution.State.Name(execution.last_known_state)
-            raise ExecutionStateError(f"execution {started.id} is {state}, not RUNNING")
+            raise ExecutionStateError(f"execution {started.id} is {state}, not {mlmd.Execution.State.Name(expected)}")
         return execution
 
     def _output_artifacts(self, task: Task, outputs: Outputs) -> list[tuple[mlmd.Artifact, mlmd.Event]]:
@@ -434,7 +435,7 @@ class ExecutionCache:
             raise OutputError(f"task {task.name!r} declares output parameters {sorted(declared_parameters)}, "
                               f"got {sorted(outputs.parameters)}")
         pairs = self._output_artifacts(task, outputs)
-        execution = self._stored_running(started)
+        execution = self._stored_in_state(started)
         execution.last_known_state = mlmd.Execution.COMPLETE
         execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(outputs.parameters))
         contexts = [started.run.pipeline_context, started.run.run_context]
@@ -462,7 +463,7 @@ class ExecutionCache:
 
     def fail(self, started: TaskExecution) -> TaskExecution:
         """Mark a RUNNING execution FAILED. A failed execution is never a cache source."""
-        execution = self._stored_running(started)
+        execution = self._stored_in_state(started)
         execution.last_known_state = mlmd.Execution.FAILED
         self.store.put_executions([execution])
         return replace(started, execution=execution)
@@ -470,13 +471,7 @@ class ExecutionCache:
     def restart(self, failed: TaskExecution) -> TaskExecution:
         """Mark a FAILED execution RUNNING again for another attempt of its task (``set_retry``): as
         KFP does, every attempt reuses the task's one execution."""
-        found = self.store.get_executions_by_id([failed.id])
-        if not found:
-            raise NotFoundError(f"execution {failed.id} does not exist")
-        execution = found[0]
-        if execution.last_known_state != mlmd.Execution.FAILED:
-            state = mlmd.Execution.State.Name(execution.last_known_state)
-            raise ExecutionStateError(f"execution {failed.id} is {state}, not FAILED")
+        execution = self._stored_in_state(failed, expected=mlmd.Execution.FAILED)
         execution.last_known_state = mlmd.Execution.RUNNING
         self.store.put_executions([execution])
         return replace(failed, execution=execution)
