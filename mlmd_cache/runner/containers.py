@@ -23,7 +23,6 @@ from .. import records
 from ..cache import Outputs, Task, TaskExecution
 from ..key import CacheKey
 from .inputs import ResolvedInputs
-from .scope import ArtifactList
 from .values import ParameterType, to_protobuf
 
 __all__ = ["cache_task", "executor_input", "command_line", "task_env", "TaskProcess", "produced_outputs",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import os
 import queue
 import time
 from collections import deque
@@ -33,7 +32,7 @@ from ..pipeline_spec import CompiledPipeline, upstream_tasks
 from . import containers, expressions, importers
 from .dags import DagRecorder, collect_outputs, dag_outputs
 from .inputs import ResolvedInputs, resolve_inputs
-from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, SUCCEEDED, TaskReport
+from .reports import COMPLETE, FAILED, NOT_RUN, SKIPPED, TaskReport
 from .scope import ArtifactList, InputError, Scope
 from .values import RunPlaceholders, coerce
 
