@@ -317,23 +317,22 @@ class Scheduler:
         executor = self.pipeline.executors[node.component.executor_label]
         return "importer" if executor.WhichOneof("spec") == "importer" else "container"
 
-    def _not_started(self, dag: _Dag, node: _Node, state: str, reason: str) -> None:
+    def _not_started(self, dag: _Dag, node: _Node, state: str, reason: str, execution_id: Optional[int] = None) -> None:
         """NOT_RUN or SKIPPED, for the task and, in a DAG task, every task inside it."""
         path = dag.path + node.name
-        for inner in self._inner_paths(node.component, path + "/"):
-            self._report(TaskReport(inner, state, error=reason, kind="container"))
-        self._end(dag, node, TaskReport(path, state, error=reason, kind=self._kind(node)))
+        for inner, kind in self._inner_tasks(node.component, path + "/"):
+            self._report(TaskReport(inner, state, error=reason, kind=kind))
+        self._end(dag, node, TaskReport(path, state, execution_id, error=reason, kind=self._kind(node)))
 
-    def _inner_paths(self, component: pipeline_spec_pb2.ComponentSpec, prefix: str) -> Iterator[str]:
+    def _inner_tasks(self, component: pipeline_spec_pb2.ComponentSpec, prefix: str) -> Iterator[tuple[str, str]]:
+        """The paths and kinds of the tasks inside a DAG component, innermost first."""
         if component.WhichOneof("implementation") != "dag":
             return
         for name, spec in component.dag.tasks.items():
-            inner = self.pipeline.components[spec.component_ref.name]
-            if spec.WhichOneof("iterator"):
-                yield prefix + name  # a loop's iterations are not known until it runs
-                continue
-            yield from self._inner_paths(inner, f"{prefix}{name}/")
-            yield prefix + name
+            inner = _Node(name, spec, self.pipeline.components[spec.component_ref.name], frozenset(), spec.retry_policy)
+            if not spec.WhichOneof("iterator"):  # a loop's iterations are not known until it runs
+                yield from self._inner_tasks(inner.component, f"{prefix}{name}/")
+            yield prefix + name, self._kind(inner)
 
     def _skip(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> None:
         """A branch not taken: its DAG execution recorded CANCELED (KFP), no execution for its tasks."""
@@ -343,10 +342,7 @@ class Scheduler:
             total_dag_tasks=len(node.component.dag.tasks) if is_dag else None, state=mlmd.Execution.CANCELED,
             execution_type=records.DAG_EXECUTION_TYPE if is_dag else records.CONTAINER_EXECUTION_TYPE)
         reason = "the condition of " + (f"{dag.path + node.name!r}" if is_dag else "the task") + " is false"
-        path = dag.path + node.name
-        for inner in self._inner_paths(node.component, path + "/"):
-            self._report(TaskReport(inner, SKIPPED, error=reason))
-        self._end(dag, node, TaskReport(path, SKIPPED, execution.id, error=reason, kind=self._kind(node)))
+        self._not_started(dag, node, SKIPPED, reason, execution.id)
 
     def _start_sub_dag(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> None:
         """A nested pipeline, condition branch or exit handler group: its own DAG execution."""
