@@ -15,7 +15,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import records
 from ..cache import ExecutionCache, PipelineRun, unique_events
-from .scope import ArtifactList, InputError, Scope
+from .scope import ArtifactList, InputError, Scope, artifact_ids
 from .reports import SKIPPED, SUCCEEDED
 
 __all__ = ["DagRecorder", "dag_outputs", "collect_outputs"]
@@ -26,7 +26,7 @@ TOTAL_DAG_TASKS = "total_dag_tasks"
 
 
 def _events(kind: int, artifacts: Mapping[str, ArtifactList]) -> list[tuple[None, mlmd.Event]]:
-    return unique_events(kind, {name: [int(a.name) for a in artifact_list] for name, artifact_list in artifacts.items()})
+    return unique_events(kind, artifact_ids(artifacts))
 
 
 class DagRecorder:

@@ -11,7 +11,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from ..errors import MlmdCacheError
 from . import expressions
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED
-from .scope import ArtifactList, InputError, Scope
+from .scope import ArtifactList, InputError, Scope, artifact_ids
 from .values import RunPlaceholders, coerce, from_protobuf
 
 __all__ = ["ResolvedInputs", "resolve_inputs", "final_status_state"]
@@ -28,7 +28,7 @@ class ResolvedInputs:
     artifacts: dict[str, ArtifactList] = field(default_factory=dict)
 
     def artifact_ids(self) -> dict[str, list[int]]:
-        return {name: [int(artifact.name) for artifact in artifacts] for name, artifacts in self.artifacts.items()}
+        return artifact_ids(self.artifacts)
 
 
 def final_status_state(report_state: str) -> str:

@@ -33,7 +33,7 @@ from . import containers, expressions, importers
 from .dags import DagRecorder, collect_outputs, dag_outputs
 from .inputs import ResolvedInputs, resolve_inputs
 from .reports import COMPLETE, FAILED, NOT_RUN, SKIPPED, TaskReport
-from .scope import ArtifactList, InputError, Scope
+from .scope import ArtifactList, InputError, Scope, artifact_ids
 from .values import RunPlaceholders, coerce
 
 __all__ = ["Scheduler"]
@@ -257,7 +257,7 @@ class Scheduler:
                   error: str) -> None:
             report = TaskReport(parent.path + node.name, state, child.execution.id, duration=time.monotonic() - child.began,
                                 error=error, kind=kind, output_parameters=parameters,
-                                output_artifact_ids={k: [int(a.name) for a in v] for k, v in artifacts.items()})
+                                output_artifact_ids=artifact_ids(artifacts))
             self._end(parent, node, report, {**parameters, **artifacts})
         return ended
 
@@ -307,7 +307,7 @@ class Scheduler:
                                                            str(self.pipeline_root))
             return self._end(dag, node, TaskReport(path, COMPLETE, execution_id, duration=time.monotonic() - began,
                                                    kind="importer",
-                                                   output_artifact_ids={"artifact": [int(outputs["artifact"][0].name)]}),
+                                                   output_artifact_ids=artifact_ids(outputs)),
                              outputs)
         return self._start_container(dag, node, inputs, executor.container)
 
@@ -438,7 +438,7 @@ class Scheduler:
         self.dags.finish(loop.execution, _DAG_STATES[state], parameters, artifacts)
         report = TaskReport(path, state, loop.execution.id, duration=time.monotonic() - loop.began, error=error,
                             kind="loop", output_parameters=parameters,
-                            output_artifact_ids={k: [int(a.name) for a in v] for k, v in artifacts.items()})
+                            output_artifact_ids=artifact_ids(artifacts))
         self._end(dag, node, report, {**parameters, **artifacts})
 
     # -- container tasks ---------------------------------------------------------------------------

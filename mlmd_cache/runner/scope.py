@@ -13,9 +13,14 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from ..errors import MlmdCacheError
 from .reports import TaskReport
 
-__all__ = ["Scope", "InputError", "ArtifactList"]
+__all__ = ["Scope", "InputError", "ArtifactList", "artifact_ids"]
 
 ArtifactList = list[pipeline_spec_pb2.RuntimeArtifact]
+
+
+def artifact_ids(artifacts: Mapping[str, ArtifactList]) -> dict[str, list[int]]:
+    """The MLMD IDs of artifact lists, by name (a RuntimeArtifact's name is its MLMD ID)."""
+    return {name: [int(artifact.name) for artifact in artifact_list] for name, artifact_list in artifacts.items()}
 
 
 class InputError(MlmdCacheError):
