@@ -46,6 +46,7 @@ What the MLMD core (ml-metadata 1.17.1) does, and what :func:`connect` adds arou
 from __future__ import annotations
 
 import os
+import random
 import re
 import time
 from pathlib import Path
@@ -54,7 +55,6 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import grpc
 from ml_metadata import errors as mlmd_errors
-from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 from ml_metadata.proto import metadata_store_service_pb2 as service_pb2
 from ml_metadata.proto import metadata_store_service_pb2_grpc as service_grpc
@@ -62,8 +62,11 @@ from ml_metadata.proto import metadata_store_service_pb2_grpc as service_grpc
 from ._messages import _one_line, mlmd_stderr_captured, reason
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
 from .errors import StoreConnectionError, StoreURLError
+from .schema import Contents, ServerDatabase, StoreState, sqlite_contents, sqlite_schema_lock
+from .store import CALL_TIMEOUT_SECONDS, RETRY_SECONDS, Store
 
 __all__ = [
+    "CALL_TIMEOUT_SECONDS",
     "CONNECT_TIMEOUT_SECONDS",
     "connect",
     "connection_config",
@@ -242,44 +245,101 @@ def _tls_config(config: mlmd.MetadataStoreClientConfig, query: str, shown: str) 
 
 
 def connect(
-    url: Optional[str] = None, *, upgrade: bool = False, timeout: float = CONNECT_TIMEOUT_SECONDS
-) -> metadata_store.MetadataStore:
+    url: Optional[str] = None, *, upgrade: bool = False, timeout: float = CONNECT_TIMEOUT_SECONDS,
+    read_only: bool = False, call_timeout: float = CALL_TIMEOUT_SECONDS,
+) -> Store:
     """Open the MLMD store a URL names (``None``: :func:`default_store_url`).
 
-    The schema of a new database is created; an older schema is migrated only with ``upgrade=True``.
+    ``read_only=True`` (the commands that only read) opens an existing MLMD store and nothing else:
+    a missing file, folder or database, or one without MLMD's schema, is an error, and nothing is
+    created or migrated. Otherwise a store is created where none exists (a new SQLite file and its
+    folder, a new or empty database), one process at a time (:mod:`mlmd_cache.schema`); a database
+    holding other tables is refused. An older schema is migrated only with ``upgrade=True``.
+
     Raises :class:`~mlmd_cache.errors.StoreURLError` for a malformed URL and
     :class:`~mlmd_cache.errors.StoreConnectionError` when the store cannot be opened; both
     messages are one line and show no password. A server that does not answer fails within
-    about ``timeout`` seconds.
+    about ``timeout`` seconds; a gRPC call fails after ``call_timeout`` seconds (:mod:`mlmd_cache.store`).
     """
     url = url or default_store_url()
     config, address = _parse(url)
     shown = redact_url(url)
     if isinstance(config, mlmd.MetadataStoreClientConfig):
+        config.client_timeout_sec = call_timeout
         return _connect_grpc(config, shown, timeout)
     if config.HasField("sqlite"):
-        if config.sqlite.filename_uri != ":memory:":
-            directory = os.path.dirname(config.sqlite.filename_uri)
-            try:
-                os.makedirs(directory, exist_ok=True)
-            except OSError as error:
-                raise StoreConnectionError(f"cannot create the directory of {shown}: {error.strerror}") from None
-    elif config.HasField("mysql"):
+        return _connect_sqlite(config, shown, read_only=read_only, upgrade=upgrade)
+    if config.HasField("mysql"):
         check_server_answers(*address, shown, MysqlLogin(config.mysql.user, config.mysql.password), timeout)
+        database = ServerDatabase("mysql", *address, config.mysql.user, config.mysql.password,
+                                  config.mysql.database, shown, timeout)
+        source = config.mysql
     else:
         check_server_answers(*address, shown, probe_postgresql, timeout)
-    with mlmd_stderr_captured() as stderr:
+        user, password = unquote(urlsplit(url).username or ""), urlsplit(url).password
+        database = ServerDatabase("postgresql", *address, user, None if password is None else unquote(password),
+                                  config.postgresql.dbname, shown, timeout)
+        source = config.postgresql
+    contents = database.contents()
+    _check_contents(contents, shown, read_only, f"database {database.database!r}")
+    if contents.state is StoreState.MLMD:
+        source.skip_db_creation = True
+        return _open(config, shown, upgrade)
+    with database.schema_lock():
+        return _open(config, shown, upgrade)
+
+
+def _check_contents(contents: Contents, shown: str, read_only: bool, what: str) -> None:
+    if contents.state is StoreState.FOREIGN:
+        raise StoreConnectionError(f"{shown} is not an MLMD store: {contents.describe()} (refused, so that "
+                                   "nothing is written into it)")
+    if read_only and contents.state in (StoreState.MISSING, StoreState.EMPTY):
+        missing = "does not exist" if contents.state is StoreState.MISSING else "is empty"
+        raise StoreConnectionError(f"no MLMD store at {shown}: {what} {missing} (a read-only command "
+                                   "creates nothing; check the path or URL)")
+
+
+def _connect_sqlite(config: mlmd.ConnectionConfig, shown: str, *, read_only: bool, upgrade: bool) -> Store:
+    path = config.sqlite.filename_uri
+    if path == ":memory:":
+        return _open(config, shown, upgrade)
+    contents = sqlite_contents(path, shown)
+    _check_contents(contents, shown, read_only, f"file {path}")
+    if read_only:
+        config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READONLY
+        return _open(config, shown, upgrade=False)
+    if contents.state is StoreState.MISSING:
         try:
-            return metadata_store.MetadataStore(config, enable_upgrade_migration=upgrade)
-        except (mlmd_errors.StatusError, RuntimeError) as error:  # MLMD raises RuntimeError here
-            stderr.failure = error
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        except OSError as error:
+            raise StoreConnectionError(f"cannot create the directory of {shown}: {error.strerror}") from None
+    if contents.state is StoreState.MLMD:
+        return _open(config, shown, upgrade)
+    with sqlite_schema_lock(path, shown):
+        return _open(config, shown, upgrade)
+
+
+def _open(config: mlmd.ConnectionConfig, shown: str, upgrade: bool) -> Store:
+    """MLMD's store over a database; a busy SQLite file (another process writing) is retried."""
+    deadline = time.monotonic() + RETRY_SECONDS
+    while True:
+        with mlmd_stderr_captured() as stderr:
+            try:
+                return Store(config, shown=shown, upgrade=upgrade)
+            except (mlmd_errors.StatusError, RuntimeError) as error:  # MLMD raises RuntimeError here
+                stderr.failure = error
+        busy = config.HasField("sqlite") and any(word in str(stderr.failure).lower()
+                                                 for word in ("locked", "busy", "concurrent writes aborted"))
+        if not busy or time.monotonic() > deadline:
+            break
+        time.sleep(0.05 + 0.1 * random.random())
     raise StoreConnectionError(f"cannot open {shown}: {reason(stderr.failure, config, stderr.text())}")
 
 
 # ---------------------------------------------------------------- gRPC
 
 
-def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: float) -> metadata_store.MetadataStore:
+def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: float) -> Store:
     deadline = time.monotonic() + timeout
     check_server_answers(config.host, config.port, shown, None, timeout)  # a refused port fails at once
     # One real call proves the server speaks MLMD. Tried once at once, since a failed TLS
@@ -306,7 +366,7 @@ def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: f
             if mismatch:
                 raise StoreConnectionError(f"no gRPC connection to {shown}: {mismatch}") from None
             raise StoreConnectionError(f"{shown} is not a working MLMD server: {details}") from None
-    return metadata_store.MetadataStore(config)
+    return Store(config, shown=shown)
 
 
 def _tls_mismatch(details: str, config: mlmd.MetadataStoreClientConfig) -> Optional[str]:

@@ -5,6 +5,7 @@ __all__ = [
     "MlmdCacheError",
     "StoreURLError",
     "StoreConnectionError",
+    "StoreFaultError",
     "CacheKeyError",
     "ExecutionStateError",
     "NotFoundError",
@@ -23,6 +24,10 @@ class StoreURLError(MlmdCacheError, ValueError):
 
 class StoreConnectionError(MlmdCacheError):
     """The store could not be opened: unreachable server, refused credentials, unreadable file."""
+
+
+class StoreFaultError(StoreConnectionError):
+    """The store failed during a call (a server gone, a deadline passed, a database that stayed busy)."""
 
 
 class CacheKeyError(MlmdCacheError, ValueError):

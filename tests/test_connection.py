@@ -238,7 +238,7 @@ def test_sqlite_file_that_is_not_a_database(tmp_path):
 def test_sqlite_path_that_is_a_directory(tmp_path):
     with pytest.raises(StoreConnectionError) as caught:
         connect(f"sqlite:///{tmp_path}")
-    assert "unable to open database file" in one_line(caught.value)
+    assert "is a directory" in one_line(caught.value)
 
 
 def test_sqlite_directory_that_cannot_be_made(tmp_path):
