@@ -16,6 +16,7 @@ from .errors import (
     NotFoundError,
     OutputError,
     StoreConnectionError,
+    StoreFaultError,
     StoreURLError,
 )
 from .key import CacheKey, custom_fingerprint
@@ -36,6 +37,7 @@ __all__ = [
     "PipelineRun",
     "SourceIndex",
     "StoreConnectionError",
+    "StoreFaultError",
     "StoreURLError",
     "Task",
     "TaskExecution",
