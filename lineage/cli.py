@@ -10,8 +10,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
-from mlmd_cache.cli import _reports_errors, db_option
-from mlmd_cache.connection import connect
+from mlmd_cache.cli import _reports_errors, db_option, open_store
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
 from . import explain as lx
@@ -82,7 +81,7 @@ def main() -> None:
 @_reports
 def runs(limit: Optional[int], db_url: Optional[str], as_json: bool) -> None:
     """List pipeline runs, newest first, with their executed, cached and failed tasks."""
-    summaries = lg.run_summaries(load.load_runs(connect(db_url), limit=limit))
+    summaries = lg.run_summaries(load.load_runs(open_store(db_url, read_only=True), limit=limit))
     if as_json:
         _echo_json({"runs": summaries})
         return
@@ -109,7 +108,7 @@ def _edges_text(graph, node: str, incoming: bool) -> list[tuple[str, str]]:
 @_reports
 def show(kind: str, name: str, db_url: Optional[str], as_json: bool) -> None:
     """Show a run (by name), an execution or an artifact (by ID) with its neighbours."""
-    store = connect(db_url)
+    store = open_store(db_url, read_only=True)
     if kind == "run":
         graph = load.load_run(store, name)
         executions = lg.run_executions(graph, name)
@@ -183,7 +182,7 @@ def _closure_command(direction: str) -> Callable[..., Any]:
     def command(artifact_id: int, depth: Optional[int], cached: bool, db_url: Optional[str], as_json: bool) -> None:
         node = load.artifact_node(artifact_id)
         hops = load.MAX_HOPS if depth is None else depth
-        graph = load.load_subgraph(connect(db_url), [node], hops=hops, direction=direction, cached=cached)
+        graph = load.load_subgraph(open_store(db_url, read_only=True), [node], hops=hops, direction=direction, cached=cached)
         tree = lg.tree(graph, node, direction=direction, depth=hops, cached=cached)
         if as_json:
             closure = (lg.upstream if direction == "upstream" else lg.downstream)(graph, node, hops, cached=cached)
@@ -220,7 +219,7 @@ for _direction, _cached_default in (("upstream", False), ("downstream", True)):
 def explain_command(execution_id: int, db_url: Optional[str], as_json: bool) -> None:
     """Why an execution was cached (its source) or executed (what changed in its cache key since
     the task's closest earlier execution, caching disabled, or first run)."""
-    result = lx.explain(load.load_task_history(connect(db_url), execution_id))
+    result = lx.explain(load.load_task_history(open_store(db_url, read_only=True), execution_id))
     if as_json:
         _echo_json(result)
         return
@@ -247,7 +246,7 @@ def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt:
         fmt = os.path.splitext(output)[1].lstrip(".").lower()
         if fmt not in lexport.FORMATS:
             raise click.UsageError(f"cannot tell the format from {output!r}: give --format")
-    store = connect(db_url)
+    store = open_store(db_url, read_only=True)
     if run_name:
         graph = load.load_run(store, run_name)
     elif artifact_id is not None:

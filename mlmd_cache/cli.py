@@ -8,12 +8,14 @@ import sys
 from typing import Any, Callable, Optional
 
 import click
+from ml_metadata.errors import StatusError
 
 from . import records
 from .cache import ExecutionCache
 from .connection import connect, default_store_path, default_store_url, mysql_url
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NotFoundError, StoreURLError
 from .key import CacheKey, custom_fingerprint
+from .store import CALL_TIMEOUT_SECONDS, Store, store_fault
 
 # User mistakes in what was given (a bad key, URL or argument, a name the store does not have) exit 2,
 # as click's usage errors do; failures of the store exit 1.
@@ -21,18 +23,57 @@ _USAGE_ERRORS = (CacheKeyError, InvalidArgumentError, NotFoundError, StoreURLErr
 
 
 def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One line on stderr for every failure, never a traceback: the project's errors as they are,
+    an MLMD error that slipped through as a store fault, anything else as a defect to report."""
+
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except MlmdCacheError as error:
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {_one_line(error)}", err=True)
             sys.exit(2 if isinstance(error, _USAGE_ERRORS) else 1)
+        except StatusError as error:
+            click.echo(f"Error: {store_fault(error)}", err=True)
+            sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:  # e.g. piped into `head`: nothing left to tell
+            sys.exit(1)
+        except Exception as error:  # a defect: still one line, with what to do
+            click.echo(f"Error: internal error ({type(error).__name__}: {_one_line(error)}); please report it "
+                       "with the command that caused it", err=True)
+            sys.exit(1)
 
     return wrapper
 
 
-db_option = click.option(
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+_TIMEOUT = "mlmd_cache.call_timeout"
+
+
+def _remember_timeout(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> None:
+    ctx.meta[_TIMEOUT] = value
+
+
+_timeout_option = click.option(
+    "--timeout", type=click.FloatRange(min=0.1), default=CALL_TIMEOUT_SECONDS, show_default=True,
+    envvar="MLMD_TIMEOUT", metavar="SECONDS", expose_value=False, callback=_remember_timeout,
+    help="Deadline of each call to a grpc:// store: a server that does not answer fails the command.",
+)
+
+
+def open_store(db_url: Optional[str], *, read_only: bool = False, create: bool = True) -> Store:
+    """The store ``--db`` names, opened as the command needs it, with ``--timeout`` as its call deadline."""
+    ctx = click.get_current_context(silent=True)
+    timeout = ctx.meta.get(_TIMEOUT, CALL_TIMEOUT_SECONDS) if ctx else CALL_TIMEOUT_SECONDS
+    return connect(db_url, read_only=read_only, create=create, call_timeout=timeout)
+
+
+_db_url_option = click.option(
     "--db",
     "db_url",
     envvar="MLMD_DB",
@@ -40,6 +81,13 @@ db_option = click.option(
     help=f"MLMD store URL (sqlite:///PATH, mysql://, postgresql://, grpc://host:port, grpcs://host:port?ca=PEM). "
     f"Default: $MLMD_DB, else {default_store_path()}.",
 )
+
+
+def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db`` and ``--timeout``: every command that opens a store takes both."""
+    return _db_url_option(_timeout_option(command))
+
+
 key_argument = click.argument("key_file", metavar="[FILE|-]", type=click.File("rb"), required=False)
 custom_key_options = [
     click.option("--custom-key", metavar="KEY", help="A custom cache key (KFP cachingOptions.cacheKey)."),
@@ -102,7 +150,7 @@ def lookup(key_file, pipeline: str, custom_key: Optional[str], component_name: s
     """Tell whether a task with this cache key would hit the cache, and what it would reuse."""
     key = _read_key(key_file)
     fingerprint = custom_fingerprint(component_name, custom_key) if custom_key else key.fingerprint()
-    hit = ExecutionCache(connect(db_url)).find_source(pipeline, fingerprint)
+    hit = ExecutionCache(open_store(db_url, read_only=True)).find_source(pipeline, fingerprint)
     result = {
         "fingerprint": fingerprint,
         "hit": hit is not None,
@@ -175,10 +223,12 @@ def _channel_arguments(text: Optional[str]) -> list[tuple[str, Any]]:
 
 @main.command(cls=_OneLineUsageErrors)
 @db_option
-@click.option("--host", help="Address to listen on.  [default: 127.0.0.1; 0.0.0.0 with --grpc_port]")
+@click.option("--host", help="Address to listen on (0.0.0.0: every interface; the server has no "
+              "authentication, so only with TLS or on a trusted network).  [default: 127.0.0.1]")
 @click.option("--port", type=click.IntRange(0, 65535), help="gRPC port (0: any free port).  [default: 8080]")
 @click.option("--grpc_port", type=click.IntRange(0, 65535),
-              help="The official server's port flag: as --port, and listens on 0.0.0.0 unless --host is given.")
+              help="The official server's port flag: as --port (still 127.0.0.1 unless --host is given, "
+                   "where the official server listens on every interface).")
 @click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Worker threads (with MySQL/PostgreSQL, one database connection each).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate (chain): serve TLS.")
@@ -213,8 +263,8 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
 
     if port is not None and grpc_port is not None:
         raise click.UsageError("give either --port or --grpc_port, not both")
-    if grpc_port is not None:  # the official server always listens on 0.0.0.0
-        port, host = grpc_port, host or "0.0.0.0"
+    if grpc_port is not None:
+        port = grpc_port  # not the official server's 0.0.0.0: an unauthenticated store stays local unless asked
     host = host or "127.0.0.1"
     port = 8080 if port is None else port
     if (tls_cert is None) != (tls_key is None):
@@ -249,10 +299,21 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
         click.echo("mlmd-cache serve: interrupted", err=True)
         sys.exit(130)
     stop_on_signals(server)  # before the line that tells the address: a signal from then on is graceful
-    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {server.address} over {server.backend} ({shape})", err=True)
+    reach = "this machine only" if _is_loopback(host) else "every host that can reach it; no authentication"
+    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {server.address} ({reach}) over {server.backend} ({shape})",
+               err=True)
     code = server.wait()  # a server group's exit code; None for one server
     click.echo("mlmd-cache serve: stopped", err=True)
     sys.exit(code or 0)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 _STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN",
@@ -276,7 +337,7 @@ def _state_word(task) -> str:
 def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], as_json: bool) -> None:
     """Make executions that KFP recorded (COMPLETE, with a cache_fingerprint) cache sources for
     mlmd-cache, so that its lookups reuse them. Indexing again adds only what came since."""
-    cache = ExecutionCache(connect(db_url))
+    cache = ExecutionCache(open_store(db_url, read_only=dry_run))
     reports = [cache.index_sources(name, dry_run=dry_run) for name in (pipelines or cache.pipeline_names())]
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "pipelines": [
@@ -377,7 +438,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         arguments = pipeline.parse_parameters(parse_assignments(params))
         input_artifacts = parse_artifact_references(artifacts)
         root = pipeline_root or default_pipeline_root(db_url)
-        cache = ExecutionCache(connect(db_url))
+        cache = ExecutionCache(open_store(db_url, create=not input_artifacts))  # inputs name a store's artifacts
         progress = _LiveProgress(enabled=sys.stderr.isatty())
         report = run(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name, pipeline_root=root,
                      enable_caching=False if disable_cache else None, parallelism=parallelism,

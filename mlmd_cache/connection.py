@@ -246,7 +246,7 @@ def _tls_config(config: mlmd.MetadataStoreClientConfig, query: str, shown: str) 
 
 def connect(
     url: Optional[str] = None, *, upgrade: bool = False, timeout: float = CONNECT_TIMEOUT_SECONDS,
-    read_only: bool = False, call_timeout: float = CALL_TIMEOUT_SECONDS,
+    read_only: bool = False, create: bool = True, call_timeout: float = CALL_TIMEOUT_SECONDS,
 ) -> Store:
     """Open the MLMD store a URL names (``None``: :func:`default_store_url`).
 
@@ -254,7 +254,8 @@ def connect(
     a missing file, folder or database, or one without MLMD's schema, is an error, and nothing is
     created or migrated. Otherwise a store is created where none exists (a new SQLite file and its
     folder, a new or empty database), one process at a time (:mod:`mlmd_cache.schema`); a database
-    holding other tables is refused. An older schema is migrated only with ``upgrade=True``.
+    holding other tables is refused; ``create=False`` refuses to create one (a run whose inputs must
+    already be in the store). An older schema is migrated only with ``upgrade=True``.
 
     Raises :class:`~mlmd_cache.errors.StoreURLError` for a malformed URL and
     :class:`~mlmd_cache.errors.StoreConnectionError` when the store cannot be opened; both
@@ -262,13 +263,14 @@ def connect(
     about ``timeout`` seconds; a gRPC call fails after ``call_timeout`` seconds (:mod:`mlmd_cache.store`).
     """
     url = url or default_store_url()
+    create = create and not read_only
     config, address = _parse(url)
     shown = redact_url(url)
     if isinstance(config, mlmd.MetadataStoreClientConfig):
         config.client_timeout_sec = call_timeout
         return _connect_grpc(config, shown, timeout)
     if config.HasField("sqlite"):
-        return _connect_sqlite(config, shown, read_only=read_only, upgrade=upgrade)
+        return _connect_sqlite(config, shown, read_only=read_only, create=create, upgrade=upgrade)
     if config.HasField("mysql"):
         check_server_answers(*address, shown, MysqlLogin(config.mysql.user, config.mysql.password), timeout)
         database = ServerDatabase("mysql", *address, config.mysql.user, config.mysql.password,
@@ -281,7 +283,7 @@ def connect(
                                   config.postgresql.dbname, shown, timeout)
         source = config.postgresql
     contents = database.contents()
-    _check_contents(contents, shown, read_only, f"database {database.database!r}")
+    _check_contents(contents, shown, create, f"database {database.database!r}")
     if contents.state is StoreState.MLMD:
         source.skip_db_creation = True
         return _open(config, shown, upgrade)
@@ -289,22 +291,23 @@ def connect(
         return _open(config, shown, upgrade)
 
 
-def _check_contents(contents: Contents, shown: str, read_only: bool, what: str) -> None:
+def _check_contents(contents: Contents, shown: str, create: bool, what: str) -> None:
     if contents.state is StoreState.FOREIGN:
         raise StoreConnectionError(f"{shown} is not an MLMD store: {contents.describe()} (refused, so that "
                                    "nothing is written into it)")
-    if read_only and contents.state in (StoreState.MISSING, StoreState.EMPTY):
+    if not create and contents.state in (StoreState.MISSING, StoreState.EMPTY):
         missing = "does not exist" if contents.state is StoreState.MISSING else "is empty"
-        raise StoreConnectionError(f"no MLMD store at {shown}: {what} {missing} (a read-only command "
-                                   "creates nothing; check the path or URL)")
+        raise StoreConnectionError(f"no MLMD store at {shown}: {what} {missing} (this command creates "
+                                   "no store; check the path or URL)")
 
 
-def _connect_sqlite(config: mlmd.ConnectionConfig, shown: str, *, read_only: bool, upgrade: bool) -> Store:
+def _connect_sqlite(config: mlmd.ConnectionConfig, shown: str, *, read_only: bool, create: bool,
+                    upgrade: bool) -> Store:
     path = config.sqlite.filename_uri
     if path == ":memory:":
         return _open(config, shown, upgrade)
     contents = sqlite_contents(path, shown)
-    _check_contents(contents, shown, read_only, f"file {path}")
+    _check_contents(contents, shown, create, f"file {path}")
     if read_only:
         config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READONLY
         return _open(config, shown, upgrade=False)

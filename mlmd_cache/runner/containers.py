@@ -23,6 +23,7 @@ from .. import records
 from ..cache import Outputs, Task, TaskExecution
 from ..key import CacheKey
 from .inputs import ResolvedInputs
+from .paths import safe_name
 from .values import ParameterType, to_protobuf
 
 __all__ = ["cache_task", "executor_input", "command_line", "task_env", "TaskProcess", "produced_outputs",
@@ -76,10 +77,10 @@ def executor_input(component: pipeline_spec_pb2.ComponentSpec, inputs: ResolvedI
     for name, artifacts in inputs.artifacts.items():
         message.inputs.artifacts[name].artifacts.extend(artifacts)
     for name in component.output_definitions.parameters:
-        message.outputs.parameters[name].output_file = os.path.join(task_root, name)
+        message.outputs.parameters[name].output_file = os.path.join(task_root, safe_name(name))
     for name, spec in component.output_definitions.artifacts.items():
-        message.outputs.artifacts[name].artifacts.add(name=name, type=spec.artifact_type,
-                                                      uri=os.path.join(task_root, name), metadata=struct_pb2.Struct())
+        message.outputs.artifacts[name].artifacts.add(name=name, type=spec.artifact_type, metadata=struct_pb2.Struct(),
+                                                      uri=os.path.join(task_root, safe_name(name)))
     message.outputs.output_file = os.path.join(task_root, _EXECUTOR_OUTPUT_FILE)
     return message
 

@@ -27,11 +27,12 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import records
 from ..cache import ExecutionCache, PipelineRun, TaskExecution
-from ..errors import MlmdCacheError
+from ..errors import MlmdCacheError, StoreFaultError
 from ..pipeline_spec import CompiledPipeline, upstream_tasks
 from . import containers, expressions, importers
 from .dags import DagRecorder, collect_outputs, dag_outputs
 from .inputs import ResolvedInputs, resolve_inputs
+from .paths import safe_name, task_directory
 from .reports import COMPLETE, FAILED, NOT_RUN, SKIPPED, TaskReport
 from .scope import ArtifactList, InputError, Scope, artifact_ids
 from .values import RunPlaceholders, coerce
@@ -148,6 +149,11 @@ class Scheduler:
             while not root_dag.ended:
                 self._wait()
                 self._advance()
+        except StoreFaultError as error:
+            self._abort(write=False)  # each write would wait out the store's retries again
+            raise StoreFaultError(f"{error}; run {self.run.name!r} stopped and its task processes with it "
+                                  "(once the store is back, `mlmd-cache recover` marks its unfinished executions "
+                                  "FAILED; a re-run reuses what completed)") from None
         except BaseException:
             self._abort()
             raise
@@ -193,12 +199,14 @@ class Scheduler:
             if not dag.pending and all(node.report is not None for node in dag.nodes.values()) and not dag.ended:
                 self._end_dag(dag)
 
-    def _abort(self) -> None:
-        """Stop every process and mark every open execution FAILED, innermost first. Each write is
-        tried on its own: when the store itself is what failed, the first error is the one to report."""
+    def _abort(self, write: bool = True) -> None:
+        """Stop every process and (``write``) mark every open execution FAILED, innermost first. Each
+        write is tried on its own: when the store itself is what failed, the first error is the one to report."""
         for attempt in list(self._running_attempts.values()):
             if attempt.process is not None:
                 attempt.process.stop()
+        if not write:
+            return
         for attempt in [a for _, _, a in self._timers] + list(self._running_attempts.values()):
             try:
                 self.cache.fail(attempt.started)
@@ -453,6 +461,8 @@ class Scheduler:
             if hit is not None:
                 done = self.cache.reuse(self.run, task, hit)
                 return self._container_ended(dag, node, done, began, None, attempts=0)
+        except StoreFaultError:  # the store is gone: the run ends, not the task
+            raise
         except MlmdCacheError as error:  # e.g. an input artifact that no longer exists
             return self._end(dag, node, TaskReport(dag.path + node.name, FAILED, error=str(error)))
         self._waiting.append(lambda: self._execute(dag, node, inputs, container, task))
@@ -470,11 +480,13 @@ class Scheduler:
         path = dag.path + node.name
         try:
             started = self.cache.start(self.run, task)
+        except StoreFaultError:  # the store is gone: the run ends, not the task
+            raise
         except MlmdCacheError as error:
             return self._end(dag, node, TaskReport(path, FAILED, error=str(error)))
         if self.on_start is not None:
             self.on_start(path)
-        task_dir = self.pipeline_root / self.run.name / path / str(started.id)
+        task_dir = self.pipeline_root / safe_name(self.run.name) / task_directory(path) / str(started.id)
         try:
             task_dir.mkdir(parents=True, exist_ok=True)
             message = containers.executor_input(node.component, inputs, str(task_dir))
@@ -509,6 +521,8 @@ class Scheduler:
             try:
                 outputs = containers.produced_outputs(node.component, attempt.message)
                 done = self.cache.publish(started, outputs)
+            except StoreFaultError:  # the store is gone: the run ends, not the task
+                raise
             except MlmdCacheError as failure:  # outputs that do not match the component's declaration
                 error = str(failure)
             except ValueError as failure:  # an unreadable output parameter file (kfp.local's own error)
