@@ -7,10 +7,10 @@ MLMD stores it inside an execution's ``inputs`` struct. So, before anything is w
 * ``NaN``, ``Infinity`` and ``-Infinity`` are refused: JSON has no such numbers, and protojson
   (KFP's Go and Python's protobuf alike) refuses to write them. Python's ``json`` would accept them.
 * A number whose literal overflows a float64 (``1e400``) is refused, not turned into infinity.
-* An integer that a float64 cannot hold exactly is refused, not rounded: every integer up to
-  2**53 in magnitude passes, a larger one only if it is exactly a float64 (``2**60`` passes,
-  ``2**53 + 1`` and ``10**400`` do not). Rounding would run a task on a number the user did not give,
-  so such a value must be passed as a string.
+* An integer that a float64 would change is refused, not rounded: every integer up to 2**53 in
+  magnitude passes, a larger one only if it is exactly a float64 or is the shortest decimal form of
+  one, as Go writes them (``2**60`` and ``1152921504606847000`` pass, ``2**53 + 1`` and ``10**400`` do
+  not). Rounding would run a task on a number the user did not give: pass such a value as a string.
 * ``-0`` keeps its sign: it is parsed as the float ``-0.0``, as Go's protojson parses it (KFP's
   fingerprint then holds ``-0``), not as the integer 0.
 * Strings must be Unicode text: a lone surrogate (``"\\ud800"``, or undecodable bytes of a command
@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from decimal import Decimal
 from typing import Any, Optional, Union
 
 from .errors import InvalidArgumentError, MlmdCacheError
@@ -86,7 +87,8 @@ def _integer_problem(number: int, text: Optional[str] = None) -> Optional[str]:
         nearest = float(number)
     except OverflowError:
         return f"{_short(text or str(number))} is beyond the range of a float64, in which KFP keeps every number"
-    if nearest == number:
+    # Exact, or the shortest digits of its float64, which is how Go writes one: 2**60 as 1152921504606847000.
+    if nearest == number or int(Decimal(repr(nearest))) == number:
         return None
     return (f"{_short(text or str(number))} is an integer a float64 cannot hold exactly (KFP keeps every number "
             f"as a float64, which would make it {int(nearest)}): pass it as a string")
@@ -166,7 +168,7 @@ def _problem(value: Any) -> Optional[str]:
         return None
     if isinstance(value, (dict, list, tuple)):
         return None
-    return f"a {type(value).__name__} is not a JSON value (use null, true/false, numbers, strings, lists, dicts)"
+    return f"a value of type {type(value).__name__} is not a JSON value (null, true/false, number, string, list, object)"
 
 
 def validate(value: Any, max_depth: int = MAX_DEPTH) -> None:
