@@ -168,7 +168,8 @@ def _problem(value: Any) -> Optional[str]:
         return None
     if isinstance(value, (dict, list, tuple)):
         return None
-    return f"a value of type {type(value).__name__} is not a JSON value (null, true/false, number, string, list, object)"
+    return (f"a value of type {type(value).__name__} is not a JSON value "
+            "(null, true/false, number, string, list, object)")
 
 
 def validate(value: Any, max_depth: int = MAX_DEPTH) -> None:
