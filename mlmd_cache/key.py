@@ -16,12 +16,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any, Mapping, Sequence, Union
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory, struct_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from . import json_values
 from .errors import CacheKeyError
 from .gojson import go_marshal
 
@@ -171,11 +171,11 @@ class CacheKey:
                     raise CacheKeyError(f"input artifact {name!r}: {artifact_id!r} is not an MLMD artifact ID")
             message.inputArtifactNames[name].artifactNames.extend(str(i) for i in id_list)
         for name, value in (input_parameters or {}).items():
+            json_values.check(value, f"input parameter {name!r}", error=CacheKeyError)
             try:
                 parsed = json_format.ParseDict(value, struct_pb2.Value())
-                json_format.MessageToDict(parsed)  # protojson refuses NaN and infinities, as KFP's Go does
             except (json_format.Error, TypeError, ValueError) as error:
-                raise CacheKeyError(f"input parameter {name!r}: {value!r} is not a JSON value "
+                raise CacheKeyError(f"input parameter {name!r}: {value!r:.60} is not a JSON value "
                                     f"({_one_line(error)})") from None
             message.input_parameter_values[name].CopyFrom(parsed)
         for name, spec in (output_artifacts or {}).items():
@@ -187,10 +187,13 @@ class CacheKey:
     @classmethod
     def from_json(cls, source: Union[str, bytes, Mapping[str, Any]]) -> "CacheKey":
         """Parse KFP's protojson form (JSON names or proto field names). Unknown fields are errors."""
-        try:
-            document = json.loads(source) if isinstance(source, (str, bytes)) else dict(source)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CacheKeyError(f"invalid JSON: {error}") from None
+        # A parameter value sits two levels down (inputParameterValues.NAME): it may nest MAX_DEPTH more.
+        depth = json_values.MAX_DEPTH + 2
+        if isinstance(source, (str, bytes)):
+            document = json_values.loads(source, "cache key", error=CacheKeyError, max_depth=depth)
+        else:
+            document = dict(source)
+            json_values.check(document, "cache key", error=CacheKeyError, max_depth=depth)
         if not isinstance(document, dict):
             raise CacheKeyError(f"a cache key is a JSON object, not {type(document).__name__}")
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import graphlib
 import itertools
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
@@ -13,6 +12,7 @@ from google.protobuf import json_format
 from kfp.local import utils as local_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from . import json_values
 from .errors import InvalidArgumentError
 
 __all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "upstream_tasks", "UnsupportedPipelineError",
@@ -85,10 +85,11 @@ def load_pipeline(path: str) -> CompiledPipeline:
     platform_spec = documents[1] if len(documents) > 1 else None
     if not isinstance(document, dict) or "root" not in document or "deploymentSpec" not in document:
         raise PipelineSpecError(f"{path}: not a compiled KFP pipeline (no root/deploymentSpec)")
+    _check_constants(path, document)
     spec = pipeline_spec_pb2.PipelineSpec()
     try:
         json_format.ParseDict(document, spec, ignore_unknown_fields=False)
-    except (json_format.ParseError, TypeError, ValueError, RecursionError) as error:
+    except (json_format.ParseError, TypeError, ValueError, OverflowError, RecursionError) as error:
         raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: {(str(error).splitlines() or [type(error).__name__])[0]}") from None
     try:
         executors = {name: local_utils.struct_to_executor_spec(struct)
@@ -102,6 +103,43 @@ def load_pipeline(path: str) -> CompiledPipeline:
     pipeline = CompiledPipeline(spec, executors, executor_timeouts(platform_spec, pipeline.name))
     _check_supported(pipeline)
     return pipeline
+
+
+def _field(message: Any, json_name: str, proto_name: str) -> Any:
+    """A field of a raw document, by its JSON or proto name (ParseDict takes both); {} when absent or not a dict."""
+    if not isinstance(message, dict):
+        return {}
+    value = message.get(json_name, message.get(proto_name))
+    return value if value is not None else {}
+
+
+def _check_constants(path: str, document: Mapping[str, Any]) -> None:
+    """Every parameter value written in the file (defaults, task constants, loop items) is one KFP and
+    MLMD can hold (:mod:`mlmd_cache.json_values`), checked in the raw document: protobuf would keep a
+    NaN, round a huge integer or raise on one, and fail later on a lone surrogate or a deep value."""
+    components = _field(document, "components", "components")
+    scopes = [("the pipeline", _field(document, "root", "root"))]
+    if isinstance(components, dict):
+        scopes += [(f"component {name!r}", component) for name, component in components.items()]
+    for scope, component in scopes:
+        parameters = _field(_field(component, "inputDefinitions", "input_definitions"), "parameters", "parameters")
+        for name, spec in (parameters.items() if isinstance(parameters, dict) else ()):
+            if isinstance(spec, dict) and ("defaultValue" in spec or "default_value" in spec):
+                json_values.check(_field(spec, "defaultValue", "default_value"),
+                                  f"{path}: {scope}, parameter {name!r}: the default", error=PipelineSpecError)
+        tasks = _field(_field(component, "dag", "dag"), "tasks", "tasks")
+        for task_name, task in (tasks.items() if isinstance(tasks, dict) else ()):
+            inputs = _field(_field(task, "inputs", "inputs"), "parameters", "parameters")
+            for name, spec in (inputs.items() if isinstance(inputs, dict) else ()):
+                runtime = _field(spec, "runtimeValue", "runtime_value")
+                if isinstance(runtime, dict) and "constant" in runtime:
+                    json_values.check(runtime["constant"], f"{path}: task {task_name!r}, input {name!r}: the constant",
+                                      error=PipelineSpecError)
+            items = _field(_field(_field(task, "parameterIterator", "parameter_iterator"), "items", "items"),
+                           "raw", "raw")
+            if isinstance(items, str):
+                json_values.loads(items, f"{path}: task {task_name!r}: the dsl.ParallelFor items",
+                                  error=PipelineSpecError)
 
 
 def iter_tasks(pipeline: CompiledPipeline, dag: Optional[pipeline_spec_pb2.DagSpec] = None, prefix: str = ""
@@ -212,12 +250,15 @@ def _parse_value(name: str, text: str, parameter_type: int) -> Any:
         return PipelineSpecError(f"parameter {name!r}: {text!r} is not {expected} (declared {type_name})")
 
     if parameter_type == ParameterType.STRING:
+        json_values.check(text, f"parameter {name!r}", error=PipelineSpecError)  # undecodable bytes of argv
         return text
     if parameter_type == ParameterType.NUMBER_INTEGER:
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise bad("an integer") from None
+        json_values.check(value, f"parameter {name!r}", error=PipelineSpecError)  # beyond what a float64 holds
+        return value
     if parameter_type == ParameterType.NUMBER_DOUBLE:
         try:
             value = float(text)
@@ -236,9 +277,11 @@ def _parse_value(name: str, text: str, parameter_type: int) -> Any:
     if parameter_type in (ParameterType.LIST, ParameterType.STRUCT):
         expected_type, expected = (list, "a JSON list") if parameter_type == ParameterType.LIST else (dict, "a JSON object")
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            raise bad(expected) from None
+            value = json_values.parse(text)
+        except json_values.JSONValueError as error:
+            if error.syntax:
+                raise bad(expected) from None
+            raise PipelineSpecError(json_values.message(f"parameter {name!r}", error)) from None
         if not isinstance(value, expected_type):
             raise bad(expected)
         return value

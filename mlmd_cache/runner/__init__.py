@@ -31,10 +31,11 @@ from typing import Any, Callable, Mapping, Optional, Union
 from kfp.local import executor_input_utils
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from .. import json_values
 from ..cache import ExecutionCache
 from ..connection import connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
-from ..pipeline_spec import CompiledPipeline, UnsupportedPipelineError, iter_tasks
+from ..pipeline_spec import CompiledPipeline, PipelineSpecError, UnsupportedPipelineError, iter_tasks
 from .importers import pipeline_input_artifacts, write_input_artifacts
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, RunReport, TaskReport
 from .scheduler import Scheduler
@@ -112,6 +113,8 @@ def run_pipeline(
     unknown = set(given) - set(root_spec.input_definitions.parameters)
     if unknown:
         pipeline.parse_parameters({name: "" for name in unknown})  # raises the one error message
+    for name, value in given.items():  # before anything is written: what KFP and MLMD can hold
+        json_values.check(value, f"parameter {name!r}", error=PipelineSpecError)
     arguments = {name: coerce(value, root_spec.input_definitions.parameters[name].parameter_type)
                  for name, value in given.items()}
     for name, spec in root_spec.input_definitions.parameters.items():

@@ -7,13 +7,13 @@ input may be set to (``dsl.PIPELINE_JOB_NAME_PLACEHOLDER`` and the like).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from google.protobuf import struct_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from .. import json_values
 from .expressions import value_text
 
 __all__ = ["ParameterType", "from_protobuf", "to_protobuf", "coerce", "RunPlaceholders"]
@@ -63,10 +63,9 @@ def coerce(value: Any, parameter_type: int) -> Any:
         return int(value)
     if parameter_type in (ParameterType.LIST, ParameterType.STRUCT) and isinstance(value, str):
         try:
-            parsed = json.loads(value)
-        except ValueError:
+            return json_values.parse(value)  # -0 keeps its sign; NaN, 1e400, deep nesting are not JSON values here
+        except json_values.JSONValueError:
             return value
-        return parsed
     return value
 
 

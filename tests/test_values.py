@@ -1,0 +1,301 @@
+"""Parameter values KFP and MLMD cannot hold (NaN, Infinity, 1e400, inexact integers, lone surrogates,
+deep nesting, invalid UTF-8): every way in (`run-pipeline --param`, pipeline constants, `fingerprint`
+and `lookup` key files, the library) refuses them with one line, exit code 2, and writes nothing.
+And -0 keeps its sign all the way into MLMD."""
+# (no `from __future__ import annotations`: KFP reads the components' annotations as types)
+
+import copy
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from kfp import compiler, dsl
+
+from mlmd_cache import CacheKey, CacheKeyError, ExecutionCache, InvalidArgumentError, connect, records
+from mlmd_cache import json_values
+from mlmd_cache.cli import main
+from mlmd_cache.pipeline_spec import PipelineSpecError, load_pipeline
+from mlmd_cache.runner import run_pipeline
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
+
+
+@dsl.container_component
+def show(l: List[int], s: Dict[str, int], i: int, f: float, t: str):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["echo"], args=[t])
+
+
+@dsl.pipeline(name="values")
+def values_pipeline(l: List[int] = [1], s: Dict[str, int] = {"a": 1}, i: int = 1, f: float = 1.0, t: str = "x"):
+    show(l=l, s=s, i=i, f=f, t=t)
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def deep_list(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+# (--param NAME=VALUE, what the one error line says)
+BAD_PARAMS = [
+    ("l=[NaN]", "parameter 'l', at [0]: NaN is not a valid parameter value (JSON has no NaN; KFP refuses it)"),
+    ("l=[Infinity]", "parameter 'l', at [0]: Infinity is not a valid parameter value"),
+    ("s={\"a\": -Infinity}", "parameter 's', at a: -Infinity is not a valid parameter value"),
+    ("l=[1e400]", "parameter 'l', at [0]: 1e400 is beyond the range of a float64"),
+    (f"l=[{10 ** 400}]", "parameter 'l', at [0]: 100000000000...0000 (401 characters) is beyond the range"),
+    (f"l=[{'9' * 5000}]", "is beyond the range of a float64"),
+    (f"i={10 ** 400}", "parameter 'i': 100000000000...0000 (401 characters) is beyond the range"),
+    (f"i={2 ** 53 + 1}", "parameter 'i': 9007199254740993 is an integer a float64 cannot hold exactly"),
+    (f"l=[{2 ** 53 + 1}]", "parameter 'l', at [0]: 9007199254740993 is an integer a float64 cannot hold exactly"),
+    ("f=nan", "parameter 'f': 'nan' is not a finite number (declared NUMBER_DOUBLE)"),
+    ("f=1e400", "parameter 'f': '1e400' is not a finite number"),
+    ('l=["\\ud800"]', "parameter 'l', at [0]: the string holds \\ud800, a lone surrogate"),
+    ('s={"\\udc00": 1}', "parameter 's': an object key holds \\udc00, a lone surrogate"),
+    ("t=caf\udce9", "parameter 't': the string holds \\udce9, a lone surrogate"),  # Latin-1 bytes in argv
+    (f"l={nested(json_values.MAX_DEPTH + 1)}", f"parameter 'l': lists and objects nest deeper than "
+                                                f"{json_values.MAX_DEPTH} levels"),
+    (f"l={nested(300)}", "nest deeper than"),
+    (f"l={nested(3000)}", "nest deeper than"),  # beyond Python's recursion limit
+    ("l=[1,", "parameter 'l': '[1,' is not a JSON list (declared LIST)"),
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline_yaml(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pipeline") / "values.yaml"
+    compiler.Compiler().compile(values_pipeline, str(path))
+    return path
+
+
+@pytest.fixture
+def store(tmp_path, pipeline_yaml) -> Path:
+    """A SQLite store that already holds one good run (so a bad run could have changed it)."""
+    path = tmp_path / "store.sqlite"
+    code, out, err = cli("run-pipeline", str(pipeline_yaml), "--db", f"sqlite:///{path}",
+                         "--pipeline-root", str(tmp_path / "root"), "--run-name", "good")
+    assert code == 0, err
+    return path
+
+
+def cli(*args: str, input: bytes = None):
+    result = CliRunner().invoke(main, list(args), input=input)
+    # An exception that escaped the command is a traceback for a user: only SystemExit may end it.
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def assert_one_line_error(code: int, err: str, expected: str) -> None:
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.endswith("\n"), err
+    assert err.startswith("Error: ") and "Traceback" not in err
+    assert expected in err, err
+
+
+@pytest.mark.parametrize("param, expected", BAD_PARAMS, ids=[p[:20] for p, _ in BAD_PARAMS])
+def test_run_pipeline_refuses_a_bad_parameter_and_writes_nothing(tmp_path, pipeline_yaml, store, param, expected):
+    before = store.read_bytes()
+    code, out, err = cli("run-pipeline", str(pipeline_yaml), "--db", f"sqlite:///{store}",
+                         "--pipeline-root", str(tmp_path / "root"), "--run-name", "bad", "--param", param)
+    assert_one_line_error(code, err, expected)
+    assert out == ""
+    assert store.read_bytes() == before
+    assert not (tmp_path / "root" / "bad").exists()
+
+
+def test_a_new_store_is_not_created_for_a_bad_parameter(tmp_path, pipeline_yaml):
+    path = tmp_path / "new.sqlite"
+    code, _, err = cli("run-pipeline", str(pipeline_yaml), "--db", f"sqlite:///{path}", "--param", "l=[NaN]")
+    assert_one_line_error(code, err, "NaN")
+    assert not path.exists()
+
+
+def test_a_real_process_with_undecodable_argv_and_stdin(tmp_path, pipeline_yaml, store):
+    """The bytes a shell passes (not str): argv in Latin-1, a key file that is not UTF-8."""
+    before = store.read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.run([sys.executable, "-m", "mlmd_cache", "run-pipeline", str(pipeline_yaml), "--db",
+                              f"sqlite:///{store}", "--param", b"t=caf\xe9", "--param", b"l=[NaN]"],
+                             capture_output=True, env=env, timeout=120)
+    assert process.returncode == 2 and len(process.stderr.splitlines()) == 1, process.stderr
+    assert b"lone surrogate" in process.stderr or b"NaN" in process.stderr
+    process = subprocess.run([sys.executable, "-m", "mlmd_cache", "fingerprint"], input=b'{"containerSpec": \xff}',
+                             capture_output=True, env=env, timeout=120)
+    assert process.returncode == 2, process.stderr
+    assert process.stderr == b"Error: cache key: invalid JSON: not UTF-8 text (byte 0xff at offset 18)\n"
+    assert store.read_bytes() == before
+
+
+# -- constants in the pipeline file ---------------------------------------------------------------
+
+def _default(name, value):
+    return lambda document: document["root"]["inputDefinitions"]["parameters"][name].__setitem__("defaultValue", value)
+
+
+def _constant(name, value):
+    return lambda document: document["root"]["dag"]["tasks"]["show"]["inputs"]["parameters"].__setitem__(
+        name, {"runtimeValue": {"constant": value}})
+
+
+BAD_FILES = [
+    (_default("f", float("nan")), "the pipeline, parameter 'f': the default: NaN is not a valid parameter value"),
+    (_default("l", [float("inf")]), "parameter 'l': the default, at [0]: Infinity is not a valid"),
+    (_default("l", deep_list(40)), "parameter 'l': the default: lists and objects nest deeper than"),
+    (_constant("i", 10 ** 400), "task 'show', input 'i': the constant: 100000000000...0000 (401 characters) is "
+                                "beyond the range of a float64"),
+    (_constant("i", 2 ** 53 + 1), "task 'show', input 'i': the constant: 9007199254740993 is an integer"),
+    (_constant("s", {"a": float("-inf")}), "input 's': the constant, at a: -Infinity is not a valid"),
+]
+
+
+@pytest.mark.parametrize("change, expected", BAD_FILES)
+def test_run_pipeline_refuses_a_bad_constant_in_the_file(tmp_path, pipeline_yaml, store, change, expected):
+    document = yaml.safe_load(pipeline_yaml.read_text())
+    change(document)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(document))
+    before = store.read_bytes()
+    code, _, err = cli("run-pipeline", str(path), "--db", f"sqlite:///{store}", "--run-name", "bad")
+    assert_one_line_error(code, err, expected)
+    assert err.startswith(f"Error: {path}: ")
+    assert store.read_bytes() == before
+    with pytest.raises(PipelineSpecError, match="not a valid|beyond|cannot hold|nest deeper"):
+        load_pipeline(str(path))
+
+
+def test_loop_items_in_the_file_are_checked(tmp_path):
+    @dsl.pipeline(name="loop")
+    def loop():
+        with dsl.ParallelFor(items=[1, 2]) as item:
+            show(l=[item], s={}, i=item, f=1.0, t="x")
+
+    path = tmp_path / "loop.yaml"
+    compiler.Compiler().compile(loop, str(path))
+    text = path.read_text()
+    assert "raw: '[1, 2]'" in text
+    path.write_text(text.replace("raw: '[1, 2]'", "raw: '[1, NaN]'"))
+    with pytest.raises(PipelineSpecError, match=r"task 'for-loop-\d+': the dsl.ParallelFor items, at \[1\]: NaN"):
+        load_pipeline(str(path))
+
+
+# -- cache keys: fingerprint and lookup -----------------------------------------------------------
+
+BAD_KEY_VALUES = [
+    ("NaN", "at inputParameterValues.p: NaN is not a valid parameter value"),
+    ("Infinity", "Infinity is not a valid parameter value"),
+    ("[-Infinity]", "at inputParameterValues.p[0]: -Infinity"),
+    ("1e400", "1e400 is beyond the range of a float64"),
+    (str(10 ** 400), "(401 characters) is beyond the range of a float64"),
+    (str(-(2 ** 53 + 1)), "-9007199254740993 is an integer a float64 cannot hold exactly"),
+    ('"\\ud800"', "the string holds \\ud800, a lone surrogate"),
+    (nested(200), "lists and objects nest deeper than"),
+    (nested(5000), "lists and objects nest deeper than"),
+]
+
+
+def key_text(value: str) -> bytes:
+    return ('{"containerSpec":{"image":"i"},"inputParameterValues":{"p":' + value + "}}").encode()
+
+
+@pytest.mark.parametrize("value, expected", BAD_KEY_VALUES, ids=[v[:12] for v, _ in BAD_KEY_VALUES])
+@pytest.mark.parametrize("command", ["fingerprint", "lookup"])
+@pytest.mark.parametrize("from_file", [False, True], ids=["stdin", "file"])
+def test_fingerprint_and_lookup_refuse_a_bad_key(tmp_path, store, command, from_file, value, expected):
+    before = store.read_bytes()
+    args = [command] + (["--pipeline", "values", "--db", f"sqlite:///{store}"] if command == "lookup" else [])
+    if from_file:
+        path = tmp_path / "key.json"
+        path.write_bytes(key_text(value))
+        code, out, err = cli(*args, str(path))
+    else:
+        code, out, err = cli(*args, input=key_text(value))
+    assert_one_line_error(code, err, expected)
+    assert err.startswith("Error: cache key")
+    assert out == ""
+    assert store.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["fingerprint", "lookup"])
+def test_a_key_file_that_is_not_utf8(tmp_path, store, command):
+    args = [command] + (["--pipeline", "values", "--db", f"sqlite:///{store}"] if command == "lookup" else [])
+    path = tmp_path / "key.bin"
+    path.write_bytes(bytes(range(256)))
+    code, _, err = cli(*args, str(path))
+    assert_one_line_error(code, err, "cache key: invalid JSON: not UTF-8 text (byte 0x80 at offset 128)")
+
+
+def test_negative_zero_fingerprint_on_the_command_line():
+    code, out, _ = cli("fingerprint", "--show-bytes",
+                       input=b'{"containerSpec":{"image":"0"},"inputParameterValues":{"0":-0}}')
+    assert code == 0
+    assert out.splitlines() == ["d8b0f9944fc09f85a8622798da291ad4141511cf3f051b576e180c0b99724d05",
+                                '{"containerSpec":{"image":"0"},"inputParameterValues":{"0":-0}}']
+
+
+# -- -0 through a run -----------------------------------------------------------------------------
+
+def test_negative_zero_keeps_its_sign_into_mlmd(tmp_path, pipeline_yaml):
+    db = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    code, _, err = cli("run-pipeline", str(pipeline_yaml), "--db", db, "--pipeline-root", str(tmp_path / "root"),
+                       "--param", "l=[-0, 0, 1152921504606847000]", "--param", "f=-0", "--param", "s={\"a\": -0}")
+    assert code == 0, err
+    cache = ExecutionCache(connect(db))
+    [task] = [e for e in cache.store.get_executions() if records.read_property(e, records.TASK_NAME) == "show"]
+    inputs = records.read_property(task, records.INPUTS)
+    assert [math.copysign(1, x) for x in inputs["l"][:2]] == [-1, 1]
+    assert inputs["l"][2] == 2 ** 60
+    assert math.copysign(1, inputs["f"]) == -1 and math.copysign(1, inputs["s"]["a"]) == -1
+    key = CacheKey.from_json(records.read_property(task, records.CACHE_KEY)["cacheKey"])
+    assert b'"l":[-0,0,1152921504606847000]' in key.hashed_bytes()
+    assert key.fingerprint() == records.read_property(task, records.CACHE_FINGERPRINT)
+
+
+# -- the library ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("parameters, expected", [
+    ({"l": [float("nan")]}, "parameter 'l', at [0]: NaN is not a valid parameter value"),
+    ({"f": float("inf")}, "parameter 'f': Infinity is not a valid parameter value"),
+    ({"i": 10 ** 400}, "parameter 'i': 100000000000...0000 (401 characters) is beyond the range"),
+    ({"i": 2 ** 53 + 1}, "parameter 'i': 9007199254740993 is an integer a float64 cannot hold exactly"),
+    ({"t": "\ud800"}, "parameter 't': the string holds \\ud800"),
+    ({"s": {"a": {1, 2}}}, "parameter 's', at a: a value of type set is not a JSON value"),
+    ({"s": {3: 1}}, "parameter 's': the object key 3 is not a string"),
+    ({"l": deep_list(5000)}, "parameter 'l': lists and objects nest deeper than"),
+])
+def test_run_pipeline_library_refuses_bad_values_before_writing(tmp_path, pipeline_yaml, store, parameters, expected):
+    before = store.read_bytes()
+    cache = ExecutionCache(connect(f"sqlite:///{store}"))
+    with pytest.raises(PipelineSpecError) as raised:
+        run_pipeline(cache, load_pipeline(str(pipeline_yaml)), parameters, run_name="bad",
+                     pipeline_root=tmp_path / "root")
+    assert isinstance(raised.value, InvalidArgumentError)
+    assert expected in str(raised.value) and "\n" not in str(raised.value)
+    assert store.read_bytes() == before
+
+
+def test_the_validator_itself():
+    assert json_values.parse(b'{"a": [-0, -0.0, 1e-400, 2, 1.5]}') == {"a": [-0.0, -0.0, 0.0, 2, 1.5]}
+    assert math.copysign(1, json_values.parse("-0")) == -1
+    assert isinstance(json_values.parse("2"), int)
+    json_values.check({"ok": [None, True, "é🎉", 2 ** 60, -(2 ** 53), 1e308]}, "value")
+    with pytest.raises(InvalidArgumentError, match=r"^value, at a\[1\]\.b: NaN is not"):
+        json_values.check({"a": [0, {"b": float("nan")}]}, "value")
+    with pytest.raises(CacheKeyError, match=r"^key: invalid JSON: Expecting value"):
+        json_values.loads("[1,]", "key", error=CacheKeyError)
+    with pytest.raises(json_values.JSONValueError) as raised:
+        json_values.parse("{")
+    assert raised.value.syntax
+    deep = copy.deepcopy([[[1]]])
+    json_values.check(deep, "value", max_depth=3)
+    with pytest.raises(InvalidArgumentError, match="deeper than 2 levels"):
+        json_values.check(deep, "value", max_depth=2)
