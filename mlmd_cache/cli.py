@@ -299,8 +299,8 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
         click.echo("mlmd-cache serve: interrupted", err=True)
         sys.exit(130)
     stop_on_signals(server)  # before the line that tells the address: a signal from then on is graceful
-    reach = "this machine only" if _is_loopback(host) else "every host that can reach it; no authentication"
-    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {server.address} ({reach}) over {server.backend} ({shape})",
+    reach = "local connections only" if _is_loopback(host) else "open to other hosts, without authentication"
+    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {server.address} over {server.backend} ({shape}; {reach})",
                err=True)
     code = server.wait()  # a server group's exit code; None for one server
     click.echo("mlmd-cache serve: stopped", err=True)

@@ -282,21 +282,28 @@ def connect(
         database = ServerDatabase("postgresql", *address, user, None if password is None else unquote(password),
                                   config.postgresql.dbname, shown, timeout)
         source = config.postgresql
+    what = f"database {database.database!r}"
     contents = database.contents()
-    _check_contents(contents, shown, create, f"database {database.database!r}")
-    if contents.state is StoreState.MLMD:
-        source.skip_db_creation = True
-        return _open(config, shown, upgrade)
-    with database.schema_lock():
-        return _open(config, shown, upgrade)
+    if contents.state is not StoreState.MLMD:
+        _check_contents(contents, shown, create, what, foreign=False)
+        # Judged again under the lock: tables without MLMD's version row may be another process's
+        # schema creation half done, not another application's database.
+        with database.schema_lock():
+            contents = database.contents()
+            _check_contents(contents, shown, create, what)
+            source.skip_db_creation = contents.state is StoreState.MLMD
+            return _open(config, shown, upgrade)
+    source.skip_db_creation = True
+    return _open(config, shown, upgrade)
 
 
-def _check_contents(contents: Contents, shown: str, create: bool, what: str) -> None:
-    if contents.state is StoreState.FOREIGN:
+def _check_contents(contents: Contents, shown: str, create: bool, what: str, foreign: bool = True) -> None:
+    if foreign and contents.state is StoreState.FOREIGN:
         raise StoreConnectionError(f"{shown} is not an MLMD store: {contents.describe()} (refused, so that "
                                    "nothing is written into it)")
-    if not create and contents.state in (StoreState.MISSING, StoreState.EMPTY):
-        missing = "does not exist" if contents.state is StoreState.MISSING else "is empty"
+    if not create and contents.state in (StoreState.MISSING, StoreState.EMPTY, StoreState.UNFINISHED):
+        missing = {StoreState.MISSING: "does not exist", StoreState.EMPTY: "is empty",
+                   StoreState.UNFINISHED: "holds an MLMD schema that was never finished"}[contents.state]
         raise StoreConnectionError(f"no MLMD store at {shown}: {what} {missing} (this command creates "
                                    "no store; check the path or URL)")
 
@@ -306,20 +313,24 @@ def _connect_sqlite(config: mlmd.ConnectionConfig, shown: str, *, read_only: boo
     path = config.sqlite.filename_uri
     if path == ":memory:":
         return _open(config, shown, upgrade)
+    what = f"file {path}"
     contents = sqlite_contents(path, shown)
-    _check_contents(contents, shown, create, f"file {path}")
-    if read_only:
-        config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READONLY
-        return _open(config, shown, upgrade=False)
+    _check_contents(contents, shown, create, what, foreign=False)
     if contents.state is StoreState.MISSING:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
         except OSError as error:
             raise StoreConnectionError(f"cannot create the directory of {shown}: {error.strerror}") from None
-    if contents.state is StoreState.MLMD:
-        return _open(config, shown, upgrade)
-    with sqlite_schema_lock(path, shown):
-        return _open(config, shown, upgrade)
+    if contents.state is not StoreState.MLMD:
+        with sqlite_schema_lock(path, shown):  # judged again under the lock, as for a database server
+            contents = sqlite_contents(path, shown)
+            _check_contents(contents, shown, create, what)
+            if contents.state is not StoreState.MLMD:
+                return _open(config, shown, upgrade)
+    if read_only:
+        config.sqlite.connection_mode = mlmd.SqliteMetadataSourceConfig.READONLY
+        return _open(config, shown, upgrade=False)
+    return _open(config, shown, upgrade)
 
 
 def _open(config: mlmd.ConnectionConfig, shown: str, upgrade: bool) -> Store:

@@ -28,6 +28,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as pywrap
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from ._messages import mlmd_stderr_captured
 from .errors import StoreFaultError
 
 __all__ = ["Store", "RETRY_SECONDS", "CALL_TIMEOUT_SECONDS"]
@@ -89,28 +90,42 @@ class Store(metadata_store.MetadataStore):
                 if not (self._using_db_connection and self._config.WhichOneof("config") in ("mysql", "postgresql")
                         and _lost_connection(error)):
                     raise
-                if time.monotonic() - started > self.retry_seconds:
-                    raise StoreFaultError(f"lost the connection to {self.shown} and could not reconnect within "
-                                          f"{self.retry_seconds:g} s ({method_name}: {_one_line(error)})") from None
-                self._reconnect()
+                # Never call the old handle again: after a reconnect that failed inside MLMD (the
+                # server still down) its MySQL connection is null, and the next call crashes the process.
+                while not self._reconnect():
+                    if time.monotonic() - started > self.retry_seconds:
+                        raise StoreFaultError(
+                            f"lost the connection to {self.shown} and could not reconnect within "
+                            f"{self.retry_seconds:g} s ({method_name}: {_one_line(error)}); is the database "
+                            "server running?") from None
+                    time.sleep(pause * (0.5 + random.random()))
+                    pause = min(pause * 2, 1.0)
+                continue
             time.sleep(pause * (0.5 + random.random()))
             pause = min(pause * 2, 1.0)
 
     def _reconnect(self) -> bool:
         """A new connection to the database; False while the server is not back."""
         migration = mlmd.MigrationOptions(enable_upgrade_migration=self._upgrade)
-        try:
-            self._metadata_store = pywrap.CreateMetadataStore(self._config.SerializeToString(),
-                                                             migration.SerializeToString())
-            return True
-        except Exception:  # MLMD raises RuntimeError (with C++ log lines on stderr) while the server is down
-            return False
+        with mlmd_stderr_captured() as stderr:  # its C++ log of each failed attempt is no news
+            try:
+                self._metadata_store = pywrap.CreateMetadataStore(self._config.SerializeToString(),
+                                                                 migration.SerializeToString())
+                return True
+            except Exception as error:  # MLMD raises RuntimeError while the server is down
+                stderr.failure = error
+                return False
 
     def _pywrap_cc_call(self, method: Any, request: Any, response: Any) -> None:
         # MLMD decodes its error text strictly; some messages carry raw bytes of SQL.
         response_bytes, error_message, status_code = method(self._metadata_store, request.SerializeToString())
         if status_code != 0:
-            raise mlmd_errors.make_exception(error_message.decode("utf-8", "replace"), status_code)
+            # Not make_exception: it logs every InternalError as a warning, retried or not.
+            try:
+                kind = mlmd_errors.exception_type_from_error_code(status_code)
+            except KeyError:
+                kind = mlmd_errors.UnknownError
+            raise kind(error_message.decode("utf-8", "replace"))
         response.ParseFromString(response_bytes)
 
 

@@ -131,9 +131,14 @@ def test_lookup_misses_when_the_output_is_gone(runner, store_url, tmp_path):
 def test_lookup_on_the_default_store(runner, tmp_path, monkeypatch):
     monkeypatch.delenv("MLMD_DB", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    result = runner.invoke(main, ["lookup", "--pipeline", "p"], input='{"containerSpec": {"image": "i"}}')
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "data" / "mlmd-cache" / "metadata.sqlite").exists()
+    default = tmp_path / "data" / "mlmd-cache" / "metadata.sqlite"
+    key = '{"containerSpec": {"image": "i"}}'
+    result = runner.invoke(main, ["lookup", "--pipeline", "p"], input=key)
+    assert result.exit_code == 1 and f"no MLMD store at sqlite:///{default}" in result.output
+    assert not (tmp_path / "data").exists()  # a read-only command creates nothing
+    runner.invoke(main, ["index"])  # a writing command creates the default store
+    result = runner.invoke(main, ["lookup", "--pipeline", "p"], input=key)
+    assert result.exit_code == 0 and "miss" in result.output, result.output
 
 
 @pytest.mark.parametrize("url, code, message", [

@@ -469,7 +469,7 @@ def established_connections(pid: int, port: int) -> int:
 def test_processes_share_the_port_and_stop_together(backend, tmp_path):
     with new_database(backend, tmp_path) as db_url:
         with started("--db", db_url, "--port", "0", "--processes", "2") as (process, line):
-            assert line.rstrip().endswith("(2 processes, 8 workers each)") and "***" in line
+            assert line.rstrip().endswith("(2 processes, 8 workers each; local connections only)") and "***" in line
             address = re.search(r"grpc://(\S+):(\d+)", line)
             url, port = f"grpc://{address[1]}:{address[2]}", int(address[2])
             children = server_processes(process.pid)
@@ -585,7 +585,7 @@ def test_startup_line_hides_the_password(tmp_path):
         with started("--db", db_url, "--port", "0", "--workers", "3") as (process, line):
             port = int(line.split("grpc://127.0.0.1:")[1].split()[0])
             assert line.rstrip() == (f"mlmd-cache serve: {SERVICE_NAME} on grpc://127.0.0.1:{port} over "
-                                     f"{db_url.replace(':' + password + '@', ':***@')} (3 workers)")
+                                     f"{db_url.replace(':' + password + '@', ':***@')} (3 workers; local connections only)")
             assert stock_client(f"grpc://127.0.0.1:{port}").get_artifact_types() == []
             code, rest = stop(process)
         assert code == 0 and password not in line + rest
@@ -600,11 +600,11 @@ def official_flags(url: str, port: int) -> list[str]:
 
 
 def serve_official(url: str, upgrade_flag: str) -> None:
-    """Serve ``url`` with the official flags: --grpc_port listens on every interface, as the official
-    server does; the startup line hides the password; records land in the database."""
+    """Serve ``url`` with the official flags: --grpc_port listens on 127.0.0.1 (not on every interface,
+    as the official server does); the startup line hides the password; records land in the database."""
     port = free_port()
     with started(*official_flags(url, port), upgrade_flag) as (process, line):
-        assert f"on grpc://0.0.0.0:{port} over {redact_url(url)} (8 workers)" in line
+        assert f"on grpc://127.0.0.1:{port} over {redact_url(url)} (8 workers; local connections only)" in line
         marker = f"Probe_{uuid.uuid4().hex}"
         stock_client(f"grpc://127.0.0.1:{port}").put_context_type(mlmd.ContextType(name=marker))
         code, rest = stop(process)
@@ -738,3 +738,32 @@ def test_start_up_errors_are_one_line(case, tmp_path):
     line = one_line_error(done.stderr)
     assert expected.format(port=port) in line and SECRET not in line
     assert done.stdout == ""
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp shows them) that listen on ``port``."""
+    addresses = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                addresses.add(local.rsplit(":", 1)[0])
+    return addresses
+
+
+_LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1, also as ::ffff:127.0.0.1
+_ANY = {"00000000", "0" * 32, "0000000000000000FFFF000000000000"}
+
+
+@pytest.mark.parametrize("flag", ["--port", "--grpc_port"])
+def test_serve_listens_on_loopback_only_unless_host_says_otherwise(flag, tmp_path):
+    port = free_port()
+    store = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    with started("--db", store, f"{flag}={port}") as (process, line):
+        assert f"on grpc://127.0.0.1:{port} " in line and line.rstrip().endswith("; local connections only)")
+        assert _listening_addresses(port) <= _LOOPBACK, _listening_addresses(port)
+        stop(process)
+    with started("--db", store, f"{flag}={port}", "--host", "0.0.0.0") as (process, line):
+        assert f"on grpc://0.0.0.0:{port} " in line and "open to other hosts, without authentication" in line
+        assert _listening_addresses(port) & _ANY, _listening_addresses(port)
+        stop(process)
