@@ -17,6 +17,7 @@ from .errors import (
     OutputError,
     StoreConnectionError,
     StoreFaultError,
+    NoStoreError,
     StoreURLError,
 )
 from .key import CacheKey, custom_fingerprint
@@ -38,6 +39,7 @@ __all__ = [
     "SourceIndex",
     "StoreConnectionError",
     "StoreFaultError",
+    "NoStoreError",
     "StoreURLError",
     "Task",
     "TaskExecution",

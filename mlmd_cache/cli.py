@@ -13,7 +13,7 @@ from ml_metadata.errors import StatusError
 from . import records
 from .cache import ExecutionCache
 from .connection import connect, default_store_path, default_store_url, mysql_url
-from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NotFoundError, StoreURLError
+from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
 from .key import CacheKey, custom_fingerprint
 from .store import CALL_TIMEOUT_SECONDS, Store, store_fault
 
@@ -438,7 +438,12 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         arguments = pipeline.parse_parameters(parse_assignments(params))
         input_artifacts = parse_artifact_references(artifacts)
         root = pipeline_root or default_pipeline_root(db_url)
-        cache = ExecutionCache(open_store(db_url, create=not input_artifacts))  # inputs name a store's artifacts
+        ids = {name: value for name, value in input_artifacts.items() if isinstance(value, int)}
+        try:  # an artifact ID names an artifact of an existing store: none is created for it
+            cache = ExecutionCache(open_store(db_url, create=not ids))
+        except NoStoreError as error:
+            name = next(iter(ids))
+            raise InvalidArgumentError(f"--artifact {name}={ids[name]}: no such artifact, {error}") from None
         progress = _LiveProgress(enabled=sys.stderr.isatty())
         report = run(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name, pipeline_root=root,
                      enable_caching=False if disable_cache else None, parallelism=parallelism,

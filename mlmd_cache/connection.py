@@ -61,7 +61,7 @@ from ml_metadata.proto import metadata_store_service_pb2_grpc as service_grpc
 
 from ._messages import _one_line, mlmd_stderr_captured, reason
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
-from .errors import StoreConnectionError, StoreURLError
+from .errors import NoStoreError, StoreConnectionError, StoreURLError
 from .schema import Contents, ServerDatabase, StoreState, sqlite_contents, sqlite_schema_lock
 from .store import CALL_TIMEOUT_SECONDS, RETRY_SECONDS, Store
 
@@ -304,7 +304,7 @@ def _check_contents(contents: Contents, shown: str, create: bool, what: str, for
     if not create and contents.state in (StoreState.MISSING, StoreState.EMPTY, StoreState.UNFINISHED):
         missing = {StoreState.MISSING: "does not exist", StoreState.EMPTY: "is empty",
                    StoreState.UNFINISHED: "holds an MLMD schema that was never finished"}[contents.state]
-        raise StoreConnectionError(f"no MLMD store at {shown}: {what} {missing} (this command creates "
+        raise NoStoreError(f"no MLMD store at {shown}: {what} {missing} (this command creates "
                                    "no store; check the path or URL)")
 
 

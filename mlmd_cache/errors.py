@@ -6,6 +6,7 @@ __all__ = [
     "StoreURLError",
     "StoreConnectionError",
     "StoreFaultError",
+    "NoStoreError",
     "CacheKeyError",
     "ExecutionStateError",
     "NotFoundError",
@@ -24,6 +25,10 @@ class StoreURLError(MlmdCacheError, ValueError):
 
 class StoreConnectionError(MlmdCacheError):
     """The store could not be opened: unreachable server, refused credentials, unreadable file."""
+
+
+class NoStoreError(StoreConnectionError):
+    """There is no MLMD store where one must already be (a read-only command, ``create=False``)."""
 
 
 class StoreFaultError(StoreConnectionError):
