@@ -114,6 +114,15 @@ def runner_status(runner: Optional[str]) -> str:
     return ALIVE
 
 
+def _gone_reason(runner: str) -> str:
+    parts = _parse_runner(runner) or {}
+    pid, host = parts.get("pid", "?"), parts.get("host", "?")
+    boot = _boot_id()
+    if boot and parts.get("boot", "-") not in ("-", boot):
+        return f"host {host} restarted since its runner (pid {pid}) started"
+    return f"its runner (pid {pid} on {host}) has ended"
+
+
 def runner_gone(runner: Optional[str]) -> bool:
     """Whether a ``runner`` property names a process known to have ended (see :func:`runner_status`)."""
     return runner_status(runner) == GONE
@@ -242,7 +251,7 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
         runner = str(records.read_property(execution, RUNNER) or "")
         status = runner_status(runner)
         if status == GONE:
-            take(execution, runner, f"its runner ({runner}) is gone")
+            take(execution, runner, _gone_reason(runner))
         elif status == ALIVE:
             alive.add(execution.id)
         elif older_than is not None and _age(execution, now_ms) >= older_than.total_seconds():
