@@ -479,10 +479,10 @@ def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_
 
     age = recovery.parse_duration(older_than) if older_than is not None else None
     # Found over a read-only connection: a store that is not there is an error, not a new empty store.
-    found = recovery.find_interrupted(connect(db_url, read_only=True), older_than=age)
+    found = recovery.find_interrupted(open_store(db_url, read_only=True), older_than=age)
     marked = found.interrupted
     if found.interrupted and not dry_run:
-        marked = recovery.mark_failed(connect(db_url), found.interrupted)
+        marked = recovery.mark_failed(open_store(db_url, create=False), found.interrupted)
     result = recovery.Recovery(marked, found.alive, found.unknown, dry_run)
     if as_json:
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
