@@ -98,14 +98,12 @@ def runner_status(runner: Optional[str]) -> str:
         return GONE  # the machine restarted since
     pid = int(parts["pid"])
     stat = _stat(pid)
-    if stat is None:
-        if os.path.exists("/proc/self/stat"):
-            return GONE
-        try:  # no /proc (not Linux): whether the PID exists is all that can be told
+    if stat is None:  # no such process, or /proc hides it (hidepid, not Linux): then whether the PID exists
+        try:
             os.kill(pid, 0)
         except ProcessLookupError:
             return GONE
-        except OSError:
+        except OSError:  # it exists, as another user's
             pass
         return ALIVE
     state, start = stat
