@@ -88,9 +88,9 @@ def runs(limit: Optional[int], db_url: Optional[str], as_json: bool) -> None:
     if not summaries:
         click.echo("no pipeline runs")
         return
-    rows = [(s["run"], s["pipeline"], _time(s["create_time"]), s["executed"], s["cached"], s["failed"])
+    rows = [(s["run"], s["pipeline"], _time(s["create_time"]), s["executed"], s["cached"], s["failed"], s["state"])
             for s in summaries]
-    for line in _table(("RUN", "PIPELINE", "CREATED (UTC)", "EXECUTED", "CACHED", "FAILED"), rows):
+    for line in _table(("RUN", "PIPELINE", "CREATED (UTC)", "EXECUTED", "CACHED", "FAILED", "STATE"), rows):
         click.echo(line)
 
 
@@ -144,6 +144,9 @@ def show(kind: str, name: str, db_url: Optional[str], as_json: bool) -> None:
     if kind == "execution":
         fields.append(("pipeline", data.get("pipeline")))
         props = data.get("properties", {})
+        if lg.cache_state(data) == "INTERRUPTED":  # RUNNING, but nothing will end it: `mlmd-cache recover` will
+            fields[1] = ("state", "RUNNING, interrupted: its runner is gone (mlmd-cache recover marks it FAILED)")
+        fields += [("runner", props.get("runner")), ("interrupted", props.get("interrupted_reason"))]
         fields += [("image", props.get("image")), ("fingerprint", props.get("cache_fingerprint"))]
         fields += [("parameter " + k, lx.format_value(v)) for k, v in sorted((props.get("inputs") or {}).items())]
     for label, value in fields:

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional
 import networkx as nx
 
 from mlmd_cache.errors import NotFoundError
+from mlmd_cache.recovery import RUNNER, runner_gone
 
 __all__ = [
     "example_graph",
@@ -143,13 +144,17 @@ def all_paths(graph: nx.MultiDiGraph, source: str, target: str, cutoff: Optional
 
 
 def cache_state(data: dict[str, Any]) -> str:
-    """How a task execution went, in the runner's words: EXECUTED, CACHED, FAILED, RUNNING, ...
+    """How a task execution went, in the runner's words: EXECUTED, CACHED, FAILED, RUNNING, ...;
+    INTERRUPTED for a RUNNING one whose runner is gone (killed: nothing will end it, see
+    :mod:`mlmd_cache.recovery` and ``mlmd-cache recover``).
 
     >>> g = example_graph()
     >>> cache_state(g.nodes["e:5"]), cache_state(g.nodes["e:2"])
     ('CACHED', 'EXECUTED')
     """
     state = data.get("state", "UNKNOWN")
+    if state == "RUNNING" and runner_gone((data.get("properties") or {}).get(RUNNER)):
+        return "INTERRUPTED"
     return "EXECUTED" if state == "COMPLETE" else state
 
 
@@ -278,8 +283,11 @@ def nodes_of(graph: nx.MultiDiGraph, nodes: Iterable[str]) -> list[dict[str, Any
 
 def run_summaries(graph: nx.MultiDiGraph) -> list[dict[str, Any]]:
     """One entry per run of ``graph.graph["runs"]`` (see :func:`lineage.load.load_runs`), newest
-    first: ``{"run", "pipeline", "create_time", "executed", "cached", "failed", "other"}``, counting
-    task executions (DAG executions left out).
+    first: ``{"run", "pipeline", "create_time", "state", "executed", "cached", "failed",
+    "interrupted", "other"}``, counting task executions (DAG executions left out). ``state`` is the
+    run's, from its root DAG execution: ``complete``, ``failed``, ``running``, ``interrupted`` (its
+    runner was killed), or None when the run has no root DAG (KFP writes one; a bare
+    :class:`~mlmd_cache.ExecutionCache` does not).
 
     >>> g = example_graph()
     >>> g.graph["runs"] = {"r1": {"pipeline": "p", "create_time": 1}, "r2": {"pipeline": "p", "create_time": 2}}
@@ -287,14 +295,19 @@ def run_summaries(graph: nx.MultiDiGraph) -> list[dict[str, Any]]:
     [('r2', 0, 1), ('r1', 3, 0)]
     """
     summaries = {name: {"run": name, "pipeline": info.get("pipeline"), "create_time": info.get("create_time"),
-                        "executed": 0, "cached": 0, "failed": 0, "other": 0}
+                        "state": None, "executed": 0, "cached": 0, "failed": 0, "interrupted": 0, "other": 0}
                  for name, info in graph.graph.get("runs", {}).items()}
     for _, data in graph.nodes(data=True):
-        if data.get("kind") != "execution" or data.get("type") == "system.DAGExecution":
+        if data.get("kind") != "execution":
             continue
         summary = summaries.get(data.get("run"))
         if summary is None:
             continue
-        word = {"EXECUTED": "executed", "CACHED": "cached", "FAILED": "failed"}.get(cache_state(data), "other")
+        if data.get("type") == "system.DAGExecution":
+            if (data.get("properties") or {}).get("parent_dag_id") in (None, ""):  # the run's root DAG
+                summary["state"] = {"EXECUTED": "complete"}.get(cache_state(data), cache_state(data).lower())
+            continue
+        word = {"EXECUTED": "executed", "CACHED": "cached", "FAILED": "failed",
+                "INTERRUPTED": "interrupted"}.get(cache_state(data), "other")
         summary[word] += 1
     return sorted(summaries.values(), key=lambda s: (s["create_time"] or 0, s["run"]), reverse=True)

@@ -26,6 +26,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from . import records
 from .errors import ExecutionStateError, InvalidArgumentError, NotFoundError, OutputError
 from .key import CacheKey, custom_fingerprint
+from .recovery import RUNNER, runner_identity
 
 __all__ = ["ExecutionCache", "PipelineRun", "Task", "CacheHit", "TaskExecution", "Outputs", "SourceIndex",
            "artifact_is_usable"]
@@ -385,9 +386,11 @@ class ExecutionCache:
 
     def start(self, run: PipelineRun, task: Task) -> TaskExecution:
         """Record a RUNNING execution of ``task`` with INPUT events (and its fingerprint when caching
-        is on, as KFP does)."""
+        is on, as KFP does), and the calling process as its ``runner`` (:mod:`mlmd_cache.recovery`
+        tells from it whether a RUNNING execution was left by a runner that was killed)."""
         fingerprint = task.fingerprint if self.caching_enabled(run, task) else None
         execution = self._execution(task, mlmd.Execution.RUNNING, fingerprint)
+        execution.custom_properties[RUNNER].string_value = runner_identity()
         execution.id, _, _ = self.store.put_execution(
             execution, self._input_events(task), [run.pipeline_context, run.run_context], force_reuse_context=True
         )
@@ -473,6 +476,7 @@ class ExecutionCache:
         KFP does, every attempt reuses the task's one execution."""
         execution = self._stored_in_state(failed, expected=mlmd.Execution.FAILED)
         execution.last_known_state = mlmd.Execution.RUNNING
+        execution.custom_properties[RUNNER].string_value = runner_identity()
         self.store.put_executions([execution])
         return replace(failed, execution=execution)
 

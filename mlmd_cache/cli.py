@@ -466,3 +466,40 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         click.echo(f"run {report.run} of pipeline {report.pipeline}: {summary}")
     if not report.succeeded:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--older-than", metavar="DURATION",
+              help="Also recover RUNNING executions whose runner cannot be checked from here (another host, "
+                   "no runner record) last written longer ago than DURATION: 30m, 2h, 7d, or ISO 8601 PT2H, P7D.")
+@click.option("--dry-run", is_flag=True, help="List what would be recovered; write nothing.")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_reports_errors
+def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_json: bool) -> None:
+    """Mark FAILED the RUNNING executions (tasks and DAGs) left by a runner that was killed: on this
+    host, those whose runner process has ended (or the machine restarted since). Each records why in
+    interrupted_reason, and a re-run executes their tasks anew. A live runner's work is never touched."""
+    from . import recovery
+
+    age = recovery.parse_duration(older_than) if older_than is not None else None
+    # Found over a read-only connection: a store that is not there is an error, not a new empty store.
+    found = recovery.find_interrupted(open_store(db_url, read_only=True), older_than=age)
+    marked = found.interrupted
+    if found.interrupted and not dry_run:
+        marked = recovery.mark_failed(open_store(db_url, create=False), found.interrupted)
+    result = recovery.Recovery(marked, found.alive, found.unknown, dry_run)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+        return
+    verb = "would mark" if dry_run else "marked"
+    for item in result.interrupted:
+        what = (f"DAG {item.task!r}" if item.task else "root DAG") if item.is_dag else f"task {item.task!r}"
+        where = f" of run {item.run!r}" if item.run else ""
+        click.echo(f"execution {item.execution_id} ({what}{where}): {verb} FAILED: {item.reason}")
+    summary = (f"{verb} {_count(len(result.interrupted), 'interrupted execution')} FAILED in "
+               f"{_count(len(result.runs), 'run')}" if result.interrupted else "no interrupted executions")
+    left = [f"{result.alive} with a live runner"] if result.alive else []
+    if result.unknown:
+        left.append(f"{result.unknown} whose runner cannot be checked from this host (see --older-than)")
+    click.echo(summary + (f"; left RUNNING: {', '.join(left)}" if left else ""))

@@ -256,9 +256,9 @@ def test_cli_runs_show_and_trees(scenario):
     code, out, err = cli("runs", "--db", s.db)
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0].split() == ["RUN", "PIPELINE", "CREATED", "(UTC)", "EXECUTED", "CACHED", "FAILED"]
+    assert lines[0].split() == ["RUN", "PIPELINE", "CREATED", "(UTC)", "EXECUTED", "CACHED", "FAILED", "STATE"]
     assert [line.split()[0] for line in lines[1:]] == ["run-5", "run-4", "run-3", "run-2", "run-1"]
-    assert lines[3].split()[-3:] == ["2", "1", "0"]  # run-3: 2 executed, 1 cached
+    assert lines[3].split()[-4:-1] == ["2", "1", "0"]  # run-3: 2 executed, 1 cached
     code, out, _ = cli("runs", "--db", s.db, "--json")
     assert {r["run"]: r["cached"] for r in json.loads(out)["runs"]}["run-2"] == 3
     code, out, _ = cli("runs", "--db", s.db, "--limit", "2", "--json")

@@ -25,6 +25,7 @@ from ..key import CacheKey
 from .inputs import ResolvedInputs
 from .paths import safe_name
 from .values import ParameterType, to_protobuf
+from .watchdog import Watchdog, die_with_parent
 
 __all__ = ["cache_task", "executor_input", "command_line", "task_env", "TaskProcess", "produced_outputs",
            "scope_outputs", "runtime_artifact", "stderr_tail", "executor_input_dict"]
@@ -130,12 +131,15 @@ def task_env(base: Mapping[str, str], container: Any, resolve: Any) -> dict[str,
 
 class TaskProcess:
     """One attempt at a task's command, run by a worker thread: its own process group, stdin
-    closed, stdout/stderr to files in the task's directory. :meth:`stop` may come from any thread."""
+    closed, stdout/stderr to files in the task's directory. :meth:`stop` may come from any thread.
+    It does not outlive the runner (:mod:`.watchdog`): :meth:`run` must be called by the thread
+    that waits for it, and the group is registered with ``watchdog`` while it runs."""
 
     def __init__(self, command: list[str], env: Mapping[str, str], task_dir: Path, attempt: int,
-                 timeout: Optional[float] = None) -> None:
+                 timeout: Optional[float] = None, watchdog: Optional[Watchdog] = None) -> None:
         self.command, self.env, self.task_dir, self.attempt = command, env, task_dir, attempt
         self.timeout = timeout  # kubernetes.set_timeout: the process is stopped after this many seconds
+        self.watchdog = watchdog
         self.timed_out = False
         self._lock = threading.Lock()
         self._process: Optional[subprocess.Popen] = None
@@ -158,16 +162,21 @@ class TaskProcess:
                 try:
                     self._process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=stdout,
                                                      stderr=stderr, env=dict(self.env), cwd=self.task_dir,
-                                                     start_new_session=True)
+                                                     start_new_session=True, preexec_fn=die_with_parent())
                 except OSError as error:
                     stderr.write(f"cannot start {self.command[0]!r}: {error.strerror}\n".encode())
                     return 127
+            if self.watchdog is not None:
+                self.watchdog.register(self._process.pid)  # its own session: the group ID is its PID
             try:
                 return self._process.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
                 self.timed_out = True
                 self.stop()
                 return self._process.wait()
+            finally:
+                if self.watchdog is not None:
+                    self.watchdog.unregister(self._process.pid)
 
     def stop(self) -> None:
         """Stop the process group: SIGTERM, then SIGKILL after 5 s."""

@@ -36,6 +36,7 @@ from .paths import safe_name, task_directory
 from .reports import COMPLETE, FAILED, NOT_RUN, SKIPPED, TaskReport
 from .scope import ArtifactList, InputError, Scope, artifact_ids
 from .values import RunPlaceholders, coerce
+from .watchdog import Watchdog
 
 __all__ = ["Scheduler"]
 
@@ -126,6 +127,7 @@ class Scheduler:
         self._open_dags: list[_Dag] = []
         self._open_loops: list[_Loop] = []
         self._dirty: deque[_Dag] = deque()
+        self._watchdog = Watchdog()  # stops the task processes if this process is killed
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -159,6 +161,7 @@ class Scheduler:
             raise
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._watchdog.close()
         return execution, result["state"] == COMPLETE, result["parameters"]
 
     def _wait(self) -> None:
@@ -509,7 +512,8 @@ class Scheduler:
             attempt.started = self.cache.restart(attempt.started)
         attempt.number += 1
         attempt.process = containers.TaskProcess(attempt.command, attempt.env, attempt.task_dir, attempt.number,
-                                                 self.pipeline.timeouts.get(attempt.node.component.executor_label))
+                                                 self.pipeline.timeouts.get(attempt.node.component.executor_label),
+                                                 self._watchdog)
         self._running_attempts[id(attempt)] = attempt
         process = attempt.process
         self._pool.submit(lambda: self._finished.put((attempt, _returncode(process))))
