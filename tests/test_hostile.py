@@ -1,0 +1,626 @@
+"""Hostile input to every command and to the names MLMD stores (issue 10: filters, names, bad input).
+
+Every failing case must end as the project's rules say: exit code 1 or 2, one line on standard error
+("Error: ..."), no traceback, and the store unchanged (SQLite: the same bytes, or no file; MySQL and
+PostgreSQL: the same row counts). The commands run as subprocesses, as a user runs them, so that
+whatever MLMD's C++ core prints is seen too.
+
+Cases marked ``xfail(reason="pending: ...")`` are being fixed elsewhere (store opening, numbers,
+output paths); the marks go once those land.
+"""
+# (no `from __future__ import annotations`: KFP reads the components' annotations as types)
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+import pytest
+import yaml
+from kfp import dsl
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from lineage.load import load_task_history
+from mlmd_cache import CacheKey, ExecutionCache, InvalidArgumentError, Outputs, Task, connect, records
+from mlmd_cache.limits import MAX_NAME_BYTES
+from mlmd_cache.pipeline_spec import load_pipeline
+from mlmd_cache.runner import run_pipeline
+from tests.backends import Backends, row_counts
+from tests.pipelines import compile_to, echo_value
+
+REPO = Path(__file__).resolve().parent.parent
+PENDING_STORE = pytest.mark.xfail(reason="pending: store opening", strict=False)
+PENDING_NUMBERS = pytest.mark.xfail(reason="pending: numbers", strict=False)
+PENDING_PATHS = pytest.mark.xfail(reason="pending: output paths", strict=False)
+# mlmd-cache's commands other than serve print click's usage banner (4 lines) for a usage error;
+# the fix (serve's _OneLineUsageErrors for every command of the group) is in mlmd_cache/cli.py.
+PENDING_USAGE = pytest.mark.xfail(reason="pending: one-line usage errors in mlmd_cache/cli.py", strict=False)
+DIRECT = ("sqlite", "mysql", "postgresql")
+
+# Task and run names that are legal everywhere except where the test says otherwise.
+HOSTILE_NAMES = {
+    "quote-or-true": "\\' OR true --",
+    "quote": "a'b",
+    "double-quote": 'a"b',
+    "both-quotes": "x' OR 'a'='a\"",
+    "backslash": "a\\b",
+    "newline": "a\nb",
+    "percent": "100%",
+    "underscore": "a_b",
+    "emoji": "\U0001F600 emoji",
+    "ansi": "a\x1b[31mred\x1b[0m",
+    "upper": "A",
+    "lower": "a",
+    "trailing-space": "a ",
+    "accent": "\u00e9",
+    "long": "x" * 10_000,
+}
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+def cli(program: str, *args: Union[str, bytes], stdin: bytes = b"", user: Optional[int] = None,
+        env: Optional[dict] = None, timeout: float = 120) -> tuple[int, str, str]:
+    """Run ``mlmd-cache`` or ``mlmd-lineage`` as a subprocess: (exit code, stdout, stderr)."""
+    module = "mlmd_cache.cli" if program == "mlmd-cache" else "lineage.cli"
+    command = [sys.executable, "-c", f"from {module} import main; main()", *args]
+    environment = {k: v for k, v in os.environ.items() if k != "MLMD_DB"}
+    environment.update(PYTHONPATH=str(REPO), **(env or {}))
+    preexec = (lambda: os.setuid(user)) if user is not None else None
+    done = subprocess.run(command, input=stdin, capture_output=True, timeout=timeout, env=environment,
+                          preexec_fn=preexec)
+    return done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+
+
+def assert_one_line_error(result: tuple[int, str, str]) -> None:
+    code, out, err = result
+    assert code in (1, 2), (code, out, err)
+    assert "Traceback" not in err + out, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("Error"), err
+
+
+def sqlite_state(path: Path) -> Optional[bytes]:
+    return path.read_bytes() if path.is_file() else None
+
+
+@contextlib.contextmanager
+def unchanged(url: str) -> Iterator[None]:
+    """Assert that the store of ``url`` is the same after the block: bytes, or row counts."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        before, existed = sqlite_state(path), path.exists()
+        yield
+        assert path.exists() == existed and sqlite_state(path) == before, f"{path} changed"
+    else:
+        before = row_counts(url)
+        yield
+        assert row_counts(url) == before
+
+
+@pytest.fixture(params=DIRECT)
+def direct_url(request: pytest.FixtureRequest, backends: Backends, tmp_path: Path) -> Iterator[str]:
+    """An empty store on each backend opened directly by the client (not over gRPC)."""
+    with backends.fresh_store(request.param, tmp_path) as url:
+        yield url
+
+
+def key(label: str) -> CacheKey:
+    return CacheKey.build(image="python:3.11", command=["echo", label], output_parameters={})
+
+
+@dsl.pipeline(name="hostile")
+def one_task(x: str = "hi"):
+    echo_value(x=x)
+
+
+@pytest.fixture(scope="module")
+def pipeline_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return Path(compile_to(tmp_path_factory.mktemp("ir") / "one.yaml", one_task))
+
+
+def renamed(pipeline_file: Path, directory: Path, task: str = "echo-value", pipeline: str = "hostile") -> Path:
+    """The one-task pipeline with its task and pipeline renamed (as a hand-edited IR would be)."""
+    documents = list(yaml.safe_load_all(pipeline_file.read_text()))
+    spec = documents[0]
+    tasks = spec["root"]["dag"]["tasks"]
+    body = tasks.pop("echo-value")
+    body["taskInfo"]["name"] = task
+    tasks[task] = body
+    spec["pipelineInfo"]["name"] = pipeline
+    path = directory / "renamed.yaml"
+    path.write_text(yaml.safe_dump_all(documents, allow_unicode=True))
+    return path
+
+
+# -- filters: one shared escaping, exact results on the real MLMD core ---------------------------------
+
+@pytest.mark.parametrize("value", ["\u00e9t\u00e9", "\u65e5\u672c\u8a9e", "\U0001F600", "100%", "a_b", "a'b", 'a"b',
+                                   "plain"])
+def test_filter_string_round_trips_text(direct_url, value):
+    """A ``=`` filter made with filter_string finds exactly the record holding non-ASCII text,
+    emoji, % and one kind of quote, on every backend."""
+    store = connect(direct_url)
+    type_id = store.put_execution_type(mlmd.ExecutionType(name="T"))
+    ids = {}
+    for text in (value, "other", value + "x"):
+        execution = mlmd.Execution(type_id=type_id)
+        execution.custom_properties["task_name"].string_value = text
+        [ids[text]] = store.put_executions([execution])
+    found = store.get_executions(list_options=metadata_store.ListOptions(
+        filter_query=f"custom_properties.task_name.string_value = {records.filter_string(value)}"))
+    assert [e.id for e in found] == [ids[value]]
+
+
+def test_filter_string_escapes_what_zetasql_needs():
+    assert records.filter_string("a'b\"c\\d\ne\rf\tg\x01\x7f\u2028") == "'a\\'b\\\"c\\\\d\\ne\\rf\\tg\\x01\\x7f\\u2028'"
+    assert records.filter_string("\U0001F600 100%") == "'\U0001F600 100%'"
+    with pytest.raises(TypeError):
+        records.filter_string(3)
+
+
+@pytest.mark.parametrize("label", list(HOSTILE_NAMES))
+def test_task_history_finds_exactly_its_own_executions(direct_url, label):
+    """``mlmd-lineage explain``'s query (load_task_history) for a task with a hostile name finds
+    that task's earlier executions, and no other task's, among look-alike names."""
+    name = HOSTILE_NAMES[label]
+    cache = ExecutionCache(connect(direct_url))
+    run = cache.pipeline_run("pipe", "run-1")
+    if direct_url.startswith("postgresql") and "\\" in name:
+        with unchanged(direct_url), pytest.raises(InvalidArgumentError, match="backslash"):
+            cache.execute(run, Task(name, key(name), enable_cache=False), lambda started: Outputs())
+        return
+    ids: dict[str, list[int]] = {}
+    others = [n for n in HOSTILE_NAMES.values() if not (direct_url.startswith("postgresql") and "\\" in n)]
+    for _ in range(2):
+        for task_name in others:
+            done = cache.execute(run, Task(task_name, key(task_name), enable_cache=False), lambda started: Outputs())
+            ids.setdefault(task_name, []).append(done.id)
+    graph = load_task_history(cache.store, ids[name][-1])
+    executions = sorted(int(node[2:]) for node in graph if node.startswith("e:"))
+    assert executions == ids[name]
+
+
+def test_explain_and_show_on_hostile_task_names(pipeline_file, tmp_path):
+    """The CLI end to end: a task named with quotes, a backslash, % and an emoji runs, and
+    ``mlmd-lineage explain`` / ``show`` read it back."""
+    name = "it's a \\ task \U0001F600 100%"
+    db = f"sqlite:///{tmp_path / 'm.sqlite'}"
+    path = renamed(pipeline_file, tmp_path, task=name)
+    for run in ("r1", "r2"):
+        code, out, err = cli("mlmd-cache", "run-pipeline", str(path), "--db", db, "--run-name", run,
+                             "--pipeline-root", str(tmp_path / "root"), "--disable-cache", "--json")
+        assert code == 0, err
+    execution_id = json.loads(out)["tasks"][name]["execution_id"]
+    code, out, err = cli("mlmd-lineage", "explain", str(execution_id), "--db", db, "--json")
+    assert code == 0, err
+    assert json.loads(out)["execution"]["task"] == name
+    code, out, err = cli("mlmd-lineage", "show", "execution", str(execution_id), "--db", db, "--json")
+    assert code == 0, err
+
+
+# -- names: checked before the first write, one limit everywhere ---------------------------------------
+
+TOO_LONG = {
+    "256-ascii": ("a" * 256, "256 characters"),
+    "64-emoji": ("\U0001F600" * 64, "256 bytes"),
+    "70-emoji": ("\U0001F600" * 70, "280 bytes"),
+    "128-accents": ("\u00e9" * 128, "256 bytes"),
+    "10000": ("x" * 10_000, "10000 characters"),
+}
+UNSTORABLE = {"nul": ("a\x00b", "NUL"), "lone-surrogate": ("a\ud800b", "surrogate")}
+
+
+@pytest.mark.parametrize("which", ["pipeline", "run"])
+@pytest.mark.parametrize("label", [*TOO_LONG, *UNSTORABLE])
+def test_names_mlmd_cannot_store_are_refused_before_writing(direct_url, which, label):
+    name, message = {**TOO_LONG, **UNSTORABLE}[label]
+    cache = ExecutionCache(connect(direct_url))
+    args = (name, "run") if which == "pipeline" else ("pipe", name)
+    with unchanged(direct_url), pytest.raises(InvalidArgumentError, match=message) as raised:
+        cache.pipeline_run(*args)
+    assert f"{which} name" in str(raised.value)
+    if label in TOO_LONG:
+        assert str(MAX_NAME_BYTES) in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["a" * 255, "\U0001F600" * 63, "\u00e9" * 127, "it's \"q\" \U0001F600 100%",
+                                  "a\nb\x1b[0m"], ids=["255-ascii", "63-emoji", "127-accents", "quotes", "controls"])
+def test_names_at_the_limit_are_stored_exactly(direct_url, name):
+    cache = ExecutionCache(connect(direct_url))
+    run = cache.pipeline_run(name, name)
+    found = cache.store.get_context_by_type_and_name(records.RUN_CONTEXT_TYPE, name)
+    assert found.id == run.run_context.id and found.name == name
+    assert [c.name for c in cache.store.get_parent_contexts_by_context(found.id)] == [name]
+
+
+def test_postgresql_refuses_backslashes_before_mlmd_runs_them_as_sql(backends, tmp_path):
+    """MLMD 1.17.1 quotes a PostgreSQL string holding a backslash as ``'E'...''``: a name
+    ``, NULL, 0, 0); CREATE TABLE ... -- \\`` would run its SQL. Refused, nothing written."""
+    with backends.fresh_store("postgresql", tmp_path) as url:
+        cache = ExecutionCache(connect(url))
+        for name in (", NULL, 0, 0); CREATE TABLE pwned (x int); -- \\", "a\\b"):
+            with unchanged(url), pytest.raises(InvalidArgumentError, match="backslash"):
+                cache.pipeline_run("pipe", name)
+        assert "pwned" not in row_counts(url)
+
+
+def test_run_pipeline_checks_task_names_before_writing(direct_url, pipeline_file, tmp_path):
+    """The runner checks the IR's names (pipeline, tasks, artifact types) and the run name before
+    its first write: a name over the limit leaves no Pipeline context behind."""
+    cache = ExecutionCache(connect(direct_url))
+    for path, run_name, message in [
+        (renamed(pipeline_file, tmp_path, pipeline="p" * 300), "r", "pipeline name is 300 characters"),
+        (pipeline_file, "\U0001F600" * 70, "run name is 70 characters (280 bytes in UTF-8)"),
+    ]:
+        with unchanged(direct_url), pytest.raises(InvalidArgumentError, match=re.escape(message)):
+            run_pipeline(cache, load_pipeline(str(path)), {}, run_name=run_name, pipeline_root=tmp_path / "root")
+    if direct_url.startswith("postgresql"):
+        path = renamed(pipeline_file, tmp_path, task="a\\b")
+        with unchanged(direct_url), pytest.raises(InvalidArgumentError, match="task name 'a\\\\\\\\b' holds a backslash"):
+            run_pipeline(cache, load_pipeline(str(path)), {}, run_name="r", pipeline_root=tmp_path / "root")
+
+
+def test_unstorable_lookups_find_nothing_without_asking_mlmd(backends, tmp_path):
+    """``show run`` and ``index --pipeline`` with a name no store can hold: not found (exit 2),
+    and on PostgreSQL the name never reaches MLMD's SQL."""
+    with backends.fresh_store("postgresql", tmp_path) as url:
+        connect(url)
+        name = "x'); CREATE TABLE pwned (x int); -- \\"
+        for program, args in [("mlmd-lineage", ["show", "run", name]), ("mlmd-lineage", ["export", "--run", name,
+                                                                                          "-o", str(tmp_path / "o.json")]),
+                              ("mlmd-cache", ["index", "--pipeline", name])]:
+            with unchanged(url):
+                result = cli(program, *args, "--db", url)
+            assert_one_line_error(result)
+            assert result[0] == 2
+        assert "pwned" not in row_counts(url)
+
+
+# -- every command, hostile input ---------------------------------------------------------------------
+
+@pytest.fixture
+def store(pipeline_file, tmp_path) -> tuple[str, Path]:
+    """A SQLite store holding one run (``r1``) of the one-task pipeline: (URL, file)."""
+    path = tmp_path / "store" / "m.sqlite"
+    code, _, err = cli("mlmd-cache", "run-pipeline", str(pipeline_file), "--db", f"sqlite:///{path}",
+                       "--run-name", "r1", "--pipeline-root", str(tmp_path / "root"))
+    assert code == 0, err
+    return f"sqlite:///{path}", path
+
+
+def _files(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        "invalid-utf8": b'{"containerSpec": {"image": "\xff\xfe"}}',
+        "binary": bytes(range(256)) * 4,
+        "yaml-list": b"- 1\n- 2\n",
+        "yaml-number": b"42\n",
+        "empty": b"",
+        "json-string": b'"text"',
+    }
+    made = {}
+    for name, content in files.items():
+        made[name] = tmp_path / f"{name}.in"
+        made[name].write_bytes(content)
+    return made
+
+
+BAD_FILES = ["invalid-utf8", "binary", "yaml-list", "yaml-number", "empty", "json-string"]
+
+
+@pytest.mark.parametrize("kind", BAD_FILES)
+@pytest.mark.parametrize("command", ["fingerprint", "lookup", "run-pipeline"])
+def test_bad_files_are_one_line_errors(store, tmp_path, command, kind):
+    db, path = store
+    file = _files(tmp_path)[kind]
+    args = {"fingerprint": ["fingerprint", str(file)],
+            "lookup": ["lookup", str(file), "--pipeline", "hostile", "--db", db],
+            "run-pipeline": ["run-pipeline", str(file), "--db", db, "--pipeline-root", str(tmp_path / "root")]}[command]
+    with unchanged(db):
+        assert_one_line_error(cli("mlmd-cache", *args))
+
+
+@pytest.mark.parametrize("what", ["directory", "missing"])
+@pytest.mark.parametrize("command", [pytest.param("fingerprint", marks=PENDING_USAGE),
+                                     pytest.param("lookup", marks=PENDING_USAGE), "run-pipeline"])
+def test_input_file_that_is_a_directory_or_missing(store, tmp_path, command, what):
+    db, _ = store
+    file = str(tmp_path if what == "directory" else tmp_path / "missing.json")
+    args = {"fingerprint": ["fingerprint", file], "lookup": ["lookup", file, "--pipeline", "p", "--db", db],
+            "run-pipeline": ["run-pipeline", file, "--db", db]}[command]
+    with unchanged(db):
+        assert_one_line_error(cli("mlmd-cache", *args))
+
+
+def test_cyclic_ir_is_refused_at_load(store, pipeline_file, tmp_path):
+    db, _ = store
+    documents = list(yaml.safe_load_all(pipeline_file.read_text()))
+    tasks = documents[0]["root"]["dag"]["tasks"]
+    tasks["second"] = json.loads(json.dumps(tasks["echo-value"]))
+    tasks["second"]["taskInfo"]["name"] = "second"
+    tasks["second"]["dependentTasks"] = ["echo-value"]
+    tasks["echo-value"]["dependentTasks"] = ["second"]
+    cyclic = tmp_path / "cyclic.yaml"
+    cyclic.write_text(yaml.safe_dump_all(documents))
+    with unchanged(db):
+        result = cli("mlmd-cache", "run-pipeline", str(cyclic), "--db", db, "--pipeline-root", str(tmp_path / "root"))
+    assert_one_line_error(result)
+    assert "cycle" in result[2]
+
+
+NUMBER_KEYS = {
+    "nan": '{"containerSpec": {"image": "i"}, "inputParameterValues": {"p": NaN}}',
+    "infinity": '{"containerSpec": {"image": "i"}, "inputParameterValues": {"p": Infinity}}',
+    "1e400": '{"containerSpec": {"image": "i"}, "inputParameterValues": {"p": 1e400}}',
+    "10^400": '{"containerSpec": {"image": "i"}, "inputParameterValues": {"p": 1' + "0" * 400 + '}}',
+    "deep": '{"containerSpec": {"image": "i"}, "inputParameterValues": {"p": ' + "[" * 300 + "]" * 300 + "}}",
+}
+
+
+@PENDING_NUMBERS
+@pytest.mark.parametrize("label", list(NUMBER_KEYS))
+@pytest.mark.parametrize("command", ["fingerprint", "lookup"])
+def test_keys_with_numbers_json_cannot_hold(store, command, label):
+    db, _ = store
+    args = ["fingerprint", "-"] if command == "fingerprint" else ["lookup", "-", "--pipeline", "p", "--db", db]
+    with unchanged(db):
+        assert_one_line_error(cli("mlmd-cache", *args, stdin=NUMBER_KEYS[label].encode()))
+
+
+@PENDING_NUMBERS
+@pytest.mark.parametrize("value", ["[NaN]", "[1e400]", "[" + "1" * 400 + "]", "[" * 300 + "]" * 300],
+                         ids=["nan", "1e400", "400-digits", "deep"])
+def test_run_pipeline_parameters_json_cannot_hold(tmp_path, value):
+    @dsl.component(base_image="python:3.11")
+    def takes_list(xs: list) -> str:
+        return str(xs)
+
+    @dsl.pipeline(name="lists")
+    def lists(xs: list = [1]):
+        takes_list(xs=xs)
+
+    path = compile_to(tmp_path / "lists.yaml", lists)
+    db = f"sqlite:///{tmp_path / 'm.sqlite'}"
+    with unchanged(db):
+        assert_one_line_error(cli("mlmd-cache", "run-pipeline", path, "--db", db, "--param", f"xs={value}",
+                                  "--pipeline-root", str(tmp_path / "root")))
+
+
+# run names: too long or not text is refused (exit 2, nothing written); legal hostile ones work.
+BAD_RUN_NAMES = {
+    "300-chars": ("r" * 300, "run name is 300 characters; MLMD stores names of at most 255"),
+    "70-emoji": ("\U0001F600" * 70, "280 bytes in UTF-8"),
+    "10000": ("r" * 10_000, "10000 characters"),
+    "invalid-utf8": (b"run-\xff", "not Unicode text"),
+}
+
+
+@pytest.mark.parametrize("label", list(BAD_RUN_NAMES))
+def test_run_pipeline_refuses_run_names_mlmd_cannot_store(store, pipeline_file, tmp_path, label):
+    db, _ = store
+    name, message = BAD_RUN_NAMES[label]
+    with unchanged(db):
+        result = cli("mlmd-cache", "run-pipeline", str(pipeline_file), "--db", db, "--run-name", name,
+                     "--pipeline-root", str(tmp_path / "root"))
+    assert_one_line_error(result)
+    assert result[0] == 2 and message in result[2]
+
+
+@pytest.mark.parametrize("label", ["quote-or-true", "quote", "both-quotes", "percent", "emoji", "accent",
+                                   "trailing-space", "backslash"])
+def test_legal_hostile_run_names_round_trip_through_lineage(store, pipeline_file, tmp_path, label):
+    db, _ = store
+    name = HOSTILE_NAMES[label]
+    code, out, err = cli("mlmd-cache", "run-pipeline", str(pipeline_file), "--db", db, "--run-name", name,
+                         "--pipeline-root", str(tmp_path / "root"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["run"] == name
+    code, out, err = cli("mlmd-lineage", "runs", "--db", db, "--json")
+    assert code == 0 and name in [run["run"] for run in json.loads(out)["runs"]]
+    code, out, err = cli("mlmd-lineage", "show", "run", name, "--db", db, "--json")
+    assert code == 0, err
+    code, _, err = cli("mlmd-lineage", "export", "--run", name, "-o", str(tmp_path / "run.json"), "--db", db)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run.json").read_text())
+
+
+@PENDING_PATHS
+@pytest.mark.parametrize("name", ["../../x", "/tmp/absolute-run", "a\nb", "x" * 250],
+                         ids=["dotdot", "absolute", "newline", "long-path-part"])
+def test_run_names_stay_under_the_pipeline_root(store, pipeline_file, tmp_path, name):
+    db, _ = store
+    root = tmp_path / "a" / "b" / "root"
+    shutil.rmtree("/tmp/absolute-run", ignore_errors=True)
+    try:
+        code, out, err = cli("mlmd-cache", "run-pipeline", str(pipeline_file), "--db", db, "--run-name", name,
+                             "--pipeline-root", str(root), "--json")
+        assert code == 0, err
+        assert not os.path.exists("/tmp/absolute-run")
+    finally:
+        shutil.rmtree("/tmp/absolute-run", ignore_errors=True)
+    logs = [p for p in (tmp_path / "a").rglob("stdout.log")]
+    assert logs and all(root in p.parents for p in logs)
+
+
+@PENDING_PATHS
+@pytest.mark.parametrize("task", ["../../../../evil-task", "x" * 10_000], ids=["dotdot", "10000"])
+def test_task_names_stay_under_the_pipeline_root(pipeline_file, tmp_path, task):
+    db = f"sqlite:///{tmp_path / 'm.sqlite'}"
+    root = tmp_path / "a" / "b" / "c" / "d" / "root"
+    code, out, err = cli("mlmd-cache", "run-pipeline", str(renamed(pipeline_file, tmp_path, task=task)), "--db", db,
+                         "--pipeline-root", str(root), "--json")
+    assert code == 0, err
+    assert json.loads(out)["tasks"][task]["state"] == "COMPLETE"
+    logs = [p for p in tmp_path.rglob("stdout.log")]
+    assert logs and all(root in p.parents for p in logs)
+
+
+# Commands that take a name or an ID, with hostile values: not found or not valid, exit 2.
+LOOKUPS = {
+    "show-run": ["mlmd-lineage", "show", "run", "{name}"],
+    "export-run": ["mlmd-lineage", "export", "--run", "{name}", "-o", "{tmp}/out.json"],
+    "index-pipeline": ["mlmd-cache", "index", "--pipeline", "{name}"],
+    "show-execution": ["mlmd-lineage", "show", "execution", "{name}"],
+    "show-artifact": ["mlmd-lineage", "show", "artifact", "{name}"],
+    "explain": ["mlmd-lineage", "explain", "{name}"],
+    "upstream": ["mlmd-lineage", "upstream", "{name}"],
+    "downstream": ["mlmd-lineage", "downstream", "{name}"],
+    "export-artifact": ["mlmd-lineage", "export", "--artifact", "{name}", "-o", "{tmp}/out.json"],
+}
+
+
+@pytest.mark.parametrize("label", ["quote-or-true", "both-quotes", "backslash", "newline", "ansi", "emoji", "long"])
+@pytest.mark.parametrize("command", list(LOOKUPS))
+def test_hostile_names_and_ids_are_not_found(store, tmp_path, command, label):
+    db, _ = store
+    name = HOSTILE_NAMES[label]
+    args = [a.replace("{name}", name).replace("{tmp}", str(tmp_path)) for a in LOOKUPS[command]]
+    with unchanged(db):
+        result = cli(args[0], *args[1:], "--db", db)
+    assert_one_line_error(result)
+    assert result[0] == 2
+    assert "\x1b" not in result[2]  # a terminal escape is shown escaped, never sent to the terminal
+
+
+@pytest.mark.parametrize("ident", ["-1", "0", "9" * 30, "1.5", "e:1"])
+@pytest.mark.parametrize("command", ["show-execution", "explain", "upstream", "downstream"])
+def test_odd_ids(store, tmp_path, command, ident):
+    db, _ = store
+    args = [a.replace("{name}", ident) for a in LOOKUPS[command]]
+    with unchanged(db):
+        assert_one_line_error(cli(args[0], *args[1:], "--db", db))
+
+
+def test_lookup_and_runs_with_hostile_pipeline_names_succeed(store):
+    db, _ = store
+    for name in HOSTILE_NAMES.values():
+        code, out, err = cli("mlmd-cache", "lookup", "-", "--pipeline", name, "--db", db, "--json",
+                             stdin=b'{"containerSpec": {"image": "i"}}')
+        assert code == 0, err
+        assert json.loads(out)["hit"] is False
+
+
+# -- stores that are not usable MLMD stores ---------------------------------------------------------------
+
+READ_ONLY_COMMANDS = {
+    "lookup": ["mlmd-cache", "lookup", "-", "--pipeline", "p"],
+    "runs": ["mlmd-lineage", "runs"],
+    "show": ["mlmd-lineage", "show", "run", "r1"],
+    "explain": ["mlmd-lineage", "explain", "1"],
+    "upstream": ["mlmd-lineage", "upstream", "1"],
+    "downstream": ["mlmd-lineage", "downstream", "1"],
+    "export": ["mlmd-lineage", "export", "-o", "{tmp}/out.json"],
+    "index-dry-run": ["mlmd-cache", "index", "--dry-run"],
+}
+WRITING_COMMANDS = {
+    "run-pipeline": ["mlmd-cache", "run-pipeline", "{pipeline}", "--pipeline-root", "{tmp}/root"],
+    "index": ["mlmd-cache", "index"],
+    "serve": ["mlmd-cache", "serve", "--port", "0"],
+}
+KEY = b'{"containerSpec": {"image": "i"}}'
+
+
+def _store_case(case: str, tmp_path: Path) -> tuple[str, Path]:
+    if case == "missing-directory":
+        path = tmp_path / "no-such-dir" / "m.sqlite"
+    elif case == "directory":
+        path = tmp_path / "a-dir"
+        path.mkdir()
+    elif case == "missing-file":
+        path = tmp_path / "m.sqlite"
+    else:  # a SQLite file of another program
+        path = tmp_path / "app.db"
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+            db.execute("INSERT INTO users (name) VALUES ('alice')")
+    return f"sqlite:///{path}", path
+
+
+def _command(template: list[str], tmp_path: Path, pipeline_file: Path) -> list[str]:
+    return [a.replace("{tmp}", str(tmp_path)).replace("{pipeline}", str(pipeline_file)) for a in template]
+
+
+@PENDING_STORE
+@pytest.mark.parametrize("case", ["missing-directory", "missing-file", "directory", "not-mlmd"])
+@pytest.mark.parametrize("command", list(READ_ONLY_COMMANDS))
+def test_read_only_commands_never_create_or_migrate(tmp_path, pipeline_file, command, case):
+    db, path = _store_case(case, tmp_path)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with unchanged(db):
+        args = _command(READ_ONLY_COMMANDS[command], tmp_path, pipeline_file)
+        result = cli(args[0], *args[1:], "--db", db, stdin=KEY)
+    assert_one_line_error(result)
+    assert str(path) in result[2]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("case", [pytest.param("not-mlmd", marks=PENDING_STORE), "directory"])
+@pytest.mark.parametrize("command", list(WRITING_COMMANDS))
+def test_writing_commands_refuse_what_is_not_an_mlmd_store(tmp_path, pipeline_file, command, case):
+    db, path = _store_case(case, tmp_path)
+    args = _command(WRITING_COMMANDS[command], tmp_path, pipeline_file)
+    with unchanged(db):
+        try:
+            result = cli(args[0], *args[1:], "--db", db, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{command} started on {case} instead of refusing it")
+    assert_one_line_error(result)
+
+
+@pytest.fixture
+def read_only_store(store, tmp_path) -> Iterator[tuple[str, Path]]:
+    """The store, readable but not writable by the user that runs the command (``nobody`` when the
+    tests run as root, who may write anything)."""
+    db, path = store
+    shared = Path(tempfile.mkdtemp(prefix="hostile-ro-"))
+    try:
+        os.chmod(shared, 0o755)
+        copy = shared / "m.sqlite"
+        shutil.copy(path, copy)
+        os.chmod(copy, 0o444)
+        os.chmod(shared, 0o555)
+        yield f"sqlite:///{copy}", copy
+    finally:
+        os.chmod(shared, 0o755)
+        shutil.rmtree(shared)
+
+
+@PENDING_STORE
+@pytest.mark.parametrize("command", ["run-pipeline", "index"])
+def test_read_only_store_is_a_one_line_error(read_only_store, pipeline_file, tmp_path, command):
+    db, _ = read_only_store
+    user = 65534 if os.geteuid() == 0 else None
+    os.chmod(tmp_path, 0o777)
+    args = _command(WRITING_COMMANDS[command], tmp_path, pipeline_file)
+    with unchanged(db):
+        assert_one_line_error(cli(args[0], *args[1:], "--db", db, user=user, env={"HOME": str(tmp_path)}))
+
+
+# -- serve: start-up arguments --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["--port", "-1"], ["--port", "70000"], ["--port", "x"], ["--workers", "0"], ["--processes", "0"],
+    ["--grpc_channel_arguments", "no-equals-sign"], ["--grpc_channel_arguments", "grpc.x=\x1b[31m"],
+    ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
+    ["--host", "'; rm -rf / #"], ["--host", "\U0001F600" * 100],
+    ["--mysql_config_host", "h"], ["--db", "mysql://u:p@127.0.0.1:1/db'x"], ["--db", "ftp://x"],
+], ids=["port-negative", "port-large", "port-text", "workers-0", "processes-0", "channel-args", "channel-ansi",
+        "tls-missing", "host-shell", "host-emoji", "mysql-half", "db-quote", "db-scheme"])
+def test_serve_refuses_bad_start_up_arguments(tmp_path, args):
+    db = f"sqlite:///{tmp_path / 'm.sqlite'}"
+    full = args if "--db" in args or "--mysql_config_host" in args else ["--db", db, *args]
+    with unchanged(db):
+        try:
+            result = cli("mlmd-cache", "serve", *full, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve started with {args}")
+    assert_one_line_error(result)
+    assert "\x1b" not in result[2]
