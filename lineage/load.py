@@ -278,7 +278,15 @@ def _boundary_artifact_runs(store: metadata_store.MetadataStore, graph: nx.Multi
             data["run"] = names[0] if names else None
 
 
+# MLMD's IDs are int64: a larger number names no record, and protobuf refuses it with a ValueError.
+_MAX_ID = 2**63 - 1
+
+
 def _check_exist(store: metadata_store.MetadataStore, artifact_ids: list[int], execution_ids: list[int]) -> None:
+    for kind, ids in (("artifact", artifact_ids), ("execution", execution_ids)):
+        beyond = [i for i in ids if not 0 <= i <= _MAX_ID]
+        if beyond:
+            raise NotFoundError(f"no {kind} with ID {beyond[0]}")
     if artifact_ids:
         found = {a.id for a in store.get_artifacts_by_id(artifact_ids)}
         missing = [i for i in artifact_ids if i not in found]
