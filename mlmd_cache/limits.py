@@ -2,9 +2,11 @@
 
 Measured on ml-metadata 1.17.1 (see tests/test_hostile.py, which checks each rule on every backend):
 
-* **Names** (of contexts, executions, artifacts and types) are ``VARCHAR(255)`` columns. MariaDB/MySQL
-  counts bytes there: 255 ASCII characters fit, 256 do not, and neither do 64 emoji (4 bytes each in
-  UTF-8) or 128 ``é``; PostgreSQL counts characters (255 emoji fit); SQLite has no limit. A name that
+* **Names** (of contexts, executions, artifacts and types) are ``VARCHAR(255)`` columns. On a MariaDB/MySQL
+  database of the server's default ``latin1`` (as MLMD creates it; the tests' MariaDB 10.11) the column
+  counts bytes: 255 ASCII characters fit, 256 do not, and neither do 64 emoji (4 bytes each in UTF-8)
+  or 128 ``é``; on a ``utf8mb4`` database it would count characters. PostgreSQL counts characters (255
+  emoji fit); SQLite has no limit. The runner composes no names: task names are properties (TEXT). A name that
   does not fit is an error after earlier records of the run were written, so every backend gets the
   strictest rule, which keeps a store movable: at most :data:`MAX_NAME_BYTES` bytes of UTF-8.
 * **NUL** ends every string MLMD's C++ core passes to the database: ``a\\0b`` is stored as ``a``, and
@@ -101,7 +103,8 @@ def check_pipeline(pipeline: CompiledPipeline, run_name: str, backend: Optional[
                 check_text(f"task {path!r}: image", spec.container.image, backend)
     for name, component in [("pipeline", pipeline.spec.root), *pipeline.components.items()]:
         for definitions in (component.input_definitions, component.output_definitions):
-            for artifact in definitions.artifacts.values():
+            for output, artifact in definitions.artifacts.items():
+                check_text(f"component {name!r}: artifact name", output, backend)  # its artifacts' display name
                 if artifact.artifact_type.schema_title:
                     check_name(f"component {name!r}: artifact type", artifact.artifact_type.schema_title, backend)
     for uri in artifact_uris:

@@ -703,3 +703,21 @@ def test_serve_refuses_bad_start_up_arguments(tmp_path, args):
             pytest.fail(f"serve started with {args}")
     assert_one_line_error(result)
     assert "\x1b" not in result[2]
+
+
+def test_postgresql_importer_uri_with_a_backslash_never_reaches_mlmd(direct_url, tmp_path):
+    """An importer's URI from a parameter is known only when the task runs: on PostgreSQL a
+    backslash in it is a one-line error there (the run fails), not SQL that MLMD runs."""
+    if not direct_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+
+    @dsl.pipeline(name="imports")
+    def imports(uri: str = "/data/x"):
+        dsl.importer(artifact_uri=uri, artifact_class=dsl.Dataset)
+
+    path = compile_to(tmp_path / "imports.yaml", imports)
+    db = direct_url
+    result = run("mlmd-cache", "run-pipeline", path, "--db", db, "--param", "uri=/x'); DROP TABLE x; -- \\",
+                 "--pipeline-root", str(tmp_path / "root"))
+    assert result[0] in (1, 2) and "Traceback" not in result[2], result
+    assert "backslash" in result[1] + result[2]
