@@ -7,7 +7,7 @@ costs two seconds of imports), with file descriptor 2 and Python's log read as s
 MLMD's C++ core and client print is seen too; serve and the read-only store run as subprocesses.
 
 Cases marked ``xfail(reason="pending: ...")`` fail for reasons outside this file's part (serve's
---host check, MLMD's absl warning); the marks go once those are fixed.
+--host check); the marks go once those are fixed.
 """
 # (no `from __future__ import annotations`: KFP reads the components' annotations as types)
 
@@ -696,13 +696,8 @@ def _read_only(how: str, directory: Path, file: Path) -> Tuple[List[str], Callab
     return ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(directory)], lambda: None
 
 
-# MLMD's Python client logs "WARNING:absl:mlmd client InternalError: ..." before the CLI's one line
-PENDING_ABSL = pytest.mark.xfail(reason="pending: faults (MLMD's absl warning is a second line on stderr)",
-                                 strict=False)
-
-
 @pytest.mark.parametrize("how", ["immutable", "read-only-mount"])
-@pytest.mark.parametrize("command", [pytest.param("run-pipeline", marks=PENDING_ABSL), "index"])
+@pytest.mark.parametrize("command", ["run-pipeline", "index"])
 def test_read_only_store_is_a_one_line_error(store, pipeline_file, tmp_path, command, how):
     db, path = store
     prefix, undo = _read_only(how, path.parent, path)
