@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
-from mlmd_cache.cli import _reports_errors, db_option, open_store
+from mlmd_cache.cli import _OneLineUsageErrors, _reports_errors, db_option, open_store
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
 from . import explain as lx
@@ -66,7 +66,12 @@ def _node_text(data: dict[str, Any]) -> str:
     return text.rstrip()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Subcommands with one-line usage errors, as ``mlmd-cache serve`` has (one line on stderr, always)."""
+    command_class = _OneLineUsageErrors
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mlmd-cache")
 def main() -> None:
     """Lineage of KFP pipeline runs in an ML Metadata store: runs, neighbours, upstream and

@@ -32,7 +32,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import records
+from mlmd_cache import limits, records
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
 __all__ = [
@@ -278,7 +278,15 @@ def _boundary_artifact_runs(store: metadata_store.MetadataStore, graph: nx.Multi
             data["run"] = names[0] if names else None
 
 
+# MLMD's IDs are int64: a larger number names no record, and protobuf refuses it with a ValueError.
+_MAX_ID = 2**63 - 1
+
+
 def _check_exist(store: metadata_store.MetadataStore, artifact_ids: list[int], execution_ids: list[int]) -> None:
+    for kind, ids in (("artifact", artifact_ids), ("execution", execution_ids)):
+        beyond = [i for i in ids if not 0 <= i <= _MAX_ID]
+        if beyond:
+            raise NotFoundError(f"no {kind} with ID {beyond[0]}")
     if artifact_ids:
         found = {a.id for a in store.get_artifacts_by_id(artifact_ids)}
         missing = [i for i in artifact_ids if i not in found]
@@ -293,10 +301,12 @@ def _check_exist(store: metadata_store.MetadataStore, artifact_ids: list[int], e
 
 def run_context(store: metadata_store.MetadataStore, run: str) -> mlmd.Context:
     """The ``system.PipelineRun`` context named ``run``; :class:`NotFoundError` when there is none."""
-    try:
-        context = store.get_context_by_type_and_name(records.RUN_CONTEXT_TYPE, run)
-    except mlmd_errors.NotFoundError:
-        context = None
+    context = None
+    if limits.storable(run, limits.store_backend(store)):  # else no store holds it, and MLMD must not see it
+        try:
+            context = store.get_context_by_type_and_name(records.RUN_CONTEXT_TYPE, run)
+        except mlmd_errors.NotFoundError:
+            pass
     if context is None:
         raise NotFoundError(f"no pipeline run named {run!r}")
     return context
@@ -371,7 +381,7 @@ def _newest_run_contexts(store: metadata_store.MetadataStore, types: _Types, lim
         # them all costs about as much as eight pages
         return store.get_contexts(list_options=metadata_store.ListOptions(
             limit=limit, order_by=metadata_store.OrderByField.CREATE_TIME, is_asc=False,
-            filter_query=f"type = '{records.RUN_CONTEXT_TYPE}'"))
+            filter_query=f"type = {records.filter_string(records.RUN_CONTEXT_TYPE)}"))
     newest = sorted(_run_contexts(store, types), key=lambda c: (c.create_time_since_epoch, c.id), reverse=True)
     return newest[:limit]
 
@@ -451,12 +461,8 @@ def load_task_history(store: metadata_store.MetadataStore, execution_id: int, *,
     task_name = records.read_property(execution, records.TASK_NAME)
     pipeline_type = types.context_type_id(records.PIPELINE_CONTEXT_TYPE)
     pipeline = next((c for c in store.get_contexts_by_execution(execution_id) if c.type_id == pipeline_type), None)
-    if pipeline is not None and task_name:
-        quoted = str(task_name).replace("'", "''")
-        options = metadata_store.ListOptions(
-            limit=limit, order_by=metadata_store.OrderByField.ID, is_asc=False,
-            filter_query=f"custom_properties.task_name.string_value = '{quoted}' AND id < {execution_id}")
-        wanted.update(e.id for e in store.get_executions_by_context(pipeline.id, list_options=options))
+    if pipeline is not None and isinstance(task_name, str) and task_name:
+        wanted.update(_earlier_of_task(store, pipeline.id, task_name, execution_id, limit))
     cached = records.read_property(execution, records.CACHED_EXECUTION_ID)
     if cached and str(cached).isdigit():
         wanted.add(int(cached))
@@ -473,6 +479,24 @@ def load_task_history(store: metadata_store.MetadataStore, execution_id: int, *,
     graph = _fill(store, nx.MultiDiGraph(), types, executions, artifacts, events, runs, pipelines)
     graph.graph["target"] = execution_node(execution_id)
     return graph
+
+
+def _earlier_of_task(store: metadata_store.MetadataStore, pipeline_id: int, task_name: str, before: int,
+                     limit: int) -> list[int]:
+    """IDs of the ``limit`` newest executions of the pipeline older than ``before`` whose task is
+    ``task_name``. The filter finds them and maybe others (see :func:`records.filter_matching`), so
+    each page is compared exactly, and read on until there are enough."""
+    condition = records.filter_matching(f"custom_properties.{records.TASK_NAME}.string_value", task_name)
+    found: list[int] = []
+    while len(found) < limit:
+        page = store.get_executions_by_context(pipeline_id, list_options=metadata_store.ListOptions(
+            limit=limit, order_by=metadata_store.OrderByField.ID, is_asc=False,
+            filter_query=f"{condition} AND id < {before}"))
+        found += [e.id for e in page if records.read_property(e, records.TASK_NAME) == task_name]
+        if len(page) < limit:
+            break
+        before = page[-1].id
+    return found[:limit]
 
 
 def load_runs(store: metadata_store.MetadataStore, *, limit: Optional[int] = None) -> nx.MultiDiGraph:

@@ -23,7 +23,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import records
+from . import limits, records
 from .errors import ExecutionStateError, InvalidArgumentError, NotFoundError, OutputError
 from .key import CacheKey, custom_fingerprint
 from .recovery import RUNNER, runner_identity
@@ -241,6 +241,10 @@ class ExecutionCache:
         name is an :class:`InvalidArgumentError` either way, and nothing is written then."""
         if not pipeline or not run:
             raise InvalidArgumentError("a pipeline run needs a pipeline name and a run name")
+        backend = limits.store_backend(self.store)
+        limits.check_name("pipeline name", pipeline, backend)
+        limits.check_name("run name", run, backend)
+        limits.check_text("pipeline root", pipeline_root, backend)
         existing = self.store.get_context_by_type_and_name(records.RUN_CONTEXT_TYPE, run)
         if existing is not None:
             self._check_reusable(existing, pipeline, exist_ok)
@@ -348,6 +352,10 @@ class ExecutionCache:
         return unique_events(mlmd.Event.INPUT, inputs)
 
     def _execution(self, task: Task, state: int, fingerprint: Optional[str]) -> mlmd.Execution:
+        backend = limits.store_backend(self.store)
+        limits.check_text("task name", task.name, backend)
+        limits.check_text(f"task {task.name!r}: display name", task.display_name, backend)
+        limits.check_text(f"task {task.name!r}: image", task.key.image, backend)
         execution = mlmd.Execution(type_id=self.types.execution_type(records.CONTAINER_EXECUTION_TYPE),
                                    last_known_state=state)
         properties = execution.custom_properties
@@ -417,6 +425,16 @@ class ExecutionCache:
         unknown_metadata = set(outputs.metadata) - given
         if unknown_metadata:
             raise OutputError(f"task {task.name!r}: metadata for unknown outputs {sorted(unknown_metadata)}")
+        backend = limits.store_backend(self.store)  # checked before anything of the task is written
+        for name, uris in outputs.artifacts.items():
+            metadata = outputs.metadata.get(name, {})
+            texts = [("URI", uri) for uri in ([uris] if isinstance(uris, str) else list(uris))]
+            texts += [("metadata key", key) for key in metadata]
+            texts += [(f"metadata {key!r}", value) for key, value in metadata.items() if isinstance(value, str)]
+            for what, text in texts:
+                problem = limits.text_problem(text, backend)
+                if problem:
+                    raise OutputError(f"task {task.name!r}, output {name!r}: {what} {limits.shown(text)} {problem}")
         pairs = []
         for name, uris in outputs.artifacts.items():
             for uri in [uris] if isinstance(uris, str) else list(uris):
@@ -498,7 +516,9 @@ class ExecutionCache:
 
         Executions that ran with caching off carry no fingerprint, and CACHED and FAILED ones never
         become sources, as in :meth:`publish`. Their outputs are validated at lookup, not here."""
-        context = self.store.get_context_by_type_and_name(records.PIPELINE_CONTEXT_TYPE, pipeline)
+        context = None
+        if limits.storable(pipeline, limits.store_backend(self.store)):  # else in no store, and kept from MLMD
+            context = self.store.get_context_by_type_and_name(records.PIPELINE_CONTEXT_TYPE, pipeline)
         if context is None:
             raise NotFoundError(f"no pipeline named {pipeline!r} in the store")
         sources = added = 0

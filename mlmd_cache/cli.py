@@ -107,7 +107,20 @@ def _read_key(key_file) -> CacheKey:
     return CacheKey.from_json((key_file or click.open_file("-", "rb")).read())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every subcommand's usage errors in one line, as serve's (:class:`_OneLineUsageErrors`): a
+    subcommand parses its arguments inside the group's invoke."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:
+            if isinstance(error, _OneLineUsageError):
+                raise
+            raise _OneLineUsageError(error.format_message(), error.ctx or ctx) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mlmd-cache")
 def main() -> None:
     """KFP v2 step caching over any ML Metadata store."""

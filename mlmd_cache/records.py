@@ -23,6 +23,8 @@ __all__ = [
     "CACHE_SOURCE_CONTEXT_TYPE",
     "TypeRegistry",
     "cache_source_context_name",
+    "filter_string",
+    "filter_matching",
 ]
 
 PIPELINE_CONTEXT_TYPE = "system.Pipeline"
@@ -55,6 +57,62 @@ def cache_source_context_name(pipeline: str, fingerprint: str) -> str:
     """A fixed-length name (64 hex) for the cache-source context of a fingerprint in a pipeline:
     pipeline names may be long or hold any character, and context names are indexed strings."""
     return hashlib.sha256(f"{pipeline}\x00{fingerprint}".encode("utf-8")).hexdigest()
+
+
+# ZetaSQL's escapes for the characters that may not stand for themselves in a quoted literal.
+_ZETASQL_ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                    "\a": "\\a", "\b": "\\b", "\f": "\\f", "\v": "\\v"}
+
+
+def filter_string(value: str) -> str:
+    """``value`` as a quoted ZetaSQL string literal for an MLMD ``filter_query``: the one way text
+    from users or from the store goes into a filter.
+
+    MLMD parses a filter with ZetaSQL, so this is ZetaSQL's syntax: backslash, both quotes and
+    control characters are escaped (``\\n``, ``\\x01``, ``\\u2028``), everything else stands for
+    itself. That makes every value one literal to ZetaSQL, never an operator. It is not enough for
+    an exact match: see :func:`filter_matching`, which is what queries by a user's text use."""
+    if not isinstance(value, str):
+        raise TypeError(f"filter_string takes text, not {type(value).__name__}")
+    out = []
+    for char in value:
+        if char in _ZETASQL_ESCAPES:
+            out.append(_ZETASQL_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "'" + "".join(out) + "'"
+
+
+# Characters that mean the same in ZetaSQL and in the SQL of SQLite, MySQL and PostgreSQL, inside a
+# quoted literal and in a LIKE pattern.
+def _plain(char: str) -> bool:
+    return char.isprintable() and char not in "'\"\\%_"
+
+
+def filter_matching(field: str, value: str) -> str:
+    """A ``filter_query`` condition true for every record whose string ``field`` equals ``value``,
+    and possibly for others: compare the records it returns with ``value`` exactly.
+
+    An exact ``field = 'value'`` filter is not exact on MLMD 1.17.1. MLMD prints the parsed literal
+    back, ZetaSQL-escaped, into the database's SQL, where SQLite and PostgreSQL read backslashes as
+    themselves (``a\\b`` is not found; a value holding both kinds of quote ends its literal early:
+    an error, or a condition of the user's making), and MySQL compares without case and trailing
+    spaces (``A`` finds ``a`` and ``a ``). So this is a LIKE pattern in which every character that
+    is not plain (a quote, a backslash, ``%``, ``_``, a control character) becomes the ``%``
+    wildcard: the literal is then the same in ZetaSQL and in every database's SQL."""
+    pattern = []
+    for char in value:
+        if _plain(char):
+            pattern.append(char)
+        elif not pattern or pattern[-1] != "%":
+            pattern.append("%")
+    return f"{field} LIKE {filter_string(''.join(pattern))}"
 
 
 def string_value(text: str) -> mlmd.Value:

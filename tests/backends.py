@@ -247,3 +247,21 @@ class Backends:
         servers, self._servers = list(self._servers.values()), {}
         for server in servers:
             server.close()
+
+
+def row_counts(url: str) -> dict[str, int]:
+    """Rows in each table of the database of a mysql:// or postgresql:// URL (read with its
+    command-line client, outside MLMD): equal before and after a command that must write nothing."""
+    database = urlsplit(url).path.lstrip("/")
+    if urlsplit(url).scheme in ("mysql", "mariadb"):
+        query = f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{database}'"
+        quote = "`{}`".format
+    else:
+        query = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+        quote = '"{}"'.format
+    tables = sorted(run_sql(url, query, database=database).split())
+    if not tables:
+        return {}
+    counts = run_sql(url, "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {quote(t)})" for t in tables),
+                     database=database).replace("|", " ").split()  # psql -A separates with |
+    return dict(zip(tables, map(int, counts)))

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 from kfp.local import executor_input_utils
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import json_values
+from .. import json_values, limits
 from ..cache import ExecutionCache
 from ..connection import connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
@@ -120,8 +120,10 @@ def run_pipeline(
     for name, spec in root_spec.input_definitions.parameters.items():
         if name not in arguments and spec.HasField("default_value"):
             arguments[name] = coerce(from_protobuf(spec.default_value), spec.parameter_type)
-    input_artifacts = pipeline_input_artifacts(cache, root_spec, dict(artifacts or {}), pipeline.name)
     run_name = run_name or executor_input_utils.get_local_pipeline_resource_name(pipeline.name)
+    limits.check_pipeline(pipeline, run_name, limits.store_backend(cache.store),
+                          [uri for uri in (artifacts or {}).values() if isinstance(uri, str)])
+    input_artifacts = pipeline_input_artifacts(cache, root_spec, dict(artifacts or {}), pipeline.name)
     root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()
     with task_environment() as env:
         _check_commands(pipeline, env["PATH"])

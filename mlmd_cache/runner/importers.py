@@ -10,7 +10,7 @@ from kfp.local import executor_input_utils, importer_handler, placeholder_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import records
+from .. import limits, records
 from ..cache import ExecutionCache, PipelineRun
 from ..errors import InvalidArgumentError
 from .containers import executor_input, runtime_artifact
@@ -22,6 +22,8 @@ __all__ = ["run_importer", "pipeline_input_artifacts", "write_input_artifacts"]
 def _artifact_of_uri(cache: ExecutionCache, uri: str, schema_title: str, reimport: bool,
                      metadata: Mapping[str, Any], owner: str) -> mlmd.Artifact:
     """The LIVE artifact of ``uri`` and type (the newest), or a new one, not yet written."""
+    # an importer's URI may come from a parameter, known only now: checked before MLMD sees it
+    limits.check_text(f"task {owner!r}: artifact URI", uri, limits.store_backend(cache.store))
     type_id = cache.types.artifact_type(schema_title or "system.Artifact")
     if not reimport:
         existing = [a for a in cache.store.get_artifacts_by_uri(uri)
