@@ -279,6 +279,7 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     if grpc_port is not None:
         port = grpc_port  # not the official server's 0.0.0.0: an unauthenticated store stays local unless asked
     host = host or "127.0.0.1"
+    _check_listen_address(host)  # before the store is opened (and perhaps created)
     port = 8080 if port is None else port
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -318,6 +319,16 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     code = server.wait()  # a server group's exit code; None for one server
     click.echo("mlmd-cache serve: stopped", err=True)
     sys.exit(code or 0)
+
+
+def _check_listen_address(host: str) -> None:
+    import socket
+
+    try:
+        socket.getaddrinfo(host.strip("[]"), None, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError, ValueError) as error:
+        raise click.BadParameter(f"{host!r} is not an address of this machine "
+                                 f"({getattr(error, 'strerror', None) or error})", param_hint="--host") from None
 
 
 def _is_loopback(host: str) -> bool:

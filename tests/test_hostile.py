@@ -5,9 +5,6 @@ Every failing case must end as the project's rules say: exit code 1 or 2, one li
 PostgreSQL: the same row counts). Most commands run in this process (click's runner: a subprocess
 costs two seconds of imports), with file descriptor 2 and Python's log read as stderr, so that what
 MLMD's C++ core and client print is seen too; serve and the read-only store run as subprocesses.
-
-Cases marked ``xfail(reason="pending: ...")`` fail for reasons outside this file's part (serve's
---host check); the marks go once those are fixed.
 """
 # (no `from __future__ import annotations`: KFP reads the components' annotations as types)
 
@@ -45,7 +42,6 @@ from tests.pipelines import compile_to, echo_value
 
 REPO = Path(__file__).resolve().parent.parent
 # serve opens (and creates) its store before it binds --host, so an address it cannot listen on leaves a new store
-PENDING_SERVE_HOST = pytest.mark.xfail(reason="pending: serve validates --host before opening the store", strict=False)
 DIRECT = ("sqlite", "mysql", "postgresql")
 
 # Task and run names that are legal everywhere except where the test says otherwise.
@@ -718,7 +714,7 @@ def test_read_only_store_is_a_one_line_error(store, pipeline_file, tmp_path, com
 @pytest.mark.parametrize("args", [
     ["--port", "-1"], ["--port", "x"], ["--workers", "0"], ["--grpc_channel_arguments", "no-equals-sign"],
     ["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
-    pytest.param(["--host", "'; rm -rf / #"], marks=PENDING_SERVE_HOST),
+    ["--host", "'; rm -rf / #"],
     ["--mysql_config_host", "h"], ["--db", "mysql://u:p@127.0.0.1:1/db'x"], ["--db", "ftp://x"],
 ], ids=["port-negative", "port-text", "workers-0", "channel-args", "tls-missing", "host-shell", "mysql-half",
         "db-quote", "db-scheme"])
