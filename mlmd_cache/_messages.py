@@ -98,8 +98,8 @@ class mlmd_stderr_captured:
                 pass
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
 
 
 def reason(error: Exception, config, stderr: str) -> str:

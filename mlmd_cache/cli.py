@@ -15,6 +15,7 @@ from .cache import ExecutionCache
 from .connection import connect, default_store_path, default_store_url, mysql_url
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
 from .key import CacheKey, custom_fingerprint
+from ._messages import _one_line
 from .store import CALL_TIMEOUT_SECONDS, Store, store_fault
 
 # User mistakes in what was given (a bad key, URL or argument, a name the store does not have) exit 2,
@@ -31,7 +32,7 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except MlmdCacheError as error:
-            click.echo(f"Error: {_one_line(error)}", err=True)
+            click.echo(f"Error: {_one_line(error) or type(error).__name__}", err=True)
             sys.exit(2 if isinstance(error, _USAGE_ERRORS) else 1)
         except StatusError as error:
             click.echo(f"Error: {store_fault(error)}", err=True)
@@ -41,15 +42,12 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except BrokenPipeError:  # e.g. piped into `head`: nothing left to tell
             sys.exit(1)
         except Exception as error:  # a defect: still one line, with what to do
-            click.echo(f"Error: internal error ({type(error).__name__}: {_one_line(error)}); please report it "
+            text = _one_line(error) or type(error).__name__
+            click.echo(f"Error: internal error ({type(error).__name__}: {text}); please report it "
                        "with the command that caused it", err=True)
             sys.exit(1)
 
     return wrapper
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 _TIMEOUT = "mlmd_cache.call_timeout"

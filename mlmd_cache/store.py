@@ -28,7 +28,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as pywrap
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from ._messages import mlmd_stderr_captured
+from ._messages import _one_line, mlmd_stderr_captured
 from .errors import StoreFaultError
 
 __all__ = ["Store", "RETRY_SECONDS", "CALL_TIMEOUT_SECONDS"]
@@ -49,10 +49,6 @@ def _lost_connection(error: Exception) -> bool:
     message = str(error).lower()
     return message.strip() in ("postgresql metadata source error:", "") or any(
         part in message for part in _CONNECTION_LOST)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 class Store(metadata_store.MetadataStore):

@@ -36,10 +36,7 @@ COMPLETE, CACHED, FAILED, NOT_RUN, SKIPPED = "COMPLETE", "CACHED", "FAILED", "NO
 @pytest.fixture(params=["sqlite", "serve-mysql"])
 def db(request: pytest.FixtureRequest, backends, tmp_path: Path) -> Iterator[str]:
     """A SQLite file, and `mlmd-cache serve` over MariaDB via grpc:// (as a KFP cluster's launchers see MLMD)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store' / 'mlmd.sqlite'}"
-        return
-    with backends.fresh_store(request.param, tmp_path) as url:
+    with backends.fresh_store(request.param, tmp_path / "store") as url:  # SQLite: a file in a new folder
         yield url
 
 

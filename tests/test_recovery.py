@@ -65,10 +65,7 @@ def held(info: str, release: str):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, backends, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store' / 'mlmd.sqlite'}"
-        return
-    with backends.fresh_store(request.param, tmp_path) as url:
+    with backends.fresh_store(request.param, tmp_path / "store") as url:  # SQLite: a file in a new folder
         yield url
 
 
