@@ -14,31 +14,22 @@
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
-from urllib.parse import unquote, urlparse
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import limits, records
+from . import indexing, limits, records, sources
+from .indexing import SourceIndex
+from .sources import CacheHit, SourceRules, artifact_is_usable
 from .errors import ExecutionStateError, InvalidArgumentError, NotFoundError, OutputError
 from .key import CacheKey, custom_fingerprint
 from .recovery import RUNNER, runner_identity
 
 __all__ = ["ExecutionCache", "PipelineRun", "Task", "CacheHit", "TaskExecution", "Outputs", "SourceIndex",
-           "artifact_is_usable"]
-
-_UNUSABLE_ARTIFACT_STATES = frozenset(
-    {mlmd.Artifact.PENDING, mlmd.Artifact.DELETED, mlmd.Artifact.MARKED_FOR_DELETION, mlmd.Artifact.ABANDONED}
-)
-# Candidates fetched per round of lookup; almost always one source exists per key, and a round with
-# several candidates costs the same four reads as a round with one.
-_FIRST_ROUND = 4
-# Executions read per page when indexing a pipeline's cache sources.
-_INDEX_PAGE = 1000
+           "SourceRules", "artifact_is_usable"]
 
 
 @dataclass(frozen=True)
@@ -91,19 +82,6 @@ class Outputs:
 
 
 @dataclass(frozen=True)
-class CacheHit:
-    """A valid cache source found by :meth:`ExecutionCache.lookup` and the outputs it would give."""
-
-    source: mlmd.Execution = field(repr=False)
-    output_artifacts: dict[str, list[mlmd.Artifact]] = field(repr=False)
-    output_parameters: dict[str, Any]
-
-    @property
-    def source_execution_id(self) -> int:
-        return self.source.id
-
-
-@dataclass(frozen=True)
 class TaskExecution:
     """An execution of a task as recorded in MLMD, with its outputs once it has them."""
 
@@ -134,44 +112,6 @@ class TaskExecution:
     @property
     def output_artifact_ids(self) -> dict[str, list[int]]:
         return {name: [artifact.id for artifact in artifacts] for name, artifacts in self.output_artifacts.items()}
-
-
-@dataclass(frozen=True)
-class SourceIndex:
-    """What :meth:`ExecutionCache.index_sources` found in a pipeline: ``sources`` COMPLETE executions
-    with a fingerprint, of ``keys`` distinct fingerprints; ``added`` of them were not yet cache
-    sources (with ``dry_run``: would be added)."""
-
-    pipeline: str
-    sources: int
-    keys: int
-    added: int
-    dry_run: bool = False
-
-    @property
-    def already_indexed(self) -> int:
-        return self.sources - self.added
-
-
-def _local_path(uri: str) -> Optional[str]:
-    """The file a URI names on this machine, or None for remote schemes (gs://, s3://, ...)."""
-    if not uri:
-        return None
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return unquote(parsed.path)
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
-        return uri
-    return None
-
-
-def artifact_is_usable(artifact: mlmd.Artifact) -> bool:
-    """Whether a cached output can be reused: its state is not PENDING, DELETED,
-    MARKED_FOR_DELETION or ABANDONED, and a local file URI still exists."""
-    if artifact.state in _UNUSABLE_ARTIFACT_STATES:
-        return False
-    path = _local_path(artifact.uri)
-    return path is None or os.path.exists(path)
 
 
 def _event(kind: int, name: str, artifact_id: Optional[int] = None) -> mlmd.Event:
@@ -285,58 +225,10 @@ class ExecutionCache:
             return None
         return self.find_source(run.pipeline, task.fingerprint)
 
-    def find_source(self, pipeline: str, fingerprint: str) -> Optional[CacheHit]:
-        """The newest valid cache source of ``fingerprint`` in ``pipeline``, or None.
-
-        A source is an execution that really ran and completed with caching on; it is valid while
-        all its output artifacts are usable (:func:`artifact_is_usable`). Invalid sources are
-        skipped in favour of older ones. The reads are indexed: by context type and name, then by
-        context, then events and artifacts by ID.
-        """
-        context = self.store.get_context_by_type_and_name(
-            records.CACHE_SOURCE_CONTEXT_TYPE, records.cache_source_context_name(pipeline, fingerprint)
-        )
-        if context is None:
-            return None
-        seen, limit = 0, _FIRST_ROUND
-        while True:
-            candidates = self.store.get_executions_by_context(
-                context.id,
-                list_options=metadata_store.ListOptions(
-                    limit=limit, order_by=metadata_store.OrderByField.ID, is_asc=False
-                ),
-            )
-            hit = self._first_valid_source(candidates[seen:], fingerprint)
-            if hit is not None or len(candidates) < limit:
-                return hit
-            seen, limit = len(candidates), limit * 4
-
-    def _first_valid_source(self, candidates: Sequence[mlmd.Execution], fingerprint: str) -> Optional[CacheHit]:
-        candidates = [
-            execution
-            for execution in candidates
-            if execution.last_known_state == mlmd.Execution.COMPLETE
-            and records.read_property(execution, records.CACHE_FINGERPRINT) == fingerprint
-        ]
-        if not candidates:
-            return None
-        outputs: dict[int, list[mlmd.Event]] = {execution.id: [] for execution in candidates}
-        for event in self.store.get_events_by_execution_ids(list(outputs)):
-            if event.type == mlmd.Event.OUTPUT:
-                outputs[event.execution_id].append(event)
-        artifact_ids = sorted({event.artifact_id for events in outputs.values() for event in events})
-        artifacts = {artifact.id: artifact for artifact in self.store.get_artifacts_by_id(artifact_ids)} if artifact_ids else {}
-        for execution in candidates:
-            by_name: dict[str, list[mlmd.Artifact]] = {}
-            for event in outputs[execution.id]:
-                artifact = artifacts.get(event.artifact_id)
-                if artifact is None or not artifact_is_usable(artifact):
-                    break
-                by_name.setdefault(event.path.steps[0].key if event.path.steps else "", []).append(artifact)
-            else:
-                parameters = records.read_property(execution, records.OUTPUTS) or {}
-                return CacheHit(execution, by_name, parameters)
-        return None
+    def find_source(self, pipeline: str, fingerprint: str, rules: SourceRules = SourceRules()) -> Optional[CacheHit]:
+        """The newest valid cache source of ``fingerprint`` in ``pipeline``, or None (see
+        :func:`mlmd_cache.sources.find_source`)."""
+        return sources.find_source(self.store, pipeline, fingerprint, rules)
 
     def _input_events(self, task: Task) -> list[tuple[None, mlmd.Event]]:
         """INPUT events for the task's input artifacts, which must exist: MLMD itself would record an
@@ -462,7 +354,8 @@ class ExecutionCache:
         contexts = [started.run.pipeline_context, started.run.run_context]
         fingerprint = records.read_property(execution, records.CACHE_FINGERPRINT)
         if fingerprint:
-            contexts.append(self._new_source_context(started.run.pipeline, fingerprint))
+            contexts.append(sources.new_source_context(
+                self.types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE), started.run.pipeline, fingerprint))
         _, artifact_ids, _ = self.store.put_execution(
             execution, pairs, contexts, reuse_context_if_already_exist=True, force_reuse_context=True
         )
@@ -472,15 +365,6 @@ class ExecutionCache:
             by_name.setdefault(event.path.steps[0].key, []).append(artifact)
         return replace(started, execution=execution, output_artifacts=by_name,
                        output_parameters=dict(outputs.parameters))
-
-    def _new_source_context(self, pipeline: str, fingerprint: str) -> mlmd.Context:
-        source = mlmd.Context(
-            type_id=self.types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE),
-            name=records.cache_source_context_name(pipeline, fingerprint),
-        )
-        source.custom_properties[records.SOURCE_PIPELINE].string_value = pipeline
-        source.custom_properties[records.CACHE_FINGERPRINT].string_value = fingerprint
-        return source
 
     def fail(self, started: TaskExecution) -> TaskExecution:
         """Mark a RUNNING execution FAILED. A failed execution is never a cache source."""
@@ -509,61 +393,9 @@ class ExecutionCache:
         return [c.name for c in sorted(contexts, key=lambda c: c.id)]
 
     def index_sources(self, pipeline: str, *, dry_run: bool = False) -> SourceIndex:
-        """Make the executions of ``pipeline`` that KFP (or anyone) recorded as it does (COMPLETE,
-        with a ``cache_fingerprint``) cache sources, as :meth:`publish` makes its own: each joins
-        the ``mlmd_cache.CacheSource`` context of its fingerprint. Executions already there are
-        left alone, so indexing again adds only what came since. ``dry_run`` counts and writes nothing.
-
-        Executions that ran with caching off carry no fingerprint, and CACHED and FAILED ones never
-        become sources, as in :meth:`publish`. Their outputs are validated at lookup, not here."""
-        context = None
-        if limits.storable(pipeline, limits.store_backend(self.store)):  # else in no store, and kept from MLMD
-            context = self.store.get_context_by_type_and_name(records.PIPELINE_CONTEXT_TYPE, pipeline)
-        if context is None:
-            raise NotFoundError(f"no pipeline named {pipeline!r} in the store")
-        sources = added = 0
-        fingerprints: set[str] = set()
-        last_id = 0
-        while True:  # a page at a time: a pipeline may have millions of executions
-            page = self.store.get_executions_by_context(context.id, list_options=metadata_store.ListOptions(
-                limit=_INDEX_PAGE, order_by=metadata_store.OrderByField.ID, is_asc=True,
-                filter_query=f"last_known_state = COMPLETE AND id > {last_id}"))
-            if not page:
-                break
-            last_id = page[-1].id
-            by_fingerprint: dict[str, list[int]] = {}
-            for execution in page:
-                fingerprint = records.read_property(execution, records.CACHE_FINGERPRINT)
-                if isinstance(fingerprint, str) and fingerprint:
-                    by_fingerprint.setdefault(fingerprint, []).append(execution.id)
-            sources += sum(len(ids) for ids in by_fingerprint.values())
-            fingerprints.update(by_fingerprint)
-            added += self._join_sources(pipeline, by_fingerprint, dry_run)
-        return SourceIndex(pipeline, sources, len(fingerprints), added, dry_run)
-
-    def _join_sources(self, pipeline: str, by_fingerprint: Mapping[str, list[int]], dry_run: bool) -> int:
-        """Associate executions with the source contexts of their fingerprints; the number that were not yet."""
-        associations: list[mlmd.Association] = []
-        not_yet = 0
-        for fingerprint, execution_ids in by_fingerprint.items():
-            name = records.cache_source_context_name(pipeline, fingerprint)
-            source = self.store.get_context_by_type_and_name(records.CACHE_SOURCE_CONTEXT_TYPE, name)
-            members = {e.id for e in self.store.get_executions_by_context(source.id)} if source else set()
-            missing = [i for i in execution_ids if i not in members]
-            not_yet += len(missing)
-            if not missing or dry_run:
-                continue
-            if source is None:
-                try:
-                    [source_id] = self.store.put_contexts([self._new_source_context(pipeline, fingerprint)])
-                except mlmd_errors.AlreadyExistsError:  # another writer made it first
-                    source_id = self.store.get_context_by_type_and_name(records.CACHE_SOURCE_CONTEXT_TYPE, name).id
-            else:
-                source_id = source.id
-            associations.extend(mlmd.Association(context_id=source_id, execution_id=i) for i in missing)
-        if associations:
-            self.store.put_attributions_and_associations([], associations)
-        return not_yet
+        """Make the executions of ``pipeline`` that KFP (or anyone) recorded as cache sources (see
+        :func:`mlmd_cache.indexing.index_sources`)."""
+        return indexing.index_sources(self.store, self.types, pipeline, dry_run=dry_run)
 
     def execute(
         self, run: PipelineRun, task: Task, work: Callable[[TaskExecution], Optional[Outputs]]

@@ -1,0 +1,196 @@
+"""Cache sources: finding the executions a task may reuse, and deciding whether each is still valid.
+
+A *cache source* is an execution that really ran and completed with caching on. Every source is a
+member of the ``mlmd_cache.CacheSource`` context named after its pipeline and fingerprint, so the
+candidates of a key are an indexed read (:func:`read_candidates`). Whether a candidate may be reused
+is decided in one place, :func:`source_problem`, which lookup, ``explain`` and ``plan`` all use:
+KFP's rule (its outputs are usable) and the rules mlmd-cache adds (:class:`SourceRules`).
+
+>>> import tempfile, os
+>>> from mlmd_cache import connect, CacheKey, ExecutionCache, Task, Outputs
+>>> cache = ExecutionCache(connect("sqlite:///" + os.path.join(tempfile.mkdtemp(), "doc.sqlite")))
+>>> task = Task("hello", CacheKey.build(image="python:3.11", command=["true"]))
+>>> first = cache.execute(cache.pipeline_run("demo", "run-1"), task, lambda started: None)
+>>> [(c.execution.id == first.id, problem) for c, problem in examine_sources(cache.store, "demo", task.fingerprint)]
+[(True, None)]
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional, Sequence
+from urllib.parse import unquote, urlparse
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from . import records
+
+__all__ = ["CacheHit", "Candidate", "SourceRules", "artifact_is_usable", "artifact_problem", "local_path", "read_candidates",
+           "source_problem", "find_source", "examine_sources", "source_context", "new_source_context"]
+
+_UNUSABLE_ARTIFACT_STATES = frozenset(
+    {mlmd.Artifact.PENDING, mlmd.Artifact.DELETED, mlmd.Artifact.MARKED_FOR_DELETION, mlmd.Artifact.ABANDONED}
+)
+# Candidates fetched per round of lookup; almost always one source exists per key, and a round with
+# several candidates costs the same reads as a round with one.
+_FIRST_ROUND = 4
+
+
+@dataclass(frozen=True)
+class SourceRules:
+    """What a lookup demands of a source beyond KFP's rule (outputs usable). The default demands
+    nothing more, which is KFP's behaviour."""
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A valid cache source found by :meth:`ExecutionCache.lookup` and the outputs it would give."""
+
+    source: mlmd.Execution = field(repr=False)
+    output_artifacts: dict[str, list[mlmd.Artifact]] = field(repr=False)
+    output_parameters: dict[str, Any]
+
+    @property
+    def source_execution_id(self) -> int:
+        return self.source.id
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A COMPLETE execution of a fingerprint, with its output artifacts by output name.
+    ``missing_artifact_ids`` are outputs its OUTPUT events name but the store no longer has.
+    ``context`` is the ``mlmd_cache.CacheSource`` context it was found in."""
+
+    execution: mlmd.Execution = field(repr=False)
+    output_artifacts: dict[str, list[mlmd.Artifact]] = field(repr=False)
+    missing_artifact_ids: tuple[int, ...] = ()
+    context: Optional[mlmd.Context] = field(default=None, repr=False)
+
+    def hit(self) -> CacheHit:
+        parameters = records.read_property(self.execution, records.OUTPUTS) or {}
+        return CacheHit(self.execution, self.output_artifacts, parameters)
+
+
+def local_path(uri: str) -> Optional[str]:
+    """The file a URI names on this machine (plain paths and ``file://``), None for remote schemes
+    (gs://, s3://, ...)."""
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return uri
+    return None
+
+
+def artifact_problem(artifact: mlmd.Artifact) -> Optional[str]:
+    """Why a cached output cannot be reused, or None: its state is PENDING, DELETED,
+    MARKED_FOR_DELETION or ABANDONED, or a local file URI no longer exists."""
+    if artifact.state in _UNUSABLE_ARTIFACT_STATES:
+        return f"output artifact {artifact.id} is {mlmd.Artifact.State.Name(artifact.state)}"
+    path = local_path(artifact.uri)
+    if path is not None and not os.path.exists(path):
+        return f"output artifact {artifact.id}'s file {path} no longer exists"
+    return None
+
+
+def artifact_is_usable(artifact: mlmd.Artifact) -> bool:
+    """Whether a cached output can be reused (see :func:`artifact_problem`)."""
+    return artifact_problem(artifact) is None
+
+
+def source_context(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str) -> Optional[mlmd.Context]:
+    """The ``mlmd_cache.CacheSource`` context of a key, or None when it never had a source."""
+    return store.get_context_by_type_and_name(
+        records.CACHE_SOURCE_CONTEXT_TYPE, records.cache_source_context_name(pipeline, fingerprint))
+
+
+def new_source_context(type_id: int, pipeline: str, fingerprint: str) -> mlmd.Context:
+    """A (not yet stored) ``mlmd_cache.CacheSource`` context for a key."""
+    source = mlmd.Context(type_id=type_id, name=records.cache_source_context_name(pipeline, fingerprint))
+    source.custom_properties[records.SOURCE_PIPELINE].string_value = pipeline
+    source.custom_properties[records.CACHE_FINGERPRINT].string_value = fingerprint
+    return source
+
+
+def read_candidates(store: metadata_store.MetadataStore, context: mlmd.Context, fingerprint: str,
+                    executions: Sequence[mlmd.Execution]) -> list[Candidate]:
+    """The COMPLETE executions among ``executions`` that carry ``fingerprint``, newest first as
+    given, each with its output artifacts: two reads (events, then artifacts) for them all."""
+    executions = [
+        execution for execution in executions
+        if execution.last_known_state == mlmd.Execution.COMPLETE
+        and records.read_property(execution, records.CACHE_FINGERPRINT) == fingerprint
+    ]
+    if not executions:
+        return []
+    outputs: dict[int, list[mlmd.Event]] = {execution.id: [] for execution in executions}
+    for event in store.get_events_by_execution_ids(list(outputs)):
+        if event.type == mlmd.Event.OUTPUT:
+            outputs[event.execution_id].append(event)
+    artifact_ids = sorted({event.artifact_id for events in outputs.values() for event in events})
+    artifacts = {a.id: a for a in store.get_artifacts_by_id(artifact_ids)} if artifact_ids else {}
+    candidates = []
+    for execution in executions:
+        by_name: dict[str, list[mlmd.Artifact]] = {}
+        missing = []
+        for event in outputs[execution.id]:
+            artifact = artifacts.get(event.artifact_id)
+            if artifact is None:
+                missing.append(event.artifact_id)
+                continue
+            by_name.setdefault(event.path.steps[0].key if event.path.steps else "", []).append(artifact)
+        candidates.append(Candidate(execution, by_name, tuple(missing), context))
+    return candidates
+
+
+def source_problem(store: metadata_store.MetadataStore, candidate: Candidate,
+                   rules: SourceRules = SourceRules()) -> Optional[str]:
+    """Why ``candidate`` may not be reused under ``rules``, or None when it is a valid source.
+
+    The one place that decides validity: KFP's rule (every output artifact exists and is usable),
+    then the rules of :class:`SourceRules`."""
+    if candidate.missing_artifact_ids:
+        return f"output artifact {candidate.missing_artifact_ids[0]} no longer exists"
+    for artifacts in candidate.output_artifacts.values():
+        for artifact in artifacts:
+            problem = artifact_problem(artifact)
+            if problem:
+                return problem
+    return None
+
+
+def _rounds(store: metadata_store.MetadataStore, context: mlmd.Context, fingerprint: str) -> Iterator[Candidate]:
+    """Candidates of a key, newest first, fetched in growing rounds so that the usual single source
+    costs one round."""
+    seen, limit = 0, _FIRST_ROUND
+    while True:
+        executions = store.get_executions_by_context(context.id, list_options=metadata_store.ListOptions(
+            limit=limit, order_by=metadata_store.OrderByField.ID, is_asc=False))
+        yield from read_candidates(store, context, fingerprint, executions[seen:])
+        if len(executions) < limit:
+            return
+        seen, limit = len(executions), limit * 4
+
+
+def examine_sources(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str,
+                    rules: SourceRules = SourceRules()) -> Iterator[tuple[Candidate, Optional[str]]]:
+    """Every candidate source of a key, newest first, with why it is not valid (None: valid)."""
+    context = source_context(store, pipeline, fingerprint)
+    if context is None:
+        return
+    for candidate in _rounds(store, context, fingerprint):
+        yield candidate, source_problem(store, candidate, rules)
+
+
+def find_source(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str,
+                rules: SourceRules = SourceRules()) -> Optional[CacheHit]:
+    """The newest valid cache source of ``fingerprint`` in ``pipeline``, or None: invalid sources
+    are skipped in favour of older ones. The reads are indexed: by context type and name, then by
+    context, then events and artifacts by ID."""
+    for candidate, problem in examine_sources(store, pipeline, fingerprint, rules):
+        if problem is None:
+            return candidate.hit()
+    return None
