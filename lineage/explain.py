@@ -143,7 +143,11 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
         result["outcome"] = "key changed"
     else:
         previous_data = g.nodes[earlier[0]]
-        if records.CACHE_FINGERPRINT not in (previous_data.get("properties") or {}):
+        miss_reason = (data.get("properties") or {}).get(records.MISS_REASON)
+        if miss_reason:  # recorded by the lookup itself: staleness, invalidation, changed bytes, ...
+            result["outcome"] = "source not usable"
+            result["reason"] = miss_reason
+        elif records.CACHE_FINGERPRINT not in (previous_data.get("properties") or {}):
             result["outcome"] = "source not usable"
             result["reason"] = "the earlier execution ran with caching disabled, so it was no cache source"
         elif previous_data.get("state") == "FAILED":

@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -23,7 +24,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from . import indexing, limits, records, sources
 from .indexing import SourceIndex
-from .sources import CacheHit, SourceRules, artifact_is_usable
+from .sources import CacheHit, Lookup, SourceRules, artifact_is_usable
 from .errors import ExecutionStateError, InvalidArgumentError, NotFoundError, OutputError
 from .key import CacheKey, custom_fingerprint
 from .recovery import RUNNER, runner_identity
@@ -38,6 +39,7 @@ class PipelineRun:
 
     ``enable_caching`` is the run-level switch of KFP's ``create_run_from_pipeline_func``: ``None``
     lets every task decide, ``True``/``False`` overrides every task's own setting.
+    ``max_staleness``: sources that started longer ago are not reused, unless a task sets its own.
     """
 
     pipeline: str
@@ -45,6 +47,7 @@ class PipelineRun:
     pipeline_context: mlmd.Context = field(repr=False)
     run_context: mlmd.Context = field(repr=False)
     enable_caching: Optional[bool] = None
+    max_staleness: Optional[datetime.timedelta] = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Task:
     ``key`` is the task's full KFP cache key. ``cache_key`` is KFP's custom cache key
     (``set_caching_options(cache_key=...)``): when set, the fingerprint is made from it and
     ``component_name`` alone. ``enable_cache=False`` is ``set_caching_options(False)``.
+    ``max_staleness`` overrides the run's for this task.
     """
 
     name: str
@@ -63,6 +67,7 @@ class Task:
     cache_key: str = ""
     component_name: str = ""
     parent_dag_id: Optional[int] = None
+    max_staleness: Optional[datetime.timedelta] = None
 
     @property
     def fingerprint(self) -> str:
@@ -173,6 +178,7 @@ class ExecutionCache:
         enable_caching: Optional[bool] = None,
         pipeline_root: str = "",
         exist_ok: bool = True,
+        max_staleness: Optional[datetime.timedelta] = None,
     ) -> PipelineRun:
         """Get or create the ``system.Pipeline`` and ``system.PipelineRun`` contexts of a run.
 
@@ -200,7 +206,7 @@ class ExecutionCache:
                 pass
         elif existing is None:  # another writer created it since
             self._check_reusable(run_context, pipeline, exist_ok)
-        return PipelineRun(pipeline, run, pipeline_context, run_context, enable_caching)
+        return PipelineRun(pipeline, run, pipeline_context, run_context, enable_caching, max_staleness)
 
     def _check_reusable(self, run_context: mlmd.Context, pipeline: str, exist_ok: bool) -> None:
         if not exist_ok:
@@ -218,12 +224,22 @@ class ExecutionCache:
 
     # -- lookup and reuse -------------------------------------------------------------------------
 
+    @staticmethod
+    def rules(run: PipelineRun, task: Task) -> SourceRules:
+        """What a source must satisfy for ``task`` in ``run`` beyond KFP's rule."""
+        staleness = task.max_staleness if task.max_staleness is not None else run.max_staleness
+        return SourceRules(max_staleness=staleness)
+
     def lookup(self, run: PipelineRun, task: Task) -> Optional[CacheHit]:
         """The cache hit for ``task`` in ``run``, or None: a miss, or caching is off for the task
         or the run (then nothing is read)."""
+        return self.look_up(run, task).hit
+
+    def look_up(self, run: PipelineRun, task: Task) -> Lookup:
+        """:meth:`lookup` with the sources passed over and why (``miss_reason``), for :meth:`start`."""
         if not self.caching_enabled(run, task):
-            return None
-        return self.find_source(run.pipeline, task.fingerprint)
+            return Lookup(None)
+        return sources.look_up(self.store, run.pipeline, task.fingerprint, self.rules(run, task))
 
     def find_source(self, pipeline: str, fingerprint: str, rules: SourceRules = SourceRules()) -> Optional[CacheHit]:
         """The newest valid cache source of ``fingerprint`` in ``pipeline``, or None (see
@@ -284,13 +300,17 @@ class ExecutionCache:
 
     # -- a miss: start, publish, fail ---------------------------------------------------------------
 
-    def start(self, run: PipelineRun, task: Task) -> TaskExecution:
+    def start(self, run: PipelineRun, task: Task, miss_reason: Optional[str] = None) -> TaskExecution:
         """Record a RUNNING execution of ``task`` with INPUT events (and its fingerprint when caching
         is on, as KFP does), and the calling process as its ``runner`` (:mod:`mlmd_cache.recovery`
-        tells from it whether a RUNNING execution was left by a runner that was killed)."""
+        tells from it whether a RUNNING execution was left by a runner that was killed).
+        ``miss_reason`` (:attr:`Lookup.miss_reason`) is kept for ``explain``."""
         fingerprint = task.fingerprint if self.caching_enabled(run, task) else None
         execution = self._execution(task, mlmd.Execution.RUNNING, fingerprint)
         execution.custom_properties[RUNNER].string_value = runner_identity()
+        if miss_reason:
+            execution.custom_properties[records.MISS_REASON].string_value = limits.storable_text(
+                miss_reason, limits.store_backend(self.store))
         execution.id, _, _ = self.store.put_execution(
             execution, self._input_events(task), [run.pipeline_context, run.run_context], force_reuse_context=True
         )
@@ -403,10 +423,10 @@ class ExecutionCache:
         """Run one task with caching: reuse a valid source when there is one; otherwise start an
         execution, call ``work(started)`` and publish what it returns. If ``work`` raises, the
         execution is marked FAILED and the exception propagates."""
-        hit = self.lookup(run, task)
-        if hit is not None:
-            return self.reuse(run, task, hit)
-        started = self.start(run, task)
+        found = self.look_up(run, task)
+        if found.hit is not None:
+            return self.reuse(run, task, found.hit)
+        started = self.start(run, task, found.miss_reason)
         try:
             outputs = work(started) or Outputs()
             return self.publish(started, outputs)

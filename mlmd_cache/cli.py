@@ -433,11 +433,16 @@ class _LiveProgress:
 @click.option("--run-name", metavar="NAME", help="The run (system.PipelineRun context). Default: PIPELINE-timestamp.")
 @click.option("--pipeline-root", metavar="DIR",
               help="Where task outputs go. Default: pipeline-root/ beside the SQLite store.")
+@click.option("--max-cache-staleness", "max_staleness", metavar="DURATION",
+              help="Do not reuse cache sources that started longer ago: 12h, 7d, or ISO 8601 PT12H, P7D.")
+@click.option("--task-staleness", "task_staleness", multiple=True, metavar="TASK=DURATION",
+              help="The same for one task (by name or outer/inner path), over --max-cache-staleness (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (progress lines go to stderr).")
 @_reports_errors
 def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
                  disable_cache: bool, parallelism: Optional[int], run_name: Optional[str],
-                 pipeline_root: Optional[str], as_json: bool) -> None:
+                 pipeline_root: Optional[str], max_staleness: Optional[str], task_staleness: tuple[str, ...],
+                 as_json: bool) -> None:
     """Run a compiled KFP v2 pipeline locally with KFP's step caching, recording it in MLMD.
 
     Every ready task runs at once (up to --parallelism) as a local subprocess: lightweight Python
@@ -448,8 +453,9 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     """
     import signal
 
+    from .durations import parse_duration, parse_task_durations
     from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
-    from .runner import default_pipeline_root, run_pipeline as run
+    from .runner import check_task_names, default_pipeline_root, run_pipeline as run
 
     def interrupt(signum: int, frame: Any) -> None:  # SIGTERM stops a run as Ctrl-C does
         raise KeyboardInterrupt
@@ -459,6 +465,9 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         pipeline = load_pipeline(pipeline_file)
         arguments = pipeline.parse_parameters(parse_assignments(params))
         input_artifacts = parse_artifact_references(artifacts)
+        staleness = parse_duration(max_staleness, "--max-cache-staleness") if max_staleness is not None else None
+        per_task = parse_task_durations(task_staleness, "--task-staleness")
+        check_task_names(pipeline, per_task, "--task-staleness")  # before the store is opened (or made)
         root = pipeline_root or default_pipeline_root(db_url)
         ids = {name: value for name, value in input_artifacts.items() if isinstance(value, int)}
         try:  # an artifact ID names an artifact of an existing store: none is created for it
@@ -469,7 +478,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         progress = _LiveProgress(enabled=sys.stderr.isatty())
         report = run(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name, pipeline_root=root,
                      enable_caching=False if disable_cache else None, parallelism=parallelism,
-                     on_start=progress.started,
+                     on_start=progress.started, max_staleness=staleness, task_staleness=per_task,
                      on_task=lambda task: progress.finished(task.name, _task_line(task), err=as_json))
     except KeyboardInterrupt:
         click.echo("run-pipeline: interrupted; the running task's execution and the run are marked FAILED", err=True)
@@ -504,7 +513,7 @@ def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_
     interrupted_reason, and a re-run executes their tasks anew. A live runner's work is never touched."""
     from . import recovery
 
-    age = recovery.parse_duration(older_than) if older_than is not None else None
+    age = recovery.parse_duration(older_than, "--older-than") if older_than is not None else None
     # Found over a read-only connection: a store that is not there is an error, not a new empty store.
     found = recovery.find_interrupted(open_store(db_url, read_only=True), older_than=age)
     marked = found.interrupted

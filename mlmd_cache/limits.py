@@ -28,7 +28,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from .errors import InvalidArgumentError
 from .pipeline_spec import CompiledPipeline, iter_tasks
 
-__all__ = ["MAX_NAME_BYTES", "store_backend", "check_text", "check_name", "check_pipeline", "storable", "text_problem",
+__all__ = ["MAX_NAME_BYTES", "store_backend", "check_text", "check_name", "check_pipeline", "storable", "storable_text", "text_problem",
            "shown"]
 
 MAX_NAME_BYTES = 255
@@ -62,6 +62,15 @@ def storable(value: object, backend: Optional[str] = None) -> bool:
     """Whether MLMD can store (and so can hold) ``value`` as text on ``backend``: a look-up of text
     that cannot be stored finds nothing, and need not (must not) reach the database."""
     return text_problem(value, backend) is None
+
+
+def storable_text(text: str, backend: Optional[str] = None) -> str:
+    """``text`` made storable, for text of our own making that quotes user values (a reason naming
+    a path): characters MLMD cannot hold on ``backend`` become ``?``."""
+    if storable(text, backend):
+        return text
+    kept = "".join(c if storable(c, backend) else "?" for c in text)
+    return kept if storable(kept, backend) else kept.encode("ascii", "replace").decode("ascii")
 
 
 def check_text(what: str, value: object, backend: Optional[str] = None) -> None:

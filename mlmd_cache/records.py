@@ -50,6 +50,9 @@ PIPELINE_ROOT = "pipeline_root"
 CACHE_SOURCE_CONTEXT_TYPE = "mlmd_cache.CacheSource"
 # The full cache key (struct, so it is not an indexed string) kept with every execution.
 CACHE_KEY = "mlmd_cache_key"
+# Why a lookup passed over the sources of an identical key (invalid outputs, too old, ...), kept with
+# the execution that ran instead, so that ``mlmd-lineage explain`` can say it exactly afterwards.
+MISS_REASON = "mlmd_cache_miss_reason"
 SOURCE_PIPELINE = "pipeline_name"
 
 

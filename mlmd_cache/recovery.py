@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from . import records
-from .errors import InvalidArgumentError
+from .durations import parse_duration
 
 __all__ = ["RUNNER", "INTERRUPTED_REASON", "RECOVERED_AT", "ALIVE", "GONE", "UNKNOWN", "runner_identity",
            "runner_status", "runner_gone", "parse_duration", "Interrupted", "Recovery", "find_interrupted", "mark_failed",
@@ -124,36 +123,6 @@ def _gone_reason(runner: str) -> str:
 def runner_gone(runner: Optional[str]) -> bool:
     """Whether a ``runner`` property names a process known to have ended (see :func:`runner_status`)."""
     return runner_status(runner) == GONE
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_SHORT = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
-_SHORT_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_ISO = re.compile(r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
-                  r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?")
-
-
-def parse_duration(text: str) -> datetime.timedelta:
-    """``30m``, ``2h``, ``7d``, ``1h30m`` (units s, m, h, d, w) or ISO 8601 (``PT2H``, ``P7D``,
-    ``P1DT12H``); anything else is an :class:`InvalidArgumentError`.
-
-    >>> parse_duration("90m"), parse_duration("PT2H") == parse_duration("2h")
-    (datetime.timedelta(seconds=5400), True)
-    """
-    value = str(text).strip()
-    seconds: Optional[float] = None
-    if _SHORT.fullmatch(value.lower()):
-        seconds = sum(float(number) * _UNITS[unit] for number, unit in _SHORT_PART.findall(value.lower()))
-    else:
-        match = _ISO.fullmatch(value.upper())
-        if match and any(match.groups()) and not value.upper().endswith("T"):
-            weeks, days, hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
-            seconds = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + secs
-    if seconds is None or seconds > 1e10:  # about 300 years: beyond, timedelta and clocks overflow
-        shown = text if len(str(text)) <= 40 else str(text)[:40] + "..."
-        raise InvalidArgumentError(f"--older-than {shown!r}: not a duration (give e.g. 30m, 2h, 7d, or ISO 8601 "
-                                   "PT2H, P7D)")
-    return datetime.timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ KFP's rule (its outputs are usable) and the rules mlmd-cache adds (:class:`Sourc
 """
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
@@ -25,9 +26,10 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from . import records
+from .staleness import staleness_problem
 
 __all__ = ["CacheHit", "Candidate", "SourceRules", "artifact_is_usable", "artifact_problem", "local_path", "read_candidates",
-           "source_problem", "find_source", "examine_sources", "source_context", "new_source_context"]
+           "source_problem", "Lookup", "look_up", "find_source", "examine_sources", "source_context", "new_source_context"]
 
 _UNUSABLE_ARTIFACT_STATES = frozenset(
     {mlmd.Artifact.PENDING, mlmd.Artifact.DELETED, mlmd.Artifact.MARKED_FOR_DELETION, mlmd.Artifact.ABANDONED}
@@ -40,7 +42,12 @@ _FIRST_ROUND = 4
 @dataclass(frozen=True)
 class SourceRules:
     """What a lookup demands of a source beyond KFP's rule (outputs usable). The default demands
-    nothing more, which is KFP's behaviour."""
+    nothing more, which is KFP's behaviour.
+
+    ``max_staleness``: a source that started longer ago is not reused (:mod:`mlmd_cache.staleness`).
+    """
+
+    max_staleness: Optional[datetime.timedelta] = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,7 @@ def source_problem(store: metadata_store.MetadataStore, candidate: Candidate,
             problem = artifact_problem(artifact)
             if problem:
                 return problem
-    return None
+    return staleness_problem(candidate.execution, rules.max_staleness)
 
 
 def _rounds(store: metadata_store.MetadataStore, context: mlmd.Context, fingerprint: str) -> Iterator[Candidate]:
@@ -185,12 +192,36 @@ def examine_sources(store: metadata_store.MetadataStore, pipeline: str, fingerpr
         yield candidate, source_problem(store, candidate, rules)
 
 
-def find_source(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str,
-                rules: SourceRules = SourceRules()) -> Optional[CacheHit]:
-    """The newest valid cache source of ``fingerprint`` in ``pipeline``, or None: invalid sources
-    are skipped in favour of older ones. The reads are indexed: by context type and name, then by
-    context, then events and artifacts by ID."""
+@dataclass(frozen=True)
+class Lookup:
+    """What a lookup found: the ``hit`` (None on a miss) and the newer candidates it passed over,
+    as ``(execution ID, why not valid)``, newest first."""
+
+    hit: Optional[CacheHit]
+    rejected: tuple[tuple[int, str], ...] = ()
+
+    @property
+    def miss_reason(self) -> Optional[str]:
+        """On a miss with candidates, why the newest was not reused; None for a hit or no candidate."""
+        if self.hit is not None or not self.rejected:
+            return None
+        return self.rejected[0][1]
+
+
+def look_up(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str,
+            rules: SourceRules = SourceRules()) -> Lookup:
+    """The newest valid cache source of ``fingerprint`` in ``pipeline``, and what was passed over:
+    invalid sources are skipped in favour of older ones. The reads are indexed: by context type and
+    name, then by context, then events and artifacts by ID."""
+    rejected = []
     for candidate, problem in examine_sources(store, pipeline, fingerprint, rules):
         if problem is None:
-            return candidate.hit()
-    return None
+            return Lookup(candidate.hit(), tuple(rejected))
+        rejected.append((candidate.execution.id, problem))
+    return Lookup(None, tuple(rejected))
+
+
+def find_source(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str,
+                rules: SourceRules = SourceRules()) -> Optional[CacheHit]:
+    """The newest valid cache source of ``fingerprint`` in ``pipeline``, or None (see :func:`look_up`)."""
+    return look_up(store, pipeline, fingerprint, rules).hit

@@ -42,7 +42,7 @@ from .scheduler import Scheduler
 from .shims import task_environment
 from .values import RunPlaceholders, coerce, from_protobuf
 
-__all__ = ["run_pipeline", "RunReport", "TaskReport", "default_pipeline_root",
+__all__ = ["run_pipeline", "check_task_names", "RunReport", "TaskReport", "default_pipeline_root",
            "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED"]
 
 
@@ -73,6 +73,16 @@ def _check_commands(pipeline: CompiledPipeline, path: str) -> None:
                 f"(image {container.image!r} is not pulled: run-pipeline runs commands on the host)")
 
 
+def check_task_names(pipeline: CompiledPipeline, names: Mapping[str, Any], what: str) -> None:
+    """Every name must be a task of the pipeline, by path (``outer/inner``) or by its own name."""
+    paths = [path for path, _, _ in iter_tasks(pipeline)]
+    known = set(paths) | {path.rsplit("/", 1)[-1] for path in paths}
+    for name in names:
+        if name not in known:
+            raise InvalidArgumentError(f"{what}: pipeline {pipeline.name!r} has no task {name!r} "
+                                       f"(its tasks: {', '.join(sorted(paths))})")
+
+
 def run_pipeline(
     cache: ExecutionCache,
     pipeline: CompiledPipeline,
@@ -85,6 +95,8 @@ def run_pipeline(
     parallelism: Optional[int] = None,
     on_task: Optional[Callable[[TaskReport], None]] = None,
     on_start: Optional[Callable[[str], None]] = None,
+    max_staleness: Optional[datetime.timedelta] = None,
+    task_staleness: Optional[Mapping[str, datetime.timedelta]] = None,
 ) -> RunReport:
     """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
     (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
@@ -100,6 +112,10 @@ def run_pipeline(
     it ends (see :class:`TaskReport` for paths). Task outputs go under
     ``pipeline_root/<run>/<task path>/<execution id>/`` (default: beside the store, see
     :func:`default_pipeline_root`), with the task's ``stdout.log`` and ``stderr.log``.
+
+    ``max_staleness``: a cache source that started longer ago is not reused (KFP v1's
+    ``max_cache_staleness``); ``task_staleness`` sets it per task, by task name or path
+    (``outer/inner``), over the run's.
 
     A failing task does not raise: its report is FAILED, its descendants NOT_RUN, independent
     tasks still run. On Ctrl-C every running task's process group is stopped, their executions
@@ -120,6 +136,8 @@ def run_pipeline(
     for name, spec in root_spec.input_definitions.parameters.items():
         if name not in arguments and spec.HasField("default_value"):
             arguments[name] = coerce(from_protobuf(spec.default_value), spec.parameter_type)
+    task_staleness = dict(task_staleness or {})
+    check_task_names(pipeline, task_staleness, "task staleness")
     run_name = run_name or executor_input_utils.get_local_pipeline_resource_name(pipeline.name)
     limits.check_pipeline(pipeline, run_name, limits.store_backend(cache.store),
                           [uri for uri in (artifacts or {}).values() if isinstance(uri, str)])
@@ -128,12 +146,12 @@ def run_pipeline(
     with task_environment() as env:
         _check_commands(pipeline, env["PATH"])
         run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root),
-                                 exist_ok=False)
+                                 exist_ok=False, max_staleness=max_staleness)
         created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         placeholders = RunPlaceholders(job_name=run_name, job_id=run_name, pipeline_root=str(root),
                                        create_time=created)
         scheduler = Scheduler(cache, pipeline, run, root, env, parallelism or os.cpu_count() or 1, placeholders,
-                              on_task, on_start)
+                              on_task, on_start, task_staleness)
         root_artifacts = write_input_artifacts(cache, input_artifacts, root_spec)
         execution, _, _ = scheduler.run_root(arguments, root_artifacts)
     return RunReport(run_name, pipeline.name, execution.id, scheduler.reports)

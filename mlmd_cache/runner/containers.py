@@ -6,6 +6,7 @@ Argument, placeholder and executor-output handling use the KFP SDK's own local-e
 """
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -40,7 +41,8 @@ _METADATA_ARTIFACTS = frozenset({"system.Metrics", "system.ClassificationMetrics
 
 
 def cache_task(name: str, task_spec: pipeline_spec_pb2.PipelineTaskSpec, component: pipeline_spec_pb2.ComponentSpec,
-               container: Any, inputs: ResolvedInputs, parent_dag_id: int) -> Task:
+               container: Any, inputs: ResolvedInputs, parent_dag_id: int,
+               max_staleness: Optional[datetime.timedelta] = None) -> Task:
     """The task as the cache sees it, with the key KFP's driver builds: the container spec as
     compiled, input artifacts by MLMD ID (every ID of a list, in order), input parameter values
     and the output spec."""
@@ -65,7 +67,7 @@ def cache_task(name: str, task_spec: pipeline_spec_pb2.PipelineTaskSpec, compone
     options = task_spec.caching_options
     return Task(name, key, display_name=task_spec.task_info.name or name, enable_cache=options.enable_cache,
                 cache_key=options.cache_key, component_name=task_spec.component_ref.name,
-                parent_dag_id=parent_dag_id)
+                parent_dag_id=parent_dag_id, max_staleness=max_staleness)
 
 
 def executor_input(component: pipeline_spec_pb2.ComponentSpec, inputs: ResolvedInputs,

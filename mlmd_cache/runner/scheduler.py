@@ -11,6 +11,7 @@ DAG ends and its parent's task with it.
 """
 from __future__ import annotations
 
+import datetime
 import heapq
 import itertools
 import json
@@ -20,7 +21,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
@@ -111,8 +112,10 @@ class Scheduler:
 
     def __init__(self, cache: ExecutionCache, pipeline: CompiledPipeline, run: PipelineRun, pipeline_root: Path,
                  env: dict[str, str], parallelism: int, placeholders: RunPlaceholders,
-                 on_task: Optional[Callable[[TaskReport], None]], on_start: Optional[Callable[[str], None]]) -> None:
+                 on_task: Optional[Callable[[TaskReport], None]], on_start: Optional[Callable[[str], None]],
+                 task_staleness: Optional[Mapping[str, datetime.timedelta]] = None) -> None:
         self.cache, self.pipeline, self.run, self.pipeline_root = cache, pipeline, run, pipeline_root
+        self.task_staleness = dict(task_staleness or {})  # by task path or task name
         self.env, self.placeholders = env, placeholders
         self.on_task, self.on_start = on_task, on_start
         self.dags = DagRecorder(cache, run)
@@ -458,17 +461,19 @@ class Scheduler:
         """A hit is recorded at once; a miss waits for a free slot (:meth:`_fill_slots`), so that an
         execution is RUNNING only while its process runs."""
         began = time.monotonic()
-        task = containers.cache_task(node.name, node.spec, node.component, container, inputs, dag.execution.id)
+        task = containers.cache_task(node.name, node.spec, node.component, container, inputs, dag.execution.id,
+                                     max_staleness=self.task_staleness.get(dag.path + node.name,
+                                                                           self.task_staleness.get(node.name)))
         try:
-            hit = self.cache.lookup(self.run, task)
-            if hit is not None:
-                done = self.cache.reuse(self.run, task, hit)
+            found = self.cache.look_up(self.run, task)
+            if found.hit is not None:
+                done = self.cache.reuse(self.run, task, found.hit)
                 return self._container_ended(dag, node, done, began, None, attempts=0)
         except StoreFaultError:  # the store is gone: the run ends, not the task
             raise
         except MlmdCacheError as error:  # e.g. an input artifact that no longer exists
             return self._end(dag, node, TaskReport(dag.path + node.name, FAILED, error=str(error)))
-        self._waiting.append(lambda: self._execute(dag, node, inputs, container, task))
+        self._waiting.append(lambda: self._execute(dag, node, inputs, container, task, found.miss_reason))
 
     def _fill_slots(self) -> bool:
         """Start waiting tasks and retries while fewer than ``parallelism`` processes run; whether any started."""
@@ -478,11 +483,12 @@ class Scheduler:
             started = True
         return started
 
-    def _execute(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any, task: Any) -> None:
+    def _execute(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any, task: Any,
+                 miss_reason: Optional[str] = None) -> None:
         began = time.monotonic()
         path = dag.path + node.name
         try:
-            started = self.cache.start(self.run, task)
+            started = self.cache.start(self.run, task, miss_reason)
         except StoreFaultError:  # the store is gone: the run ends, not the task
             raise
         except MlmdCacheError as error:

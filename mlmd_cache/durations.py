@@ -1,0 +1,76 @@
+"""Durations as users write them: ``30m``, ``7d``, or ISO 8601 ``P7D``/``PT12H`` (KFP v1's form)."""
+from __future__ import annotations
+
+import datetime
+import re
+from typing import Iterable, Optional
+
+from .errors import InvalidArgumentError
+
+__all__ = ["parse_duration", "parse_task_durations", "format_duration"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SHORT = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
+_SHORT_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_ISO = re.compile(r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
+                  r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+
+
+def parse_duration(text: str, what: str = "duration") -> datetime.timedelta:
+    """``30m``, ``2h``, ``7d``, ``1h30m`` (units s, m, h, d, w) or ISO 8601 (``PT2H``, ``P7D``,
+    ``P1DT12H``, as KFP v1's ``max_cache_staleness`` was written); anything else is an
+    :class:`InvalidArgumentError` naming ``what`` (e.g. the option it came from).
+
+    >>> parse_duration("90m"), parse_duration("PT2H") == parse_duration("2h")
+    (datetime.timedelta(seconds=5400), True)
+    """
+    value = str(text).strip()
+    seconds: Optional[float] = None
+    if _SHORT.fullmatch(value.lower()):
+        seconds = sum(float(number) * _UNITS[unit] for number, unit in _SHORT_PART.findall(value.lower()))
+    else:
+        match = _ISO.fullmatch(value.upper())
+        if match and any(match.groups()) and not value.upper().endswith("T"):
+            weeks, days, hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+            seconds = (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + secs
+    if seconds is None or seconds > 1e10:  # about 300 years: beyond, timedelta and clocks overflow
+        shown = text if len(str(text)) <= 40 else str(text)[:40] + "..."
+        raise InvalidArgumentError(f"{what} {shown!r}: not a duration (give e.g. 30m, 2h, 7d, or ISO 8601 "
+                                   "PT2H, P7D)")
+    return datetime.timedelta(seconds=seconds)
+
+
+def parse_task_durations(assignments: Iterable[str], what: str) -> dict[str, datetime.timedelta]:
+    """``TASK=DURATION`` items (``train=12h``) as a dict; a task named twice is an error.
+
+    >>> parse_task_durations(["train=12h", "outer/eval=P1D"], "--task-staleness")["outer/eval"].days
+    1
+    """
+    durations: dict[str, datetime.timedelta] = {}
+    for item in assignments:
+        task, sep, text = item.partition("=")
+        if not sep or not task:
+            raise InvalidArgumentError(f"{what} {item!r}: expected TASK=DURATION (e.g. train=12h)")
+        if task in durations:
+            raise InvalidArgumentError(f"{what}: task {task!r} is given twice")
+        durations[task] = parse_duration(text, f"{what} {task}=")
+    return durations
+
+
+def format_duration(duration: datetime.timedelta) -> str:
+    """A duration in the short form :func:`parse_duration` reads, largest units first.
+
+    >>> format_duration(parse_duration("P1DT12H")), format_duration(parse_duration("90s"))
+    ('1d12h', '1m30s')
+    """
+    seconds = duration.total_seconds()
+    if seconds < 1:
+        return f"{seconds:g}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{int(count)}{unit}")
+    if seconds:
+        parts.append(f"{seconds:g}s")
+    return "".join(parts)
