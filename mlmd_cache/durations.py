@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Iterable, Optional
+from typing import Optional, Sequence
 
 from .errors import InvalidArgumentError
 
@@ -40,21 +40,15 @@ def parse_duration(text: str, what: str = "duration") -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
-def parse_task_durations(assignments: Iterable[str], what: str) -> dict[str, datetime.timedelta]:
+def parse_task_durations(assignments: Sequence[str], what: str) -> dict[str, datetime.timedelta]:
     """``TASK=DURATION`` items (``train=12h``) as a dict; a task named twice is an error.
 
     >>> parse_task_durations(["train=12h", "outer/eval=P1D"], "--task-staleness")["outer/eval"].days
     1
     """
-    durations: dict[str, datetime.timedelta] = {}
-    for item in assignments:
-        task, sep, text = item.partition("=")
-        if not sep or not task:
-            raise InvalidArgumentError(f"{what} {item!r}: expected TASK=DURATION (e.g. train=12h)")
-        if task in durations:
-            raise InvalidArgumentError(f"{what}: task {task!r} is given twice")
-        durations[task] = parse_duration(text, f"{what} {task}=")
-    return durations
+    from .pipeline_spec import parse_assignments  # --param's NAME=VALUE rules; imported here, as it loads KFP
+
+    return {task: parse_duration(text, f"{what} {task}=") for task, text in parse_assignments(assignments, what).items()}
 
 
 def format_duration(duration: datetime.timedelta) -> str:

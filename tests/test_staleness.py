@@ -105,7 +105,7 @@ def test_run_pipeline_staleness_per_run_and_per_task_and_explain_says_why(tmp_pa
 
 @pytest.mark.parametrize("options, message", [
     (["--max-cache-staleness", "soon"], "--max-cache-staleness 'soon': not a duration"),
-    (["--task-staleness", "copy-ds"], "expected TASK=DURATION"),
+    (["--task-staleness", "copy-ds"], "expected NAME=VALUE"),
     (["--task-staleness", "nope=1h"], "has no task 'nope'"),
     (["--task-staleness", "copy-ds=1h", "--task-staleness", "copy-ds=2h"], "given twice"),
 ])
