@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import indexing, limits, records, sources
+from . import digests, indexing, limits, records, sources
 from .indexing import SourceIndex
 from .sources import CacheHit, Lookup, SourceRules, artifact_is_usable
 from .errors import ExecutionStateError, InvalidArgumentError, NotFoundError, OutputError
@@ -40,6 +41,10 @@ class PipelineRun:
     ``enable_caching`` is the run-level switch of KFP's ``create_run_from_pipeline_func``: ``None``
     lets every task decide, ``True``/``False`` overrides every task's own setting.
     ``max_staleness``: sources that started longer ago are not reused, unless a task sets its own.
+    ``digest=True`` records each output's SHA-256 at publish and, at lookup, refuses a source whose
+    outputs no longer hash to what was recorded; ``key_by_content=True`` (which implies ``digest``)
+    names input artifacts in cache keys by digest instead of MLMD ID (see :mod:`mlmd_cache.digests`).
+    ``verified_digests`` holds the digests this run published or checked, by artifact ID.
     """
 
     pipeline: str
@@ -48,6 +53,14 @@ class PipelineRun:
     run_context: mlmd.Context = field(repr=False)
     enable_caching: Optional[bool] = None
     max_staleness: Optional[datetime.timedelta] = None
+    digest: bool = False
+    key_by_content: bool = False
+    verified_digests: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def uses_digests(self) -> bool:
+        """Whether outputs are digested at publish and checked at lookup."""
+        return self.digest or self.key_by_content
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ class Task:
     (``set_caching_options(cache_key=...)``): when set, the fingerprint is made from it and
     ``component_name`` alone. ``enable_cache=False`` is ``set_caching_options(False)``.
     ``max_staleness`` overrides the run's for this task.
+    ``input_digests`` (set by :meth:`ExecutionCache.keyed` in a ``key_by_content`` run) names the
+    input artifacts by content: the fingerprint is then :func:`mlmd_cache.digests.content_fingerprint`,
+    not KFP's.
     """
 
     name: str
@@ -68,12 +84,25 @@ class Task:
     component_name: str = ""
     parent_dag_id: Optional[int] = None
     max_staleness: Optional[datetime.timedelta] = None
+    input_digests: Optional[Mapping[str, Sequence[str]]] = field(default=None, repr=False, hash=False)
 
     @property
     def fingerprint(self) -> str:
+        if self.input_digests is not None:
+            return self._content_fingerprint
         if self.cache_key:
             return custom_fingerprint(self.component_name, self.cache_key)
         return self.key.fingerprint()
+
+    @cached_property
+    def _content_fingerprint(self) -> str:
+        custom = custom_fingerprint(self.component_name, self.cache_key) if self.cache_key else ""
+        return digests.content_fingerprint(self.key, self.input_digests or {}, custom)
+
+    @property
+    def key_mode(self) -> str:
+        """``"content"`` when input artifacts enter the key by digest, else ``"id"`` (KFP's)."""
+        return digests.KEY_MODE_ID if self.input_digests is None else digests.KEY_MODE_CONTENT
 
 
 @dataclass(frozen=True)
@@ -179,6 +208,8 @@ class ExecutionCache:
         pipeline_root: str = "",
         exist_ok: bool = True,
         max_staleness: Optional[datetime.timedelta] = None,
+        digest: bool = False,
+        key_by_content: bool = False,
     ) -> PipelineRun:
         """Get or create the ``system.Pipeline`` and ``system.PipelineRun`` contexts of a run.
 
@@ -206,7 +237,8 @@ class ExecutionCache:
                 pass
         elif existing is None:  # another writer created it since
             self._check_reusable(run_context, pipeline, exist_ok)
-        return PipelineRun(pipeline, run, pipeline_context, run_context, enable_caching, max_staleness)
+        return PipelineRun(pipeline, run, pipeline_context, run_context, enable_caching, max_staleness, digest=digest,
+                           key_by_content=key_by_content)
 
     def _check_reusable(self, run_context: mlmd.Context, pipeline: str, exist_ok: bool) -> None:
         if not exist_ok:
@@ -228,7 +260,8 @@ class ExecutionCache:
     def rules(run: PipelineRun, task: Task) -> SourceRules:
         """What a source must satisfy for ``task`` in ``run`` beyond KFP's rule."""
         staleness = task.max_staleness if task.max_staleness is not None else run.max_staleness
-        return SourceRules(max_staleness=staleness)
+        return SourceRules(max_staleness=staleness, key_mode=task.key_mode,
+                           verify_digests=run.uses_digests or task.key_mode == digests.KEY_MODE_CONTENT)
 
     def lookup(self, run: PipelineRun, task: Task) -> Optional[CacheHit]:
         """The cache hit for ``task`` in ``run``, or None: a miss, or caching is off for the task
@@ -239,7 +272,20 @@ class ExecutionCache:
         """:meth:`lookup` with the sources passed over and why (``miss_reason``), for :meth:`start`."""
         if not self.caching_enabled(run, task):
             return Lookup(None)
-        return sources.look_up(self.store, run.pipeline, task.fingerprint, self.rules(run, task))
+        task = self.keyed(run, task)
+        found = sources.look_up(self.store, run.pipeline, task.fingerprint, self.rules(run, task))
+        if found.hit is not None and run.uses_digests:  # checked just now: a consumer's content key may trust them
+            digests.remember(run.verified_digests, found.hit.output_artifacts)
+        return found
+
+    def keyed(self, run: PipelineRun, task: Task) -> Task:
+        """``task`` as ``run`` keys it: with its input artifacts named by content in a
+        ``key_by_content`` run (one read of the input artifacts, and hashing those not yet verified
+        in this run), unchanged otherwise or when it already is."""
+        if not run.key_by_content or task.input_digests is not None:
+            return task
+        named = digests.input_digests(self.store, task.key.input_artifact_ids, run.verified_digests)
+        return replace(task, input_digests=named)
 
     def find_source(self, pipeline: str, fingerprint: str, rules: SourceRules = SourceRules()) -> Optional[CacheHit]:
         """The newest valid cache source of ``fingerprint`` in ``pipeline``, or None (see
@@ -273,11 +319,15 @@ class ExecutionCache:
         properties[records.INPUTS].CopyFrom(records.struct_value(task.key.input_parameters))
         if fingerprint:
             properties[records.CACHE_FINGERPRINT].string_value = fingerprint
+        if task.key_mode != digests.KEY_MODE_ID:
+            properties[digests.KEY_MODE].string_value = task.key_mode
         if task.parent_dag_id is not None:
             properties[records.PARENT_DAG_ID].int_value = task.parent_dag_id
         stored_key: dict[str, Any] = {"cacheKey": task.key.to_dict()}
         if task.cache_key:
             stored_key.update(customCacheKey=task.cache_key, componentName=task.component_name)
+        if task.input_digests is not None:
+            stored_key["inputDigests"] = {name: list(names) for name, names in task.input_digests.items()}
         properties[records.CACHE_KEY].CopyFrom(records.struct_value(stored_key))
         return execution
 
@@ -285,6 +335,7 @@ class ExecutionCache:
         """Record a CACHED execution of ``task`` reusing ``hit``: one atomic ``put_execution`` with
         ``cached_execution_id``, the source's ``outputs``, INPUT events for the task's inputs and
         OUTPUT events to the source's very artifacts (same IDs, same path keys)."""
+        task = self.keyed(run, task)
         execution = self._execution(task, mlmd.Execution.CACHED, task.fingerprint)
         execution.custom_properties[records.CACHED_EXECUTION_ID].string_value = str(hit.source.id)
         execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(hit.output_parameters))
@@ -305,6 +356,7 @@ class ExecutionCache:
         is on, as KFP does), and the calling process as its ``runner`` (:mod:`mlmd_cache.recovery`
         tells from it whether a RUNNING execution was left by a runner that was killed).
         ``miss_reason`` (:attr:`Lookup.miss_reason`) is kept for ``explain``."""
+        task = self.keyed(run, task)
         fingerprint = task.fingerprint if self.caching_enabled(run, task) else None
         execution = self._execution(task, mlmd.Execution.RUNNING, fingerprint)
         execution.custom_properties[RUNNER].string_value = runner_identity()
@@ -368,6 +420,9 @@ class ExecutionCache:
             raise OutputError(f"task {task.name!r} declares output parameters {sorted(declared_parameters)}, "
                               f"got {sorted(outputs.parameters)}")
         pairs = self._output_artifacts(task, outputs)
+        if started.run.uses_digests:  # before the write: bytes that cannot be read leave the execution RUNNING
+            for artifact, event in pairs:
+                digests.record_digest(artifact, f"task {task.name!r}, output {event.path.steps[0].key!r}")
         execution = self._stored_in_state(started)
         execution.last_known_state = mlmd.Execution.COMPLETE
         execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(outputs.parameters))
@@ -383,6 +438,8 @@ class ExecutionCache:
         for (artifact, event), artifact_id in zip(pairs, artifact_ids):
             artifact.id = artifact_id
             by_name.setdefault(event.path.steps[0].key, []).append(artifact)
+        if started.run.uses_digests:
+            digests.remember(started.run.verified_digests, by_name)
         return replace(started, execution=execution, output_artifacts=by_name,
                        output_parameters=dict(outputs.parameters))
 
@@ -423,6 +480,7 @@ class ExecutionCache:
         """Run one task with caching: reuse a valid source when there is one; otherwise start an
         execution, call ``work(started)`` and publish what it returns. If ``work`` raises, the
         execution is marked FAILED and the exception propagates."""
+        task = self.keyed(run, task)
         found = self.look_up(run, task)
         if found.hit is not None:
             return self.reuse(run, task, found.hit)

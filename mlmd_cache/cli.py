@@ -437,12 +437,17 @@ class _LiveProgress:
               help="Do not reuse cache sources that started longer ago: 12h, 7d, or ISO 8601 PT12H, P7D.")
 @click.option("--task-staleness", "task_staleness", multiple=True, metavar="TASK=DURATION",
               help="The same for one task (by name or outer/inner path), over --max-cache-staleness (repeatable).")
+@click.option("--digest", is_flag=True,
+              help="Record each output's SHA-256 and size; a cache source whose outputs' bytes changed is not reused.")
+@click.option("--key-by-content", is_flag=True,
+              help="Key input artifacts by digest instead of MLMD ID (implies --digest): a re-run producer that "
+                   "writes the same bytes keeps its consumers cached. Fingerprints then differ from KFP's.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (progress lines go to stderr).")
 @_reports_errors
 def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
                  disable_cache: bool, parallelism: Optional[int], run_name: Optional[str],
                  pipeline_root: Optional[str], max_staleness: Optional[str], task_staleness: tuple[str, ...],
-                 as_json: bool) -> None:
+                 digest: bool, key_by_content: bool, as_json: bool) -> None:
     """Run a compiled KFP v2 pipeline locally with KFP's step caching, recording it in MLMD.
 
     Every ready task runs at once (up to --parallelism) as a local subprocess: lightweight Python
@@ -479,6 +484,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         report = run(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name, pipeline_root=root,
                      enable_caching=False if disable_cache else None, parallelism=parallelism,
                      on_start=progress.started, max_staleness=staleness, task_staleness=per_task,
+                     digest=digest, key_by_content=key_by_content,
                      on_task=lambda task: progress.finished(task.name, _task_line(task), err=as_json))
     except KeyboardInterrupt:
         click.echo("run-pipeline: interrupted; the running task's execution and the run are marked FAILED", err=True)

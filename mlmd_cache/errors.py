@@ -12,6 +12,7 @@ __all__ = [
     "NotFoundError",
     "OutputError",
     "InvalidArgumentError",
+    "DigestError",
 ]
 
 
@@ -53,3 +54,7 @@ class OutputError(MlmdCacheError, ValueError):
 
 class InvalidArgumentError(MlmdCacheError, ValueError):
     """An argument is missing or not valid (an empty pipeline or run name, ...)."""
+
+
+class DigestError(MlmdCacheError):
+    """The bytes of an artifact cannot be digested (unreadable, or neither a file, a directory nor a link)."""

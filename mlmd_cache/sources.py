@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import records
+from . import digests, records
 from .staleness import staleness_problem
 
 __all__ = ["CacheHit", "Candidate", "SourceRules", "artifact_is_usable", "artifact_problem", "local_path", "read_candidates",
@@ -45,9 +45,14 @@ class SourceRules:
     nothing more, which is KFP's behaviour.
 
     ``max_staleness``: a source that started longer ago is not reused (:mod:`mlmd_cache.staleness`).
+    ``verify_digests``: output artifacts that carry a digest must still hash to it
+    (:func:`mlmd_cache.digests.artifact_change`). ``key_mode``: how the looked-up fingerprint names
+    input artifacts, ``"id"`` (KFP's) or ``"content"``; a source of the other mode is never reused.
     """
 
     max_staleness: Optional[datetime.timedelta] = None
+    verify_digests: bool = False
+    key_mode: str = digests.KEY_MODE_ID
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,34 @@ def source_problem(store: metadata_store.MetadataStore, candidate: Candidate,
             problem = artifact_problem(artifact)
             if problem:
                 return problem
-    return staleness_problem(candidate.execution, rules.max_staleness)
+    return (staleness_problem(candidate.execution, rules.max_staleness)
+            or _key_mode_problem(candidate, rules) or _digest_problem(candidate, rules))
+
+
+def _key_mode_problem(candidate: Candidate, rules: SourceRules) -> Optional[str]:
+    """A source keyed in the other mode (by content vs by MLMD ID) is never reused: their
+    fingerprints differ anyway (a content-mode one is salted), this says so should two ever meet."""
+    mode = records.read_property(candidate.execution, digests.KEY_MODE) or digests.KEY_MODE_ID
+    if mode != rules.key_mode:
+        return (f"execution {candidate.execution.id} keys input artifacts by {_MODE_WORDS.get(mode, mode)}, "
+                f"this lookup by {_MODE_WORDS.get(rules.key_mode, rules.key_mode)}")
+    return None
+
+
+_MODE_WORDS = {digests.KEY_MODE_ID: "MLMD ID", digests.KEY_MODE_CONTENT: "content (--key-by-content)"}
+
+
+def _digest_problem(candidate: Candidate, rules: SourceRules) -> Optional[str]:
+    """With digests on, every output artifact that carries a digest must still hash to it. Last of
+    the rules: it reads the bytes."""
+    if not rules.verify_digests:
+        return None
+    for artifacts in candidate.output_artifacts.values():
+        for artifact in artifacts:
+            problem = digests.artifact_change(artifact)
+            if problem:
+                return problem
+    return None
 
 
 def _rounds(store: metadata_store.MetadataStore, context: mlmd.Context, fingerprint: str) -> Iterator[Candidate]:

@@ -97,6 +97,8 @@ def run_pipeline(
     on_start: Optional[Callable[[str], None]] = None,
     max_staleness: Optional[datetime.timedelta] = None,
     task_staleness: Optional[Mapping[str, datetime.timedelta]] = None,
+    digest: bool = False,
+    key_by_content: bool = False,
 ) -> RunReport:
     """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
     (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
@@ -116,6 +118,11 @@ def run_pipeline(
     ``max_staleness``: a cache source that started longer ago is not reused (KFP v1's
     ``max_cache_staleness``); ``task_staleness`` sets it per task, by task name or path
     (``outer/inner``), over the run's.
+
+    ``digest=True`` records each output's SHA-256 and size and refuses cache sources whose outputs'
+    bytes changed since; ``key_by_content=True`` (implies ``digest``) keys input artifacts by digest
+    instead of MLMD ID, so a re-run producer that writes the same bytes leaves its consumers cached
+    (see :mod:`mlmd_cache.digests`).
 
     A failing task does not raise: its report is FAILED, its descendants NOT_RUN, independent
     tasks still run. On Ctrl-C every running task's process group is stopped, their executions
@@ -146,7 +153,8 @@ def run_pipeline(
     with task_environment() as env:
         _check_commands(pipeline, env["PATH"])
         run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root),
-                                 exist_ok=False, max_staleness=max_staleness)
+                                 exist_ok=False, max_staleness=max_staleness, digest=digest,
+                                 key_by_content=key_by_content)
         created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         placeholders = RunPlaceholders(job_name=run_name, job_id=run_name, pipeline_root=str(root),
                                        create_time=created)

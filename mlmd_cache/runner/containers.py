@@ -224,8 +224,9 @@ def runtime_artifact(artifact: mlmd.Artifact, artifact_type: pipeline_spec_pb2.A
                      ) -> pipeline_spec_pb2.RuntimeArtifact:
     """The RuntimeArtifact a downstream task receives; its name is the MLMD ID, as in KFP's executor input."""
     runtime = pipeline_spec_pb2.RuntimeArtifact(name=str(artifact.id), uri=artifact.uri, type=artifact_type)
-    runtime.metadata.update({key: records.read_property(artifact, key)
-                             for key in artifact.custom_properties if key != records.DISPLAY_NAME})
+    # Our own records (mlmd_cache_digest, ...) are not the task's metadata: a task sees what KFP gives it.
+    runtime.metadata.update({key: records.read_property(artifact, key) for key in artifact.custom_properties
+                             if key != records.DISPLAY_NAME and not key.startswith("mlmd_cache_")})
     return runtime
 
 

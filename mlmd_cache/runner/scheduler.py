@@ -465,6 +465,7 @@ class Scheduler:
                                      max_staleness=self.task_staleness.get(dag.path + node.name,
                                                                            self.task_staleness.get(node.name)))
         try:
+            task = self.cache.keyed(self.run, task)  # by content in a key_by_content run: once, for lookup and start
             found = self.cache.look_up(self.run, task)
             if found.hit is not None:
                 done = self.cache.reuse(self.run, task, found.hit)
