@@ -13,10 +13,14 @@ and measures, as the median of ``--repeat`` samples:
 (read)  the same 1 MiB reads without hashing, warm: the floor the digest cannot beat;
 (stdlib) ``hashlib.file_digest`` (256 KiB reads), warm, for comparison.
 
+Each is given per wall-clock second and per CPU second of this process (user + system): on a
+machine busy with other work the wall figure falls while the CPU figure, the cost on one core,
+holds. The target is judged on the CPU figure of the warm digest.
+
 It also digests a directory of ``--files`` small files (4 KiB each) and reports files per second,
 the cost of the tree walk and of one open per file.
 
-The target is warm throughput >= 0.5 GB/s (1 GB = 10^9 bytes); the script prints the ratio to it
+The target is warm throughput per CPU second >= 0.5 GB/s (1 GB = 10^9 bytes); the script prints the ratio to it
 and exits with status 1 when it is missed. ``--json`` prints one JSON object instead (for
 scripts/bench_lookup.py). The file and directory are deleted afterwards.
 """
@@ -76,15 +80,18 @@ def stdlib_digest(path: Path) -> None:
         hashlib.file_digest(file, "sha256")
 
 
-def median_seconds(action: Callable[[], Any], repeat: int, before: Optional[Callable[[], None]] = None) -> float:
-    samples = []
+def median_seconds(action: Callable[[], Any], repeat: int, before: Optional[Callable[[], None]] = None
+                   ) -> tuple[float, float]:
+    """The medians of wall time and of this process's CPU time (user + system)."""
+    wall, cpu = [], []
     for _ in range(repeat):
         if before is not None:
             before()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         action()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def pin_to_one_cpu() -> Optional[int]:
@@ -117,11 +124,17 @@ def measure(size: int, directory: Path, repeat: int = 3, files: int = 2000) -> d
         digest_path(tree)  # warm
         tree_seconds = median_seconds(lambda: digest_path(tree), repeat)
     rate = lambda seconds: size / seconds / 1e9  # noqa: E731
-    return {"size_bytes": size, "cpu": cpu, "repeat": repeat,
-            "warm_gb_per_s": rate(warm), "cold_gb_per_s": rate(cold), "read_only_gb_per_s": rate(read),
-            "hashlib_file_digest_gb_per_s": rate(stdlib), "tree_files": files,
-            "tree_files_per_s": files / tree_seconds, "target_gb_per_s": TARGET_GB_PER_S,
-            "ratio_to_target": rate(warm) / TARGET_GB_PER_S, "ok": rate(warm) >= TARGET_GB_PER_S}
+    result: dict[str, Any] = {"size_bytes": size, "cpu": cpu, "repeat": repeat, "tree_files": files,
+                              "load_average": os.getloadavg()[0]}
+    for name, (wall, cpu_seconds) in (("warm", warm), ("cold", cold), ("read_only", read),
+                                      ("hashlib_file_digest", stdlib)):
+        result[f"{name}_gb_per_s"] = rate(wall)
+        result[f"{name}_gb_per_cpu_s"] = rate(cpu_seconds)
+    result["tree_files_per_s"] = files / tree_seconds[0]
+    result["tree_files_per_cpu_s"] = files / tree_seconds[1]
+    result.update(target_gb_per_s=TARGET_GB_PER_S, ratio_to_target=result["warm_gb_per_cpu_s"] / TARGET_GB_PER_S,
+                  ok=result["warm_gb_per_cpu_s"] >= TARGET_GB_PER_S)
+    return result
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -140,15 +153,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"digest of a {result['size_bytes'] / 1e9:g} GB file on CPU {result['cpu']}, "
-              f"median of {result['repeat']}:")
-        print(f"  warm (page cache)          {result['warm_gb_per_s']:6.2f} GB/s")
-        print(f"  cold (file's pages evicted){result['cold_gb_per_s']:6.2f} GB/s")
-        print(f"  read only, no hashing      {result['read_only_gb_per_s']:6.2f} GB/s")
-        print(f"  hashlib.file_digest        {result['hashlib_file_digest_gb_per_s']:6.2f} GB/s")
-        print(f"  directory of {result['tree_files']} x 4 KiB files: {result['tree_files_per_s']:,.0f} files/s")
+        print(f"digest of a {result['size_bytes'] / 1e9:g} GB file on CPU {result['cpu']}, median of "
+              f"{result['repeat']} (load average {result['load_average']:.1f} at the end):")
+        print(f"  {'':<30}{'GB/s wall':>10}{'GB/s CPU':>10}")
+        for name, label in (("warm", "digest, warm (page cache)"), ("cold", "digest, cold (pages evicted)"),
+                            ("read_only", "read only, no hashing"), ("hashlib_file_digest", "hashlib.file_digest")):
+            print(f"  {label:<30}{result[name + '_gb_per_s']:>10.2f}{result[name + '_gb_per_cpu_s']:>10.2f}")
+        print(f"  directory of {result['tree_files']} x 4 KiB files: {result['tree_files_per_s']:,.0f} files/s wall, "
+              f"{result['tree_files_per_cpu_s']:,.0f} per CPU second")
         verdict = "PASS" if result["ok"] else "FAIL"
-        print(f"{verdict}  warm {result['warm_gb_per_s']:.2f} GB/s >= {TARGET_GB_PER_S} GB/s: "
+        print(f"{verdict}  warm digest {result['warm_gb_per_cpu_s']:.2f} GB per CPU second >= {TARGET_GB_PER_S}: "
               f"ratio {result['ratio_to_target']:.1f}x the target")
     return 0 if result["ok"] else 1
 
