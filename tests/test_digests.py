@@ -448,6 +448,10 @@ def test_run_pipeline_flags(cached_yaml, cutoff_yaml, tmp_path):
     Path(digested["model"].uri).write_text("tampered")
     # with --digest, fit's source is refused and fit runs again (so does score, on the new model)
     assert run(cached_yaml, "d2", "--digest") == {"make-rows": "CACHED", "fit": "COMPLETE", "score": "COMPLETE"}
+    [fit] = [e for e in store.get_executions() if records.read_property(e, records.TASK_NAME) == "fit"
+             and records.read_property(e, records.MISS_REASON)]
+    assert records.read_property(fit, records.MISS_REASON) == (
+        f"output artifact {digested['model'].id}'s bytes changed since it was recorded (27 bytes then, 8 now)")
     Path(digested["data"].uri).write_text("tampered")
     # without it, as KFP: a changed output is reused
     assert run(cached_yaml, "d3") == dict.fromkeys(["make-rows", "fit", "score"], "CACHED")
