@@ -56,7 +56,7 @@ def default_pipeline_root(db_url: Optional[str]) -> Path:
     return default_store_path().parent / "pipeline-root"
 
 
-def _check_commands(pipeline: CompiledPipeline, path: str) -> None:
+def check_commands(pipeline: CompiledPipeline, path: str) -> None:
     """Every task's program must exist on this host (the image is recorded, not pulled)."""
     for name, task, component in iter_tasks(pipeline):
         if component.WhichOneof("implementation") == "dag":
@@ -81,6 +81,31 @@ def check_task_names(pipeline: CompiledPipeline, names: Mapping[str, Any], what:
         if name not in known:
             raise InvalidArgumentError(f"{what}: pipeline {pipeline.name!r} has no task {name!r} "
                                        f"(its tasks: {', '.join(sorted(paths))})")
+
+
+def run_arguments(cache: ExecutionCache, pipeline: CompiledPipeline, parameters: Optional[Mapping[str, Any]],
+                  artifacts: Optional[Mapping[str, Union[int, str]]], run_name: str, *, find_only: bool = False
+                  ) -> tuple[dict[str, Any], dict[str, mlmd.Artifact]]:
+    """The root DAG's parameters (given ones coerced into their declared types, defaults filled in)
+    and input artifacts (see :func:`~.importers.pipeline_input_artifacts`), every value checked
+    before anything is written. A run and its plan (:mod:`mlmd_cache.plan`, ``find_only``) share it."""
+    root_spec = pipeline.spec.root
+    given = dict(parameters or {})
+    unknown = set(given) - set(root_spec.input_definitions.parameters)
+    if unknown:
+        pipeline.parse_parameters({name: "" for name in unknown})  # raises the one error message
+    for name, value in given.items():  # before anything is written: what KFP and MLMD can hold
+        json_values.check(value, f"parameter {name!r}", error=PipelineSpecError)
+    arguments = {name: coerce(value, root_spec.input_definitions.parameters[name].parameter_type)
+                 for name, value in given.items()}
+    for name, spec in root_spec.input_definitions.parameters.items():
+        if name not in arguments and spec.HasField("default_value"):
+            arguments[name] = coerce(from_protobuf(spec.default_value), spec.parameter_type)
+    limits.check_pipeline(pipeline, run_name, limits.store_backend(cache.store),
+                          [uri for uri in (artifacts or {}).values() if isinstance(uri, str)])
+    input_artifacts = pipeline_input_artifacts(cache, root_spec, dict(artifacts or {}), pipeline.name,
+                                               find_only=find_only)
+    return arguments, input_artifacts
 
 
 def run_pipeline(
@@ -132,26 +157,13 @@ def run_pipeline(
                                     or parallelism < 1):
         raise InvalidArgumentError(f"parallelism must be a whole number of at least 1, not {parallelism!r}")
     root_spec = pipeline.spec.root
-    given = dict(parameters or {})
-    unknown = set(given) - set(root_spec.input_definitions.parameters)
-    if unknown:
-        pipeline.parse_parameters({name: "" for name in unknown})  # raises the one error message
-    for name, value in given.items():  # before anything is written: what KFP and MLMD can hold
-        json_values.check(value, f"parameter {name!r}", error=PipelineSpecError)
-    arguments = {name: coerce(value, root_spec.input_definitions.parameters[name].parameter_type)
-                 for name, value in given.items()}
-    for name, spec in root_spec.input_definitions.parameters.items():
-        if name not in arguments and spec.HasField("default_value"):
-            arguments[name] = coerce(from_protobuf(spec.default_value), spec.parameter_type)
+    run_name = run_name or executor_input_utils.get_local_pipeline_resource_name(pipeline.name)
+    arguments, input_artifacts = run_arguments(cache, pipeline, parameters, artifacts, run_name)
     task_staleness = dict(task_staleness or {})
     check_task_names(pipeline, task_staleness, "task staleness")
-    run_name = run_name or executor_input_utils.get_local_pipeline_resource_name(pipeline.name)
-    limits.check_pipeline(pipeline, run_name, limits.store_backend(cache.store),
-                          [uri for uri in (artifacts or {}).values() if isinstance(uri, str)])
-    input_artifacts = pipeline_input_artifacts(cache, root_spec, dict(artifacts or {}), pipeline.name)
     root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()
     with task_environment() as env:
-        _check_commands(pipeline, env["PATH"])
+        check_commands(pipeline, env["PATH"])
         run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root),
                                  exist_ok=False, max_staleness=max_staleness, digest=digest,
                                  key_by_content=key_by_content)

@@ -3,11 +3,12 @@ store already has a LIVE one of that URI and type (``reimport=False``), so downs
 the same, else created. Importers are never cached and run nothing."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
 from google.protobuf import json_format
 from kfp.local import executor_input_utils, importer_handler, placeholder_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
+from ml_metadata import errors as mlmd_errors
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import limits, records
@@ -16,26 +17,46 @@ from ..errors import InvalidArgumentError
 from .containers import executor_input, runtime_artifact
 from .inputs import ResolvedInputs
 
-__all__ = ["run_importer", "pipeline_input_artifacts", "write_input_artifacts"]
+__all__ = ["run_importer", "importer_uri", "existing_artifact", "pipeline_input_artifacts", "write_input_artifacts"]
+
+
+def existing_artifact(cache: ExecutionCache, uri: str, schema_title: str, owner: str) -> Optional[mlmd.Artifact]:
+    """The LIVE artifact of ``uri`` and type (the newest) that an import with ``reimport=False``
+    reuses, or None. Only reads: a plan (:mod:`mlmd_cache.plan`) asks it too."""
+    # an importer's URI may come from a parameter, known only now: checked before MLMD sees it
+    limits.check_text(f"task {owner!r}: artifact URI", uri, limits.store_backend(cache.store))
+    try:
+        type_id = cache.store.get_artifact_type(schema_title or "system.Artifact").id
+    except mlmd_errors.NotFoundError:  # no artifact of the type yet
+        return None
+    existing = [a for a in cache.store.get_artifacts_by_uri(uri)
+                if a.type_id == type_id and a.state == mlmd.Artifact.LIVE]
+    return max(existing, key=lambda a: a.id) if existing else None
 
 
 def _artifact_of_uri(cache: ExecutionCache, uri: str, schema_title: str, reimport: bool,
-                     metadata: Mapping[str, Any], owner: str) -> mlmd.Artifact:
-    """The LIVE artifact of ``uri`` and type (the newest), or a new one, not yet written."""
-    # an importer's URI may come from a parameter, known only now: checked before MLMD sees it
-    limits.check_text(f"task {owner!r}: artifact URI", uri, limits.store_backend(cache.store))
-    type_id = cache.types.artifact_type(schema_title or "system.Artifact")
+                     metadata: Mapping[str, Any], owner: str, *, find_only: bool = False) -> mlmd.Artifact:
+    """The LIVE artifact of ``uri`` and type (the newest), or a new one, not yet written (with
+    ``find_only``, a new one has no type ID either: nothing is registered)."""
     if not reimport:
-        existing = [a for a in cache.store.get_artifacts_by_uri(uri)
-                    if a.type_id == type_id and a.state == mlmd.Artifact.LIVE]
-        if existing:
-            return max(existing, key=lambda a: a.id)
-    artifact = mlmd.Artifact(type_id=type_id, uri=uri, state=mlmd.Artifact.LIVE)
+        existing = existing_artifact(cache, uri, schema_title, owner)
+        if existing is not None:
+            return existing
+    else:
+        limits.check_text(f"task {owner!r}: artifact URI", uri, limits.store_backend(cache.store))
+    artifact = mlmd.Artifact(uri=uri, state=mlmd.Artifact.LIVE)
+    if not find_only:
+        artifact.type_id = cache.types.artifact_type(schema_title or "system.Artifact")
     artifact.custom_properties[records.DISPLAY_NAME].string_value = "artifact"
     for key, value in metadata.items():
         if isinstance(value, (bool, int, float, str, dict)):  # lists: no MLMD value type holds them
             artifact.custom_properties[key].CopyFrom(records.metadata_value(owner, key, value))
     return artifact
+
+
+def importer_uri(importer: Any, component: pipeline_spec_pb2.ComponentSpec, inputs: ResolvedInputs) -> str:
+    """The URI an importer imports, with its inputs (a parameter may give it) resolved."""
+    return importer_handler.get_importer_uri(importer, executor_input(component, inputs, ""))
 
 
 def run_importer(cache: ExecutionCache, run: PipelineRun, name: str, task_spec: pipeline_spec_pb2.PipelineTaskSpec,
@@ -44,7 +65,7 @@ def run_importer(cache: ExecutionCache, run: PipelineRun, name: str, task_spec: 
     """Record the importer as KFP's importer launcher does: a ``system.ImporterExecution`` whose
     OUTPUT event ``artifact`` points at the artifact. Returns the execution ID and the outputs."""
     message = executor_input(component, inputs, "")
-    uri = importer_handler.get_importer_uri(importer, message)
+    uri = importer_uri(importer, component, inputs)
     metadata = placeholder_utils.recursively_resolve_json_dict_placeholders(
         json_format.MessageToDict(importer.metadata),
         executor_input_dict=executor_input_utils.executor_input_to_dict(message, component),
@@ -66,10 +87,12 @@ def run_importer(cache: ExecutionCache, run: PipelineRun, name: str, task_spec: 
 
 
 def pipeline_input_artifacts(cache: ExecutionCache, root: pipeline_spec_pb2.ComponentSpec,
-                             given: Mapping[str, Union[int, str]], pipeline: str) -> dict[str, mlmd.Artifact]:
+                             given: Mapping[str, Union[int, str]], pipeline: str, *,
+                             find_only: bool = False) -> dict[str, mlmd.Artifact]:
     """The pipeline's input artifacts by name, checked before anything is written: an ``int`` is an
     MLMD artifact ID (it must exist, be usable and be of the declared type), a ``str`` a URI
-    (imported as ``dsl.importer`` does; the returned artifact has no ID yet when it is new)."""
+    (imported as ``dsl.importer`` does; the returned artifact has no ID yet when it is new).
+    ``find_only`` (a plan) only reads: no artifact type is registered for a new one."""
     declared = root.input_definitions.artifacts
     unknown = sorted(set(given) - set(declared))
     if unknown:
@@ -97,7 +120,7 @@ def pipeline_input_artifacts(cache: ExecutionCache, root: pipeline_spec_pb2.Comp
         else:
             if not value:
                 raise InvalidArgumentError(f"input artifact {name!r}: an empty URI")
-            artifact = _artifact_of_uri(cache, value, schema_title, False, {}, name)
+            artifact = _artifact_of_uri(cache, value, schema_title, False, {}, name, find_only=find_only)
         found[name] = artifact
     return found
 

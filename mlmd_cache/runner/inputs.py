@@ -11,7 +11,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from ..errors import MlmdCacheError
 from . import expressions
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED
-from .scope import ArtifactList, InputError, Scope, artifact_ids
+from .scope import ArtifactList, InputError, Pending, Scope, artifact_ids
 from .values import RunPlaceholders, coerce, from_protobuf
 
 __all__ = ["ResolvedInputs", "resolve_inputs", "final_status_state"]
@@ -52,7 +52,7 @@ def resolve_inputs(task_name: str, task: pipeline_spec_pb2.PipelineTaskSpec,
             continue  # an optional input of the DAG that was not given: the task's default, if any, stands in
         try:
             value = _parameter(name, spec, scope, placeholders, task_name, parent_dag_id)
-            if spec.parameter_expression_selector:
+            if spec.parameter_expression_selector and not isinstance(value, Pending):
                 value = expressions.select(spec.parameter_expression_selector, value)
         except MlmdCacheError as error:  # InputError, or an ExpressionError of the selector
             raise InputError(f"input {name!r}: {error}") from None

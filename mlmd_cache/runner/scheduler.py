@@ -259,12 +259,15 @@ class Scheduler:
             error = f"task {dag.path + first.name!r} {'failed' if first.report.state == FAILED else 'did not run'}"
         else:
             try:
-                parameters, artifacts = dag_outputs(dag.component.dag.outputs, dag.scope)
+                parameters, artifacts = self._dag_outputs(dag)
             except InputError as error_:
                 error = f"the DAG's outputs: {error_}"
         state = FAILED if error else COMPLETE
         self.dags.finish(dag.execution, _DAG_STATES[state], parameters, artifacts)
         dag.on_end(dag, state, parameters, artifacts, error)
+
+    def _dag_outputs(self, dag: _Dag) -> tuple[dict[str, Any], dict[str, ArtifactList]]:
+        return dag_outputs(dag.component.dag.outputs, dag.scope)
 
     def _child_ended(self, parent: _Dag, node: _Node, kind: str) -> Callable:
         def ended(child: _Dag, state: str, parameters: dict[str, Any], artifacts: dict[str, ArtifactList],
@@ -302,8 +305,7 @@ class Scheduler:
         try:
             inputs = resolve_inputs(node.name, node.spec, node.component, dag.scope, self.placeholders,
                                     dag.execution.id)
-            if node.spec.trigger_policy.condition and not expressions.evaluate_condition(
-                    node.spec.trigger_policy.condition, inputs.parameters):
+            if node.spec.trigger_policy.condition and not self._condition_holds(dag, node, inputs):
                 return self._skip(dag, node, inputs)
         except (InputError, expressions.ExpressionError) as error:
             return self._end(dag, node, TaskReport(path, FAILED, error=str(error), kind=self._kind(node)))
@@ -313,17 +315,25 @@ class Scheduler:
             return self._start_sub_dag(dag, node, inputs)
         executor = self.pipeline.executors[node.component.executor_label]
         if executor.WhichOneof("spec") == "importer":
-            began = time.monotonic()
-            if self.on_start is not None:
-                self.on_start(path)
-            execution_id, outputs = importers.run_importer(self.cache, self.run, node.name, node.spec, node.component,
-                                                           executor.importer, inputs, dag.execution.id,
-                                                           str(self.pipeline_root))
-            return self._end(dag, node, TaskReport(path, COMPLETE, execution_id, duration=time.monotonic() - began,
-                                                   kind="importer",
-                                                   output_artifact_ids=artifact_ids(outputs)),
-                             outputs)
+            return self._start_importer(dag, node, inputs, executor.importer)
         return self._start_container(dag, node, inputs, executor.container)
+
+    # The steps below are where a plan (.planning.Planner) differs from a run: it decides what would
+    # happen from the same inputs, where a run does it.
+
+    def _condition_holds(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> bool:
+        return expressions.evaluate_condition(node.spec.trigger_policy.condition, inputs.parameters)
+
+    def _start_importer(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, importer: Any) -> None:
+        path = dag.path + node.name
+        began = time.monotonic()
+        if self.on_start is not None:
+            self.on_start(path)
+        execution_id, outputs = importers.run_importer(self.cache, self.run, node.name, node.spec, node.component,
+                                                       importer, inputs, dag.execution.id, str(self.pipeline_root))
+        self._end(dag, node, TaskReport(path, COMPLETE, execution_id, duration=time.monotonic() - began,
+                                        kind="importer", output_artifact_ids=artifact_ids(outputs)),
+                  outputs)
 
     def _kind(self, node: _Node) -> str:
         if node.component.WhichOneof("implementation") == "dag":
@@ -367,12 +377,10 @@ class Scheduler:
 
     # -- loops -------------------------------------------------------------------------------------
 
-    def _start_loop(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> None:
-        path = dag.path + node.name
+    @staticmethod
+    def _loop_items(node: _Node, inputs: ResolvedInputs) -> tuple[Any, dict[str, Any]]:
+        """The items of a ``dsl.ParallelFor`` (a list, unless the input is not one), and the loop's parameters."""
         iterator = node.spec.parameter_iterator
-        if node.spec.WhichOneof("iterator") != "parameter_iterator":
-            return self._end(dag, node, TaskReport(path, FAILED, error="a loop over artifacts is not supported",
-                                                   kind="loop"))
         parameters = dict(inputs.parameters)
         if iterator.items.WhichOneof("kind") == "raw":
             items: Any = json.loads(iterator.items.raw)
@@ -384,6 +392,14 @@ class Scheduler:
                     items = json.loads(items)
                 except ValueError:
                     pass
+        return items, parameters
+
+    def _start_loop(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> None:
+        path = dag.path + node.name
+        if node.spec.WhichOneof("iterator") != "parameter_iterator":
+            return self._end(dag, node, TaskReport(path, FAILED, error="a loop over artifacts is not supported",
+                                                   kind="loop"))
+        items, parameters = self._loop_items(node, inputs)
         if not isinstance(items, list):
             return self._end(dag, node, TaskReport(
                 path, FAILED, kind="loop",

@@ -13,7 +13,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from ..errors import MlmdCacheError
 from .reports import TaskReport
 
-__all__ = ["Scope", "InputError", "ArtifactList", "artifact_ids"]
+__all__ = ["Scope", "InputError", "ArtifactList", "artifact_ids", "Pending", "first_pending"]
 
 ArtifactList = list[pipeline_spec_pb2.RuntimeArtifact]
 
@@ -21,6 +21,43 @@ ArtifactList = list[pipeline_spec_pb2.RuntimeArtifact]
 def artifact_ids(artifacts: Mapping[str, ArtifactList]) -> dict[str, list[int]]:
     """The MLMD IDs of artifact lists, by name (a RuntimeArtifact's name is its MLMD ID)."""
     return {name: [int(artifact.name) for artifact in artifact_list] for name, artifact_list in artifacts.items()}
+
+
+class Pending:
+    """A value a plan (:mod:`mlmd_cache.plan`) cannot know before the run: an output of a task that
+    will execute, a new artifact, or a run-time placeholder whose value is new in every run. It
+    stands in the scope where the value will be, so that the runner's own input resolution carries
+    it to the tasks that use it. ``new`` is true when the value is certainly new (a new artifact ID,
+    a new run's name): a cache key made from it cannot match any earlier one. A run never sees one.
+    """
+
+    __slots__ = ("producer", "what", "new")
+
+    def __init__(self, producer: str, what: str, new: bool) -> None:
+        self.producer, self.what, self.new = producer, what, new
+
+    def __iter__(self):  # an unknown list (a loop's Collected outputs) is one unknown element
+        yield self
+
+    def __repr__(self) -> str:
+        return f"Pending({self.producer!r}, {self.what!r}, new={self.new})"
+
+
+def first_pending(value: Any) -> Optional[Pending]:
+    """The first :class:`Pending` in a resolved value (a parameter, a list of artifacts, a list of either)."""
+    if isinstance(value, Pending):
+        return value
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = first_pending(item)
+            if found is not None:
+                return found
+    elif isinstance(value, dict):
+        for item in value.values():
+            found = first_pending(item)
+            if found is not None:
+                return found
+    return None
 
 
 class InputError(MlmdCacheError):

@@ -15,6 +15,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from .. import json_values
 from .expressions import value_text
+from .scope import Pending
 
 __all__ = ["ParameterType", "from_protobuf", "to_protobuf", "coerce", "RunPlaceholders"]
 
@@ -55,8 +56,8 @@ def coerce(value: Any, parameter_type: int) -> Any:
     """A resolved value in the type of the input that receives it: text for STRING (as KFP's
     driver writes it, see :func:`~.expressions.value_text`), an int for a
     whole-valued NUMBER_INTEGER, JSON text parsed for a LIST or STRUCT given as a string."""
-    if value is None:
-        return None
+    if value is None or isinstance(value, Pending):  # a plan's unknown value stays unknown
+        return value
     if parameter_type == ParameterType.STRING:
         return value_text(value)
     if parameter_type == ParameterType.NUMBER_INTEGER and isinstance(value, float) and value.is_integer():
