@@ -506,6 +506,49 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
 
 
 @main.command()
+@click.argument("pipeline_file", metavar="PIPELINE.yaml")
+@db_option
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A pipeline parameter, parsed by its declared type (repeatable).")
+@click.option("--artifact", "artifacts", multiple=True, metavar="NAME=ID|URI",
+              help="A pipeline input artifact: an MLMD artifact ID, or a URI (repeatable).")
+@click.option("--disable-cache", is_flag=True, help="Plan a run with enable_caching=False (every task runs).")
+@click.option("--run-name", metavar="NAME", help="The run's name (checked to be new), as run-pipeline takes it.")
+@click.option("--pipeline-root", metavar="DIR",
+              help="As run-pipeline's (matters only to tasks given {{$.pipeline_root}}).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_reports_errors
+def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
+         disable_cache: bool, run_name: Optional[str], pipeline_root: Optional[str], as_json: bool) -> None:
+    """Tell what run-pipeline would do with each task, without running or writing anything.
+
+    Each task is a hit (the execution it would reuse), run (with why: no cache source for its key,
+    caching disabled, an input artifact that an upstream task makes anew), skipped (a false
+    condition), or unknown (it depends on an output the run learns only as it goes)."""
+    from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
+    from .plan import plan_pipeline
+    from .runner import default_pipeline_root
+
+    pipeline = load_pipeline(pipeline_file)
+    arguments = pipeline.parse_parameters(parse_assignments(params))
+    input_artifacts = parse_artifact_references(artifacts)
+    cache = ExecutionCache(open_store(db_url, read_only=True))
+    result = plan_pipeline(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name,
+                           pipeline_root=pipeline_root or default_pipeline_root(db_url),
+                           enable_caching=False if disable_cache else None)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+        return
+    width = max([24] + [len(name) + 1 for name in result.tasks])
+    for task in result.tasks.values():
+        click.echo(f"{task.name:<{width}} {task.label:<28} {task.reason}".rstrip())
+    counts = result.counts()
+    summary = ", ".join(f"{counts[status]} {status}" for status in ("hit", "run", "skipped", "unknown", "fails")
+                        if status in counts) or "no tasks"
+    click.echo(f"plan for pipeline {result.pipeline}: {summary} (nothing was run or written)")
+
+
+@main.command()
 @click.option("--older-than", metavar="DURATION",
               help="Also recover RUNNING executions whose runner cannot be checked from here (another host, "
                    "no runner record) last written longer ago than DURATION: 30m, 2h, 7d, or ISO 8601 PT2H, P7D.")

@@ -135,7 +135,8 @@ class Planner(Scheduler):
         """The task, and every task inside it, is ``unknown``; its outputs are Pending."""
         path = dag.path + node.name
         decision = Decision("unknown", reason, upstream=upstream)
-        for inner, kind in self._inner_tasks(node.component, path + "/"):
+        loop = bool(node.spec.WhichOneof("iterator"))  # its iterations are not known: none is listed
+        for inner, kind in [] if loop else self._inner_tasks(node.component, path + "/"):
             self.decisions[inner] = decision
             self._report(TaskReport(inner, UNKNOWN, error=reason, kind=kind))
             if maybe_not_run:

@@ -19,8 +19,10 @@ ArtifactList = list[pipeline_spec_pb2.RuntimeArtifact]
 
 
 def artifact_ids(artifacts: Mapping[str, ArtifactList]) -> dict[str, list[int]]:
-    """The MLMD IDs of artifact lists, by name (a RuntimeArtifact's name is its MLMD ID)."""
-    return {name: [int(artifact.name) for artifact in artifact_list] for name, artifact_list in artifacts.items()}
+    """The MLMD IDs of artifact lists, by name (a RuntimeArtifact's name is its MLMD ID); a plan's
+    :class:`Pending` artifact has none yet."""
+    return {name: [int(artifact.name) for artifact in artifact_list if not isinstance(artifact, Pending)]
+            for name, artifact_list in artifacts.items()}
 
 
 class Pending:
