@@ -549,6 +549,48 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
 
 
 @main.command()
+@click.option("--pipeline", metavar="NAME", help="Only this pipeline. Default: every pipeline in the store.")
+@click.option("--since", metavar="DURATION",
+              help="Only executions created in the last DURATION: 12h, 7d, or ISO 8601 PT12H, P7D.")
+@click.option("--top", type=click.IntRange(min=0), default=5, show_default=True, metavar="N",
+              help="How many of the tasks that miss most to list.")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_reports_errors
+def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optional[str], as_json: bool) -> None:
+    """Tell how well the cache works: executions run and reused, hit rate, compute time saved (the
+    reused executions' durations), the tasks that miss most, and invalidated cache sources."""
+    from .recovery import parse_duration
+    from .stats import cache_stats
+
+    window = None
+    if since is not None:
+        try:
+            window = parse_duration(since)
+        except InvalidArgumentError:
+            raise click.BadParameter(f"{since!r} is not a duration (give e.g. 12h, 7d, or ISO 8601 PT12H, P7D)",
+                                     param_hint="--since") from None
+    result = cache_stats(open_store(db_url, read_only=True), pipeline=pipeline, since=window, top=top)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+        return
+    scope = f"pipeline {pipeline}" if pipeline is not None else _count(result.pipelines, "pipeline")
+    click.echo(f"{scope}" + (f", executions of the last {since}" if since is not None else "") + ":")
+    rate = f"{result.hit_rate:.1%}" if result.hit_rate is not None else "n/a"
+    click.echo(f"  executed      {result.executed}" + (f" ({result.caching_off} with caching off)"
+                                                        if result.caching_off else ""))
+    click.echo(f"  cached        {result.cached}")
+    click.echo(f"  hit rate      {rate} ({result.cached} of {result.cached + result.misses} lookups)")
+    click.echo(f"  time saved    {result.time_saved_seconds:.1f} s (the reused executions' durations)")
+    click.echo(f"  invalidated   {_count(result.invalidated_sources, 'cache source')}")
+    if result.top_misses:
+        click.echo("  tasks that miss most:")
+        for task in result.top_misses:
+            where = "" if pipeline is not None else f" (pipeline {task.pipeline})"
+            click.echo(f"    {task.task}{where}: {task.misses} miss{'' if task.misses == 1 else 'es'}")
+
+
+@main.command()
 @click.option("--older-than", metavar="DURATION",
               help="Also recover RUNNING executions whose runner cannot be checked from here (another host, "
                    "no runner record) last written longer ago than DURATION: 30m, 2h, 7d, or ISO 8601 PT2H, P7D.")
