@@ -537,7 +537,7 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
                            pipeline_root=pipeline_root or default_pipeline_root(db_url),
                            enable_caching=False if disable_cache else None)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+        click.echo(json.dumps(result.to_dict()))  # tasks in the order a run would end them
         return
     width = max([24] + [len(name) + 1 for name in result.tasks])
     for task in result.tasks.values():

@@ -119,6 +119,7 @@ class Planner(Scheduler):
         self.decisions: dict[str, Decision] = {}
         self._maybe_not_run: set[str] = set()  # undecided paths that might not run at all (a condition)
         self._runs_by_fingerprint: dict[str, str] = {}
+        self._run_type_id: Optional[int] = None
 
     def _wait(self) -> None:  # nothing ever runs, so there is nothing to wait for
         raise RuntimeError("the plan did not reach the end of the pipeline")
@@ -252,8 +253,7 @@ class Planner(Scheduler):
                                    "if that has ended when this one starts", earlier, maybe_not_run=False)
         if hit is not None:
             outputs = containers.scope_outputs(hit, node.component)
-            source = records.read_property(hit.source, records.TASK_NAME) or "?"
-            decision = Decision("hit", f"a valid cache source: execution {hit.source_execution_id} (task {source})",
+            decision = Decision("hit", f"reuses the outputs of {self._source_run(hit.source)}",
                                 hit.source_execution_id, fingerprint=fingerprint)
             ids = {name: [a.id for a in artifacts] for name, artifacts in hit.output_artifacts.items()}
             return self._decide(dag, node, decision, CACHED, outputs, output_artifact_ids=ids,
@@ -261,6 +261,14 @@ class Planner(Scheduler):
         self._runs_by_fingerprint[fingerprint] = path
         self._decide(dag, node, Decision("run", miss_reason(self.cache, self.run.pipeline, fingerprint),
                                          fingerprint=fingerprint), COMPLETE, new_outputs)
+
+
+    def _source_run(self, source: mlmd.Execution) -> str:
+        """``run 'NAME'`` of a source execution (the run it executed in), for people reading the plan."""
+        if self._run_type_id is None:
+            self._run_type_id = self.cache.store.get_context_type(records.RUN_CONTEXT_TYPE).id
+        runs = [c.name for c in self.cache.store.get_contexts_by_execution(source.id) if c.type_id == self._run_type_id]
+        return f"run {runs[0]!r}" if runs else f"execution {source.id}"
 
 
 class _Undecided(Exception):
