@@ -516,26 +516,36 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
 @click.option("--run-name", metavar="NAME", help="The run's name (checked to be new), as run-pipeline takes it.")
 @click.option("--pipeline-root", metavar="DIR",
               help="As run-pipeline's (matters only to tasks given {{$.pipeline_root}}).")
+@click.option("--max-cache-staleness", "max_staleness", metavar="DURATION",
+              help="As run-pipeline's: sources that started longer ago are not reused.")
+@click.option("--task-staleness", "task_staleness", multiple=True, metavar="TASK=DURATION",
+              help="As run-pipeline's: the same for one task (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_reports_errors
 def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
-         disable_cache: bool, run_name: Optional[str], pipeline_root: Optional[str], as_json: bool) -> None:
+         disable_cache: bool, run_name: Optional[str], pipeline_root: Optional[str], max_staleness: Optional[str],
+         task_staleness: tuple[str, ...], as_json: bool) -> None:
     """Tell what run-pipeline would do with each task, without running or writing anything.
 
     Each task is a hit (the execution it would reuse), run (with why: no cache source for its key,
     caching disabled, an input artifact that an upstream task makes anew), skipped (a false
     condition), or unknown (it depends on an output the run learns only as it goes)."""
+    from .durations import parse_duration, parse_task_durations
     from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
     from .plan import plan_pipeline
-    from .runner import default_pipeline_root
+    from .runner import check_task_names, default_pipeline_root
 
     pipeline = load_pipeline(pipeline_file)
     arguments = pipeline.parse_parameters(parse_assignments(params))
     input_artifacts = parse_artifact_references(artifacts)
+    staleness = parse_duration(max_staleness, "--max-cache-staleness") if max_staleness is not None else None
+    per_task = parse_task_durations(task_staleness, "--task-staleness")
+    check_task_names(pipeline, per_task, "--task-staleness")  # before the store is opened
     cache = ExecutionCache(open_store(db_url, read_only=True))
     result = plan_pipeline(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name,
                            pipeline_root=pipeline_root or default_pipeline_root(db_url),
-                           enable_caching=False if disable_cache else None)
+                           enable_caching=False if disable_cache else None, max_staleness=staleness,
+                           task_staleness=per_task)
     if as_json:
         click.echo(json.dumps(result.to_dict()))  # tasks in the order a run would end them
         return
@@ -560,16 +570,10 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
 def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optional[str], as_json: bool) -> None:
     """Tell how well the cache works: executions run and reused, hit rate, compute time saved (the
     reused executions' durations), the tasks that miss most, and invalidated cache sources."""
-    from .recovery import parse_duration
+    from .durations import parse_duration
     from .stats import cache_stats
 
-    window = None
-    if since is not None:
-        try:
-            window = parse_duration(since)
-        except InvalidArgumentError:
-            raise click.BadParameter(f"{since!r} is not a duration (give e.g. 12h, 7d, or ISO 8601 PT12H, P7D)",
-                                     param_hint="--since") from None
+    window = parse_duration(since, "--since") if since is not None else None
     result = cache_stats(open_store(db_url, read_only=True), pipeline=pipeline, since=window, top=top)
     if as_json:
         click.echo(json.dumps(result.to_dict(), sort_keys=True))

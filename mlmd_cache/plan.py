@@ -34,7 +34,7 @@ from . import records
 from .cache import ExecutionCache, PipelineRun
 from .errors import InvalidArgumentError
 from .pipeline_spec import CompiledPipeline
-from .runner import check_commands, default_pipeline_root, run_arguments
+from .runner import check_commands, check_task_names, default_pipeline_root, run_arguments
 from .runner.containers import runtime_artifact
 from .runner.planning import UNKNOWN, Planner
 from .runner.reports import CACHED, FAILED, NOT_RUN, SKIPPED
@@ -109,24 +109,31 @@ def plan_pipeline(
     run_name: Optional[str] = None,
     pipeline_root: Optional[os.PathLike] = None,
     enable_caching: Optional[bool] = None,
+    max_staleness: Optional[datetime.timedelta] = None,
+    task_staleness: Optional[Mapping[str, datetime.timedelta]] = None,
 ) -> Plan:
     """The plan of a run of ``pipeline`` with these arguments (as :func:`~mlmd_cache.runner.run_pipeline`
     takes them, and checked as it checks them): see the module docstring. Only reads the store.
 
     ``run_name`` and ``pipeline_root`` matter only to tasks whose inputs are run-time placeholders:
-    a task given the run's name (or ID, or creation time) always runs, whatever the name."""
+    a task given the run's name (or ID, or creation time) always runs, whatever the name.
+    ``max_staleness`` and ``task_staleness`` are the run's (see :func:`~mlmd_cache.runner.run_pipeline`)."""
     if run_name is not None and cache.store.get_context_by_type_and_name(records.RUN_CONTEXT_TYPE, run_name):
         raise InvalidArgumentError(f"a pipeline run named {run_name!r} is already in the store; "
                                    "a new run needs a new name")
     name = run_name or executor_input_utils.get_local_pipeline_resource_name(pipeline.name)
     arguments, input_artifacts = run_arguments(cache, pipeline, parameters, artifacts, name, find_only=True)
+    task_staleness = dict(task_staleness or {})
+    check_task_names(pipeline, task_staleness, "task staleness")
     # the task environment's shims give python and pip; the rest must be on this host's PATH
     check_commands(pipeline, os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", os.defpath))
     root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()
-    run = PipelineRun(pipeline.name, name, mlmd.Context(), mlmd.Context(), enable_caching)  # never written
+    run = PipelineRun(pipeline.name, name, mlmd.Context(), mlmd.Context(), enable_caching,  # never written
+                      max_staleness)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     planner = Planner(cache, pipeline, run, root,
-                      RunPlaceholders(job_name=name, job_id=name, pipeline_root=str(root), create_time=created))
+                      RunPlaceholders(job_name=name, job_id=name, pipeline_root=str(root), create_time=created),
+                      task_staleness)
     declared = pipeline.spec.root.input_definitions.artifacts
     root_artifacts = {
         key: [runtime_artifact(artifact, declared[key].artifact_type) if artifact.HasField("id")

@@ -2,6 +2,7 @@
 checked against the run that follows it, task by task, and against the store's records (unchanged)."""
 # (no `from __future__ import annotations`: KFP reads the components' annotations as types)
 
+import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -119,6 +120,30 @@ def test_caching_disabled_for_the_run_and_for_a_task(db, tmp_path):
     assert planned.tasks["make-data"].reason == "caching is disabled for the task"
     assert labels(planned)["train"] == labels(planned)["evaluate"] == "run (upstream runs)"
     assert planned.tasks["announce"].status == "hit"
+
+
+def test_a_source_that_is_no_longer_valid_is_named_with_why(db, tmp_path):
+    path = compile_to(tmp_path / "chain.yaml", chain_pipeline())
+    first = run(db, path, tmp_path, run_name="r1")
+    source = first.tasks["train"].execution_id
+    model = connect(db).get_artifacts_by_id(first.tasks["train"].output_artifact_ids["model"])[0]
+    Path(model.uri).unlink()
+    planned, _ = plan_then_run(db, path, tmp_path, run_name="r2")
+    assert labels(planned)["make-data"].startswith("hit") and labels(planned)["train"] == "run"
+    assert planned.tasks["train"].reason == (f"source execution {source} is no valid cache source: output artifact "
+                                             f"{model.id}'s file {model.uri} no longer exists")
+    assert labels(planned)["evaluate"] == "run (upstream runs)"
+
+
+def test_max_staleness_is_the_runs_rule(db, tmp_path):
+    path = compile_to(tmp_path / "chain.yaml", chain_pipeline())
+    run(db, path, tmp_path, run_name="r1")
+    tiny = datetime.timedelta(microseconds=1)  # every source is older than that
+    planned, _ = plan_then_run(db, path, tmp_path, run_name="r2", task_staleness={"announce": tiny})
+    assert labels(planned)["announce"] == "run" and "maximum cache staleness" in planned.tasks["announce"].reason
+    assert {labels(planned)[name].split()[0] for name in ("make-data", "train", "evaluate")} == {"hit"}
+    planned, _ = plan_then_run(db, path, tmp_path, run_name="r3", max_staleness=tiny)
+    assert {task.label for task in planned.tasks.values()} == {"run", "run (upstream runs)"}
 
 
 @dsl.pipeline(name="gated")
@@ -278,6 +303,8 @@ def test_the_command_prints_each_task_and_json(db, tmp_path):
     (["--param", "nope=1"], "has no parameter 'nope'"),
     (["--artifact", "x=1"], "no input artifact 'x'"),
     (["--run-name", "r1"], "already in the store"),
+    (["--task-staleness", "nope=1d"], "has no task 'nope'"),
+    (["--max-cache-staleness", "later"], "not a duration"),
 ])
 def test_bad_input_is_one_line(db, tmp_path, arguments, message):
     path = compile_to(tmp_path / "chain.yaml", chain_pipeline())

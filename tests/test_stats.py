@@ -120,7 +120,7 @@ def test_the_command_text_and_json_and_nothing_written(store):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--since", "soon"], "--since: 'soon' is not a duration"),
+    (["--since", "soon"], "--since 'soon': not a duration"),
     (["--pipeline", "nope"], "no pipeline named 'nope' in the store"),
     (["--top", "-1"], "--top"),
 ])

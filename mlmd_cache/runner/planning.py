@@ -11,9 +11,11 @@ input: an artifact ID, the run's name) or ``unknown`` (a value that may turn out
 """
 from __future__ import annotations
 
+import datetime
+
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
@@ -111,10 +113,11 @@ class Planner(Scheduler):
     or iteration that is skipped or undecided); ``reports`` holds the reports a run would make."""
 
     def __init__(self, cache: ExecutionCache, pipeline: CompiledPipeline, run: PipelineRun, pipeline_root: Path,
-                 placeholders: RunPlaceholders) -> None:
+                 placeholders: RunPlaceholders,
+                 task_staleness: Optional[Mapping[str, datetime.timedelta]] = None) -> None:
         plan_placeholders = _PlanPlaceholders(placeholders.job_name, placeholders.job_id,
                                               placeholders.pipeline_root, placeholders.create_time)
-        super().__init__(cache, pipeline, run, pipeline_root, {}, 1, plan_placeholders, None, None)
+        super().__init__(cache, pipeline, run, pipeline_root, {}, 1, plan_placeholders, None, None, task_staleness)
         self.dags = _NoRecords()
         self.decisions: dict[str, Decision] = {}
         self._maybe_not_run: set[str] = set()  # undecided paths that might not run at all (a condition)
@@ -244,9 +247,10 @@ class Planner(Scheduler):
             name, pending = unknown
             reason = f"input {name!r} is {_source(pending)}'s output, known once it runs"
             return self._undecided(dag, node, reason, pending.producer, maybe_not_run=False)
-        task = containers.cache_task(node.name, node.spec, node.component, container, inputs, 0)
+        task = self._cache_task(dag, node, inputs, container)
         fingerprint = task.fingerprint
-        hit = self.cache.lookup(self.run, task)
+        found = self.cache.look_up(self.run, task)  # the run's own lookup, validity rules and all
+        hit = found.hit
         if hit is None and fingerprint in self._runs_by_fingerprint:
             earlier = self._runs_by_fingerprint[fingerprint]
             return self._undecided(dag, node, f"same cache key as task {earlier!r}, which runs in this run: a hit "
@@ -259,8 +263,13 @@ class Planner(Scheduler):
             return self._decide(dag, node, decision, CACHED, outputs, output_artifact_ids=ids,
                                 output_parameters={k: v for k, v in outputs.items() if k in hit.output_parameters})
         self._runs_by_fingerprint[fingerprint] = path
-        self._decide(dag, node, Decision("run", miss_reason(self.cache, self.run.pipeline, fingerprint),
-                                         fingerprint=fingerprint), COMPLETE, new_outputs)
+        if found.rejected:
+            execution, problem = found.rejected[0]
+            more = f" (and {len(found.rejected) - 1} older ones)" if len(found.rejected) > 1 else ""
+            reason = f"source execution {execution}{more} is no valid cache source: {problem}"
+        else:
+            reason = "no cache source for this key"
+        self._decide(dag, node, Decision("run", reason, fingerprint=fingerprint), COMPLETE, new_outputs)
 
 
     def _source_run(self, source: mlmd.Execution) -> str:
@@ -278,12 +287,3 @@ class _Undecided(Exception):
         super().__init__(reason)
         self.reason, self.upstream = reason, upstream
 
-
-def miss_reason(cache: ExecutionCache, pipeline: str, fingerprint: str) -> str:
-    """Why a lookup of ``fingerprint`` missed: no execution ever recorded the key as a cache source,
-    or some did and none of them is valid now."""
-    context = cache.store.get_context_by_type_and_name(
-        records.CACHE_SOURCE_CONTEXT_TYPE, records.cache_source_context_name(pipeline, fingerprint))
-    if context is None:
-        return "no cache source for this key"
-    return "an earlier execution has this key, but it is no valid cache source now"

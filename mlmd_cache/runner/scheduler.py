@@ -27,7 +27,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import records
-from ..cache import ExecutionCache, PipelineRun, TaskExecution
+from ..cache import ExecutionCache, PipelineRun, Task, TaskExecution
 from ..errors import MlmdCacheError, StoreFaultError
 from ..pipeline_spec import CompiledPipeline, upstream_tasks
 from . import containers, expressions, importers
@@ -477,9 +477,7 @@ class Scheduler:
         """A hit is recorded at once; a miss waits for a free slot (:meth:`_fill_slots`), so that an
         execution is RUNNING only while its process runs."""
         began = time.monotonic()
-        task = containers.cache_task(node.name, node.spec, node.component, container, inputs, dag.execution.id,
-                                     max_staleness=self.task_staleness.get(dag.path + node.name,
-                                                                           self.task_staleness.get(node.name)))
+        task = self._cache_task(dag, node, inputs, container)
         try:
             task = self.cache.keyed(self.run, task)  # by content in a key_by_content run: once, for lookup and start
             found = self.cache.look_up(self.run, task)
@@ -491,6 +489,12 @@ class Scheduler:
         except MlmdCacheError as error:  # e.g. an input artifact that no longer exists
             return self._end(dag, node, TaskReport(dag.path + node.name, FAILED, error=str(error)))
         self._waiting.append(lambda: self._execute(dag, node, inputs, container, task, found.miss_reason))
+
+    def _cache_task(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any) -> Task:
+        """The task as the cache sees it (its key, and its own max staleness by path or name)."""
+        return containers.cache_task(node.name, node.spec, node.component, container, inputs, dag.execution.id,
+                                     max_staleness=self.task_staleness.get(dag.path + node.name,
+                                                                           self.task_staleness.get(node.name)))
 
     def _fill_slots(self) -> bool:
         """Start waiting tasks and retries while fewer than ``parallelism`` processes run; whether any started."""
