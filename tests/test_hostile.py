@@ -621,6 +621,8 @@ READ_ONLY_COMMANDS = {
     "downstream": ["mlmd-lineage", "downstream", "1"],
     "export": ["mlmd-lineage", "export", "-o", "{tmp}/out.json"],
     "index-dry-run": ["mlmd-cache", "index", "--dry-run"],
+    "plan": ["mlmd-cache", "plan", "{pipeline}"],
+    "stats": ["mlmd-cache", "stats"],
 }
 WRITING_COMMANDS = {
     "run-pipeline": ["mlmd-cache", "run-pipeline", "{pipeline}", "--pipeline-root", "{tmp}/root"],
