@@ -520,11 +520,13 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
               help="As run-pipeline's: sources that started longer ago are not reused.")
 @click.option("--task-staleness", "task_staleness", multiple=True, metavar="TASK=DURATION",
               help="As run-pipeline's: the same for one task (repeatable).")
+@click.option("--digest", is_flag=True, help="As run-pipeline's: sources whose outputs' bytes changed are not reused.")
+@click.option("--key-by-content", is_flag=True, help="As run-pipeline's: input artifacts keyed by digest.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_reports_errors
 def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
          disable_cache: bool, run_name: Optional[str], pipeline_root: Optional[str], max_staleness: Optional[str],
-         task_staleness: tuple[str, ...], as_json: bool) -> None:
+         task_staleness: tuple[str, ...], digest: bool, key_by_content: bool, as_json: bool) -> None:
     """Tell what run-pipeline would do with each task, without running or writing anything.
 
     Each task is a hit (the execution it would reuse), run (with why: no cache source for its key,
@@ -545,7 +547,7 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
     result = plan_pipeline(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name,
                            pipeline_root=pipeline_root or default_pipeline_root(db_url),
                            enable_caching=False if disable_cache else None, max_staleness=staleness,
-                           task_staleness=per_task)
+                           task_staleness=per_task, digest=digest, key_by_content=key_by_content)
     if as_json:
         click.echo(json.dumps(result.to_dict()))  # tasks in the order a run would end them
         return

@@ -111,13 +111,17 @@ def plan_pipeline(
     enable_caching: Optional[bool] = None,
     max_staleness: Optional[datetime.timedelta] = None,
     task_staleness: Optional[Mapping[str, datetime.timedelta]] = None,
+    digest: bool = False,
+    key_by_content: bool = False,
 ) -> Plan:
     """The plan of a run of ``pipeline`` with these arguments (as :func:`~mlmd_cache.runner.run_pipeline`
     takes them, and checked as it checks them): see the module docstring. Only reads the store.
 
     ``run_name`` and ``pipeline_root`` matter only to tasks whose inputs are run-time placeholders:
     a task given the run's name (or ID, or creation time) always runs, whatever the name.
-    ``max_staleness`` and ``task_staleness`` are the run's (see :func:`~mlmd_cache.runner.run_pipeline`)."""
+    ``max_staleness``, ``task_staleness``, ``digest`` and ``key_by_content`` are the run's (see
+    :func:`~mlmd_cache.runner.run_pipeline`); keyed by content, a consumer of a task that runs is
+    ``unknown`` (the new output may have the same bytes), and input files are hashed to key the rest."""
     if run_name is not None and cache.store.get_context_by_type_and_name(records.RUN_CONTEXT_TYPE, run_name):
         raise InvalidArgumentError(f"a pipeline run named {run_name!r} is already in the store; "
                                    "a new run needs a new name")
@@ -129,7 +133,7 @@ def plan_pipeline(
     check_commands(pipeline, os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", os.defpath))
     root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()
     run = PipelineRun(pipeline.name, name, mlmd.Context(), mlmd.Context(), enable_caching,  # never written
-                      max_staleness)
+                      max_staleness=max_staleness, digest=digest, key_by_content=key_by_content)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     planner = Planner(cache, pipeline, run, root,
                       RunPlaceholders(job_name=name, job_id=name, pipeline_root=str(root), create_time=created),

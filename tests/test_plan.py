@@ -146,6 +146,21 @@ def test_max_staleness_is_the_runs_rule(db, tmp_path):
     assert {task.label for task in planned.tasks.values()} == {"run", "run (upstream runs)"}
 
 
+def test_keyed_by_content_a_consumer_of_a_task_that_runs_is_unknown_and_digests_are_the_runs_rule(db, tmp_path):
+    from tests.test_digests import rows_pipeline
+
+    path = compile_to(tmp_path / "p.yaml", rows_pipeline("early-cutoff", cache_rows=False))
+    run(db, path, tmp_path, run_name="r1", key_by_content=True)
+    planned, report = plan_then_run(db, path, tmp_path, run_name="r2", key_by_content=True)
+    # make-rows runs (caching off for it); its new artifact may hold the same bytes: fit is not guessed
+    assert labels(planned) == {"make-rows": "run", "fit": "unknown (depends on task make-rows)",
+                               "score": "unknown (depends on task fit)"}
+    assert report.tasks["fit"].state == "CACHED"  # it had the same bytes
+    # by MLMD ID the new artifact is certainly a new key
+    planned, _ = plan_then_run(db, path, tmp_path, run_name="r3")
+    assert labels(planned) == {"make-rows": "run", "fit": "run (upstream runs)", "score": "run (upstream runs)"}
+
+
 @dsl.pipeline(name="gated")
 def gated(n: int = 3):
     with dsl.If(n > 2):

@@ -230,7 +230,8 @@ class Planner(Scheduler):
         if options.cache_key:  # the fingerprint is the custom key's alone: the inputs do not enter it
             inputs = _without_pending(inputs)
         found = _first_pending_input(inputs, artifacts=True)
-        if found is not None and found[1].new:
+        # keyed by content, a new artifact with the same bytes as before keeps the key: not certainly new
+        if found is not None and found[1].new and not self.run.key_by_content:
             name, pending = found
             if pending.producer:
                 reason = f"input artifact {name!r} will be a new artifact of {_source(pending)}, which runs"
@@ -247,7 +248,7 @@ class Planner(Scheduler):
             name, pending = unknown
             reason = f"input {name!r} is {_source(pending)}'s output, known once it runs"
             return self._undecided(dag, node, reason, pending.producer, maybe_not_run=False)
-        task = self._cache_task(dag, node, inputs, container)
+        task = self.cache.keyed(self.run, self._cache_task(dag, node, inputs, container))  # as the run keys it
         fingerprint = task.fingerprint
         found = self.cache.look_up(self.run, task)  # the run's own lookup, validity rules and all
         hit = found.hit
