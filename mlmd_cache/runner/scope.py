@@ -6,7 +6,7 @@ KFP's executor input.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -38,7 +38,7 @@ class Pending:
     def __init__(self, producer: str, what: str, new: bool) -> None:
         self.producer, self.what, self.new = producer, what, new
 
-    def __iter__(self):  # an unknown list (a loop's Collected outputs) is one unknown element
+    def __iter__(self) -> Iterator["Pending"]:  # an unknown list (a loop's Collected outputs) is one unknown element
         yield self
 
     def __repr__(self) -> str:
