@@ -631,3 +631,92 @@ def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_
     if result.unknown:
         left.append(f"{result.unknown} whose runner cannot be checked from this host (see --older-than)")
     click.echo(summary + (f"; left RUNNING: {', '.join(left)}" if left else ""))
+
+
+@main.command()
+@click.option("--artifact", type=int, metavar="ID", help="Stop the cache sources that produced this artifact.")
+@click.option("--execution", type=int, metavar="ID",
+              help="Stop this cache source (a CACHED execution: the source it reused).")
+@click.option("--run", "run_name", metavar="NAME",
+              help="Stop the sources the run produced and the sources its CACHED tasks reused.")
+@click.option("--pipeline", metavar="NAME", help="With --fingerprint: stop every source of this key.")
+@click.option("--fingerprint", metavar="FP", help="With --pipeline: the key's cache fingerprint.")
+@click.option("--cascade", is_flag=True,
+              help="Also stop every cache source downstream (everything made from the chosen artifacts, "
+                   "or from the chosen sources' outputs), found along MLMD's lineage.")
+@click.option("--reason", default="", metavar="TEXT", help="Why (recorded, and told by lookup and explain).")
+@click.option("--list", "list_all", is_flag=True, help="List the invalidations, in force and undone.")
+@click.option("--undo", "undo_id", type=int, metavar="INVALIDATION_ID",
+              help="Take an invalidation back: its sources are valid again unless another one covers them.")
+@click.option("--dry-run", is_flag=True, help="Tell what would stop; write nothing.")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_reports_errors
+def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Optional[str], pipeline: Optional[str],
+               fingerprint: Optional[str], cascade: bool, reason: str, list_all: bool, undo_id: Optional[int],
+               dry_run: bool, db_url: Optional[str], as_json: bool) -> None:
+    """Stop cache sources from being reused, with --cascade everything derived from them too.
+
+    KFP's records are left as they are: each invalidation is a record of its own (when, why, by
+    whom, what was chosen) that lookups, mlmd-lineage explain and show tell, --list lists and
+    --undo takes back."""
+    from . import invalidation
+
+    targets = [t for t, v in (("--artifact", artifact), ("--execution", execution), ("--run", run_name),
+                              ("--pipeline", pipeline), ("--fingerprint", fingerprint)) if v is not None]
+    modes = [m for m, on in (("--list", list_all), ("--undo", undo_id is not None)) if on]
+    if modes and (targets or len(modes) > 1):
+        raise click.UsageError(f"{modes[0]} takes no target" if targets else "give either --list or --undo")
+    if list_all and (cascade or reason or dry_run):
+        raise click.UsageError("--list takes only --db and --json")
+    if undo_id is not None and (cascade or reason):
+        raise click.UsageError("--undo takes no --cascade or --reason")
+    if not modes:
+        # checked here too, so that a mistake is told before a store is opened
+        if ("--pipeline" in targets) != ("--fingerprint" in targets):
+            raise click.UsageError("--pipeline and --fingerprint go together")
+        if len([t for t in targets if t != "--fingerprint"]) != 1:
+            raise click.UsageError("give exactly one target: --artifact ID, --execution ID, --run NAME, or "
+                                   "--pipeline P --fingerprint FP (or --list, --undo ID)")
+    if list_all:
+        found = invalidation.list_invalidations(open_store(db_url, read_only=True))
+        if as_json:
+            click.echo(json.dumps({"invalidations": [i.to_dict() for i in found]}, sort_keys=True))
+            return
+        if not found:
+            click.echo("no invalidations")
+            return
+        rows = [(str(i.id), invalidation._utc(i.invalidated_at), i.target, "yes" if i.cascade else "no",
+                 str(i.count), "in force" if i.in_force else f"undone {invalidation._utc(i.undone_at)}", i.by,
+                 i.reason or "-") for i in found]
+        headers = ("ID", "WHEN", "TARGET", "CASCADE", "SOURCES", "STATE", "BY", "REASON")
+        widths = [max(len(r[c]) for r in [headers, *rows]) for c in range(len(headers))]
+        for row in [headers, *rows]:
+            click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        return
+    store = open_store(db_url, read_only=dry_run, create=False)
+    if undo_id is not None:
+        done = invalidation.undo(store, undo_id, dry_run=dry_run)
+        if as_json:
+            click.echo(json.dumps(done.to_dict(), sort_keys=True))
+            return
+        verb = "would undo" if dry_run else "undid"
+        click.echo(f"{verb} invalidation {done.id} ({done.target}): its {_count(done.count, 'cache source')} "
+                   f"{'would be' if dry_run else 'are'} valid again unless another invalidation in force covers them")
+        return
+    result = invalidation.invalidate(store, artifact=artifact, execution=execution, run=run_name, pipeline=pipeline,
+                                     fingerprint=fingerprint, cascade=cascade, reason=reason, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+        return
+    if not result.sources:
+        click.echo(f"nothing to invalidate: {result.note}")
+        return
+    head = f"invalidation {result.id}" if result.id is not None else "dry run (nothing written)"
+    verb = "would stop" if dry_run else "stopped"
+    how = " with cascade" if cascade else ""
+    why = f" (reason: {reason})" if reason else ""
+    click.echo(f"{head}: {result.target}{how}{why}: {verb} {_count(result.count, 'cache source')}")
+    for source in result.sources:
+        how = "chosen" if source.chosen else f"downstream of artifact {source.via}"
+        click.echo(f"  execution {source.execution_id:<8} task {source.task:<24} {how}")

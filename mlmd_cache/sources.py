@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import digests, records
+from . import digests, invalidation, records
 from .staleness import staleness_problem
 
 __all__ = ["CacheHit", "Candidate", "SourceRules", "artifact_is_usable", "artifact_problem", "local_path", "read_candidates",
@@ -171,8 +171,11 @@ def source_problem(store: metadata_store.MetadataStore, candidate: Candidate,
             problem = artifact_problem(artifact)
             if problem:
                 return problem
+    # cheapest first: the rules that read nothing, an invalidation (a read only when the key was
+    # ever invalidated), then the bytes
     return (staleness_problem(candidate.execution, rules.max_staleness)
-            or _key_mode_problem(candidate, rules) or _digest_problem(candidate, rules))
+            or _key_mode_problem(candidate, rules) or _invalidated(store, candidate)
+            or _digest_problem(candidate, rules))
 
 
 def _key_mode_problem(candidate: Candidate, rules: SourceRules) -> Optional[str]:
@@ -199,6 +202,13 @@ def _digest_problem(candidate: Candidate, rules: SourceRules) -> Optional[str]:
             if problem:
                 return problem
     return None
+
+
+def _invalidated(store: metadata_store.MetadataStore, candidate: Candidate) -> Optional[str]:
+    """An invalidation in force stops the source (``mlmd-cache invalidate``). Reads nothing unless
+    the key's CacheSource context carries the ``invalidated`` flag."""
+    outputs = [artifact.id for artifacts in candidate.output_artifacts.values() for artifact in artifacts]
+    return invalidation.invalidation_problem(store, candidate.execution.id, candidate.context, outputs)
 
 
 def _rounds(store: metadata_store.MetadataStore, context: mlmd.Context, fingerprint: str) -> Iterator[Candidate]:
