@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
+from mlmd_cache import invalidation
 from mlmd_cache.cli import _OneLineUsageErrors, _reports_errors, db_option, open_store
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
@@ -38,6 +39,11 @@ def _time(milliseconds: Optional[int]) -> str:
     if not milliseconds:
         return "-"
     return datetime.fromtimestamp(milliseconds / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _in_force(data: dict[str, Any]) -> list[int]:
+    """The IDs of the invalidations in force that stop an execution as a cache source."""
+    return [r["id"] for r in data.get("invalidations") or [] if r["in_force"]]
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -119,6 +125,7 @@ def show(kind: str, name: str, db_url: Optional[str], as_json: bool) -> None:
         executions = lg.run_executions(graph, name)
         pipeline = next((d.get("pipeline") for _, d in graph.nodes(data=True) if d.get("pipeline")), None)
         for entry in executions:
+            entry["invalidated_by"] = _in_force(graph.nodes[entry["node"]])
             entry["inputs"] = {k: graph.nodes[n]["id"] for k, n in _edges_text(graph, entry["node"], True)}
             entry["outputs"] = {k: graph.nodes[n]["id"] for k, n in _edges_text(graph, entry["node"], False)}
         if as_json:
@@ -127,7 +134,8 @@ def show(kind: str, name: str, db_url: Optional[str], as_json: bool) -> None:
                         "artifacts": sorted(artifacts, key=lambda a: a["id"])})
             return
         click.echo(f"run {name} of pipeline {pipeline}")
-        rows = [(e["id"], e["task"], e["state"], e["cached_from"],
+        rows = [(e["id"], e["task"], e["state"] + (f" (invalidated: {', '.join(map(str, e['invalidated_by']))})"
+                                                   if e["invalidated_by"] else ""), e["cached_from"],
                  ", ".join(f"{k}=#{v}" for k, v in e["inputs"].items()),
                  ", ".join(f"{k}=#{v}" for k, v in e["outputs"].items())) for e in executions]
         for line in _table(("EXECUTION", "TASK", "STATE", "CACHED FROM", "INPUTS", "OUTPUTS"), rows):
@@ -153,6 +161,8 @@ def show(kind: str, name: str, db_url: Optional[str], as_json: bool) -> None:
             fields[1] = ("state", "RUNNING, interrupted: its runner is gone (mlmd-cache recover marks it FAILED)")
         fields += [("runner", props.get("runner")), ("interrupted", props.get("interrupted_reason"))]
         fields += [("image", props.get("image")), ("fingerprint", props.get("cache_fingerprint"))]
+        fields += [("cache source", invalidation.describe(record, chosen=record["chosen"]))
+                   for record in data.get("invalidations") or []]
         fields += [("parameter " + k, lx.format_value(v)) for k, v in sorted((props.get("inputs") or {}).items())]
     for label, value in fields:
         if value not in (None, ""):

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import networkx as nx
 
-from mlmd_cache import records
+from mlmd_cache import invalidation, records
 from mlmd_cache.errors import CacheKeyError
 from mlmd_cache.key import CacheKey
 
@@ -99,6 +99,8 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
     """Why ``execution`` (default: the graph's ``"target"``) was cached or executed, as a dict:
 
     - ``outcome``: ``cached``, ``caching disabled``, ``first run``, ``key changed``,
+      ``source invalidated`` (an identical key ran before, but ``mlmd-cache invalidate`` had stopped
+      its source: ``invalidation`` is the record, ``reason`` says it in words),
       ``source not usable`` (an identical key ran before but was no valid source), or the state of
       a FAILED/RUNNING execution;
     - ``source`` (cached): the execution reused, its task and run; ``provenance``: the chain;
@@ -144,7 +146,14 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
     else:
         previous_data = g.nodes[earlier[0]]
         miss_reason = (data.get("properties") or {}).get(records.MISS_REASON)
-        if miss_reason:  # recorded by the lookup itself: staleness, invalidation, changed bytes, ...
+        stopped = _invalidated_source(g, earlier[0], data.get("create_time") or 0)
+        if stopped is not None and (not miss_reason or str(miss_reason).startswith("invalidated by invalidation")):
+            source, record = stopped
+            result["outcome"] = "source invalidated"
+            result["invalidation"] = record
+            result["reason"] = (f"its cache source, execution {g.nodes[source]['id']}, was "
+                                f"{invalidation.describe(record, chosen=record.get('chosen', False))}")
+        elif miss_reason:  # recorded by the lookup itself: staleness, invalidation, changed bytes, ...
             result["outcome"] = "source not usable"
             result["reason"] = miss_reason
         elif records.CACHE_FINGERPRINT not in (previous_data.get("properties") or {}):
@@ -157,6 +166,18 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
             result["outcome"] = "source not usable"
             result["reason"] = "an identical key ran before, but its outputs were no longer usable (deleted or missing)"
     return result
+
+
+def _invalidated_source(g: nx.MultiDiGraph, previous: str, at: int) -> Optional[tuple[str, dict[str, Any]]]:
+    """The cache source behind ``previous`` (itself, or the source a CACHED one reused) and the
+    newest invalidation that stopped it at the moment ``at`` (ms), if one did."""
+    source = lg.cache_source(g, previous) or previous
+    if source not in g:
+        return None
+    records_in_force = [r for r in g.nodes[source].get("invalidations") or [] if invalidation.in_force_at(r, at)]
+    if not records_in_force:
+        return None
+    return source, max(records_in_force, key=lambda r: r["id"])
 
 
 def format_value(value: Any) -> str:
@@ -196,7 +217,7 @@ def describe(result: dict[str, Any]) -> list[str]:
     p = result["previous"]
     if p is not None:
         lines.append(f"  closest earlier execution of the task: {p['execution_id']} (run {p['run']}, {p['state']})")
-    if outcome == "source not usable":
+    if outcome in ("source not usable", "source invalidated"):
         lines.append(f"  same cache key; {result['reason']}")
     for change in result["changes"]:
         component, name = change["component"], change["name"]

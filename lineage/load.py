@@ -17,6 +17,9 @@ keyed by the event's path key (the input or output name). Node attributes:
                       of the execution that produced it (``None`` when unknown)
 ``properties``        properties and custom properties as JSON values
 ``cached_execution_id`` CACHED executions: the ID of the execution whose outputs they reused
+``invalidations``     cache sources that ``mlmd-cache invalidate`` stopped (only on those): each
+                      invalidation, in force or undone, as :meth:`mlmd_cache.invalidation.Invalidation.to_dict`
+                      (no ``sources``) with ``chosen`` (the target chose it, rather than the cascade)
 ===================== =========================================================================
 
 Stores written by KFP itself (no ``mlmd_cache_key`` property, maybe no ``cached_execution_id``) load
@@ -32,7 +35,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import limits, records
+from mlmd_cache import invalidation, limits, records
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
 __all__ = [
@@ -266,6 +269,7 @@ def load_subgraph(store: metadata_store.MetadataStore, start: Sequence[str], *, 
     _fill(store, graph, types, subgraph.executions, subgraph.artifacts, subgraph.events, runs_of, pipelines)
     if runs:
         _boundary_artifact_runs(store, graph, run_type)
+    _invalidations(store, graph, types)
     return graph
 
 
@@ -276,6 +280,37 @@ def _boundary_artifact_runs(store: metadata_store.MetadataStore, graph: nx.Multi
             names = [c.name for c in sorted(store.get_contexts_by_artifact(data["id"]), key=lambda c: c.id)
                      if c.type_id == run_type]
             data["run"] = names[0] if names else None
+
+
+def _invalidations(store: metadata_store.MetadataStore, graph: nx.MultiDiGraph, types: _Types) -> None:
+    """The ``invalidations`` of the graph's executions. There are few invalidations: each one's
+    members among the graph's executions are read by context (indexed), never the contexts of each
+    execution (a scan of every association)."""
+    if types.context_type_id(invalidation.INVALIDATION_CONTEXT_TYPE) is None:
+        return
+    ids = sorted(d["id"] for _, d in graph.nodes(data=True) if d["kind"] == "execution")
+    if not ids:
+        return
+    for context in sorted(store.get_contexts_by_type(invalidation.INVALIDATION_CONTEXT_TYPE), key=lambda c: c.id):
+        if len(ids) <= 4 * _BATCH:
+            members = [e.id for batch in _batches(ids) for e in store.get_executions_by_context(
+                context.id, list_options=metadata_store.ListOptions(filter_query=f"id IN ({', '.join(map(str, batch))})"))]
+        else:
+            wanted = set(ids)
+            members = [e.id for e in store.get_executions_by_context(context.id) if e.id in wanted]
+        if not members:
+            continue
+        record = invalidation.from_context(context).to_dict()
+        del record["sources"], record["artifacts"], record["dry_run"], record["note"]
+        outputs = {m: [graph.nodes[a]["id"] for a in graph.successors(execution_node(m))] for m in members}
+        every_output = sorted({a for values in outputs.values() for a in values})
+        attributed: set[int] = set()
+        if record["cascade"] and every_output:
+            attributed = {a.id for batch in _batches(every_output) for a in store.get_artifacts_by_context(
+                context.id, list_options=metadata_store.ListOptions(filter_query=f"id IN ({', '.join(map(str, batch))})"))}
+        for member in members:
+            chosen = not record["cascade"] or any(a in attributed for a in outputs[member])
+            graph.nodes[execution_node(member)].setdefault("invalidations", []).append({**record, "chosen": chosen})
 
 
 # MLMD's IDs are int64: a larger number names no record, and protobuf refuses it with a ValueError.
@@ -333,6 +368,7 @@ def load_run(store: metadata_store.MetadataStore, run: str) -> nx.MultiDiGraph:
     graph = _fill(store, nx.MultiDiGraph(), types, executions, artifacts, events,
                   {e.id: context.name for e in executions}, {e.id: pipeline for e in executions})
     _boundary_artifact_runs(store, graph, types.context_type_id(records.RUN_CONTEXT_TYPE))
+    _invalidations(store, graph, types)
     return graph
 
 
@@ -444,6 +480,7 @@ def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] 
                 _add_event(graph, event)
             bar.advance(len(batch))
         _artifact_runs(graph)
+        _invalidations(store, graph, types)
     finally:
         bar.close()
     return graph
@@ -466,6 +503,11 @@ def load_task_history(store: metadata_store.MetadataStore, execution_id: int, *,
     cached = records.read_property(execution, records.CACHED_EXECUTION_ID)
     if cached and str(cached).isdigit():
         wanted.add(int(cached))
+    # the sources of earlier CACHED executions: whether a source was still valid explains a miss
+    for earlier in store.get_executions_by_id(sorted(wanted - {execution_id})):
+        source = records.read_property(earlier, records.CACHED_EXECUTION_ID)
+        if earlier.last_known_state == mlmd.Execution.CACHED and source and str(source).isdigit():
+            wanted.add(int(source))
     wanted = {e.id for e in store.get_executions_by_id(sorted(wanted))}
     events = store.get_events_by_execution_ids(sorted(wanted))
     inputs = sorted({e.artifact_id for e in events if e.type == mlmd.Event.INPUT})
@@ -477,6 +519,7 @@ def load_task_history(store: metadata_store.MetadataStore, execution_id: int, *,
     artifacts = [a for batch in _batches(artifact_ids) for a in store.get_artifacts_by_id(batch)]
     runs, pipelines = _runs_of(store, types, sorted(wanted))
     graph = _fill(store, nx.MultiDiGraph(), types, executions, artifacts, events, runs, pipelines)
+    _invalidations(store, graph, types)
     graph.graph["target"] = execution_node(execution_id)
     return graph
 

@@ -686,8 +686,8 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
         if not found:
             click.echo("no invalidations")
             return
-        rows = [(str(i.id), invalidation._utc(i.invalidated_at), i.target, "yes" if i.cascade else "no",
-                 str(i.count), "in force" if i.in_force else f"undone {invalidation._utc(i.undone_at)}", i.by,
+        rows = [(str(i.id), invalidation.utc_text(i.invalidated_at), i.target, "yes" if i.cascade else "no",
+                 str(i.count), "in force" if i.in_force else f"undone {invalidation.utc_text(i.undone_at)}", i.by,
                  i.reason or "-") for i in found]
         headers = ("ID", "WHEN", "TARGET", "CASCADE", "SOURCES", "STATE", "BY", "REASON")
         widths = [max(len(r[c]) for r in [headers, *rows]) for c in range(len(headers))]

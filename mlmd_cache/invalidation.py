@@ -44,7 +44,7 @@ from . import limits, records
 from .errors import InvalidArgumentError, NotFoundError
 
 __all__ = ["INVALIDATION_CONTEXT_TYPE", "INVALIDATED", "InvalidatedSource", "Invalidation", "invalidate",
-           "list_invalidations", "undo", "invalidation_problem", "invalidations_of", "describe", "resolve_source"]
+           "list_invalidations", "undo", "from_context", "utc_text", "in_force_at", "invalidation_problem", "invalidations_of", "describe", "resolve_source"]
 
 INVALIDATION_CONTEXT_TYPE = "mlmd_cache.Invalidation"
 # Set-only flags on a key's mlmd_cache.CacheSource context.
@@ -101,13 +101,14 @@ class Invalidation:
 
     def to_dict(self) -> dict:
         return {"id": self.id, "target": self.target, "reason": self.reason, "cascade": self.cascade,
-                "invalidated_at": self.invalidated_at, "invalidated_at_utc": _utc(self.invalidated_at),
+                "invalidated_at": self.invalidated_at, "invalidated_at_utc": utc_text(self.invalidated_at),
                 "by": self.by, "count": self.count, "undone_at": self.undone_at or None,
                 "in_force": self.in_force, "dry_run": self.dry_run, "note": self.note or None,
                 "artifacts": list(self.artifacts), "sources": [s.to_dict() for s in self.sources]}
 
 
-def _utc(milliseconds: Optional[int]) -> Optional[str]:
+def utc_text(milliseconds: Optional[int]) -> Optional[str]:
+    """``2026-12-02 14:03 UTC`` for milliseconds since the epoch (None for none)."""
     if not milliseconds:
         return None
     return datetime.datetime.fromtimestamp(milliseconds / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -120,10 +121,17 @@ def describe(record: Mapping[str, Any], *, chosen: bool = False) -> str:
     reason = f" (reason: {record['reason']})" if record.get("reason") else ""
     how = (f"target {record['target']}" if chosen or not record.get("cascade")
            else f"by cascade from {record['target']}")
-    text = f"invalidated by invalidation {record['id']}{reason} on {_utc(record['invalidated_at'])}, {how}"
+    text = f"invalidated by invalidation {record['id']}{reason} on {utc_text(record['invalidated_at'])}, {how}"
     if record.get("undone_at"):
-        text += f" (undone on {_utc(record['undone_at'])})"
+        text += f" (undone on {utc_text(record['undone_at'])})"
     return text
+
+
+def in_force_at(record: Mapping[str, Any], milliseconds: int) -> bool:
+    """Whether an invalidation (:meth:`Invalidation.to_dict`) was in force at a moment: made
+    before it, and not undone by then."""
+    undone = record.get("undone_at") or 0
+    return record["invalidated_at"] <= milliseconds and not (undone and undone <= milliseconds)
 
 
 # -- reading records ------------------------------------------------------------------------------
@@ -520,7 +528,8 @@ def invalidate(store: metadata_store.MetadataStore, *, artifact: Optional[int] =
     return replace(result, id=context_id)
 
 
-def _from_context(context: mlmd.Context) -> Invalidation:
+def from_context(context: mlmd.Context) -> Invalidation:
+    """An ``mlmd_cache.Invalidation`` context as an :class:`Invalidation` (``sources`` empty)."""
     read = lambda name: records.read_property(context, name)  # noqa: E731
     return Invalidation(context.id, str(read(TARGET) or ""), str(read(REASON) or ""), bool(read(CASCADE)),
                         int(read(INVALIDATED_AT) or context.create_time_since_epoch), str(read(BY) or ""),
@@ -533,7 +542,7 @@ def list_invalidations(store: metadata_store.MetadataStore) -> list[Invalidation
         contexts = store.get_contexts_by_type(INVALIDATION_CONTEXT_TYPE)
     except mlmd_errors.NotFoundError:
         return []
-    return [_from_context(c) for c in sorted(contexts, key=lambda c: c.id)]
+    return [from_context(c) for c in sorted(contexts, key=lambda c: c.id)]
 
 
 def _invalidation_context(store: metadata_store.MetadataStore, invalidation_id: Any) -> mlmd.Context:
@@ -552,9 +561,9 @@ def undo(store: metadata_store.MetadataStore, invalidation_id: int, *, dry_run: 
     another invalidation in force covers them. Undoing one already undone is an
     :class:`InvalidArgumentError`."""
     context = _invalidation_context(store, invalidation_id)
-    found = _from_context(context)
+    found = from_context(context)
     if found.undone_at:
-        raise InvalidArgumentError(f"invalidation {found.id} was already undone on {_utc(found.undone_at)}")
+        raise InvalidArgumentError(f"invalidation {found.id} was already undone on {utc_text(found.undone_at)}")
     stamp = int((time.time() if now is None else now) * 1000)
     if dry_run:
         return replace(found, dry_run=True)
@@ -580,7 +589,7 @@ def invalidations_of(store: metadata_store.MetadataStore, execution_id: int,
     outputs = sorted(set(output_artifact_ids))
     found = []
     for context in sorted(store.get_contexts_by_id(ids) if ids else [], key=lambda c: -c.id):
-        invalidation = _from_context(context)
+        invalidation = from_context(context)
         if context.type != INVALIDATION_CONTEXT_TYPE or not invalidation.in_force:
             continue
         if store.get_executions_by_context(context.id, list_options=metadata_store.ListOptions(
