@@ -5,7 +5,7 @@ type ``mlmd_cache.Invalidation`` (KFP's own records are left as they are) holdin
 
 * custom properties ``target`` (what was chosen: ``artifact 12``, ``execution 7``, ``run r1``,
   ``pipeline P fingerprint FP``), ``reason``, ``cascade``, ``by`` (user@host), ``invalidated_at``
-  (ms since the epoch), ``count`` (the sources it stops) and, once undone, ``undone_at`` (absent or
+  (ms since the epoch, a double: MySQL's ``int_value`` has 32 bits), ``count`` (the sources it stops) and, once undone, ``undone_at`` (absent or
   0: in force);
 * an association with every source it stops, and an attribution to each chosen artifact (for
   targets other than an artifact: the chosen sources' outputs, where the cascade starts).
@@ -517,7 +517,7 @@ def invalidate(store: metadata_store.MetadataStore, *, artifact: Optional[int] =
     properties[REASON].string_value = reason
     properties[CASCADE].bool_value = bool(cascade)
     properties[BY].string_value = result.by
-    properties[INVALIDATED_AT].int_value = stamp
+    properties[INVALIDATED_AT].double_value = stamp  # MySQL's int_value is 32 bits
     properties[COUNT].int_value = len(stopped)
     [context_id] = store.put_contexts([context])
     # One write for the record (associations, attributions) before the flags that make lookups look.
@@ -568,7 +568,7 @@ def undo(store: metadata_store.MetadataStore, invalidation_id: int, *, dry_run: 
     if dry_run:
         return replace(found, dry_run=True)
     update = mlmd.Context(id=context.id, type_id=context.type_id, name=context.name)
-    update.custom_properties[UNDONE_AT].int_value = stamp
+    update.custom_properties[UNDONE_AT].double_value = stamp
     store.put_contexts([update], field_mask_paths=[f"custom_properties.{UNDONE_AT}"])
     return replace(found, undone_at=stamp)
 

@@ -88,7 +88,7 @@ def lineage(*args: str):
 def test_cascade_from_an_artifact_reruns_exactly_what_derives_from_it(db, tmp_path):
     path = compile_to(tmp_path / "branches.yaml", branches)
     first = run(db, path, tmp_path, run_name="r1")
-    assert set(task_states(first).values()) == {COMPLETE}
+    assert set(task_states(first).values()) == {COMPLETE}, {n: t.error for n, t in first.tasks.items()}
     assert set(task_states(run(db, path, tmp_path, run_name="r2")).values()) == {CACHED}
     r1 = RunRecords(db, "r1")
     copied = output_ids(r1.store, r1.one("copy-ds").id)["out"][0]
@@ -200,7 +200,8 @@ def test_undo_restores_hits_unless_another_invalidation_covers_them(db, tmp_path
 
 def test_dry_run_writes_nothing_and_tells_what_would_stop(db, tmp_path):
     path = compile_to(tmp_path / "branches.yaml", branches)
-    run(db, path, tmp_path, run_name="r1")
+    first = run(db, path, tmp_path, run_name="r1")
+    assert set(task_states(first).values()) == {COMPLETE}, {n: t.error for n, t in first.tasks.items()}
     r1 = RunRecords(db, "r1")
     produced = output_ids(r1.store, r1.one("produce").id)["out"][0]
     before = snapshot(db)
