@@ -11,12 +11,14 @@ type ``mlmd_cache.Invalidation`` (KFP's own records are left as they are) holdin
   targets other than an artifact: the chosen sources' outputs, where the cascade starts).
 
 Lookup pays nothing for keys never invalidated: after the associations, the ``mlmd_cache.CacheSource``
-context of each stopped source's key gets two set-only flags, ``invalidated`` = 1 and
-``invalidation_<ID>`` = 1, written with a field mask (one property each), so that two invalidations at
-once cannot lose each other's flag. :func:`invalidation_problem`, called by
-:func:`mlmd_cache.sources.source_problem`, looks further only when the key's context has the flag: the
-invalidations it names are read by ID and the source's membership is checked by context, both indexed
-reads (MLMD indexes associations by context; asking for the contexts *of* an execution scans them all).
+context of each stopped source's key gets two set-only properties, ``invalidated`` = 1 and
+``invalidation_<ID>`` = the key's sources it stops (``12:target 15:cascade``), written with a field
+mask (those properties only), so that two invalidations at once cannot lose each other's.
+:func:`invalidation_problem`, called by :func:`mlmd_cache.sources.source_problem`, reads further only
+when the key's context has the flag: the invalidations that name the source, by ID, to see whether
+they are in force. (Not ``get_contexts_by_execution``: MLMD indexes associations by context only,
+so asking for an execution's contexts scans every association; nor a query of the invalidation's
+members, which costs MLMD milliseconds per thousand members.)
 
 The cascade walks MLMD's events in batches, from artifacts to the executions with an INPUT event to
 them, to those executions' OUTPUT artifacts, and on. A CACHED execution leads to its cache source
@@ -399,54 +401,81 @@ def _actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def _flag_value(stopped: Sequence[InvalidatedSource]) -> str:
+    """``12:target 15:cascade``: the sources of one key an invalidation stops, and how."""
+    return " ".join(f"{s.execution_id}:{'target' if s.chosen else 'cascade'}" for s in sorted(
+        stopped, key=lambda s: s.execution_id))
+
+
+def _parse_flag(value: Any) -> dict[int, bool]:
+    """Execution ID -> chosen by the target, from a flag's value (see :func:`_flag_value`)."""
+    found = {}
+    for part in str(value or "").split():
+        number, _, how = part.partition(":")
+        if number.isdigit():
+            found[int(number)] = how != "cascade"
+    return found
+
+
 def _flag_source_keys(store: metadata_store.MetadataStore, invalidation_id: int,
-                      sources: Sequence[mlmd.Execution]) -> None:
-    """Set the flags on the CacheSource context of every source's key. Contexts are found by their
-    fingerprint property (indexed): a fingerprint shared by two pipelines flags both keys, which
-    costs the other key's lookups a read or two and changes nothing else. A key without a context
-    (a store KFP wrote, not yet indexed) gets one now, so that indexing it later keeps the flag."""
+                      stopped: Sequence[InvalidatedSource], executions: Mapping[int, mlmd.Execution]) -> None:
+    """Set the flags on the CacheSource context of every stopped source's key: ``invalidated`` = 1
+    and ``invalidation_<ID>`` naming the key's sources it stops (so that a lookup needs one read by
+    ID to tell, not a query of the invalidation's members). Contexts are found by their fingerprint
+    property (indexed): a fingerprint shared by two pipelines flags both keys, which changes
+    nothing for the other (its sources are not named) and costs its lookups one read. A key without
+    a context (a store KFP wrote, not yet indexed) gets one now, so that indexing it keeps the flag."""
     flag = f"{_FLAG_PREFIX}{invalidation_id}"
     mask = [f"custom_properties.{INVALIDATED}", f"custom_properties.{flag}"]
-    fingerprints = sorted({_fingerprint(s) for s in sources})
+    by_fingerprint: dict[str, list[InvalidatedSource]] = {}
+    for source in stopped:
+        by_fingerprint.setdefault(source.fingerprint, []).append(source)
+    fingerprints = sorted(by_fingerprint)
     try:
-        type_id = store.get_context_type(records.CACHE_SOURCE_CONTEXT_TYPE).id
-    except mlmd_errors.NotFoundError:
-        type_id = None
-    contexts: list[mlmd.Context] = []
-    if type_id is not None:
-        for start in range(0, len(fingerprints), 100):
-            wanted = ", ".join(records.filter_string(f) for f in fingerprints[start:start + 100])
+        store.get_context_type(records.CACHE_SOURCE_CONTEXT_TYPE)
+        contexts: list[mlmd.Context] = []
+        for start in range(0, len(fingerprints), _CHUNK):
+            wanted = ", ".join(records.filter_string(f) for f in fingerprints[start:start + _CHUNK])
             contexts += store.get_contexts(list_options=metadata_store.ListOptions(filter_query=(
                 f"type = {records.filter_string(records.CACHE_SOURCE_CONTEXT_TYPE)} AND "
                 f"custom_properties.{records.CACHE_FINGERPRINT}.string_value IN ({wanted})")))
-    have = {records.read_property(c, records.CACHE_FINGERPRINT) for c in contexts}
+    except mlmd_errors.NotFoundError:  # no CacheSource context at all yet
+        contexts = []
+    have = set()
     updates = []
     for context in contexts:
-        if flag not in context.custom_properties:
-            update = mlmd.Context(id=context.id, type_id=context.type_id, name=context.name)
-            update.custom_properties[INVALIDATED].int_value = 1
-            update.custom_properties[flag].int_value = 1
-            updates.append(update)
+        key = records.read_property(context, records.CACHE_FINGERPRINT)
+        if key not in by_fingerprint:
+            continue
+        have.add(key)
+        update = mlmd.Context(id=context.id, type_id=context.type_id, name=context.name)
+        update.custom_properties[INVALIDATED].int_value = 1
+        update.custom_properties[flag].string_value = _flag_value(by_fingerprint[key])
+        updates.append(update)
     for start in range(0, len(updates), _CHUNK):
         store.put_contexts(updates[start:start + _CHUNK], field_mask_paths=mask)
-    for source in sources:
-        if _fingerprint(source) not in have:
-            _new_flagged_context(store, source, flag, mask)
-            have.add(_fingerprint(source))
+    for key in fingerprints:
+        if key not in have:
+            first = by_fingerprint[key][0]
+            _new_flagged_context(store, executions[first.execution_id], flag, _flag_value(by_fingerprint[key]), mask)
 
 
-def _new_flagged_context(store: metadata_store.MetadataStore, source: mlmd.Execution, flag: str,
+def _new_flagged_context(store: metadata_store.MetadataStore, source: mlmd.Execution, flag: str, value: str,
                          mask: list[str]) -> None:
     from .sources import new_source_context
 
-    pipeline_type = store.get_context_type(records.PIPELINE_CONTEXT_TYPE).id
+    try:
+        pipeline_type = store.get_context_type(records.PIPELINE_CONTEXT_TYPE).id
+    except mlmd_errors.NotFoundError:
+        return
+    # the one scan of associations, for a key that has no CacheSource context (rare: a store KFP wrote)
     pipeline = next((c.name for c in store.get_contexts_by_execution(source.id) if c.type_id == pipeline_type), None)
     if pipeline is None:
         return  # in no pipeline: no lookup can find it
     type_id = records.TypeRegistry(store).context_type(records.CACHE_SOURCE_CONTEXT_TYPE)
     context = new_source_context(type_id, pipeline, _fingerprint(source))
     context.custom_properties[INVALIDATED].int_value = 1
-    context.custom_properties[flag].int_value = 1
+    context.custom_properties[flag].string_value = value
     try:
         store.put_contexts([context])
     except mlmd_errors.AlreadyExistsError:  # made meanwhile (indexing): flag it
@@ -524,7 +553,7 @@ def invalidate(store: metadata_store.MetadataStore, *, artifact: Optional[int] =
     store.put_attributions_and_associations(
         [mlmd.Attribution(context_id=context_id, artifact_id=a) for a in sorted(choice.artifacts)],
         [mlmd.Association(context_id=context_id, execution_id=s.execution_id) for s in stopped])
-    _flag_source_keys(store, context_id, [executions[s.execution_id] for s in stopped])
+    _flag_source_keys(store, context_id, stopped, executions)
     return replace(result, id=context_id)
 
 
@@ -576,37 +605,34 @@ def undo(store: metadata_store.MetadataStore, invalidation_id: int, *, dry_run: 
 # -- lookup ---------------------------------------------------------------------------------------
 
 def invalidations_of(store: metadata_store.MetadataStore, execution_id: int,
-                     source_context: Optional[mlmd.Context],
-                     output_artifact_ids: Iterable[int] = ()) -> list[tuple[Invalidation, bool]]:
+                     source_context: Optional[mlmd.Context]) -> list[tuple[Invalidation, bool]]:
     """The invalidations in force that stop the source ``execution_id`` of the key whose CacheSource
-    context is ``source_context``, newest first, each with whether it chose the source itself (one
-    of ``output_artifact_ids``, the source's outputs, is attributed to it) rather than reaching it
-    by cascade. Nothing is read when the key was never invalidated."""
+    context is ``source_context``, newest first, each with whether its target chose the source
+    (rather than its cascade). Nothing is read when the key was never invalidated, and one read by
+    ID when it was."""
     if source_context is None or INVALIDATED not in source_context.custom_properties:
         return []
-    ids = sorted(int(name[len(_FLAG_PREFIX):]) for name in source_context.custom_properties
-                 if name.startswith(_FLAG_PREFIX) and name[len(_FLAG_PREFIX):].isdigit())
-    outputs = sorted(set(output_artifact_ids))
+    naming: dict[int, bool] = {}  # invalidation ID -> chosen, of those that name this execution
+    for name, value in source_context.custom_properties.items():
+        if name.startswith(_FLAG_PREFIX) and name[len(_FLAG_PREFIX):].isdigit():
+            chosen = _parse_flag(value.string_value).get(int(execution_id))
+            if chosen is not None:
+                naming[int(name[len(_FLAG_PREFIX):])] = chosen
+    if not naming:
+        return []
     found = []
-    for context in sorted(store.get_contexts_by_id(ids) if ids else [], key=lambda c: -c.id):
+    for context in sorted(store.get_contexts_by_id(sorted(naming)), key=lambda c: -c.id):
         invalidation = from_context(context)
-        if context.type != INVALIDATION_CONTEXT_TYPE or not invalidation.in_force:
-            continue
-        if store.get_executions_by_context(context.id, list_options=metadata_store.ListOptions(
-                limit=1, filter_query=f"id = {int(execution_id)}")):
-            chosen = not invalidation.cascade or bool(outputs and store.get_artifacts_by_context(
-                context.id, list_options=metadata_store.ListOptions(
-                    limit=1, filter_query=f"id IN ({', '.join(map(str, outputs[:_CHUNK]))})")))
-            found.append((invalidation, chosen))
+        if context.type == INVALIDATION_CONTEXT_TYPE and invalidation.in_force:
+            found.append((invalidation, naming[context.id]))
     return found
 
 
 def invalidation_problem(store: metadata_store.MetadataStore, execution_id: int,
-                         source_context: Optional[mlmd.Context],
-                         output_artifact_ids: Iterable[int] = ()) -> Optional[str]:
+                         source_context: Optional[mlmd.Context]) -> Optional[str]:
     """Why source ``execution_id`` is not valid because of an invalidation, or None (see
     :func:`invalidations_of`)."""
-    found = invalidations_of(store, execution_id, source_context, output_artifact_ids)
+    found = invalidations_of(store, execution_id, source_context)
     if not found:
         return None
     invalidation, chosen = found[0]

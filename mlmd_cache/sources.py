@@ -207,8 +207,7 @@ def _digest_problem(candidate: Candidate, rules: SourceRules) -> Optional[str]:
 def _invalidated(store: metadata_store.MetadataStore, candidate: Candidate) -> Optional[str]:
     """An invalidation in force stops the source (``mlmd-cache invalidate``). Reads nothing unless
     the key's CacheSource context carries the ``invalidated`` flag."""
-    outputs = [artifact.id for artifacts in candidate.output_artifacts.values() for artifact in artifacts]
-    return invalidation.invalidation_problem(store, candidate.execution.id, candidate.context, outputs)
+    return invalidation.invalidation_problem(store, candidate.execution.id, candidate.context)
 
 
 def _rounds(store: metadata_store.MetadataStore, context: mlmd.Context, fingerprint: str) -> Iterator[Candidate]:
