@@ -305,8 +305,13 @@ def _choose_run(store: metadata_store.MetadataStore, run: str) -> _Choice:
     if context is None:
         raise NotFoundError(f"no pipeline run named {run!r}")
     choice = _Choice(f"run {run}")
-    for execution in store.get_executions_by_context(context.id):
-        source = resolve_source(store, execution)  # a CACHED task's source ran in an earlier run
+    executions = store.get_executions_by_context(context.id)
+    choice.sources.update((e.id, e) for e in executions if _is_source(e))
+    # a CACHED task's source ran in an earlier run: read in one go, then followed if need be
+    reused = _executions(store, {_cached_from(e) for e in executions
+                                 if e.last_known_state == mlmd.Execution.CACHED and _cached_from(e)} - set(choice.sources))
+    for execution in reused.values():
+        source = resolve_source(store, execution)
         if source is not None:
             choice.sources[source.id] = source
     if not choice.sources:

@@ -16,7 +16,7 @@ from kfp import dsl
 from kfp.dsl import Dataset
 
 from lineage.cli import main as lineage_main
-from mlmd_cache import connect, invalidation, records
+from mlmd_cache import CacheKey, ExecutionCache, Task, connect, invalidation, records
 from mlmd_cache.sources import examine_sources
 from tests.pipelines import RunRecords, cli, compile_to, consume, copy_ds, count_chars, make_ds, output_ids, produce, prop, run, states
 
@@ -289,3 +289,18 @@ def test_targets_name_their_sources_and_mistakes_are_one_line(sqlite_db, tmp_pat
     assert f"invalidation {result['id']} was already undone on " in error("--undo", str(result["id"]))
     code, out, err = cli("invalidate", "--db", f"sqlite:///{tmp_path / 'none.sqlite'}", "--run", "r1")
     assert code == 1 and len(err.splitlines()) == 1 and not (tmp_path / "none.sqlite").exists()
+
+
+def test_a_new_source_of_an_invalidated_key_leaves_the_invalidation_in_force(sqlite_db):
+    cache = ExecutionCache(connect(sqlite_db))
+    task = Task("hello", CacheKey.build(image="python:3.11", command=["true"]))
+    first = cache.execute(cache.pipeline_run("demo", "run-1"), task, lambda started: None)
+    done = invalidation.invalidate(cache.store, execution=first.id, reason="flaky disk")
+    second = cache.execute(cache.pipeline_run("demo", "run-2"), task, lambda started: None)
+    assert second.state == "COMPLETE"  # publishing into the key's CacheSource context keeps its flags
+    assert [(c.execution.id, p) for c, p in examine_sources(cache.store, "demo", task.fingerprint)] == [
+        (second.id, None), (first.id, f"invalidated by invalidation {done.id} (reason: flaky disk) on "
+                                      f"{invalidation.utc_text(done.invalidated_at)}, target execution {first.id}")]
+    invalidation.undo(cache.store, done.id)
+    assert [p for _, p in examine_sources(cache.store, "demo", task.fingerprint)] == [None, None]
+    assert cache.execute(cache.pipeline_run("demo", "run-3"), task, lambda started: None).state == "CACHED"
