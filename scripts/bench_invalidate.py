@@ -251,27 +251,20 @@ def counted_calls(store: metadata_store.MetadataStore) -> list[str]:
     return calls
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=1_000_000, help="executions in the store (default: 1000000)")
-    parser.add_argument("--descendants", type=int, default=10_000,
-                        help="cache sources downstream of the invalidated artifact (default: 10000)")
-    parser.add_argument("--dir", type=Path, default=REPO / ".bench" / "invalidate",
-                        help="where the store is kept and reused (default: .bench/invalidate/)")
-    parser.add_argument("--rebuild", action="store_true", help="build the store again even if present")
-    args = parser.parse_args(argv)
-    if args.descendants < 1 or args.size < args.descendants * 1.2:
-        parser.error("--size must hold the descendants and their CACHED re-executions (1.1x) with room to spare")
-    directory: Path = args.dir.resolve()
+def measure(size: int = 1_000_000, descendants: int = 10_000, directory: Path = REPO / ".bench" / "invalidate",
+            rebuild: bool = False) -> dict[str, Any]:
+    """Build (or reuse) the store and time the invalidation on a copy: the figures as a dict
+    (``seconds``, ``dry_run_seconds``, ``ratio`` to the target, lookups in ms, ...). For
+    scripts/bench_lookup.py to call as well as :func:`main`."""
+    directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / "dataset.txt"
     data.write_text("bench dataset\n")
-    path = directory / f"store-{args.size}-{args.descendants}.sqlite"
-    meta = None if args.rebuild else read_meta(path)
+    path = directory / f"store-{size}-{descendants}.sqlite"
+    meta = None if rebuild else read_meta(path)
     if meta is None:
-        status(f"building {path.name} ({args.size:,} executions, {args.descendants:,} descendants) ...")
-        meta = build(path, args.size, args.descendants, data.resolve().as_uri())
+        status(f"building {path.name} ({size:,} executions, {descendants:,} descendants) ...")
+        meta = build(path, size, descendants, data.resolve().as_uri())
         built = f"built in {meta['build_seconds']:,.0f} s"
     else:
         built = f"reused; built in {meta['build_seconds']:,.0f} s"
@@ -293,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         done = invalidation.invalidate(store, artifact=meta["dataset"], cascade=True, reason="bench")
         seconds = time.perf_counter() - started
 
-        assert dry.count == done.count == args.descendants, (dry.count, done.count)
+        assert dry.count == done.count == descendants, (dry.count, done.count)
         assert not any(s.chosen for s in done.sources)  # an importer's dataset: every source is downstream
         [(_, problem)] = list(sources.examine_sources(store, meta["pipeline"], meta["last_fingerprint"]))
         assert problem and problem.startswith(f"invalidated by invalidation {done.id} (reason: bench)"), problem
@@ -308,17 +301,38 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for _ in range(20):
             list(sources.examine_sources(store, bulk_pipeline, bulk_key))
         plain_lookup = (time.perf_counter() - started) / 20
+        del store
+        gc.collect()
     finally:
         measured.unlink(missing_ok=True)
-    ratio = seconds / TARGET_SECONDS
-    print(f"invalidate --cascade: {args.descendants:,} descendants ({meta['levels']} levels, "
-          f"+{args.descendants // CACHED_EVERY:,} CACHED re-executions) in a store of {meta['executions']:,} executions")
-    print(f"  walk only (--dry-run)      {dry_seconds:8.2f} s")
-    print(f"  invalidate (walk + write)  {seconds:8.2f} s   target <= {TARGET_SECONDS:g} s: "
-          f"{ratio:.2f}x of target  {'OK' if seconds <= TARGET_SECONDS else 'MISSED'}")
-    print(f"  lookup of an invalidated key {invalidated_lookup * 1e3:6.2f} ms; of a key never invalidated "
-          f"{plain_lookup * 1e3:6.2f} ms ({len(bulk_reads)} MLMD calls, unchanged)")
-    return 0 if seconds <= TARGET_SECONDS else 1
+    return {"executions": meta["executions"], "descendants": descendants, "levels": meta["levels"],
+            "cached_reexecutions": descendants // CACHED_EVERY, "built": built, "dry_run_seconds": dry_seconds,
+            "seconds": seconds, "target_seconds": TARGET_SECONDS, "ratio": seconds / TARGET_SECONDS,
+            "ok": seconds <= TARGET_SECONDS, "invalidated_lookup_ms": invalidated_lookup * 1e3,
+            "plain_lookup_ms": plain_lookup * 1e3, "plain_lookup_calls": len(bulk_reads)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1_000_000, help="executions in the store (default: 1000000)")
+    parser.add_argument("--descendants", type=int, default=10_000,
+                        help="cache sources downstream of the invalidated artifact (default: 10000)")
+    parser.add_argument("--dir", type=Path, default=REPO / ".bench" / "invalidate",
+                        help="where the store is kept and reused (default: .bench/invalidate/)")
+    parser.add_argument("--rebuild", action="store_true", help="build the store again even if present")
+    args = parser.parse_args(argv)
+    if args.descendants < 1 or args.size < args.descendants * 1.2:
+        parser.error("--size must hold the descendants and their CACHED re-executions (1.1x) with room to spare")
+    r = measure(args.size, args.descendants, args.dir, args.rebuild)
+    print(f"invalidate --cascade: {r['descendants']:,} descendants ({r['levels']} levels, "
+          f"+{r['cached_reexecutions']:,} CACHED re-executions) in a store of {r['executions']:,} executions")
+    print(f"  walk only (--dry-run)      {r['dry_run_seconds']:8.2f} s")
+    print(f"  invalidate (walk + write)  {r['seconds']:8.2f} s   target <= {TARGET_SECONDS:g} s: "
+          f"{r['ratio']:.2f}x of target  {'OK' if r['ok'] else 'MISSED'}")
+    print(f"  lookup of an invalidated key {r['invalidated_lookup_ms']:6.2f} ms; of a key never invalidated "
+          f"{r['plain_lookup_ms']:6.2f} ms ({r['plain_lookup_calls']} MLMD calls, unchanged)")
+    return 0 if r["ok"] else 1
 
 
 if __name__ == "__main__":
