@@ -11,9 +11,10 @@ type ``mlmd_cache.Invalidation`` (KFP's own records are left as they are) holdin
   targets other than an artifact: the chosen sources' outputs, where the cascade starts).
 
 Lookup pays nothing for keys never invalidated: after the associations, the ``mlmd_cache.CacheSource``
-context of each stopped source's key gets two set-only properties, ``invalidated`` = 1 and
-``invalidation_<ID>`` = the key's sources it stops (``12:target 15:cascade``), written with a field
-mask (those properties only), so that two invalidations at once cannot lose each other's.
+context of each stopped source's key gets a set-only flag, the property ``invalidation_<ID>`` = the
+key's sources it stops (``12:target 15:cascade``), written with a field mask (that property only),
+so that two invalidations at once cannot lose each other's (and a publish into the context keeps
+it: MLMD reuses an existing context as it is).
 :func:`invalidation_problem`, called by :func:`mlmd_cache.sources.source_problem`, reads further only
 when the key's context has the flag: the invalidations that name the source, by ID, to see whether
 they are in force. (Not ``get_contexts_by_execution``: MLMD indexes associations by context only,
@@ -45,13 +46,13 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from . import limits, records
 from .errors import InvalidArgumentError, NotFoundError
 
-__all__ = ["INVALIDATION_CONTEXT_TYPE", "INVALIDATED", "InvalidatedSource", "Invalidation", "invalidate",
+__all__ = ["INVALIDATION_CONTEXT_TYPE", "FLAG_PREFIX", "InvalidatedSource", "Invalidation", "invalidate",
            "list_invalidations", "undo", "from_context", "utc_text", "in_force_at", "invalidation_problem", "invalidations_of", "describe", "resolve_source"]
 
 INVALIDATION_CONTEXT_TYPE = "mlmd_cache.Invalidation"
-# Set-only flags on a key's mlmd_cache.CacheSource context.
-INVALIDATED = "invalidated"
-_FLAG_PREFIX = "invalidation_"
+# The set-only flag an invalidation puts on a key's mlmd_cache.CacheSource context: invalidation_<ID>.
+FLAG_PREFIX = "invalidation_"
+_FLAG_PREFIX = FLAG_PREFIX
 
 # Custom properties of an Invalidation context.
 TARGET, REASON, CASCADE, BY, INVALIDATED_AT, UNDONE_AT, COUNT = (
@@ -424,14 +425,14 @@ def _parse_flag(value: Any) -> dict[int, bool]:
 
 def _flag_source_keys(store: metadata_store.MetadataStore, invalidation_id: int,
                       stopped: Sequence[InvalidatedSource], executions: Mapping[int, mlmd.Execution]) -> None:
-    """Set the flags on the CacheSource context of every stopped source's key: ``invalidated`` = 1
-    and ``invalidation_<ID>`` naming the key's sources it stops (so that a lookup needs one read by
-    ID to tell, not a query of the invalidation's members). Contexts are found by their fingerprint
+    """Set the flag on the CacheSource context of every stopped source's key: ``invalidation_<ID>``
+    naming the key's sources it stops (so that a lookup needs one read by ID to tell, not a query
+    of the invalidation's members). One property per context: MLMD's update costs by the property. Contexts are found by their fingerprint
     property (indexed): a fingerprint shared by two pipelines flags both keys, which changes
     nothing for the other (its sources are not named) and costs its lookups one read. A key without
     a context (a store KFP wrote, not yet indexed) gets one now, so that indexing it keeps the flag."""
     flag = f"{_FLAG_PREFIX}{invalidation_id}"
-    mask = [f"custom_properties.{INVALIDATED}", f"custom_properties.{flag}"]
+    mask = [f"custom_properties.{flag}"]
     by_fingerprint: dict[str, list[InvalidatedSource]] = {}
     for source in stopped:
         by_fingerprint.setdefault(source.fingerprint, []).append(source)
@@ -439,8 +440,9 @@ def _flag_source_keys(store: metadata_store.MetadataStore, invalidation_id: int,
     try:
         store.get_context_type(records.CACHE_SOURCE_CONTEXT_TYPE)
         contexts: list[mlmd.Context] = []
-        for start in range(0, len(fingerprints), _CHUNK):
-            wanted = ", ".join(records.filter_string(f) for f in fingerprints[start:start + _CHUNK])
+        # 100 at a time: MLMD returns 100 records a page and runs the query again for each page
+        for start in range(0, len(fingerprints), 100):
+            wanted = ", ".join(records.filter_string(f) for f in fingerprints[start:start + 100])
             contexts += store.get_contexts(list_options=metadata_store.ListOptions(filter_query=(
                 f"type = {records.filter_string(records.CACHE_SOURCE_CONTEXT_TYPE)} AND "
                 f"custom_properties.{records.CACHE_FINGERPRINT}.string_value IN ({wanted})")))
@@ -454,7 +456,6 @@ def _flag_source_keys(store: metadata_store.MetadataStore, invalidation_id: int,
             continue
         have.add(key)
         update = mlmd.Context(id=context.id, type_id=context.type_id, name=context.name)
-        update.custom_properties[INVALIDATED].int_value = 1
         update.custom_properties[flag].string_value = _flag_value(by_fingerprint[key])
         updates.append(update)
     for start in range(0, len(updates), _CHUNK):
@@ -479,7 +480,6 @@ def _new_flagged_context(store: metadata_store.MetadataStore, source: mlmd.Execu
         return  # in no pipeline: no lookup can find it
     type_id = records.TypeRegistry(store).context_type(records.CACHE_SOURCE_CONTEXT_TYPE)
     context = new_source_context(type_id, pipeline, _fingerprint(source))
-    context.custom_properties[INVALIDATED].int_value = 1
     context.custom_properties[flag].string_value = value
     try:
         store.put_contexts([context])
@@ -615,10 +615,10 @@ def invalidations_of(store: metadata_store.MetadataStore, execution_id: int,
     context is ``source_context``, newest first, each with whether its target chose the source
     (rather than its cascade). Nothing is read when the key was never invalidated, and one read by
     ID when it was."""
-    if source_context is None or INVALIDATED not in source_context.custom_properties:
+    if source_context is None:
         return []
     naming: dict[int, bool] = {}  # invalidation ID -> chosen, of those that name this execution
-    for name, value in source_context.custom_properties.items():
+    for name, value in source_context.custom_properties.items():  # a key's few properties
         if name.startswith(_FLAG_PREFIX) and name[len(_FLAG_PREFIX):].isdigit():
             chosen = _parse_flag(value.string_value).get(int(execution_id))
             if chosen is not None:

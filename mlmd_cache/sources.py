@@ -206,7 +206,7 @@ def _digest_problem(candidate: Candidate, rules: SourceRules) -> Optional[str]:
 
 def _invalidated(store: metadata_store.MetadataStore, candidate: Candidate) -> Optional[str]:
     """An invalidation in force stops the source (``mlmd-cache invalidate``). Reads nothing unless
-    the key's CacheSource context carries the ``invalidated`` flag."""
+    the key's CacheSource context carries an ``invalidation_<ID>`` flag naming the source."""
     return invalidation.invalidation_problem(store, candidate.execution.id, candidate.context)
 
 
