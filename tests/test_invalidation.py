@@ -73,6 +73,17 @@ def task_states(report) -> dict:
     return {name: state for name, state in states(report).items() if name in BRANCH_TASKS}
 
 
+def why(db: str, report) -> dict:
+    """For an assertion's message: each task's state, and why one that executed missed (`explain`)."""
+    found = {}
+    for name, task in report.tasks.items():
+        found[name] = task.state
+        if task.state == COMPLETE and task.execution_id:
+            code, out, err = lineage("explain", str(task.execution_id), "--db", db)
+            found[name] = (task.state, out.strip().splitlines()[1:] or err)
+    return found
+
+
 def snapshot(db: str) -> tuple:
     """What the store holds, through MLMD: every context, execution and artifact with their
     properties (a dry run must leave it as it is)."""
@@ -109,14 +120,15 @@ def test_cascade_from_an_artifact_reruns_exactly_what_derives_from_it(db, tmp_pa
 
 def test_without_cascade_only_the_chosen_source_stops(db, tmp_path):
     path = compile_to(tmp_path / "branches.yaml", branches)
-    run(db, path, tmp_path, run_name="r1")
+    first = run(db, path, tmp_path, run_name="r1")
+    assert set(task_states(first).values()) == {COMPLETE}, {n: t.error for n, t in first.tasks.items()}
     r1 = RunRecords(db, "r1")
     code, result, err = invalidate(db, "--execution", str(r1.one("count-chars").id))
     assert code == 0, err
     assert [s["execution_id"] for s in result["sources"]] == [r1.one("count-chars").id]
     again = run(db, path, tmp_path, run_name="r2")
     assert task_states(again) == {"produce": CACHED, "copy-ds": CACHED, "count-chars": COMPLETE,
-                                  "consume": CACHED, "make-ds": CACHED, "count-chars-2": CACHED}
+                                  "consume": CACHED, "make-ds": CACHED, "count-chars-2": CACHED}, why(db, again)
 
 
 def test_an_imported_dataset_stops_its_consumers_only_with_cascade(db, tmp_path):
@@ -124,7 +136,8 @@ def test_an_imported_dataset_stops_its_consumers_only_with_cascade(db, tmp_path)
     data.write_text("labels v1")
     path = compile_to(tmp_path / "imported.yaml", imported)
     params = {"uri": str(data)}
-    run(db, path, tmp_path, params=params, run_name="r1")
+    first = run(db, path, tmp_path, params=params, run_name="r1")
+    assert set(states(first).values()) == {COMPLETE}, {n: t.error for n, t in first.tasks.items()}
     r1 = RunRecords(db, "r1")
     [dataset] = output_ids(r1.store, r1.one("importer").id)["artifact"]
 
@@ -136,7 +149,7 @@ def test_an_imported_dataset_stops_its_consumers_only_with_cascade(db, tmp_path)
     assert snapshot(db) == before  # nothing recorded
     second = run(db, path, tmp_path, params=params, run_name="r2")
     assert {n: s for n, s in states(second).items() if n != "importer"} == {
-        "copy-ds": CACHED, "count-chars": CACHED, "make-ds": CACHED, "count-chars-2": CACHED}
+        "copy-ds": CACHED, "count-chars": CACHED, "make-ds": CACHED, "count-chars-2": CACHED}, why(db, second)
 
     code, result, err = invalidate(db, "--artifact", str(dataset), "--cascade", "--reason", "relabelled")
     assert code == 0, err
@@ -168,7 +181,8 @@ def test_an_imported_dataset_stops_its_consumers_only_with_cascade(db, tmp_path)
 
 def test_undo_restores_hits_unless_another_invalidation_covers_them(db, tmp_path):
     path = compile_to(tmp_path / "branches.yaml", branches)
-    run(db, path, tmp_path, run_name="r1")
+    first = run(db, path, tmp_path, run_name="r1")
+    assert set(task_states(first).values()) == {COMPLETE}, {n: t.error for n, t in first.tasks.items()}
     r1 = RunRecords(db, "r1")
     code, whole, err = invalidate(db, "--run", "r1", "--reason", "wrong image")
     assert code == 0, err
