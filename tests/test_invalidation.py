@@ -18,6 +18,7 @@ from kfp.dsl import Dataset
 from lineage.cli import main as lineage_main
 from mlmd_cache import CacheKey, ExecutionCache, Task, connect, invalidation, records
 from mlmd_cache.sources import examine_sources
+from mlmd_cache.stats import cache_stats
 from tests.pipelines import RunRecords, cli, compile_to, consume, copy_ds, count_chars, make_ds, output_ids, produce, prop, run, states
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
@@ -192,9 +193,11 @@ def test_undo_restores_hits_unless_another_invalidation_covers_them(db, tmp_path
     assert code == 0, err
     assert [s["execution_id"] for s in key["sources"]] == [r1.one("make-ds").id]
 
+    assert cache_stats(connect(db)).invalidated_sources == 6  # `mlmd-cache stats` counts them
     code, undone, err = invalidate(db, "--undo", str(whole["id"]))
     assert code == 0, err
     assert undone["undone_at"] and not undone["in_force"]
+    assert cache_stats(connect(db)).invalidated_sources == 1
     again = run(db, path, tmp_path, run_name="r2")
     # make-ds is still stopped by the second invalidation; count-chars-2 then reads a new dataset
     assert task_states(again) == {"produce": CACHED, "copy-ds": CACHED, "count-chars": CACHED,
