@@ -53,6 +53,15 @@ def branches(tag: str = "v1"):
 BRANCH_TASKS = ("produce", "copy-ds", "count-chars", "consume", "make-ds", "count-chars-2")
 
 
+# produce runs every time (caching off) and writes the same bytes: keyed by content, its consumers
+# stay CACHED on sources that read another artifact ID.
+@dsl.pipeline(name="inv-content")
+def rebuilt(tag: str = "v1"):
+    data = produce(tag=tag).set_caching_options(False)
+    copy = copy_ds(src=data.outputs["out"])
+    count_chars(data=copy.outputs["out"])
+
+
 # A dataset brought in by dsl.importer (reimport=False): every run hands its consumers the same
 # artifact ID, so they hit until an invalidation with --cascade says otherwise.
 @dsl.pipeline(name="inv-import")
@@ -117,6 +126,25 @@ def test_cascade_from_an_artifact_reruns_exactly_what_derives_from_it(db, tmp_pa
                                   "consume": CACHED, "make-ds": CACHED, "count-chars-2": CACHED}
     # the next run finds the new sources valid: all of it is taken from the cache again
     assert set(task_states(run(db, path, tmp_path, run_name="r4")).values()) == {CACHED}
+
+
+def test_keyed_by_content_the_cascade_reaches_the_sources_of_cached_consumers(sqlite_db, tmp_path):
+    db = sqlite_db
+    path = compile_to(tmp_path / "rebuilt.yaml", rebuilt)
+    first = run(db, path, tmp_path, run_name="r1", key_by_content=True)
+    second = run(db, path, tmp_path, run_name="r2", key_by_content=True)
+    assert states(second) == {"produce": COMPLETE, "copy-ds": CACHED, "count-chars": CACHED}, why(db, second)
+    r1, r2 = RunRecords(db, "r1"), RunRecords(db, "r2")
+    rebuilt_data = output_ids(r2.store, r2.one("produce").id)["out"][0]
+    assert rebuilt_data not in output_ids(r1.store, r1.one("produce").id)["out"]  # another ID, the same bytes
+    # r2's only reader of the new artifact is a CACHED copy-ds: the cascade goes on from its source
+    code, result, err = invalidate(db, "--artifact", str(rebuilt_data), "--cascade")
+    assert code == 0, err
+    # produce ran with caching off: no cache source, so nothing is chosen; everything is downstream
+    assert [(s["execution_id"], s["chosen"]) for s in result["sources"]] == [
+        (r1.one("copy-ds").id, False), (r1.one("count-chars").id, False)]
+    third = run(db, path, tmp_path, run_name="r3", key_by_content=True)
+    assert states(third) == {"produce": COMPLETE, "copy-ds": COMPLETE, "count-chars": COMPLETE}, why(db, third)
 
 
 def test_without_cascade_only_the_chosen_source_stops(db, tmp_path):
