@@ -26,7 +26,7 @@ from ..key import CacheKey
 from .inputs import ResolvedInputs
 from .paths import safe_name
 from .values import ParameterType, to_protobuf
-from .watchdog import Watchdog, die_with_parent
+from .watchdog import Watchdog, with_death_signal
 
 __all__ = ["cache_task", "executor_input", "command_line", "task_env", "TaskProcess", "produced_outputs",
            "scope_outputs", "runtime_artifact", "stderr_tail", "executor_input_dict"]
@@ -161,10 +161,11 @@ class TaskProcess:
             with self._lock:
                 if self._stopped:
                     return -signal.SIGTERM
+                command, preexec = with_death_signal(self.command)
                 try:
-                    self._process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=stdout,
+                    self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout,
                                                      stderr=stderr, env=dict(self.env), cwd=self.task_dir,
-                                                     start_new_session=True, preexec_fn=die_with_parent())
+                                                     start_new_session=True, preexec_fn=preexec)
                 except OSError as error:
                     stderr.write(f"cannot start {self.command[0]!r}: {error.strerror}\n".encode())
                     return 127

@@ -4,8 +4,11 @@ Each task runs in its own session and process group (so that stopping it stops i
 also means that nothing stops it when the runner is killed: ``kill -9`` of ``run-pipeline`` left
 tasks running for ever. Two guards, because neither covers everything alone:
 
-* the task's first process gets ``PR_SET_PDEATHSIG(SIGKILL)`` (:func:`die_with_parent`, Linux):
-  the kernel kills it when the thread that started it ends. The runner starts each task from the
+* the task's first process gets ``PR_SET_PDEATHSIG(SIGKILL)`` (:func:`with_death_signal`, Linux):
+  the kernel kills it when the thread that started it ends. util-linux's ``setpriv --pdeathsig``
+  arms it between fork and exec, so that no Python code runs in the child of a threaded process
+  (a ``preexec_fn`` runs the interpreter's fork handlers there, and gRPC's abort the child now and
+  then, exit -6); ``preexec_fn`` is the fallback where ``setpriv`` is missing. The runner starts each task from the
   worker thread that then waits for it, so that thread lives exactly as long as the task;
 * a watchdog process per run (this file, run as a script: it imports nothing of the package, so it
   starts in milliseconds) reads a pipe whose other end only the runner holds. The runner writes
@@ -20,14 +23,15 @@ container to ``docker kill``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
-__all__ = ["Watchdog", "die_with_parent"]
+__all__ = ["Watchdog", "die_with_parent", "with_death_signal"]
 
 _GRACE_SECONDS = 2.0
 _PR_SET_PDEATHSIG = 1
@@ -59,6 +63,18 @@ def die_with_parent() -> Optional[Callable[[], None]]:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return preexec
+
+
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
+def with_death_signal(command: Sequence[str]) -> tuple[list[str], Optional[Callable[[], None]]]:
+    """``command`` made to die with the thread that starts it, and the ``preexec_fn`` that needs
+    (None with ``setpriv``, which execs the command itself: its PID and exit code are the command's;
+    a program that cannot start exits 127 with setpriv's message on its standard error)."""
+    if _SETPRIV:
+        return [_SETPRIV, "--pdeathsig", "KILL", "--", *command], None
+    return list(command), die_with_parent()
 
 
 class Watchdog:
