@@ -2,7 +2,7 @@
 """Benchmark upstream lineage queries: MLMD's server-side subgraph loader vs the whole-store loader.
 
 Stores: KFP-shaped stores of ``--nodes`` graph nodes (default 10k and 1M, artifacts and executions
-together), written by ``scripts/bench_lookup.py``'s builder (runs of five tasks, ingest -> validate,
+together), written by ``scripts/bench_store.py``'s builder (runs of five tasks, ingest -> validate,
 preprocess -> train -> evaluate, every tenth run a cached re-run) as ``.bench/lineage-N.sqlite``,
 without bench_lookup's 10,000 hot-key hits (one-task runs, more than a whole 10k-node store). A
 store that is missing is built (about 6 minutes for 1M nodes here); an existing one is reused, read
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-import bench_lookup  # noqa: E402
+import bench_store  # noqa: E402
 from lineage import graph as lg  # noqa: E402
 from lineage import load  # noqa: E402
 from mlmd_cache import connect  # noqa: E402
@@ -49,20 +49,20 @@ def ms(seconds: float) -> str:
 def bulk_executions(nodes: int) -> int:
     """The builder's bulk executions for about ``nodes`` graph nodes: a run is five executions and,
     unless it is a cached re-run (one in RERUN_EVERY), their output artifacts."""
-    per_run = bench_lookup.TASKS_PER_RUN + (1 - 1 / bench_lookup.RERUN_EVERY) * bench_lookup.ARTIFACTS_PER_RUN
-    return bench_lookup.TASKS_PER_RUN * max(bench_lookup.PIPELINES, round(nodes / per_run))
+    per_run = bench_store.TASKS_PER_RUN + (1 - 1 / bench_store.RERUN_EVERY) * bench_store.ARTIFACTS_PER_RUN
+    return bench_store.TASKS_PER_RUN * max(bench_store.PIPELINES, round(nodes / per_run))
 
 
 def parse_nodes(text: str) -> list[int]:
-    return bench_lookup.parse_counts(text, 1000, "node counts", "stores must have at least 1000 nodes")
+    return bench_store.parse_counts(text, 1000, "node counts", "stores must have at least 1000 nodes")
 
 
 def open_store(directory: Path, nodes: int):
     path = directory / f"lineage-{nodes}.sqlite"
-    if bench_lookup.read_meta(path) is None:
+    if bench_store.read_meta(path) is None:
         size = bulk_executions(nodes)
-        bench_lookup.status(f"building {path.name} ({size:,} executions) with bench_lookup's builder ...")
-        bench_lookup.build_store(path, size, bench_lookup.shared_files(directory), hot_hits=0)
+        bench_store.status(f"building {path.name} ({size:,} executions) with bench_store's builder ...")
+        bench_store.build_store(path, size, bench_store.shared_files(directory), hot_hits=0)
     return connect(f"sqlite:///{path}")
 
 
