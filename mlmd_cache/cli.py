@@ -256,18 +256,21 @@ def _channel_arguments(text: Optional[str]) -> list[tuple[str, Any]]:
               help="gRPC server arguments, e.g. grpc.max_receive_message_length=67108864.")
 @click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Server processes sharing the port (MySQL/PostgreSQL): one serves one call at a time.")
+@click.option("--no-cache-service", "no_cache_service", is_flag=True,
+              help="Serve MetadataStoreService only, without mlmd_cache.v1.CacheService (one-round-trip lookups).")
 @click.option("--shared-port", is_flag=True, hidden=True)  # a process of a group (server_processes.py)
 @_reports_errors
 def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_port: Optional[int], workers: int,
           tls_cert: Optional[str], tls_key: Optional[str], mysql_config_host: Optional[str],
           mysql_config_port: int, mysql_config_database: Optional[str], mysql_config_user: str,
           mysql_config_password: str, enable_database_upgrade: bool, grpc_channel_arguments: Optional[str],
-          processes: int, shared_port: bool) -> None:
+          processes: int, no_cache_service: bool, shared_port: bool) -> None:
     """Serve ml_metadata.MetadataStoreService (gRPC) over a database, on the real MLMD core.
 
     Accepts the official metadata_store_server's flags (--grpc_port, --mysql_config_*,
     --enable_database_upgrade, --grpc_channel_arguments), so KFP-style manifests work unchanged.
-    Answers standard gRPC health checks. Stops cleanly on SIGTERM or SIGINT, letting calls in
+    Also offers mlmd_cache.v1.CacheService, which mlmd-cache's clients use for a lookup in one
+    round trip (--no-cache-service: not). Answers standard gRPC health checks. Stops cleanly on SIGTERM or SIGINT, letting calls in
     flight finish (a second signal cancels them).
     """
     from .server import SERVICE_NAME, MetadataStoreServer, stop_on_signals
@@ -298,13 +301,14 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
             _channel_arguments(grpc_channel_arguments)
             server = ServerGroup(url, processes=processes, host=host, port=port, workers=workers,
                                  upgrade=enable_database_upgrade, tls_cert=tls_cert, tls_key=tls_key,
-                                 channel_arguments=grpc_channel_arguments)
+                                 channel_arguments=grpc_channel_arguments, cache_service=not no_cache_service)
             shape = f"{processes} processes, {workers} workers each"
         else:
             server = MetadataStoreServer(url, host=host, port=port, workers=workers, upgrade=enable_database_upgrade,
                                          tls_cert=_read_file(tls_cert, "--tls-cert"),
                                          tls_key=_read_file(tls_key, "--tls-key"),
-                                         options=_channel_arguments(grpc_channel_arguments), shared_port=shared_port)
+                                         options=_channel_arguments(grpc_channel_arguments), shared_port=shared_port,
+                                         cache_service=not no_cache_service)
             shape = f"{workers} workers"
         server.start()
     except KeyboardInterrupt:  # Ctrl-C while the database is being opened or the processes start

@@ -60,6 +60,7 @@ from ml_metadata.proto import metadata_store_service_pb2 as service_pb2
 from ml_metadata.proto import metadata_store_service_pb2_grpc as service_grpc
 
 from ._messages import _one_line, mlmd_stderr_captured, reason
+from .cache_service import CacheServiceClient
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
 from .errors import NoStoreError, StoreConnectionError, StoreURLError
 from .schema import Contents, ServerDatabase, StoreState, sqlite_contents, sqlite_schema_lock
@@ -380,7 +381,10 @@ def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: f
             if mismatch:
                 raise StoreConnectionError(f"no gRPC connection to {shown}: {mismatch}") from None
             raise StoreConnectionError(f"{shown} is not a working MLMD server: {details}") from None
-    return Store(config, shown=shown)
+    store = Store(config, shown=shown)
+    # Lookups ask mlmd-cache serve's cache service first; its first answer tells whether the server has it.
+    store.cache_service = CacheServiceClient(store)
+    return store
 
 
 def _tls_mismatch(details: str, config: mlmd.MetadataStoreClientConfig) -> Optional[str]:

@@ -4,6 +4,8 @@ Every RPC of the service is handed, as serialized bytes, to the same C++ entry p
 ``ml_metadata`` Python package calls for a direct connection, so answers and error codes are the
 core's own; the stock ``ml_metadata`` gRPC client sees what it sees against the official
 ``metadata_store_server``. An RPC the core does not export answers ``UNIMPLEMENTED`` with its name.
+Beside it, on the same port, ``mlmd_cache.v1.CacheService`` answers a cache lookup in one round
+trip (:mod:`mlmd_cache.cache_service`; ``cache_service=False`` leaves it out).
 
 The core's store object is not thread-safe. A SQLite file is served by one store behind a lock
 (SQLite serializes writers anyway, and separate connections would only add ``database is locked``
@@ -51,6 +53,7 @@ from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_
 from ml_metadata.proto import metadata_store_pb2, metadata_store_service_pb2
 
 from ._messages import mlmd_stderr_captured
+from .cache_service import CACHE_SERVICE_NAME, CallCounter, cache_service_handler
 from .connection import connect, connection_config, redact_url
 from .errors import MlmdCacheError, StoreConnectionError, StoreURLError
 
@@ -219,12 +222,14 @@ def _request_checker(method: str) -> Optional[Callable[[bytes], Optional[str]]]:
     return check
 
 
-def _handler(method: str, stores: _Stores) -> grpc.RpcMethodHandler:
+def _handler(method: str, stores: _Stores, calls: CallCounter) -> grpc.RpcMethodHandler:
     entry_point = getattr(core, method, None)
+    name = f"{SERVICE_NAME}/{method}"
     read_only = method.startswith("Get")
     check = _request_checker(method)
 
     def call(request: bytes, context: grpc.ServicerContext) -> bytes:
+        calls.add(name)
         if entry_point is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED,
                           f"{SERVICE_NAME}/{method} is not implemented by the MLMD core this server runs on")
@@ -270,7 +275,9 @@ class MetadataStoreServer:
     Raises :class:`~mlmd_cache.errors.StoreURLError` for a bad URL,
     :class:`~mlmd_cache.errors.StoreConnectionError` when the database cannot be opened, and
     :class:`ServerStartError` when the address cannot be bound or the TLS files are unusable.
-    ``options`` are extra gRPC server arguments (name, value).
+    ``options`` are extra gRPC server arguments (name, value). ``cache_service`` also offers
+    ``mlmd_cache.v1.CacheService`` (:mod:`mlmd_cache.cache_service`) on the port; :attr:`calls`
+    counts the RPCs answered, by method.
     """
 
     def __init__(
@@ -286,6 +293,7 @@ class MetadataStoreServer:
         options: Sequence[tuple[str, object]] = (),
         log: Callable[[str], None] = _log,
         shared_port: bool = False,
+        cache_service: bool = True,
     ) -> None:
         scheme = url.split("://", 1)[0].lower()
         if scheme in ("grpc", "grpcs"):
@@ -300,8 +308,13 @@ class MetadataStoreServer:
         # the processes of a ServerGroup share theirs on purpose.
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlmd"),
                                    options=[("grpc.so_reuseport", int(shared_port)), *options])
-        handlers = {method.name: _handler(method.name, self._stores) for method in _SERVICE.methods}
-        self._server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)])
+        self.calls = CallCounter()
+        handlers = {method.name: _handler(method.name, self._stores, self.calls) for method in _SERVICE.methods}
+        generic = [grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)]
+        if cache_service:
+            generic.append(cache_service_handler(self._stores.call, core, self.calls))
+        self.services = (SERVICE_NAME, CACHE_SERVICE_NAME) if cache_service else (SERVICE_NAME,)
+        self._server.add_generic_rpc_handlers(generic)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self.port = self._bind(host, port, tls_cert, tls_key)
@@ -338,7 +351,7 @@ class MetadataStoreServer:
 
     def start(self) -> None:
         self._server.start()
-        for service in ("", SERVICE_NAME):
+        for service in ("", *self.services):
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
 
     def stop_async(self, grace: Optional[float] = 10.0) -> threading.Event:

@@ -72,6 +72,7 @@ class ServerGroup:
         tls_key: Optional[str] = None,
         channel_arguments: Optional[str] = None,
         log: Callable[[str], None] = _log,
+        cache_service: bool = True,
     ) -> None:
         if processes < 2:
             raise InvalidArgumentError(f"a server group needs 2 or more processes, not {processes}")
@@ -88,6 +89,8 @@ class ServerGroup:
             self._command += ["--tls-cert", tls_cert, "--tls-key", tls_key or ""]
         if channel_arguments:
             self._command += ["--grpc_channel_arguments", channel_arguments]
+        if not cache_service:
+            self._command.append("--no-cache-service")
         self._children: list[subprocess.Popen] = []
         self._exited = threading.Event()
         self._stopping = False

@@ -17,9 +17,10 @@ KFP's rule (its outputs are usable) and the rules mlmd-cache adds (:class:`Sourc
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 from urllib.parse import unquote, urlparse
 
 from ml_metadata.metadata_store import metadata_store
@@ -28,12 +29,17 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from . import digests, invalidation, records
 from .staleness import staleness_problem
 
-__all__ = ["CacheHit", "Candidate", "SourceRules", "artifact_is_usable", "artifact_problem", "local_path", "read_candidates",
-           "source_problem", "Lookup", "look_up", "find_source", "examine_sources", "source_context", "new_source_context"]
+__all__ = ["CacheHit", "Candidate", "CandidateRound", "CONTEXT_FACT_FLAGS", "SourceRules", "artifact_is_usable",
+           "artifact_problem", "assemble_candidates", "local_path", "read_candidates", "read_round", "source_problem",
+           "Lookup", "look_up", "find_source", "examine_sources", "source_context", "new_source_context",
+           "wants_context_facts"]
 
 _UNUSABLE_ARTIFACT_STATES = frozenset(
     {mlmd.Artifact.PENDING, mlmd.Artifact.DELETED, mlmd.Artifact.MARKED_FOR_DELETION, mlmd.Artifact.ABANDONED}
 )
+# Properties of a CacheSource context telling that a rule of source_problem reads the contexts of its
+# candidates and of their outputs (see wants_context_facts).
+CONTEXT_FACT_FLAGS: tuple[str, ...] = ("invalidated",)
 # Candidates fetched per round of lookup; almost always one source exists per key, and a round with
 # several candidates costs the same reads as a round with one.
 _FIRST_ROUND = 4
@@ -127,35 +133,87 @@ def new_source_context(type_id: int, pipeline: str, fingerprint: str) -> mlmd.Co
     return source
 
 
-def read_candidates(store: metadata_store.MetadataStore, context: mlmd.Context, fingerprint: str,
-                    executions: Sequence[mlmd.Execution]) -> list[Candidate]:
-    """The COMPLETE executions among ``executions`` that carry ``fingerprint``, newest first as
-    given, each with its output artifacts: two reads (events, then artifacts) for them all."""
-    executions = [
+def _complete(executions: Sequence[mlmd.Execution], fingerprint: str) -> list[mlmd.Execution]:
+    return [
         execution for execution in executions
         if execution.last_known_state == mlmd.Execution.COMPLETE
         and records.read_property(execution, records.CACHE_FINGERPRINT) == fingerprint
     ]
+
+
+def read_candidates(store: metadata_store.MetadataStore, context: mlmd.Context, fingerprint: str,
+                    executions: Sequence[mlmd.Execution]) -> list[Candidate]:
+    """The COMPLETE executions among ``executions`` that carry ``fingerprint``, newest first as
+    given, each with its output artifacts: two reads (events, then artifacts) for them all."""
+    executions = _complete(executions, fingerprint)
     if not executions:
         return []
+    events = [event for event in store.get_events_by_execution_ids([execution.id for execution in executions])
+              if event.type == mlmd.Event.OUTPUT]
+    artifact_ids = sorted({event.artifact_id for event in events})
+    artifacts = store.get_artifacts_by_id(artifact_ids) if artifact_ids else []
+    return assemble_candidates(context, executions, events, artifacts)
+
+
+def assemble_candidates(context: Optional[mlmd.Context], executions: Sequence[mlmd.Execution],
+                        output_events: Sequence[mlmd.Event], artifacts: Sequence[mlmd.Artifact]) -> list[Candidate]:
+    """The candidates of :func:`read_candidates` from what it read (the cache service sends the same
+    records): each execution, in the order given, with its OUTPUT events' artifacts by output name;
+    an event whose artifact is not among ``artifacts`` names a missing one."""
     outputs: dict[int, list[mlmd.Event]] = {execution.id: [] for execution in executions}
-    for event in store.get_events_by_execution_ids(list(outputs)):
-        if event.type == mlmd.Event.OUTPUT:
+    for event in output_events:
+        if event.execution_id in outputs:
             outputs[event.execution_id].append(event)
-    artifact_ids = sorted({event.artifact_id for events in outputs.values() for event in events})
-    artifacts = {a.id: a for a in store.get_artifacts_by_id(artifact_ids)} if artifact_ids else {}
+    by_id = {artifact.id: artifact for artifact in artifacts}
     candidates = []
     for execution in executions:
         by_name: dict[str, list[mlmd.Artifact]] = {}
         missing = []
         for event in outputs[execution.id]:
-            artifact = artifacts.get(event.artifact_id)
+            artifact = by_id.get(event.artifact_id)
             if artifact is None:
                 missing.append(event.artifact_id)
                 continue
             by_name.setdefault(event.path.steps[0].key if event.path.steps else "", []).append(artifact)
         candidates.append(Candidate(execution, by_name, tuple(missing), context))
     return candidates
+
+
+class CandidateRound(NamedTuple):
+    """One round of a lookup (:func:`read_round`): the key's ``CacheSource`` context, the candidates
+    found among the newest ``executions_read`` executions of it (beyond those of earlier rounds),
+    and ``facts``, the store :func:`source_problem` reads anything else from (the store itself, or
+    a view of it that the cache service filled in advance)."""
+
+    context: mlmd.Context
+    candidates: list[Candidate]
+    executions_read: int
+    facts: Any
+
+
+def read_round(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str, limit: int, skip: int = 0,
+               context: Optional[mlmd.Context] = None) -> Optional[CandidateRound]:
+    """One round of a lookup in plain MLMD reads: the newest ``limit`` executions of the key's
+    ``CacheSource`` context (read first unless ``context`` is given), the candidates among them
+    after the first ``skip``; None when the key never had a source. ``mlmd-cache serve``'s cache
+    service runs this very function next to the database (:mod:`mlmd_cache.cache_service`)."""
+    if context is None:
+        context = source_context(store, pipeline, fingerprint)
+        if context is None:
+            return None
+    executions = store.get_executions_by_context(context.id, list_options=metadata_store.ListOptions(
+        limit=limit, order_by=metadata_store.OrderByField.ID, is_asc=False))
+    return CandidateRound(context, read_candidates(store, context, fingerprint, executions[skip:]), len(executions),
+                          store)
+
+
+def wants_context_facts(context: mlmd.Context) -> bool:
+    """Whether a rule of :func:`source_problem` reads the contexts of this key's candidates and of
+    their output artifacts (``get_contexts_by_execution``, ``get_contexts_by_artifact``): true when
+    the ``CacheSource`` context carries one of :data:`CONTEXT_FACT_FLAGS`. The cache service then
+    sends those contexts with the candidates, so that the rule costs no round trip of its own."""
+    return any(records.read_property(context, flag) for flag in CONTEXT_FACT_FLAGS
+               if flag in context.custom_properties)
 
 
 def source_problem(store: metadata_store.MetadataStore, candidate: Candidate,
@@ -210,27 +268,30 @@ def _invalidated(store: metadata_store.MetadataStore, candidate: Candidate) -> O
     return invalidation.invalidation_problem(store, candidate.execution.id, candidate.context)
 
 
-def _rounds(store: metadata_store.MetadataStore, context: mlmd.Context, fingerprint: str) -> Iterator[Candidate]:
-    """Candidates of a key, newest first, fetched in growing rounds so that the usual single source
-    costs one round."""
-    seen, limit = 0, _FIRST_ROUND
+def _candidates(store: metadata_store.MetadataStore, pipeline: str,
+                fingerprint: str) -> Iterator[tuple[Candidate, Any]]:
+    """Candidates of a key, newest first, each with the store its rules read, fetched in growing
+    rounds so that the usual single source costs one round: one call of the cache service when the
+    store has one (a ``grpc://`` store on ``mlmd-cache serve``), else the reads of :func:`read_round`."""
+    service = getattr(store, "cache_service", None)
+    read = service.lookup if service is not None else functools.partial(read_round, store)
+    seen, limit, context = 0, _FIRST_ROUND, None
     while True:
-        executions = store.get_executions_by_context(context.id, list_options=metadata_store.ListOptions(
-            limit=limit, order_by=metadata_store.OrderByField.ID, is_asc=False))
-        yield from read_candidates(store, context, fingerprint, executions[seen:])
-        if len(executions) < limit:
+        found = read(pipeline, fingerprint, limit, seen, context)
+        if found is None:
             return
-        seen, limit = len(executions), limit * 4
+        for candidate in found.candidates:
+            yield candidate, found.facts
+        if found.executions_read < limit:
+            return
+        seen, limit, context = found.executions_read, limit * 4, found.context
 
 
 def examine_sources(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str,
                     rules: SourceRules = SourceRules()) -> Iterator[tuple[Candidate, Optional[str]]]:
     """Every candidate source of a key, newest first, with why it is not valid (None: valid)."""
-    context = source_context(store, pipeline, fingerprint)
-    if context is None:
-        return
-    for candidate in _rounds(store, context, fingerprint):
-        yield candidate, source_problem(store, candidate, rules)
+    for candidate, facts in _candidates(store, pipeline, fingerprint):
+        yield candidate, source_problem(facts, candidate, rules)
 
 
 @dataclass(frozen=True)
@@ -253,7 +314,8 @@ def look_up(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str
             rules: SourceRules = SourceRules()) -> Lookup:
     """The newest valid cache source of ``fingerprint`` in ``pipeline``, and what was passed over:
     invalid sources are skipped in favour of older ones. The reads are indexed: by context type and
-    name, then by context, then events and artifacts by ID."""
+    name, then by context, then events and artifacts by ID; over ``mlmd-cache serve`` they are one
+    call of its cache service, and the rules run here (local files are checked where the caller runs)."""
     rejected = []
     for candidate, problem in examine_sources(store, pipeline, fingerprint, rules):
         if problem is None:

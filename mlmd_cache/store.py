@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
+
+import grpc
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
@@ -32,6 +34,8 @@ from ._messages import _one_line, mlmd_stderr_captured
 from .errors import StoreFaultError
 
 __all__ = ["Store", "RETRY_SECONDS", "CALL_TIMEOUT_SECONDS"]
+
+T = TypeVar("T")
 
 RETRY_SECONDS = 60.0
 """How long a busy, deadlocked or unreachable database is retried before a call fails."""
@@ -56,17 +60,33 @@ class Store(metadata_store.MetadataStore):
 
     def __init__(self, config: Any, *, shown: str, upgrade: bool = False,
                  retry_seconds: float = RETRY_SECONDS) -> None:
+        self.channel: Optional[grpc.Channel] = None
         super().__init__(config, enable_upgrade_migration=upgrade)
         self.shown = shown
         self.retry_seconds = retry_seconds
         self._upgrade = upgrade
+        self.cache_service: Optional[Any] = None
+        """The client of ``mlmd_cache.v1.CacheService`` (:mod:`mlmd_cache.cache_service`) for a
+        ``grpc://`` store opened by :func:`mlmd_cache.connect`, else None: lookups
+        (:mod:`mlmd_cache.sources`) ask it first and use plain MLMD calls when the server lacks it."""
+
+    def _get_channel(self, config: Any) -> grpc.Channel:
+        # Kept, so that the cache service's calls share MLMD's connection to the server.
+        self.channel = super()._get_channel(config)
+        return self.channel
 
     def _call(self, method_name: str, request: Any, response: Any, extra_options: Any = None) -> None:
+        return self.retrying(method_name, lambda: self._call_method(method_name, request, response))
+
+    def retrying(self, method_name: str, attempt: Callable[[], T]) -> T:
+        """``attempt()`` (one call named ``method_name``, which raises MLMD's errors), retried as
+        every MLMD call of this store is: conflicts, a lost database connection, a server that is
+        not there."""
         started = time.monotonic()
         pause = 0.02
         while True:
             try:
-                return self._call_method(method_name, request, response)
+                return attempt()
             except mlmd_errors.AbortedError as error:
                 if time.monotonic() - started > self.retry_seconds:
                     raise StoreFaultError(f"{self.shown}: {method_name} kept conflicting with other writers for "

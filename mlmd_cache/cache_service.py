@@ -1,0 +1,381 @@
+"""``mlmd_cache.v1.CacheService``: a cache lookup in one gRPC round trip, beside ``MetadataStoreService``.
+
+Over plain MLMD calls a lookup is four round trips (the key's context by name, its executions, their
+events, their artifacts). ``mlmd-cache serve`` also offers this small service on the same port, which
+makes those reads next to the database (with :func:`mlmd_cache.sources.read_round`, the very code an
+embedded lookup runs) and sends back everything the validity rules need; the client then applies
+:func:`mlmd_cache.sources.source_problem` itself, since files and digests must be checked where the
+client runs. ``serve --no-cache-service`` leaves the service out.
+
+A ``grpc://`` store opened by :func:`mlmd_cache.connect` has a :class:`CacheServiceClient` as its
+``cache_service``. Its first ``Lookup`` is the probe: a server without the service (the stock
+``metadata_store_server``, an older ``serve``) answers ``UNIMPLEMENTED``, which is remembered for the
+connection, and from then on lookups are plain MLMD calls. The stock MLMD client does not see the
+service at all.
+
+The wire format needs no protoc: the messages are built at import time from this description
+(package ``mlmd_cache.v1``, file ``mlmd_cache/cache_service.proto``; ``ml_metadata`` types are MLMD's
+own)::
+
+    service CacheService {
+      rpc Lookup(LookupRequest) returns (LookupResponse);
+      rpc Info(InfoRequest) returns (InfoResponse);
+    }
+    message LookupRequest {
+      uint32 version = 1;      // PROTOCOL_VERSION of the client (1)
+      string pipeline = 2;     // the key: pipeline name and cache fingerprint
+      string fingerprint = 3;
+      uint32 limit = 4;        // read the newest `limit` executions of the key's CacheSource context,
+      uint32 skip = 5;         // and examine those after the first `skip` (read by earlier rounds)
+    }
+    message LookupResponse {
+      uint32 version = 1;
+      bool found = 2;                           // the key has a CacheSource context ...
+      ml_metadata.Context context = 3;          // ... this one
+      uint32 executions_read = 4;               // executions of it read (fewer than `limit`: no more)
+      ml_metadata.LineageGraph candidates = 5;  // executions: the candidates (COMPLETE, the fingerprint),
+                                                // newest first; events: their OUTPUT events; artifacts:
+                                                // the output artifacts that exist
+      bool context_facts = 6;                   // candidates.contexts, .associations and .attributions
+                                                // hold every context of each candidate and of each of
+                                                // its outputs (sent when sources.wants_context_facts)
+    }
+    message InfoRequest {}
+    message InfoResponse {
+      uint32 version = 1;
+      repeated string methods = 2;              // this service's methods
+      repeated MethodCalls calls = 3;           // RPCs this server process answered, by method
+    }
+    message MethodCalls { string method = 1; uint64 count = 2; }
+
+Versions: fields are only ever added (proto3 ignores unknown ones); an incompatible change would
+be ``mlmd_cache.v2``. A request's ``version`` tells the server what the client understands.
+
+Errors are MLMD's status codes (the client raises MLMD's exceptions, retried as every call of
+:class:`mlmd_cache.store.Store` is); an answer too large for one message is ``RESOURCE_EXHAUSTED``,
+and the client then makes that round with plain MLMD calls.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any, Callable, Optional
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from ml_metadata import errors as mlmd_errors
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from . import records, sources
+from .errors import StoreConnectionError
+from .sources import CandidateRound
+
+__all__ = ["CACHE_SERVICE_NAME", "PROTOCOL_VERSION", "CacheServiceClient", "CallCounter", "CoreStore",
+           "cache_service_handler", "messages"]
+
+CACHE_SERVICE_NAME = "mlmd_cache.v1.CacheService"
+PROTOCOL_VERSION = 1
+METHODS = ("Lookup", "Info")
+# Larger answers are refused (RESOURCE_EXHAUSTED) below gRPC's default 4 MiB limit of a message,
+# and the client reads that round with MLMD's paged calls instead.
+MAX_RESPONSE_BYTES = 3 * 1024 * 1024
+
+
+# ---------------------------------------------------------------- the messages
+
+def _build_messages() -> dict[str, type]:
+    T = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="mlmd_cache/cache_service.proto", package="mlmd_cache.v1", syntax="proto3",
+        dependency=[mlmd.DESCRIPTOR.name])
+
+    def message(name: str, *fields: tuple[str, int, str]) -> None:
+        proto = file.message_type.add(name=name)
+        for number, (field_name, kind, type_name) in enumerate(fields, 1):
+            label = T.LABEL_REPEATED if field_name.startswith("*") else T.LABEL_OPTIONAL
+            field = proto.field.add(name=field_name.lstrip("*"), number=number, label=label, type=kind)
+            if type_name:
+                field.type_name = type_name
+
+    message("LookupRequest", ("version", T.TYPE_UINT32, ""), ("pipeline", T.TYPE_STRING, ""),
+            ("fingerprint", T.TYPE_STRING, ""), ("limit", T.TYPE_UINT32, ""), ("skip", T.TYPE_UINT32, ""))
+    message("LookupResponse", ("version", T.TYPE_UINT32, ""), ("found", T.TYPE_BOOL, ""),
+            ("context", T.TYPE_MESSAGE, ".ml_metadata.Context"), ("executions_read", T.TYPE_UINT32, ""),
+            ("candidates", T.TYPE_MESSAGE, ".ml_metadata.LineageGraph"), ("context_facts", T.TYPE_BOOL, ""))
+    message("InfoRequest")
+    message("MethodCalls", ("method", T.TYPE_STRING, ""), ("count", T.TYPE_UINT64, ""))
+    message("InfoResponse", ("version", T.TYPE_UINT32, ""), ("*methods", T.TYPE_STRING, ""),
+            ("*calls", T.TYPE_MESSAGE, ".mlmd_cache.v1.MethodCalls"))
+    service = file.service.add(name="CacheService")
+    for method in METHODS:
+        service.method.add(name=method, input_type=f".mlmd_cache.v1.{method}Request",
+                           output_type=f".mlmd_cache.v1.{method}Response")
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(file.name)
+    except KeyError:
+        pool.AddSerializedFile(file.SerializeToString())
+    return {proto.name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"mlmd_cache.v1.{proto.name}"))
+            for proto in file.message_type}
+
+
+messages = _build_messages()
+"""The service's message classes by name (``messages["LookupRequest"]``, ...)."""
+LookupRequest, LookupResponse = messages["LookupRequest"], messages["LookupResponse"]
+InfoRequest, InfoResponse = messages["InfoRequest"], messages["InfoResponse"]
+
+
+# ---------------------------------------------------------------- the server side
+
+class CallCounter:
+    """RPCs a server process answered, by full method name (``Info`` reports them)."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, method: str) -> None:
+        with self._lock:
+            self._counts[method] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+class CoreStore(metadata_store.MetadataStore):
+    """The MLMD Python API over a server's core stores: every call is ``call(entry_point, request
+    bytes, read_only)`` of :class:`mlmd_cache.server._Stores` (its locking, its connection per
+    thread and its retry of a read on a lost connection), so the service reads the database the way
+    ``MetadataStoreService`` does, without a round trip."""
+
+    def __init__(self, call: Callable[[Callable, bytes, bool], tuple[bytes, bytes, int]], core: Any) -> None:
+        # MetadataStore.__init__ would open a connection of its own: not called.
+        self._core_call, self._core = call, core
+        self._using_db_connection = True
+
+    def _call(self, method_name: str, request: Any, response: Any, extra_options: Any = None) -> None:
+        answer, message, code = self._core_call(getattr(self._core, method_name), request.SerializeToString(),
+                                                method_name.startswith("Get"))
+        if code != 0:
+            try:
+                kind = mlmd_errors.exception_type_from_error_code(code)
+            except KeyError:
+                kind = mlmd_errors.UnknownError
+            raise kind(message.decode("utf-8", "replace"))
+        response.ParseFromString(answer)
+
+
+_STATUS_BY_CODE = {status.value[0]: status for status in grpc.StatusCode}
+
+
+class _SourceContextIds:
+    """The IDs of the ``CacheSource`` contexts the server has looked up, by name: reading a context
+    by ID costs the core about half of reading it by type and name. A context read by a remembered
+    ID is used only if it still has the key's name and type (a store emptied and refilled under the
+    server reuses IDs), so a stale entry costs one extra read, never a wrong answer."""
+
+    LIMIT = 100_000  # entries; then it starts again
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+
+    def context(self, store: CoreStore, pipeline: str, fingerprint: str) -> Optional[mlmd.Context]:
+        name = records.cache_source_context_name(pipeline, fingerprint)
+        known = self._ids.get(name)
+        if known is not None:
+            found = store.get_contexts_by_id([known])
+            if found and found[0].name == name and found[0].type == records.CACHE_SOURCE_CONTEXT_TYPE:
+                return found[0]
+            self._ids.pop(name, None)
+        context = sources.source_context(store, pipeline, fingerprint)
+        if context is not None:
+            if len(self._ids) >= self.LIMIT:
+                self._ids.clear()
+            self._ids[name] = context.id
+        return context
+
+
+def _lookup(store: CoreStore, contexts: _SourceContextIds, request: Any) -> Any:
+    if not request.fingerprint:
+        raise ValueError("a Lookup names a fingerprint")
+    if request.limit < 1 or request.skip > request.limit:
+        raise ValueError(f"a Lookup needs 1 <= limit and skip <= limit (limit {request.limit}, skip {request.skip})")
+    response = LookupResponse(version=PROTOCOL_VERSION)
+    context = contexts.context(store, request.pipeline, request.fingerprint)
+    if context is None:
+        return response
+    found = sources.read_round(store, request.pipeline, request.fingerprint, request.limit, request.skip, context)
+    if found is None:
+        return response
+    response.found = True
+    response.context.CopyFrom(found.context)
+    response.executions_read = found.executions_read
+    graph = response.candidates
+    seen: set[int] = set()
+    for candidate in found.candidates:
+        execution_id = candidate.execution.id
+        graph.executions.append(candidate.execution)
+        # Its OUTPUT events as read_candidates read them, but for what assemble_candidates ignores
+        # (a candidate keeps its events as artifacts by output name, and missing ones by ID).
+        for name, artifacts in candidate.output_artifacts.items():
+            for artifact in artifacts:
+                event = graph.events.add(type=mlmd.Event.OUTPUT, execution_id=execution_id, artifact_id=artifact.id)
+                event.path.steps.add(key=name)
+                if artifact.id not in seen:
+                    seen.add(artifact.id)
+                    graph.artifacts.append(artifact)
+        for artifact_id in candidate.missing_artifact_ids:
+            graph.events.add(type=mlmd.Event.OUTPUT, execution_id=execution_id, artifact_id=artifact_id)
+    if sources.wants_context_facts(found.context):
+        response.context_facts = True
+        contexts: dict[int, mlmd.Context] = {}
+        for execution in graph.executions:
+            for context in store.get_contexts_by_execution(execution.id):
+                contexts.setdefault(context.id, context)
+                graph.associations.add(context_id=context.id, execution_id=execution.id)
+        for artifact in graph.artifacts:
+            for context in store.get_contexts_by_artifact(artifact.id):
+                contexts.setdefault(context.id, context)
+                graph.attributions.add(context_id=context.id, artifact_id=artifact.id)
+        graph.contexts.extend(contexts.values())
+    return response
+
+
+def cache_service_handler(call: Callable[[Callable, bytes, bool], tuple[bytes, bytes, int]], core: Any,
+                          calls: CallCounter) -> grpc.GenericRpcHandler:
+    """The service's handler for a gRPC server whose database calls go through ``call`` (see
+    :class:`CoreStore`); ``calls`` counts every RPC of the server, and ``Info`` reports it."""
+    store, contexts = CoreStore(call, core), _SourceContextIds()
+
+    def lookup(request: Any, context: grpc.ServicerContext) -> Any:
+        calls.add(f"{CACHE_SERVICE_NAME}/Lookup")
+        try:
+            response = _lookup(store, contexts, request)
+        except ValueError as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except StoreConnectionError as error:  # one line, password hidden
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except mlmd_errors.StatusError as error:
+            context.abort(_STATUS_BY_CODE.get(error.error_code, grpc.StatusCode.UNKNOWN), error.message)
+        if response.ByteSize() > MAX_RESPONSE_BYTES:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the candidates of this round take {response.ByteSize():,} bytes, more than one answer "
+                          f"carries ({MAX_RESPONSE_BYTES:,}); read them with MetadataStoreService's calls")
+        return response
+
+    def info(request: Any, context: grpc.ServicerContext) -> Any:
+        calls.add(f"{CACHE_SERVICE_NAME}/Info")
+        response = InfoResponse(version=PROTOCOL_VERSION, methods=METHODS)
+        for method, count in sorted(calls.snapshot().items()):
+            response.calls.add(method=method, count=count)
+        return response
+
+    def handler(function: Callable, request_class: type) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(function, request_deserializer=request_class.FromString,
+                                                   response_serializer=lambda message: message.SerializeToString())
+
+    return grpc.method_handlers_generic_handler(CACHE_SERVICE_NAME, {
+        "Lookup": handler(lookup, LookupRequest),
+        "Info": handler(info, InfoRequest),
+    })
+
+
+# ---------------------------------------------------------------- the client side
+
+class _ContextFacts:
+    """A store whose ``get_contexts_by_execution`` / ``get_contexts_by_artifact`` answer from what
+    the service sent, for the records it sent them for; everything else is the store's own call."""
+
+    def __init__(self, store: metadata_store.MetadataStore, graph: mlmd.LineageGraph) -> None:
+        self._store = store
+        contexts = {context.id: context for context in graph.contexts}
+        self._by_execution: dict[int, list[mlmd.Context]] = {execution.id: [] for execution in graph.executions}
+        self._by_artifact: dict[int, list[mlmd.Context]] = {artifact.id: [] for artifact in graph.artifacts}
+        for association in graph.associations:
+            self._by_execution[association.execution_id].append(contexts[association.context_id])
+        for attribution in graph.attributions:
+            self._by_artifact[attribution.artifact_id].append(contexts[attribution.context_id])
+
+    def get_contexts_by_execution(self, execution_id: int) -> list[mlmd.Context]:
+        if execution_id in self._by_execution:
+            return list(self._by_execution[execution_id])
+        return self._store.get_contexts_by_execution(execution_id)
+
+    def get_contexts_by_artifact(self, artifact_id: int) -> list[mlmd.Context]:
+        if artifact_id in self._by_artifact:
+            return list(self._by_artifact[artifact_id])
+        return self._store.get_contexts_by_artifact(artifact_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class CacheServiceClient:
+    """The cache service of the server behind a ``grpc://`` :class:`~mlmd_cache.store.Store`, over
+    the store's own channel. :attr:`offered` is None until the first call tells whether the server
+    has the service; when it has not, :meth:`lookup` is :func:`mlmd_cache.sources.read_round`."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.offered: Optional[bool] = None
+        channel = store.channel
+        self._lookup = channel.unary_unary(f"/{CACHE_SERVICE_NAME}/Lookup",
+                                           request_serializer=LookupRequest.SerializeToString,
+                                           response_deserializer=LookupResponse.FromString)
+        self._info = channel.unary_unary(f"/{CACHE_SERVICE_NAME}/Info",
+                                         request_serializer=InfoRequest.SerializeToString,
+                                         response_deserializer=InfoResponse.FromString)
+
+    def _rpc(self, method: str, stub: Callable, request: Any) -> Optional[Any]:
+        """The answer, or None when the server has no cache service (remembered). MLMD's errors
+        otherwise, after the store's retries."""
+        if self.offered is False:
+            return None
+
+        def attempt() -> Any:
+            try:
+                return stub(request, timeout=self._store._grpc_timeout_sec)
+            except grpc.RpcError as error:
+                try:
+                    kind = mlmd_errors.exception_type_from_error_code(error.code().value[0])
+                except KeyError:
+                    kind = mlmd_errors.UnknownError
+                raise kind(error.details() or "") from None
+
+        try:
+            answer = self._store.retrying(f"{CACHE_SERVICE_NAME}/{method}", attempt)
+        except mlmd_errors.UnimplementedError:
+            self.offered = False
+            return None
+        self.offered = True
+        return answer
+
+    def lookup(self, pipeline: str, fingerprint: str, limit: int, skip: int = 0,
+               context: Optional[mlmd.Context] = None) -> Optional[CandidateRound]:
+        """:func:`mlmd_cache.sources.read_round` in one round trip (``context`` is only used when
+        the round is read with plain MLMD calls)."""
+        request = LookupRequest(version=PROTOCOL_VERSION, pipeline=pipeline, fingerprint=fingerprint,
+                                limit=limit, skip=skip)
+        try:
+            response = self._rpc("Lookup", self._lookup, request)
+        except mlmd_errors.ResourceExhaustedError:
+            response = None  # too many candidates for one answer: MLMD's paged calls read them
+        if response is None:
+            return sources.read_round(self._store, pipeline, fingerprint, limit, skip, context)
+        if not response.found:
+            return None
+        graph = response.candidates
+        candidates = sources.assemble_candidates(response.context, list(graph.executions), list(graph.events),
+                                                 list(graph.artifacts))
+        facts = _ContextFacts(self._store, graph) if response.context_facts else self._store
+        return CandidateRound(response.context, candidates, response.executions_read, facts)
+
+    def info(self) -> Optional[dict[str, Any]]:
+        """The server's service version, methods and RPC counts by method; None without the service."""
+        response = self._rpc("Info", self._info, InfoRequest())
+        if response is None:
+            return None
+        return {"version": response.version, "methods": list(response.methods),
+                "calls": {item.method: item.count for item in response.calls}}

@@ -1,0 +1,251 @@
+"""``mlmd_cache.v1.CacheService``: lookups over ``mlmd-cache serve`` in one round trip, with the same
+answers as the embedded store, and plain MLMD calls against a server without the service.
+
+Every store here is reached three ways at once: embedded (the database URL), through a ``serve``
+that offers the cache service, and through a ``serve --no-cache-service`` over the same database.
+Each test works in a pipeline of its own, so the servers are shared by the module.
+"""
+from __future__ import annotations
+
+import contextlib
+import uuid
+from pathlib import Path
+from typing import Iterator, NamedTuple, Optional
+from urllib.parse import urlsplit
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, records, sources
+from mlmd_cache.cache_service import CACHE_SERVICE_NAME, LookupRequest
+from tests.backends import MYSQL_VARIABLE, fresh_database
+from tests.servers import serving
+
+LOOKUP = f"{CACHE_SERVICE_NAME}/Lookup"
+PLAIN_LOOKUP = {f"ml_metadata.MetadataStoreService/{method}": 1 for method in (
+    "GetContextByTypeAndName", "GetExecutionsByContext", "GetEventsByExecutionIDs", "GetArtifactsByID")}
+
+
+class Ways(NamedTuple):
+    """One store: its database URL, a serve with the cache service, a serve without it."""
+
+    database: str
+    service: str
+    plain: str
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mysql"])
+def ways(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ways]:
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            database = f"sqlite:///{tmp_path_factory.mktemp('cache-service') / 'store.sqlite'}"
+        else:
+            database = stack.enter_context(fresh_database(MYSQL_VARIABLE))
+        connect(database)  # the schema, before two servers open it
+        _, service = stack.enter_context(serving("--db", database))
+        _, plain = stack.enter_context(serving("--db", database, "--no-cache-service"))
+        yield Ways(database, service, plain)
+
+
+class Key(NamedTuple):
+    pipeline: str
+    task: Task
+
+
+def new_key(name: str = "train") -> Key:
+    """A task of a pipeline of its own (so that tests sharing the store do not meet)."""
+    pipeline = f"p-{uuid.uuid4().hex[:12]}"
+    return Key(pipeline, Task(name, CacheKey.build(image="python:3.11", command=["python", "-c", name],
+                                                   output_artifacts={"model": "system.Model"},
+                                                   output_parameters={"loss": "NUMBER_DOUBLE"})))
+
+
+def make_source(cache: ExecutionCache, key: Key, path: Path) -> int:
+    """A new COMPLETE source of ``key`` whose output is the (new) file ``path``: whatever valid
+    source exists must be made invalid first, or execute() hits it."""
+    path.write_text("model")
+    run = cache.pipeline_run(key.pipeline, f"run-{uuid.uuid4().hex[:8]}")
+    result = cache.execute(run, key.task, lambda started: Outputs(artifacts={"model": path.as_uri()},
+                                                                  parameters={"loss": 0.5}))
+    assert result.state == "COMPLETE"
+    return result.id
+
+
+def answers(url: str, key: Key, via_service: Optional[bool]) -> tuple[list[tuple[int, Optional[str]]], Optional[int]]:
+    """(every candidate with its problem, the hit's source) for ``key``, read over ``url``;
+    ``via_service``: whether the cache service must have answered (None: an embedded store)."""
+    store = connect(url)
+    examined = [(candidate.execution.id, problem)
+                for candidate, problem in sources.examine_sources(store, key.pipeline, key.task.fingerprint)]
+    hit = sources.find_source(store, key.pipeline, key.task.fingerprint)
+    if via_service is None:
+        assert store.cache_service is None
+    else:
+        assert store.cache_service.offered is via_service
+    return examined, hit and hit.source_execution_id
+
+
+def assert_same_everywhere(ways: Ways, key: Key) -> tuple[list[tuple[int, Optional[str]]], Optional[int]]:
+    embedded = answers(ways.database, key, None)
+    assert answers(ways.service, key, True) == embedded
+    assert answers(ways.plain, key, False) == embedded
+    return embedded
+
+
+def calls_made(url: str, action) -> dict[str, int]:
+    """The RPCs ``action()`` made to the server at ``url``, as its cache service counts them."""
+    counter = connect(url).cache_service  # one connection, opened before: connect() makes a call too
+
+    def calls() -> dict[str, int]:
+        info = counter.info()
+        assert info is not None and info["version"] == 1 and "Lookup" in info["methods"]
+        return info["calls"]
+
+    before = calls()
+    action()
+    after = calls()
+    return {method: count - before.get(method, 0) for method, count in after.items()
+            if count != before.get(method, 0) and not method.endswith("/Info")}
+
+
+# ---------------------------------------------------------------- same answers as embedded
+
+
+def test_a_hit(ways: Ways, tmp_path: Path) -> None:
+    key = new_key()
+    source = make_source(ExecutionCache(connect(ways.service)), key, tmp_path / "model")
+    assert assert_same_everywhere(ways, key) == ([(source, None)], source)
+
+
+def test_a_miss(ways: Ways) -> None:
+    assert assert_same_everywhere(ways, new_key()) == ([], None)
+
+
+def test_a_key_whose_only_run_failed(ways: Ways) -> None:
+    key = new_key()
+    cache = ExecutionCache(connect(ways.service))
+    run = cache.pipeline_run(key.pipeline, "run")
+    cache.fail(cache.start(run, key.task))  # RUNNING then FAILED: never a source, and no context of its own
+    assert assert_same_everywhere(ways, key) == ([], None)
+
+
+def test_a_source_whose_file_is_gone(ways: Ways, tmp_path: Path) -> None:
+    key = new_key()
+    source = make_source(ExecutionCache(connect(ways.service)), key, tmp_path / "model")
+    (tmp_path / "model").unlink()
+    examined, hit = assert_same_everywhere(ways, key)
+    assert hit is None and [execution for execution, _ in examined] == [source]
+    assert "no longer exists" in examined[0][1]
+
+
+def test_a_source_whose_artifact_is_deleted(ways: Ways, tmp_path: Path) -> None:
+    key = new_key()
+    store = connect(ways.service)
+    source = make_source(ExecutionCache(store), key, tmp_path / "model")
+    [event] = [e for e in store.get_events_by_execution_ids([source]) if e.type == mlmd.Event.OUTPUT]
+    [artifact] = store.get_artifacts_by_id([event.artifact_id])
+    artifact.state = mlmd.Artifact.DELETED
+    store.put_artifacts([artifact])
+    examined, hit = assert_same_everywhere(ways, key)
+    assert hit is None and examined == [(source, f"output artifact {artifact.id} is DELETED")]
+
+
+def test_several_sources_the_newest_valid_one_wins(ways: Ways, tmp_path: Path) -> None:
+    """Seven sources, newest first: the five newest lost their files, the two oldest are valid; the
+    first round reads four, so the hit (the sixth) comes from the second round."""
+    key = new_key()
+    cache = ExecutionCache(connect(ways.service))
+    made = []
+    for index in range(7):
+        made.append(make_source(cache, key, tmp_path / f"model-{index}"))
+        (tmp_path / f"model-{index}").unlink()  # so the next execute() misses
+    for index in (0, 1):
+        (tmp_path / f"model-{index}").write_text("model again")
+    examined, hit = assert_same_everywhere(ways, key)
+    assert [execution for execution, _ in examined] == made[::-1]
+    assert [problem is None for _, problem in examined] == [False] * 5 + [True] * 2
+    assert hit == made[1]
+
+
+def test_the_context_facts_a_rule_needs_come_with_the_candidates(ways: Ways, tmp_path: Path) -> None:
+    """A key whose CacheSource context carries one of CONTEXT_FACT_FLAGS: the service sends the
+    contexts of its candidates and their outputs, which the rules then read without a round trip."""
+    key = new_key()
+    store = connect(ways.service)
+    source = make_source(ExecutionCache(store), key, tmp_path / "model")
+    context = sources.source_context(store, key.pipeline, key.task.fingerprint)
+    context.custom_properties[sources.CONTEXT_FACT_FLAGS[0]].bool_value = True
+    store.put_contexts([context])
+    found = store.cache_service.lookup(key.pipeline, key.task.fingerprint, limit=4)
+    [candidate] = found.candidates
+    [artifact] = candidate.output_artifacts["model"]
+    names = lambda contexts: sorted(c.name for c in contexts)  # noqa: E731
+    made = calls_made(ways.service, lambda: (found.facts.get_contexts_by_execution(source),
+                                             found.facts.get_contexts_by_artifact(artifact.id)))
+    assert made == {}
+    assert names(found.facts.get_contexts_by_execution(source)) == names(store.get_contexts_by_execution(source))
+    assert names(found.facts.get_contexts_by_artifact(artifact.id)) == names(store.get_contexts_by_artifact(artifact.id))
+    assert context.name in names(found.facts.get_contexts_by_execution(source))
+    assert assert_same_everywhere(ways, key) == ([(source, None)], source)
+
+
+# ---------------------------------------------------------------- round trips
+
+
+def test_a_lookup_is_one_round_trip(ways: Ways, tmp_path: Path) -> None:
+    key = new_key()
+    cache = ExecutionCache(connect(ways.service))
+    source = make_source(cache, key, tmp_path / "model")
+    run = cache.pipeline_run(key.pipeline, "again")
+    assert calls_made(ways.service, lambda: cache.lookup(run, key.task)) == {LOOKUP: 1}
+    assert calls_made(ways.service, lambda: cache.find_source(key.pipeline, "f" * 64)) == {LOOKUP: 1}  # a miss
+    # The same lookup without the service: four MLMD calls.
+    plain = ExecutionCache(connect(ways.service))
+    plain.store.cache_service = None
+    assert calls_made(ways.service, lambda: plain.lookup(run, key.task)) == PLAIN_LOOKUP
+    assert cache.lookup(run, key.task).source_execution_id == source
+
+
+def test_a_server_without_the_service_is_asked_once(ways: Ways, tmp_path: Path) -> None:
+    key = new_key()
+    cache = ExecutionCache(connect(ways.plain))
+    assert cache.store.cache_service.offered is None
+    source = make_source(cache, key, tmp_path / "model")  # its lookup learnt that the service is not there
+    assert cache.store.cache_service.offered is False
+    assert cache.store.cache_service.info() is None
+    for _ in range(3):
+        assert cache.find_source(key.pipeline, key.task.fingerprint).source_execution_id == source
+
+
+def test_a_bad_request_is_refused(ways: Ways) -> None:
+    with grpc.insecure_channel(ways.service.removeprefix("grpc://")) as channel:
+        lookup = channel.unary_unary(f"/{LOOKUP}", request_serializer=LookupRequest.SerializeToString)
+        for request in (LookupRequest(version=1, pipeline="p", fingerprint="f", limit=0),
+                        LookupRequest(version=1, pipeline="p", fingerprint="f", limit=4, skip=5),
+                        LookupRequest(version=1, pipeline="p", limit=4)):
+            with pytest.raises(grpc.RpcError) as raised:
+                lookup(request, timeout=10)
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
+
+
+# ---------------------------------------------------------------- the stock client
+
+
+def test_the_stock_client_works_against_serve_unchanged(ways: Ways, tmp_path: Path) -> None:
+    key = new_key()
+    source = make_source(ExecutionCache(connect(ways.service)), key, tmp_path / "model")
+    parts = urlsplit(ways.service)
+    stock = metadata_store.MetadataStore(mlmd.MetadataStoreClientConfig(host=parts.hostname, port=parts.port))
+    context = stock.get_context_by_type_and_name(records.CACHE_SOURCE_CONTEXT_TYPE,
+                                                 records.cache_source_context_name(key.pipeline, key.task.fingerprint))
+    assert [e.id for e in stock.get_executions_by_context(context.id)] == [source]
+    [new] = stock.put_contexts([mlmd.Context(type_id=context.type_id, name=f"stock-{uuid.uuid4().hex}")])
+    assert stock.get_contexts_by_id([new])[0].id == new
+    with grpc.insecure_channel(f"{parts.hostname}:{parts.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("ml_metadata.MetadataStoreService", CACHE_SERVICE_NAME):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
