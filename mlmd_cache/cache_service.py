@@ -323,10 +323,12 @@ class CacheServiceClient:
         channel = store.channel
         self._lookup = channel.unary_unary(f"/{CACHE_SERVICE_NAME}/Lookup",
                                            request_serializer=LookupRequest.SerializeToString,
-                                           response_deserializer=LookupResponse.FromString)
+                                           response_deserializer=LookupResponse.FromString,
+                                           _registered_method=True)
         self._info = channel.unary_unary(f"/{CACHE_SERVICE_NAME}/Info",
                                          request_serializer=InfoRequest.SerializeToString,
-                                         response_deserializer=InfoResponse.FromString)
+                                         response_deserializer=InfoResponse.FromString,
+                                         _registered_method=True)
 
     def _rpc(self, method: str, stub: Callable, request: Any) -> Optional[Any]:
         """The answer, or None when the server has no cache service (remembered). MLMD's errors

@@ -26,12 +26,21 @@ Then, in one process and on one SQLite file, it measures the median of (for the 
     ``ExecutionProperty`` row whose ``cache_fingerprint`` string value is the key's fingerprint
     (``EXPLAIN QUERY PLAN`` must show ``idx_execution_property_string``): the floor of the database.
 
+Over gRPC (section ``grpc``), with two ``mlmd-cache serve`` subprocesses on the same SQLite file, one
+with its cache service and one with ``--no-cache-service``, it measures, interleaved:
+
+(g) ``ExecutionCache.lookup`` embedded, as (a);
+(h) the same lookup through ``connect("grpc://...")`` to the first server: one ``Lookup`` round trip
+    of ``mlmd_cache.v1.CacheService``, validation on the client;
+(i) the same through the second server: the plain MLMD calls (four round trips) that every other
+    MLMD server gets.
+
 (a) and (c) are sampled alternately too. Every median is over ``--repeat`` samples after a warm-up,
 with the garbage collector off while timing, except that a measurement stops after 120 s once it
 has 20 samples (only (e) on the hot key is that slow: it reads 10,001 executions).
 
-The script prints the ratios a/c, b/d, e/a and a/f with the targets a/c <= 6 and b/d <= 1.5 at
-every size for both keys, and, when two sizes are measured, "flat": (a) and (b) grow at most 1.5x
+The script prints the ratios a/c, b/d, e/a, a/f and h/g, i/g with the targets a/c <= 6, b/d <= 1.5
+and h/g <= 2 at every size for both keys, and, when two sizes are measured, "flat": (a) and (b) grow at most 1.5x
 from the smallest to the largest size. It exits with status 1 when a target fails.
 
 Files (``--dir``, default ``.bench/`` in the repository, which git ignores):
@@ -45,11 +54,20 @@ Usage::
 
     python scripts/bench_lookup.py                        # both sizes, 500 samples per median
     python scripts/bench_lookup.py --sizes 10000 --repeat 200
+    python scripts/bench_lookup.py --sizes 10000 --section grpc   # (g)-(i) only
+    python scripts/bench_lookup.py --all       # and the other benchmarks of issue 11 that exist
+
+``--section NAME`` (repeatable) picks parts: ``lookup`` (a)-(f), ``grpc`` (g)-(i), or another
+benchmark script (``dedup``: scripts/bench_dedup.py, ``invalidate``: scripts/bench_invalidate.py,
+``digest``: scripts/bench_digest.py), run by its ``main([])`` with its own defaults after the
+measurements here; ``--all`` runs every part whose script exists. The exit status is 1 when a target
+of any part fails.
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import shutil
 import sqlite3
 import sys
@@ -66,7 +84,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_store import (  # noqa: E402
-    PIPELINES, TASKS_PER_RUN, Timing, ensure_store, parse_counts, sample, shared_files, status, us, verdict,
+    PIPELINES, TASKS_PER_RUN, Timing, ensure_store, parse_counts, sample, serving, shared_files, status, us,
+    verdict,
 )
 from mlmd_cache import CacheHit, CacheKey, ExecutionCache, PipelineRun, Task, connect  # noqa: E402
 from mlmd_cache import records  # noqa: E402
@@ -76,6 +95,7 @@ DEFAULT_SIZES = (10_000, 1_000_000)
 TARGET_A_OVER_C = 6.0
 TARGET_B_OVER_D = 1.5
 TARGET_FLAT = 1.5
+TARGET_H_OVER_G = 2.0
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -175,6 +195,45 @@ def measure_key(cache: ExecutionCache, db_path: Path, meta: dict[str, Any], key:
     return KeyResult(meta["size"], key, info["hits"], dict(a=a, b=b, c=c, d=d, e=e, f=f), plan)
 
 
+GRPC_LABELS = {
+    "g": "ExecutionCache.lookup, embedded (as (a))",
+    "h": "the same over serve, cache service (1 round trip)",
+    "i": "the same over serve, plain MLMD calls (4 round trips)",
+}
+
+
+@dataclass
+class GrpcResult:
+    size: int
+    key: str
+    hits: int
+    timings: dict[str, Timing]
+
+    def ratio(self, top: str, bottom: str) -> float:
+        return self.timings[top].median / self.timings[bottom].median
+
+
+def measure_grpc(cache: ExecutionCache, service_url: str, plain_url: str, meta: dict[str, Any], key: str,
+                 repeat: int) -> GrpcResult:
+    """(g), (h) and (i), interleaved: one lookup of the key embedded, over ``serve`` with its cache
+    service, and over ``serve --no-cache-service`` (the fallback every other MLMD server gets)."""
+    info = meta["keys"][key]
+    task = Task(info["task"], CacheKey.from_json(info["key"]))
+    run = cache.pipeline_run(meta["pipeline"], f"bench-grpc-{key}-{uuid.uuid4()}")
+    service, plain = ExecutionCache(connect(service_url)), ExecutionCache(connect(plain_url))
+    for which, other in (("embedded", cache), ("service", service), ("plain", plain)):
+        hit = other.lookup(run, task)
+        if hit is None or hit.source_execution_id != info["source"]:
+            raise SystemExit(f"{key} key, {which}: lookup found {hit and hit.source_execution_id}, "
+                             f"expected source {info['source']}")
+    if not service.store.cache_service.offered or plain.store.cache_service.offered is not False:
+        raise SystemExit("serve's cache service was not used, or --no-cache-service was")
+    status(f"  {key} key: (g) embedded, (h) serve with the cache service, (i) serve, plain MLMD calls")
+    g, h, i = sample([lambda: cache.lookup(run, task), lambda: service.lookup(run, task),
+                      lambda: plain.lookup(run, task)], repeat, max(5, min(50, repeat // 10)))
+    return GrpcResult(meta["size"], key, info["hits"], dict(g=g, h=h, i=i))
+
+
 # -- reporting ------------------------------------------------------------------------------------
 
 def short(size: int) -> str:
@@ -198,9 +257,31 @@ def print_table(result: KeyResult, meta: dict[str, Any], file_size: int, built: 
     sys.stdout.flush()
 
 
-def print_targets(results: list[KeyResult]) -> bool:
+def print_grpc_table(result: GrpcResult, meta: dict[str, Any]) -> None:
+    description = "1 source, no hits" if result.key == "cold" else f"1 source + {result.hits:,} CACHED hits"
+    print(f"\n== size {result.size:,}: {meta['executions']:,} executions, SQLite, serve on this host "
+          f"-- {result.key} key: {description}")
+    print(f"   {'measurement':<55}{'median µs':>12}{'p10 µs':>12}{'p90 µs':>12}{'samples':>9}")
+    for name, label in GRPC_LABELS.items():
+        timing = result.timings[name]
+        print(f"   ({name}) {label:<51}{us(timing.median):>12}{us(timing.quantile(0.1)):>12}"
+              f"{us(timing.quantile(0.9)):>12}{len(timing.samples):>9}")
+    h_g = result.ratio("h", "g")
+    print(f"   h/g = {h_g:.2f} (target <= {TARGET_H_OVER_G:g}: {verdict(h_g <= TARGET_H_OVER_G)})   "
+          f"i/g = {result.ratio('i', 'g'):.2f}   i/h = {result.ratio('i', 'h'):.2f}")
+    sys.stdout.flush()
+
+
+def print_targets(results: list[KeyResult], grpc_results: Sequence[GrpcResult] = ()) -> bool:
     print("\n== targets")
     ok_all = True
+    if grpc_results:
+        values = [(f"{r.key} {short(r.size)}", r.ratio("h", "g")) for r in grpc_results]
+        ok = all(value <= TARGET_H_OVER_G for _, value in values)
+        ok_all &= ok
+        print(f"{verdict(ok)}  h/g <= {TARGET_H_OVER_G:g}:  " + "   ".join(f"{n} {v:.2f}" for n, v in values))
+    if not results:
+        return ok_all
     for top, bottom, target in (("a", "c", TARGET_A_OVER_C), ("b", "d", TARGET_B_OVER_D)):
         values = [(f"{r.key} {short(r.size)}", r.ratio(top, bottom)) for r in results]
         ok = all(value <= target for _, value in values)
@@ -229,6 +310,27 @@ def parse_sizes(text: str) -> list[int]:
     return parse_counts(text, TASKS_PER_RUN * PIPELINES, "sizes", f"sizes must be at least {TASKS_PER_RUN * PIPELINES}")
 
 
+SECTIONS = ("lookup", "grpc")
+# The other benchmarks of issue 11, each a script of its own with a main(argv) -> exit code, run by
+# --all (or --section NAME) with their defaults when the script is there.
+OTHER_BENCHMARKS = {
+    "dedup": "bench_dedup",            # a hit with dedup on vs off (measure_hit)
+    "invalidate": "bench_invalidate",  # invalidate --cascade on 10,000 descendants in 1M executions
+    "digest": "bench_digest",          # content digest throughput
+}
+
+
+def run_other(section: str) -> int:
+    """Run ``scripts/<OTHER_BENCHMARKS[section]>.py``'s ``main([])``; its exit code (0 when absent)."""
+    module_name = OTHER_BENCHMARKS[section]
+    if not (REPO / "scripts" / f"{module_name}.py").exists():
+        print(f"\n== {section}: n/a (scripts/{module_name}.py is not there)")
+        return 0
+    print(f"\n== {section}: scripts/{module_name}.py", flush=True)
+    code = importlib.import_module(module_name).main([])
+    return int(code or 0)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -239,14 +341,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "store-N.sqlite there is reused")
     parser.add_argument("--repeat", type=int, default=500, help="samples per median (default: 500)")
     parser.add_argument("--rebuild", action="store_true", help="build the stores again even if present")
+    parser.add_argument("--section", action="append", choices=[*SECTIONS, *OTHER_BENCHMARKS],
+                        help="measure only this part (repeatable): lookup (a-f), grpc (g-i), or another "
+                             "benchmark of issue 11 (default: lookup and grpc)")
+    parser.add_argument("--all", action="store_true",
+                        help="also run the other benchmarks (scripts/bench_dedup.py, bench_invalidate.py, "
+                             "bench_digest.py) that exist, with their defaults")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be positive")
+    sections = list(dict.fromkeys(args.section or SECTIONS))
+    if args.all:
+        sections += [name for name in (*SECTIONS, *OTHER_BENCHMARKS) if name not in sections]
     directory: Path = args.dir.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     files = shared_files(directory)
     results: list[KeyResult] = []
-    for size in args.sizes:
+    grpc_results: list[GrpcResult] = []
+    for size in args.sizes if {"lookup", "grpc"} & set(sections) else []:
         path = directory / f"store-{size}.sqlite"
         meta, built = ensure_store(path, size, files, rebuild=args.rebuild)
         status(f"store {path.name}: {meta['executions']:,} executions, {path.stat().st_size / 1e9:.2f} GB, {built}")
@@ -255,16 +367,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shutil.copyfile(path, measured)
         try:
             cache = ExecutionCache(connect(f"sqlite:///{measured}"))
-            for key in ("cold", "hot"):
-                result = measure_key(cache, measured, meta, key, args.repeat)
-                results.append(result)
-                print_table(result, meta, path.stat().st_size, built)
+            if "lookup" in sections:
+                for key in ("cold", "hot"):
+                    result = measure_key(cache, measured, meta, key, args.repeat)
+                    results.append(result)
+                    print_table(result, meta, path.stat().st_size, built)
+            if "grpc" in sections:
+                status("starting mlmd-cache serve twice on the store: with the cache service and without ...")
+                with serving(f"sqlite:///{measured}") as service_url, \
+                        serving(f"sqlite:///{measured}", "--no-cache-service") as plain_url:
+                    for key in ("cold", "hot"):
+                        grpc_result = measure_grpc(cache, service_url, plain_url, meta, key, args.repeat)
+                        grpc_results.append(grpc_result)
+                        print_grpc_table(grpc_result, meta)
             del cache
             gc.collect()
         finally:
             measured.unlink(missing_ok=True)
-    ok = print_targets(results)
-    return 0 if ok else 1
+    ok = print_targets(results, grpc_results) if results or grpc_results else True
+    codes = [run_other(section) for section in sections if section in OTHER_BENCHMARKS]
+    return 0 if ok and not any(codes) else 1
 
 
 if __name__ == "__main__":

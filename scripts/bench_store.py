@@ -31,25 +31,31 @@ A finished build is ``<path>`` (an interrupted one leaves only ``<path>.partial`
 artifact URIs point to (:func:`shared_files`).
 
 Also here, for every benchmark: :func:`sample` (interleaved timing, GC off) and :class:`Timing`,
-:func:`parse_counts`, :func:`status`, :func:`us`, :func:`verdict`.
+:func:`parse_counts`, :func:`status`, :func:`us`, :func:`verdict`, and :func:`serving` (an
+``mlmd-cache serve`` subprocess).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
 import multiprocessing
 import os
+import re
 import shutil
+import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
@@ -704,3 +710,40 @@ def parse_counts(text: str, minimum: int, what: str, too_small: str) -> list[int
     if not counts or counts[0] < minimum:
         raise argparse.ArgumentTypeError(too_small)
     return counts
+
+
+_LISTENING = re.compile(r" on (grpcs?://\S+) over ")
+
+
+@contextlib.contextmanager
+def serving(db_url: str, *args: str, timeout: float = 60.0) -> Iterator[str]:
+    """``mlmd-cache serve --db DB_URL ARGS`` on a free port, as a subprocess: its ``grpc://`` URL once
+    it listens; stopped (SIGTERM, then killed) afterwards."""
+    command = [sys.executable, "-m", "mlmd_cache", "serve", "--port", "0", "--db", db_url, *args]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                                   filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))))
+    try:
+        lines = []
+        watchdog = threading.Timer(timeout, process.kill)
+        watchdog.start()
+        try:
+            for line in process.stderr:
+                lines.append(line)
+                found = _LISTENING.search(line)
+                if found:
+                    break
+            else:
+                raise SystemExit(f"mlmd-cache serve did not start: {''.join(lines).strip()}")
+        finally:
+            watchdog.cancel()
+        threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()  # drain
+        yield found.group(1)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
