@@ -33,7 +33,9 @@ with its cache service and one with ``--no-cache-service``, it measures, interle
 (h) the same lookup through ``connect("grpc://...")`` to the first server: one ``Lookup`` round trip
     of ``mlmd_cache.v1.CacheService``, validation on the client;
 (i) the same through the second server: the plain MLMD calls (four round trips) that every other
-    MLMD server gets.
+    MLMD server gets;
+(j) one ``Info`` call of the cache service (no database work): the floor of a round trip, so that
+    (h) - (j) is the lookup's own work, on both sides.
 
 (a) and (c) are sampled alternately too. Every median is over ``--repeat`` samples after a warm-up,
 with the garbage collector off while timing, except that a measurement stops after 120 s once it
@@ -199,6 +201,7 @@ GRPC_LABELS = {
     "g": "ExecutionCache.lookup, embedded (as (a))",
     "h": "the same over serve, cache service (1 round trip)",
     "i": "the same over serve, plain MLMD calls (4 round trips)",
+    "j": "one CacheService/Info call: the floor of a round trip",
 }
 
 
@@ -228,10 +231,12 @@ def measure_grpc(cache: ExecutionCache, service_url: str, plain_url: str, meta: 
                              f"expected source {info['source']}")
     if not service.store.cache_service.offered or plain.store.cache_service.offered is not False:
         raise SystemExit("serve's cache service was not used, or --no-cache-service was")
-    status(f"  {key} key: (g) embedded, (h) serve with the cache service, (i) serve, plain MLMD calls")
-    g, h, i = sample([lambda: cache.lookup(run, task), lambda: service.lookup(run, task),
-                      lambda: plain.lookup(run, task)], repeat, max(5, min(50, repeat // 10)))
-    return GrpcResult(meta["size"], key, info["hits"], dict(g=g, h=h, i=i))
+    status(f"  {key} key: (g) embedded, (h) serve with the cache service, (i) serve, plain MLMD calls, "
+           "(j) a bare round trip")
+    g, h, i, j = sample([lambda: cache.lookup(run, task), lambda: service.lookup(run, task),
+                         lambda: plain.lookup(run, task), service.store.cache_service.info],
+                        repeat, max(5, min(50, repeat // 10)))
+    return GrpcResult(meta["size"], key, info["hits"], dict(g=g, h=h, i=i, j=j))
 
 
 # -- reporting ------------------------------------------------------------------------------------
@@ -268,7 +273,8 @@ def print_grpc_table(result: GrpcResult, meta: dict[str, Any]) -> None:
               f"{us(timing.quantile(0.9)):>12}{len(timing.samples):>9}")
     h_g = result.ratio("h", "g")
     print(f"   h/g = {h_g:.2f} (target <= {TARGET_H_OVER_G:g}: {verdict(h_g <= TARGET_H_OVER_G)})   "
-          f"i/g = {result.ratio('i', 'g'):.2f}   i/h = {result.ratio('i', 'h'):.2f}")
+          f"i/g = {result.ratio('i', 'g'):.2f}   i/h = {result.ratio('i', 'h'):.2f}   "
+          f"(h-j)/g = {(result.timings['h'].median - result.timings['j'].median) / result.timings['g'].median:.2f}")
     sys.stdout.flush()
 
 
