@@ -8,6 +8,7 @@ Each test works in a pipeline of its own, so the servers are shared by the modul
 from __future__ import annotations
 
 import contextlib
+import datetime
 import uuid
 from pathlib import Path
 from typing import Iterator, NamedTuple, Optional
@@ -170,6 +171,20 @@ def test_several_sources_the_newest_valid_one_wins(ways: Ways, tmp_path: Path) -
     assert hit == made[1]
 
 
+def test_a_rule_of_the_client_applies_to_what_the_service_sent(ways: Ways, tmp_path: Path) -> None:
+    """Max staleness, decided by the client on the candidates the service sent: the same answers."""
+    key = new_key()
+    source = make_source(ExecutionCache(connect(ways.service)), key, tmp_path / "model")
+    for limit, valid in ((datetime.timedelta(days=1), True), (datetime.timedelta(microseconds=1), False)):
+        rules = sources.SourceRules(max_staleness=limit)
+        found = {url: sources.look_up(connect(url), key.pipeline, key.task.fingerprint, rules)
+                 for url in (ways.database, ways.service, ways.plain)}
+        assert {url: (f.hit and f.hit.source_execution_id) for url, f in found.items()} == \
+            dict.fromkeys(found, source if valid else None)
+        rejected = {f.rejected for f in found.values()}
+        assert len(rejected) == 1 and (not valid) == bool(rejected.pop())
+
+
 def test_the_context_facts_a_rule_needs_come_with_the_candidates(ways: Ways, tmp_path: Path) -> None:
     """A key whose CacheSource context carries one of CONTEXT_FACT_FLAGS: the service sends the
     contexts of its candidates and their outputs, which the rules then read without a round trip."""
@@ -249,3 +264,11 @@ def test_the_stock_client_works_against_serve_unchanged(ways: Ways, tmp_path: Pa
         for service in ("ml_metadata.MetadataStoreService", CACHE_SERVICE_NAME):
             answer = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("flags, offered", [((), True), (("--no-cache-service",), False)])
+def test_a_server_group_offers_the_service_unless_told_not_to(flags: tuple[str, ...], offered: bool) -> None:
+    with fresh_database(MYSQL_VARIABLE) as database, serving("--db", database, "--processes", "2", *flags) as (_, url):
+        store = connect(url)
+        assert sources.find_source(store, "p", "f" * 64) is None
+        assert store.cache_service.offered is offered
