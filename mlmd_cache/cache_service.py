@@ -35,10 +35,10 @@ own)::
       uint32 executions_read = 4;               // executions of it read (fewer than `limit`: no more)
       ml_metadata.LineageGraph candidates = 5;  // executions: the candidates (COMPLETE, the fingerprint),
                                                 // newest first; events: their OUTPUT events; artifacts:
-                                                // the output artifacts that exist
-      bool context_facts = 6;                   // candidates.contexts, .associations and .attributions
-                                                // hold every context of each candidate and of each of
-                                                // its outputs (sent when sources.wants_context_facts)
+                                                // the output artifacts that exist; contexts: those
+                                                // of rule_context_ids that exist
+      repeated int64 rule_context_ids = 6;      // the contexts the validity rules read by ID for this
+                                                // key (sources.rule_context_ids), read here too
     }
     message InfoRequest {}
     message InfoResponse {
@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -102,7 +102,7 @@ def _build_messages() -> dict[str, type]:
             ("fingerprint", T.TYPE_STRING, ""), ("limit", T.TYPE_UINT32, ""), ("skip", T.TYPE_UINT32, ""))
     message("LookupResponse", ("version", T.TYPE_UINT32, ""), ("found", T.TYPE_BOOL, ""),
             ("context", T.TYPE_MESSAGE, ".ml_metadata.Context"), ("executions_read", T.TYPE_UINT32, ""),
-            ("candidates", T.TYPE_MESSAGE, ".ml_metadata.LineageGraph"), ("context_facts", T.TYPE_BOOL, ""))
+            ("candidates", T.TYPE_MESSAGE, ".ml_metadata.LineageGraph"), ("*rule_context_ids", T.TYPE_INT64, ""))
     message("InfoRequest")
     message("MethodCalls", ("method", T.TYPE_STRING, ""), ("count", T.TYPE_UINT64, ""))
     message("InfoResponse", ("version", T.TYPE_UINT32, ""), ("*methods", T.TYPE_STRING, ""),
@@ -228,18 +228,10 @@ def _lookup(store: CoreStore, contexts: _SourceContextIds, request: Any) -> Any:
                     graph.artifacts.append(artifact)
         for artifact_id in candidate.missing_artifact_ids:
             graph.events.add(type=mlmd.Event.OUTPUT, execution_id=execution_id, artifact_id=artifact_id)
-    if sources.wants_context_facts(found.context):
-        response.context_facts = True
-        contexts: dict[int, mlmd.Context] = {}
-        for execution in graph.executions:
-            for context in store.get_contexts_by_execution(execution.id):
-                contexts.setdefault(context.id, context)
-                graph.associations.add(context_id=context.id, execution_id=execution.id)
-        for artifact in graph.artifacts:
-            for context in store.get_contexts_by_artifact(artifact.id):
-                contexts.setdefault(context.id, context)
-                graph.attributions.add(context_id=context.id, artifact_id=artifact.id)
-        graph.contexts.extend(contexts.values())
+    wanted = sorted(set(sources.rule_context_ids(found.context)))
+    if wanted:
+        response.rule_context_ids.extend(wanted)
+        graph.contexts.extend(store.get_contexts_by_id(wanted))
     return response
 
 
@@ -284,29 +276,18 @@ def cache_service_handler(call: Callable[[Callable, bytes, bool], tuple[bytes, b
 
 # ---------------------------------------------------------------- the client side
 
-class _ContextFacts:
-    """A store whose ``get_contexts_by_execution`` / ``get_contexts_by_artifact`` answer from what
-    the service sent, for the records it sent them for; everything else is the store's own call."""
+class _RuleContexts:
+    """A store whose ``get_contexts_by_id`` answers from what the service sent, for the IDs it read
+    (``rule_context_ids``); any other call is the store's own."""
 
-    def __init__(self, store: metadata_store.MetadataStore, graph: mlmd.LineageGraph) -> None:
-        self._store = store
-        contexts = {context.id: context for context in graph.contexts}
-        self._by_execution: dict[int, list[mlmd.Context]] = {execution.id: [] for execution in graph.executions}
-        self._by_artifact: dict[int, list[mlmd.Context]] = {artifact.id: [] for artifact in graph.artifacts}
-        for association in graph.associations:
-            self._by_execution[association.execution_id].append(contexts[association.context_id])
-        for attribution in graph.attributions:
-            self._by_artifact[attribution.artifact_id].append(contexts[attribution.context_id])
+    def __init__(self, store: metadata_store.MetadataStore, ids: Sequence[int], contexts: Sequence[mlmd.Context]) -> None:
+        self._store, self._ids = store, frozenset(ids)
+        self._contexts = {context.id: context for context in contexts}
 
-    def get_contexts_by_execution(self, execution_id: int) -> list[mlmd.Context]:
-        if execution_id in self._by_execution:
-            return list(self._by_execution[execution_id])
-        return self._store.get_contexts_by_execution(execution_id)
-
-    def get_contexts_by_artifact(self, artifact_id: int) -> list[mlmd.Context]:
-        if artifact_id in self._by_artifact:
-            return list(self._by_artifact[artifact_id])
-        return self._store.get_contexts_by_artifact(artifact_id)
+    def get_contexts_by_id(self, context_ids: Sequence[int]) -> list[mlmd.Context]:
+        if not set(context_ids) <= self._ids:
+            return self._store.get_contexts_by_id(context_ids)
+        return [self._contexts[i] for i in dict.fromkeys(context_ids) if i in self._contexts]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -371,7 +352,8 @@ class CacheServiceClient:
         graph = response.candidates
         candidates = sources.assemble_candidates(response.context, list(graph.executions), list(graph.events),
                                                  list(graph.artifacts))
-        facts = _ContextFacts(self._store, graph) if response.context_facts else self._store
+        facts = (_RuleContexts(self._store, response.rule_context_ids, graph.contexts)
+                 if response.rule_context_ids else self._store)
         return CandidateRound(response.context, candidates, response.executions_read, facts)
 
     def info(self) -> Optional[dict[str, Any]]:

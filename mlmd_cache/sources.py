@@ -29,17 +29,14 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from . import digests, invalidation, records
 from .staleness import staleness_problem
 
-__all__ = ["CacheHit", "Candidate", "CandidateRound", "CONTEXT_FACT_FLAGS", "SourceRules", "artifact_is_usable",
+__all__ = ["CacheHit", "Candidate", "CandidateRound", "SourceRules", "artifact_is_usable",
            "artifact_problem", "assemble_candidates", "local_path", "read_candidates", "read_round", "source_problem",
            "Lookup", "look_up", "find_source", "examine_sources", "source_context", "new_source_context",
-           "wants_context_facts"]
+           "rule_context_ids"]
 
 _UNUSABLE_ARTIFACT_STATES = frozenset(
     {mlmd.Artifact.PENDING, mlmd.Artifact.DELETED, mlmd.Artifact.MARKED_FOR_DELETION, mlmd.Artifact.ABANDONED}
 )
-# Properties of a CacheSource context telling that a rule of source_problem reads the contexts of its
-# candidates and of their outputs (see wants_context_facts).
-CONTEXT_FACT_FLAGS: tuple[str, ...] = ("invalidated",)
 # Candidates fetched per round of lookup; almost always one source exists per key, and a round with
 # several candidates costs the same reads as a round with one.
 _FIRST_ROUND = 4
@@ -207,13 +204,13 @@ def read_round(store: metadata_store.MetadataStore, pipeline: str, fingerprint: 
                           store)
 
 
-def wants_context_facts(context: mlmd.Context) -> bool:
-    """Whether a rule of :func:`source_problem` reads the contexts of this key's candidates and of
-    their output artifacts (``get_contexts_by_execution``, ``get_contexts_by_artifact``): true when
-    the ``CacheSource`` context carries one of :data:`CONTEXT_FACT_FLAGS`. The cache service then
-    sends those contexts with the candidates, so that the rule costs no round trip of its own."""
-    return any(records.read_property(context, flag) for flag in CONTEXT_FACT_FLAGS
-               if flag in context.custom_properties)
+def rule_context_ids(context: mlmd.Context) -> list[int]:
+    """The IDs of the contexts that the rules of :func:`source_problem` read with
+    ``get_contexts_by_id`` for the candidates of the key whose ``CacheSource`` context this is (e.g.
+    the invalidations its properties name). The cache service reads them next to the database and
+    sends them with the candidates, so that such a rule costs no round trip of its own; a rule that
+    reads anything else still works over gRPC, with calls of its own. No rule here reads any yet."""
+    return []
 
 
 def source_problem(store: metadata_store.MetadataStore, candidate: Candidate,

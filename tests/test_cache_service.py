@@ -22,6 +22,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, records, sources
 from mlmd_cache.cache_service import CACHE_SERVICE_NAME, LookupRequest
+from mlmd_cache.server import MetadataStoreServer
 from tests.backends import MYSQL_VARIABLE, fresh_database
 from tests.servers import serving
 
@@ -185,26 +186,32 @@ def test_a_rule_of_the_client_applies_to_what_the_service_sent(ways: Ways, tmp_p
         assert len(rejected) == 1 and (not valid) == bool(rejected.pop())
 
 
-def test_the_context_facts_a_rule_needs_come_with_the_candidates(ways: Ways, tmp_path: Path) -> None:
-    """A key whose CacheSource context carries one of CONTEXT_FACT_FLAGS: the service sends the
-    contexts of its candidates and their outputs, which the rules then read without a round trip."""
-    key = new_key()
-    store = connect(ways.service)
-    source = make_source(ExecutionCache(store), key, tmp_path / "model")
-    context = sources.source_context(store, key.pipeline, key.task.fingerprint)
-    context.custom_properties[sources.CONTEXT_FACT_FLAGS[0]].bool_value = True
-    store.put_contexts([context])
-    found = store.cache_service.lookup(key.pipeline, key.task.fingerprint, limit=4)
-    [candidate] = found.candidates
-    [artifact] = candidate.output_artifacts["model"]
-    names = lambda contexts: sorted(c.name for c in contexts)  # noqa: E731
-    made = calls_made(ways.service, lambda: (found.facts.get_contexts_by_execution(source),
-                                             found.facts.get_contexts_by_artifact(artifact.id)))
-    assert made == {}
-    assert names(found.facts.get_contexts_by_execution(source)) == names(store.get_contexts_by_execution(source))
-    assert names(found.facts.get_contexts_by_artifact(artifact.id)) == names(store.get_contexts_by_artifact(artifact.id))
-    assert context.name in names(found.facts.get_contexts_by_execution(source))
-    assert assert_same_everywhere(ways, key) == ([(source, None)], source)
+def test_the_contexts_a_rule_reads_by_id_come_with_the_candidates(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """When sources.rule_context_ids names contexts for a key (the invalidations of a flagged key,
+    say), the service reads them with the candidates, and the rules' get_contexts_by_id is answered
+    without a round trip; other IDs are still read from the store. (An in-process server, so that
+    the hook can be given IDs.)"""
+    server = MetadataStoreServer(f"sqlite:///{tmp_path / 'store.sqlite'}", port=0, log=lambda line: None)
+    server.start()
+    try:
+        key = new_key()
+        store = connect(server.address)
+        source = make_source(ExecutionCache(store), key, tmp_path / "model")
+        context = sources.source_context(store, key.pipeline, key.task.fingerprint)
+        [other] = store.put_contexts([mlmd.Context(type_id=context.type_id, name="another")])
+        monkeypatch.setattr(sources, "rule_context_ids", lambda c: [other, 10**9] if c.id == context.id else [])
+        found = store.cache_service.lookup(key.pipeline, key.task.fingerprint, limit=4)
+        assert [c.execution.id for c in found.candidates] == [source]
+        before = server.calls.snapshot()
+        assert [c.name for c in found.facts.get_contexts_by_id([other, 10**9])] == ["another"]
+        assert found.facts.get_contexts_by_id([10**9]) == []
+        assert server.calls.snapshot() == before  # answered from what the Lookup sent
+        assert [c.id for c in found.facts.get_contexts_by_id([context.id])] == [context.id]  # not sent: a call
+        assert server.calls.snapshot() != before
+        assert sources.find_source(store, key.pipeline, key.task.fingerprint).source_execution_id == source
+    finally:
+        server.stop(None)
 
 
 # ---------------------------------------------------------------- round trips
