@@ -207,8 +207,7 @@ def _lookup(store: CoreStore, contexts: _SourceContextIds, request: Any) -> Any:
     if context is None:
         return response
     found = sources.read_round(store, request.pipeline, request.fingerprint, request.limit, request.skip, context)
-    if found is None:
-        return response
+    assert found is not None  # given the context, a round always has one
     response.found = True
     response.context.CopyFrom(found.context)
     response.executions_read = found.executions_read
