@@ -209,8 +209,12 @@ def rule_context_ids(context: mlmd.Context) -> list[int]:
     ``get_contexts_by_id`` for the candidates of the key whose ``CacheSource`` context this is (e.g.
     the invalidations its properties name). The cache service reads them next to the database and
     sends them with the candidates, so that such a rule costs no round trip of its own; a rule that
-    reads anything else still works over gRPC, with calls of its own. No rule here reads any yet."""
-    return []
+    reads anything else still works over gRPC, with calls of its own. Here: the invalidations that
+    the key's ``invalidation_<ID>`` flags name (:func:`mlmd_cache.invalidation.invalidations_of`
+    reads those it needs by ID); none for a key never invalidated."""
+    prefix = invalidation.FLAG_PREFIX
+    return [int(name[len(prefix):]) for name in context.custom_properties
+            if name.startswith(prefix) and name[len(prefix):].isdigit()]
 
 
 def source_problem(store: metadata_store.MetadataStore, candidate: Candidate,

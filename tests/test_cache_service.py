@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, records, sources
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, invalidation, records, sources
 from mlmd_cache.cache_service import CACHE_SERVICE_NAME, LookupRequest
 from mlmd_cache.server import MetadataStoreServer
 from tests.backends import MYSQL_VARIABLE, fresh_database
@@ -170,6 +170,22 @@ def test_several_sources_the_newest_valid_one_wins(ways: Ways, tmp_path: Path) -
     assert [execution for execution, _ in examined] == made[::-1]
     assert [problem is None for _, problem in examined] == [False] * 5 + [True] * 2
     assert hit == made[1]
+
+
+def test_an_invalidated_source_costs_one_round_trip_too(ways: Ways, tmp_path: Path) -> None:
+    """mlmd-cache invalidate's rule reads the invalidations the key's flags name by ID: the service
+    sends them, so the lookup is still one Lookup, with the same answers as embedded."""
+    key = new_key()
+    store = connect(ways.service)
+    older = make_source(ExecutionCache(store), key, tmp_path / "model-0")
+    (tmp_path / "model-0").unlink()
+    newer = make_source(ExecutionCache(store), key, tmp_path / "model-1")
+    (tmp_path / "model-0").write_text("model again")
+    invalidation.invalidate(store, execution=newer, reason="bad labels")
+    examined, hit = assert_same_everywhere(ways, key)
+    assert hit == older and examined[0][0] == newer and "bad labels" in examined[0][1]
+    assert calls_made(ways.service, lambda: sources.find_source(store, key.pipeline, key.task.fingerprint)) == \
+        {LOOKUP: 1}
 
 
 def test_a_rule_of_the_client_applies_to_what_the_service_sent(ways: Ways, tmp_path: Path) -> None:
