@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -23,7 +24,9 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import digests, indexing, limits, records, sources
+from ._messages import mlmd_stderr_captured
+from . import dedup as dedup_, digests, indexing, leases, limits, records, sources
+from .dedup import Claim
 from .indexing import SourceIndex
 from .sources import CacheHit, Lookup, SourceRules, artifact_is_usable
 from .errors import ExecutionStateError, InvalidArgumentError, NotFoundError, OutputError
@@ -31,7 +34,7 @@ from .key import CacheKey, custom_fingerprint
 from .recovery import RUNNER, runner_identity
 
 __all__ = ["ExecutionCache", "PipelineRun", "Task", "CacheHit", "TaskExecution", "Outputs", "SourceIndex",
-           "SourceRules", "artifact_is_usable"]
+           "SourceRules", "Claim", "artifact_is_usable"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,8 @@ class TaskExecution:
     task: Task = field(repr=False)
     output_artifacts: dict[str, list[mlmd.Artifact]] = field(default_factory=dict, repr=False)
     output_parameters: dict[str, Any] = field(default_factory=dict)
+    reservation: Optional[mlmd.Context] = field(default=None, repr=False)
+    """The ``mlmd_cache.Reservation`` context by which this execution holds its key (:mod:`.dedup`)."""
 
     @property
     def id(self) -> int:
@@ -183,6 +188,11 @@ class ExecutionCache:
     def __init__(self, store: metadata_store.MetadataStore) -> None:
         self.store = store
         self.types = records.TypeRegistry(store)
+
+    @cached_property
+    def heartbeats(self) -> leases.Heartbeats:
+        """The heartbeat of the reservations this cache's executions hold (:mod:`.leases`)."""
+        return leases.Heartbeats(self.store)
 
     # -- runs -------------------------------------------------------------------------------------
 
@@ -351,11 +361,15 @@ class ExecutionCache:
 
     # -- a miss: start, publish, fail ---------------------------------------------------------------
 
-    def start(self, run: PipelineRun, task: Task, miss_reason: Optional[str] = None) -> TaskExecution:
+    def start(self, run: PipelineRun, task: Task, miss_reason: Optional[str] = None, *,
+              reservation: Optional[mlmd.Context] = None) -> TaskExecution:
         """Record a RUNNING execution of ``task`` with INPUT events (and its fingerprint when caching
         is on, as KFP does), and the calling process as its ``runner`` (:mod:`mlmd_cache.recovery`
         tells from it whether a RUNNING execution was left by a runner that was killed).
-        ``miss_reason`` (:attr:`Lookup.miss_reason`) is kept for ``explain``."""
+        ``miss_reason`` (:attr:`Lookup.miss_reason`) is kept for ``explain``. A new
+        ``reservation`` context (:func:`mlmd_cache.leases.new_reservation`) is written with it: if
+        its name is taken, MLMD's ``AlreadyExistsError`` is raised and nothing is written (use
+        :meth:`claim`, which handles that)."""
         task = self.keyed(run, task)
         fingerprint = task.fingerprint if self.caching_enabled(run, task) else None
         execution = self._execution(task, mlmd.Execution.RUNNING, fingerprint)
@@ -363,10 +377,24 @@ class ExecutionCache:
         if miss_reason:
             execution.custom_properties[records.MISS_REASON].string_value = limits.storable_text(
                 miss_reason, limits.store_backend(self.store))
-        execution.id, _, _ = self.store.put_execution(
-            execution, self._input_events(task), [run.pipeline_context, run.run_context], force_reuse_context=True
-        )
-        return TaskExecution(execution, run, task)
+        contexts = [run.pipeline_context, run.run_context] + ([reservation] if reservation is not None else [])
+        events = self._input_events(task)
+        with mlmd_stderr_captured() if reservation is not None else contextlib.nullcontext():
+            # a reservation another runner took is an AlreadyExistsError, whose C++ log is no news
+            execution.id, _, context_ids = self.store.put_execution(
+                execution, events, contexts, force_reuse_context=True, reuse_context_if_already_exist=False)
+        if reservation is not None:
+            reservation = mlmd.Context(id=context_ids[-1], type_id=reservation.type_id, name=reservation.name,
+                                       custom_properties=reservation.custom_properties)
+        return TaskExecution(execution, run, task, reservation=reservation)
+
+    def claim(self, run: PipelineRun, task: Task, miss_reason: Optional[str] = None, *,
+              lease_seconds: float = leases.DEFAULT_LEASE_SECONDS, known: int = 0) -> Claim:
+        """On a miss, reserve the task's key and :meth:`start` it, unless another runner holds the
+        key (``Claim.held``: look again later) or completed it meanwhile (``Claim.hit``); see
+        :func:`mlmd_cache.dedup.claim`. The reservation's heartbeat runs until :meth:`publish`
+        or :meth:`fail`."""
+        return dedup_.claim(self, run, task, miss_reason, lease_seconds, known)
 
     def _stored_in_state(self, started: TaskExecution, expected: int = mlmd.Execution.RUNNING) -> mlmd.Execution:
         """The execution as stored, which must be in state ``expected`` (RUNNING unless said)."""
@@ -440,14 +468,20 @@ class ExecutionCache:
             by_name.setdefault(event.path.steps[0].key, []).append(artifact)
         if started.run.uses_digests:
             digests.remember(started.run.verified_digests, by_name)
+        if started.reservation is not None:  # COMPLETE: waiters now find the source
+            self.heartbeats.stop(started.reservation.id)
         return replace(started, execution=execution, output_artifacts=by_name,
                        output_parameters=dict(outputs.parameters))
 
-    def fail(self, started: TaskExecution) -> TaskExecution:
-        """Mark a RUNNING execution FAILED. A failed execution is never a cache source."""
+    def fail(self, started: TaskExecution, *, keep_reservation: bool = False) -> TaskExecution:
+        """Mark a RUNNING execution FAILED. A failed execution is never a cache source. Its
+        reservation is released, so that a waiter takes the key over at once, unless
+        ``keep_reservation`` (another attempt follows: :meth:`restart`)."""
         execution = self._stored_in_state(started)
         execution.last_known_state = mlmd.Execution.FAILED
         self.store.put_executions([execution])
+        if started.reservation is not None and not keep_reservation:
+            self.heartbeats.release(started.reservation.id)
         return replace(started, execution=execution)
 
     def restart(self, failed: TaskExecution) -> TaskExecution:
@@ -475,20 +509,34 @@ class ExecutionCache:
         return indexing.index_sources(self.store, self.types, pipeline, dry_run=dry_run)
 
     def execute(
-        self, run: PipelineRun, task: Task, work: Callable[[TaskExecution], Optional[Outputs]]
+        self, run: PipelineRun, task: Task, work: Callable[[TaskExecution], Optional[Outputs]], *,
+        dedup: bool = True, lease_seconds: float = leases.DEFAULT_LEASE_SECONDS,
+        max_wait_seconds: Optional[float] = None, on_wait: Optional[Callable[[int], None]] = None,
     ) -> TaskExecution:
         """Run one task with caching: reuse a valid source when there is one; otherwise start an
         execution, call ``work(started)`` and publish what it returns. If ``work`` raises, the
-        execution is marked FAILED and the exception propagates."""
+        execution is marked FAILED and the exception propagates.
+
+        With ``dedup`` (the default, when caching is on for the task) a miss first reserves the
+        key (:meth:`claim`): while another runner holds it, this one waits (``on_wait`` is told the
+        holder's execution ID) and then reuses the holder's result, or takes the key over if the
+        holder failed or its lease of ``lease_seconds`` ran out without a heartbeat. After
+        ``max_wait_seconds`` (default: no limit) it runs the work anyway."""
         task = self.keyed(run, task)
         found = self.look_up(run, task)
         if found.hit is not None:
             return self.reuse(run, task, found.hit)
-        started = self.start(run, task, found.miss_reason)
+        if dedup and self.caching_enabled(run, task):
+            claimed = dedup_.claim_or_wait(self, run, task, found.miss_reason, lease_seconds, max_wait_seconds,
+                                           on_wait)
+            if claimed.hit is not None:
+                return self.reuse(run, task, claimed.hit)
+            started = claimed.started
+        else:
+            started = self.start(run, task, found.miss_reason)
         try:
             outputs = work(started) or Outputs()
             return self.publish(started, outputs)
         except BaseException:
             self.fail(started)
             raise
-

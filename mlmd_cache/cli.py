@@ -415,6 +415,13 @@ class _LiveProgress:
         self.running[task] = None
         self._status()
 
+    def waiting(self, task: str, holder: int) -> None:
+        """A task whose cache key another run holds (always told, on stderr)."""
+        if self.enabled:
+            click.echo("\r\x1b[K", nl=False, err=True)
+        click.echo(f"{task}: waiting for execution {holder}, which holds its cache key", err=True)
+        self._status()
+
     def finished(self, task: str, line: str, err: bool) -> None:
         self.done += 1
         self.running.pop(task, None)
@@ -446,18 +453,26 @@ class _LiveProgress:
 @click.option("--key-by-content", is_flag=True,
               help="Key input artifacts by digest instead of MLMD ID (implies --digest): a re-run producer that "
                    "writes the same bytes keeps its consumers cached. Fingerprints then differ from KFP's.")
+@click.option("--no-dedup", is_flag=True,
+              help="Do not reserve cache keys: runs racing on one store may each execute the same task.")
+@click.option("--lease", metavar="DURATION", default="30s", show_default=True,
+              help="How long a reserved key stays held without its runner's heartbeat (e.g. 10s, PT1M).")
+@click.option("--max-wait", metavar="DURATION",
+              help="How long a task waits for the run that holds its key before it runs anyway. Default: no limit.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (progress lines go to stderr).")
 @_reports_errors
 def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
                  disable_cache: bool, parallelism: Optional[int], run_name: Optional[str],
                  pipeline_root: Optional[str], max_staleness: Optional[str], task_staleness: tuple[str, ...],
-                 digest: bool, key_by_content: bool, as_json: bool) -> None:
+                 digest: bool, key_by_content: bool, no_dedup: bool, lease: str, max_wait: Optional[str],
+                 as_json: bool) -> None:
     """Run a compiled KFP v2 pipeline locally with KFP's step caching, recording it in MLMD.
 
     Every ready task runs at once (up to --parallelism) as a local subprocess: lightweight Python
     components and container components whose command exists here (images are not pulled).
     Conditions, loops, exit handlers, OneOf, Collected and retries run as on KFP. A task whose
-    cache key has a valid earlier execution is not run: its outputs are reused. Exit code 1 when
+    cache key has a valid earlier execution is not run: its outputs are reused; a task whose key
+    another run is executing waits for it and reuses its outputs. Exit code 1 when
     a task fails (its descendants are NOT_RUN), 2 for an unusable pipeline or parameter.
     """
     import signal
@@ -476,6 +491,8 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         input_artifacts = parse_artifact_references(artifacts)
         staleness = parse_duration(max_staleness, "--max-cache-staleness") if max_staleness is not None else None
         per_task = parse_task_durations(task_staleness, "--task-staleness")
+        lease_seconds = parse_duration(lease, "--lease").total_seconds()
+        max_wait_seconds = parse_duration(max_wait, "--max-wait").total_seconds() if max_wait is not None else None
         check_task_names(pipeline, per_task, "--task-staleness")  # before the store is opened (or made)
         root = pipeline_root or default_pipeline_root(db_url)
         ids = {name: value for name, value in input_artifacts.items() if isinstance(value, int)}
@@ -488,7 +505,8 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         report = run(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name, pipeline_root=root,
                      enable_caching=False if disable_cache else None, parallelism=parallelism,
                      on_start=progress.started, max_staleness=staleness, task_staleness=per_task,
-                     digest=digest, key_by_content=key_by_content,
+                     digest=digest, key_by_content=key_by_content, dedup=not no_dedup, lease_seconds=lease_seconds,
+                     max_wait_seconds=max_wait_seconds, on_wait=progress.waiting,
                      on_task=lambda task: progress.finished(task.name, _task_line(task), err=as_json))
     except KeyboardInterrupt:
         click.echo("run-pipeline: interrupted; the running task's execution and the run are marked FAILED", err=True)

@@ -9,9 +9,11 @@ import hashlib
 from typing import Any, Mapping
 
 from google.protobuf import json_format
+from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from ._messages import mlmd_stderr_captured
 from .errors import OutputError
 
 __all__ = [
@@ -159,7 +161,19 @@ def read_property(node: Any, name: str) -> Any:
 
 
 class TypeRegistry:
-    """Type IDs of one store, registered on first use and then served from memory."""
+    """Type IDs of one store, registered on first use and then served from memory.
+
+    MLMD makes a type by reading it by name and inserting it when there is none; its MySQL and
+    PostgreSQL schemas hold no unique key on the name, so two processes that make one type at
+    once on a new store make two of it, and records of one are not found by the other (nor by
+    name). So a type this registry makes has ``external_id`` ``mlmd_cache:<kind>:<name>``, which
+    MLMD keeps unique: the second insert fails, and the type the first made is read instead.
+    (KFP's own puts of the ``system.*`` types accept a stored type with an external ID.)
+    """
+
+    _PUT = {"execution": ("put_execution_type", "get_execution_type", mlmd.ExecutionType),
+            "context": ("put_context_type", "get_context_type", mlmd.ContextType),
+            "artifact": ("put_artifact_type", "get_artifact_type", mlmd.ArtifactType)}
 
     def __init__(self, store: metadata_store.MetadataStore) -> None:
         self._store = store
@@ -168,12 +182,20 @@ class TypeRegistry:
     def _get(self, kind: str, name: str) -> int:
         type_id = self._ids.get((kind, name))
         if type_id is None:
-            if kind == "execution":
-                type_id = self._store.put_execution_type(mlmd.ExecutionType(name=name), can_omit_fields=True)
-            elif kind == "context":
-                type_id = self._store.put_context_type(mlmd.ContextType(name=name), can_omit_fields=True)
+            put, get, message = self._PUT[kind]
+            try:
+                existing = getattr(self._store, get)(name)
+            except mlmd_errors.NotFoundError:
+                existing = None
+            if existing is not None:
+                type_id = existing.id
             else:
-                type_id = self._store.put_artifact_type(mlmd.ArtifactType(name=name), can_omit_fields=True)
+                try:
+                    with mlmd_stderr_captured():  # the C++ log of a lost race is no news
+                        type_id = getattr(self._store, put)(message(name=name, external_id=f"mlmd_cache:{kind}:{name}"),
+                                                            can_omit_fields=True)
+                except mlmd_errors.StatusError:  # made meanwhile by another process (its external_id is taken)
+                    type_id = getattr(self._store, get)(name).id
             self._ids[(kind, name)] = type_id
         return type_id
 

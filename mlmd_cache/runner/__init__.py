@@ -35,6 +35,7 @@ from .. import json_values, limits
 from ..cache import ExecutionCache
 from ..connection import connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
+from ..leases import DEFAULT_LEASE_SECONDS
 from ..pipeline_spec import CompiledPipeline, PipelineSpecError, UnsupportedPipelineError, iter_tasks
 from .importers import pipeline_input_artifacts, write_input_artifacts
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, RunReport, TaskReport
@@ -124,6 +125,10 @@ def run_pipeline(
     task_staleness: Optional[Mapping[str, datetime.timedelta]] = None,
     digest: bool = False,
     key_by_content: bool = False,
+    dedup: bool = True,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    max_wait_seconds: Optional[float] = None,
+    on_wait: Optional[Callable[[str, int], None]] = None,
 ) -> RunReport:
     """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
     (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
@@ -149,10 +154,20 @@ def run_pipeline(
     instead of MLMD ID, so a re-run producer that writes the same bytes leaves its consumers cached
     (see :mod:`mlmd_cache.digests`).
 
+    ``dedup`` (on by default): a task that misses reserves its cache key before its process
+    starts, so that runs racing on one store do its work once (see :mod:`mlmd_cache.dedup`): a
+    task whose key another run holds waits, holding no slot, and is then CACHED from the holder's
+    execution (``on_wait`` is called with its path and the holder's execution ID); if the holder
+    fails, or its runner is killed and its lease of ``lease_seconds`` runs out, one waiter takes
+    over. After ``max_wait_seconds`` (default: no limit) a waiting task runs anyway.
+
     A failing task does not raise: its report is FAILED, its descendants NOT_RUN, independent
     tasks still run. On Ctrl-C every running task's process group is stopped, their executions
     and every open DAG execution are marked FAILED, and ``KeyboardInterrupt`` propagates.
     """
+    if not lease_seconds > 0 or (max_wait_seconds is not None and not max_wait_seconds >= 0):
+        raise InvalidArgumentError(f"a lease must be longer than 0 s and a wait not negative (lease {lease_seconds!r} s, "
+                                   f"wait {max_wait_seconds!r} s)")
     if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
                                     or parallelism < 1):
         raise InvalidArgumentError(f"parallelism must be a whole number of at least 1, not {parallelism!r}")
@@ -171,7 +186,8 @@ def run_pipeline(
         placeholders = RunPlaceholders(job_name=run_name, job_id=run_name, pipeline_root=str(root),
                                        create_time=created)
         scheduler = Scheduler(cache, pipeline, run, root, env, parallelism or os.cpu_count() or 1, placeholders,
-                              on_task, on_start, task_staleness)
+                              on_task, on_start, task_staleness, dedup=dedup, lease_seconds=lease_seconds,
+                              max_wait_seconds=max_wait_seconds, on_wait=on_wait)
         root_artifacts = write_input_artifacts(cache, input_artifacts, root_spec)
         execution, _, _ = scheduler.run_root(arguments, root_artifacts)
     return RunReport(run_name, pipeline.name, execution.id, scheduler.reports)

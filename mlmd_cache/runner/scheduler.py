@@ -2,9 +2,11 @@
 the tasks after it.
 
 One thread — the caller's — decides everything and does every MLMD read and write, so the store
-sees one writer whatever the backend (SQLite included). Worker threads only run task processes,
-at most ``parallelism`` at a time, and hand each exit code back through a queue; retries wait on
-timers in the same loop. A DAG (the root, a nested pipeline, a condition branch, an exit handler
+sees one writer whatever the backend (SQLite included); the one exception is the heartbeat of the
+cache keys this run reserved (:mod:`mlmd_cache.leases`), a write every third of a lease. Worker
+threads only run task processes, at most ``parallelism`` at a time, and hand each exit code back
+through a queue; retries, and tasks waiting for a key another run holds (:mod:`mlmd_cache.dedup`),
+wait on timers in the same loop. A DAG (the root, a nested pipeline, a condition branch, an exit handler
 group, a loop iteration) is a :class:`_Dag`: its tasks start as soon as everything they depend on
 has ended, a failure stops only the tasks that depend on it, and when all its tasks have ended the
 DAG ends and its parent's task with it.
@@ -26,9 +28,9 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import records
+from .. import leases, records
 from ..cache import ExecutionCache, PipelineRun, Task, TaskExecution
-from ..errors import MlmdCacheError, StoreFaultError
+from ..errors import ExecutionStateError, MlmdCacheError, StoreFaultError
 from ..pipeline_spec import CompiledPipeline, upstream_tasks
 from . import containers, expressions, importers
 from .dags import DagRecorder, collect_outputs, dag_outputs
@@ -107,14 +109,34 @@ class _Attempt:
     process: Optional[containers.TaskProcess] = None
 
 
+@dataclass
+class _KeyWait:
+    """A container task whose cache key another runner holds: it looks again when its timer is due."""
+
+    dag: _Dag
+    node: _Node
+    inputs: ResolvedInputs
+    container: Any
+    task: Task
+    miss_reason: Optional[str]
+    began: float
+    next_delay: Callable[[], float]
+    deadline: Optional[float]
+    generation: int = 0
+    holder: Optional[int] = None
+
+
 class Scheduler:
     """Runs one pipeline run; see the module docstring."""
 
     def __init__(self, cache: ExecutionCache, pipeline: CompiledPipeline, run: PipelineRun, pipeline_root: Path,
                  env: dict[str, str], parallelism: int, placeholders: RunPlaceholders,
                  on_task: Optional[Callable[[TaskReport], None]], on_start: Optional[Callable[[str], None]],
-                 task_staleness: Optional[Mapping[str, datetime.timedelta]] = None) -> None:
+                 task_staleness: Optional[Mapping[str, datetime.timedelta]] = None, *, dedup: bool = True,
+                 lease_seconds: float = leases.DEFAULT_LEASE_SECONDS, max_wait_seconds: Optional[float] = None,
+                 on_wait: Optional[Callable[[str, int], None]] = None) -> None:
         self.cache, self.pipeline, self.run, self.pipeline_root = cache, pipeline, run, pipeline_root
+        self.dedup, self.lease_seconds, self.max_wait_seconds, self.on_wait = dedup, lease_seconds, max_wait_seconds, on_wait
         self.task_staleness = dict(task_staleness or {})  # by task path or task name
         self.env, self.placeholders = env, placeholders
         self.on_task, self.on_start = on_task, on_start
@@ -123,6 +145,7 @@ class Scheduler:
         self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="mlmd-cache-task")
         self._finished: queue.SimpleQueue[tuple[_Attempt, int]] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, _Attempt]] = []
+        self._key_waits: list[tuple[float, int, _KeyWait]] = []
         self._sequence = itertools.count()
         self._running_attempts: dict[int, _Attempt] = {}
         self._parallelism = parallelism
@@ -168,20 +191,27 @@ class Scheduler:
         return execution, result["state"] == COMPLETE, result["parameters"]
 
     def _wait(self) -> None:
-        """Handle the next process that ends, or the next retry that is due."""
+        """Handle the next process that ends, then the retries and key waits that are due."""
         # A bounded wait keeps the loop responsive to signals (Ctrl-C, SIGTERM) on every platform.
         timeout = _POLL_SECONDS
-        if self._timers:
-            timeout = min(timeout, max(0.0, self._timers[0][0] - time.monotonic()))
+        for timers in (self._timers, self._key_waits):
+            if timers:
+                timeout = min(timeout, max(0.0, timers[0][0] - time.monotonic()))
         try:
             attempt, returncode = self._finished.get(timeout=timeout)
         except queue.Empty:
-            if self._timers and self._timers[0][0] <= time.monotonic():
-                _, _, attempt = heapq.heappop(self._timers)
-                self._waiting.append(lambda: self._launch(attempt))
-            return
-        self._running_attempts.pop(id(attempt), None)
-        self._process_ended(attempt, returncode)
+            pass
+        else:
+            self._running_attempts.pop(id(attempt), None)
+            self._process_ended(attempt, returncode)
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, due = heapq.heappop(self._timers)
+            self._waiting.append(lambda due=due: self._launch(due))
+        while self._key_waits and self._key_waits[0][0] <= now:
+            _, _, wait = heapq.heappop(self._key_waits)
+            self._waiting.append(lambda wait=wait: self._execute(wait.dag, wait.node, wait.inputs, wait.container,
+                                                                 wait.task, wait.miss_reason, wait))
 
     def _advance(self) -> None:
         """Start all that can start: ready tasks, then waiting processes (whose failure to start may
@@ -218,7 +248,10 @@ class Scheduler:
                 self.cache.fail(attempt.started)
             except Exception:  # already FAILED (a retry was waiting), or the store is gone
                 pass
+            if attempt.started.reservation is not None:  # a retry's waiters need not wait for the lease
+                self.cache.heartbeats.release(attempt.started.reservation.id)
         self._timers.clear()
+        self._key_waits.clear()
         for execution in reversed(self._open_executions()):
             self.dags.finish(execution, mlmd.Execution.FAILED)
         try:
@@ -505,15 +538,17 @@ class Scheduler:
         return started
 
     def _execute(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any, task: Any,
-                 miss_reason: Optional[str] = None) -> None:
-        began = time.monotonic()
+                 miss_reason: Optional[str] = None, wait: Optional[_KeyWait] = None) -> None:
+        began = time.monotonic() if wait is None else wait.began
         path = dag.path + node.name
         try:
-            started = self.cache.start(self.run, task, miss_reason)
+            started = self._reserve(dag, node, inputs, container, task, miss_reason, wait)
         except StoreFaultError:  # the store is gone: the run ends, not the task
             raise
         except MlmdCacheError as error:
             return self._end(dag, node, TaskReport(path, FAILED, error=str(error)))
+        if started is None:  # a hit after all, or another runner holds the key
+            return
         if self.on_start is not None:
             self.on_start(path)
         task_dir = self.pipeline_root / safe_name(self.run.name) / task_directory(path) / str(started.id)
@@ -533,6 +568,36 @@ class Scheduler:
             return self._end(dag, node, TaskReport(path, FAILED, started.id, fingerprint=started.fingerprint,
                                                    error=f"cannot prepare the task: {error}", task_dir=str(task_dir)))
         self._launch(_Attempt(dag, node, started, message, command, env, task_dir, began))
+
+    def _reserve(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any, task: Task,
+                 miss_reason: Optional[str], wait: Optional[_KeyWait]) -> Optional[TaskExecution]:
+        """Start the task's execution, holding its cache key (:mod:`mlmd_cache.dedup`) when caching
+        is on; None when another runner completed the key meanwhile (the task ended CACHED) or holds
+        it now (the task waits, holding no slot, and looks again on a backoff timer)."""
+        if not self.dedup or not self.cache.caching_enabled(self.run, task):
+            return self.cache.start(self.run, task, miss_reason)
+        if wait is not None and wait.deadline is not None and time.monotonic() >= wait.deadline:
+            return self.cache.start(self.run, task, f"waited {self.max_wait_seconds:g} s for execution "
+                                                    f"{wait.holder}, which still held the cache key")
+        claimed = self.cache.claim(self.run, task, miss_reason, lease_seconds=self.lease_seconds,
+                                   known=wait.generation if wait is not None else 0)
+        if claimed.hit is not None:
+            done = self.cache.reuse(self.run, task, claimed.hit)
+            self._container_ended(dag, node, done, wait.began if wait is not None else time.monotonic(), None,
+                                  attempts=0)
+            return None
+        if claimed.held is None:
+            return claimed.started
+        if wait is None:
+            deadline = None if self.max_wait_seconds is None else time.monotonic() + self.max_wait_seconds
+            wait = _KeyWait(dag, node, inputs, container, task, miss_reason, time.monotonic(),
+                            leases.wait_delays(self.lease_seconds), deadline)
+        wait.generation = claimed.generation
+        if claimed.held.holder_id != wait.holder and claimed.held.holder_id is not None and self.on_wait is not None:
+            self.on_wait(dag.path + node.name, claimed.held.holder_id)
+        wait.holder = claimed.held.holder_id
+        heapq.heappush(self._key_waits, (time.monotonic() + wait.next_delay(), next(self._sequence), wait))
+        return None
 
     def _launch(self, attempt: _Attempt) -> None:
         if attempt.number > 0:
@@ -564,8 +629,14 @@ class Scheduler:
             error = f"stopped after {attempt.process.timeout:g} s (kubernetes.set_timeout)"
         else:
             error = f"exit code {returncode}\n" + containers.stderr_tail(attempt.process.stderr_path)
-        self.cache.fail(started)
-        if attempt.number <= node.retry.max_retry_count:
+        retrying = attempt.number <= node.retry.max_retry_count
+        try:
+            self.cache.fail(started, keep_reservation=retrying)
+        except ExecutionStateError:  # no longer RUNNING: marked FAILED by a runner that took its key over, or by recover
+            retrying = False
+            error = (f"its execution {started.id} was marked FAILED meanwhile by another runner that took over "
+                     "its cache key (its lease ran out), or by `mlmd-cache recover`")
+        if retrying:
             delay = _backoff(node.retry, attempt.number)
             heapq.heappush(self._timers, (time.monotonic() + delay, next(self._sequence), attempt))
             return
