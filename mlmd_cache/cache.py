@@ -25,7 +25,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from ._messages import mlmd_stderr_captured
-from . import dedup as dedup_, digests, indexing, leases, limits, records, sources
+from . import dedup as dedup_, digests, indexing, leases, limits, records, sources, writes
 from .dedup import Claim
 from .indexing import SourceIndex
 from .sources import CacheHit, Lookup, SourceRules, artifact_is_usable
@@ -153,30 +153,6 @@ class TaskExecution:
         return {name: [artifact.id for artifact in artifacts] for name, artifacts in self.output_artifacts.items()}
 
 
-def _event(kind: int, name: str, artifact_id: Optional[int] = None) -> mlmd.Event:
-    event = mlmd.Event(type=kind)
-    if artifact_id is not None:
-        event.artifact_id = artifact_id
-    event.path.steps.add(key=name)
-    return event
-
-
-
-
-def unique_events(kind: int, artifact_ids: Mapping[str, Sequence[int]]) -> list[tuple[None, mlmd.Event]]:
-    """An event per artifact, keyed by the first name it comes under: MLMD holds one event of a
-    kind per (execution, artifact), so one artifact given to two inputs, or twice in a list (a
-    Collected input of cached iterations), is recorded once. The cache key still lists each."""
-    seen: set[int] = set()
-    events = []
-    for name, ids in artifact_ids.items():
-        for artifact_id in ids:
-            if artifact_id not in seen:
-                seen.add(artifact_id)
-                events.append((None, _event(kind, name, artifact_id)))
-    return events
-
-
 class ExecutionCache:
     """KFP v2 step caching over one MLMD store.
 
@@ -302,55 +278,16 @@ class ExecutionCache:
         :func:`mlmd_cache.sources.find_source`)."""
         return sources.find_source(self.store, pipeline, fingerprint, rules)
 
-    def _input_events(self, task: Task) -> list[tuple[None, mlmd.Event]]:
-        """INPUT events for the task's input artifacts, which must exist: MLMD itself would record an
-        event to a missing artifact on some backends, and such an event is a broken lineage."""
-        inputs = task.key.input_artifact_ids
-        wanted = {artifact_id for ids in inputs.values() for artifact_id in ids}
-        if wanted:
-            found = {artifact.id for artifact in self.store.get_artifacts_by_id(sorted(wanted))}
-            for name, ids in inputs.items():
-                missing = [artifact_id for artifact_id in ids if artifact_id not in found]
-                if missing:
-                    raise NotFoundError(f"task {task.name!r}, input {name!r}: no MLMD artifact with ID {missing[0]}")
-        return unique_events(mlmd.Event.INPUT, inputs)
-
-    def _execution(self, task: Task, state: int, fingerprint: Optional[str]) -> mlmd.Execution:
-        backend = limits.store_backend(self.store)
-        limits.check_text("task name", task.name, backend)
-        limits.check_text(f"task {task.name!r}: display name", task.display_name, backend)
-        limits.check_text(f"task {task.name!r}: image", task.key.image, backend)
-        execution = mlmd.Execution(type_id=self.types.execution_type(records.CONTAINER_EXECUTION_TYPE),
-                                   last_known_state=state)
-        properties = execution.custom_properties
-        properties[records.DISPLAY_NAME].string_value = task.display_name or task.name
-        properties[records.TASK_NAME].string_value = task.name
-        properties[records.IMAGE].string_value = task.key.image
-        properties[records.INPUTS].CopyFrom(records.struct_value(task.key.input_parameters))
-        if fingerprint:
-            properties[records.CACHE_FINGERPRINT].string_value = fingerprint
-        if task.key_mode != digests.KEY_MODE_ID:
-            properties[digests.KEY_MODE].string_value = task.key_mode
-        if task.parent_dag_id is not None:
-            properties[records.PARENT_DAG_ID].int_value = task.parent_dag_id
-        stored_key: dict[str, Any] = {"cacheKey": task.key.to_dict()}
-        if task.cache_key:
-            stored_key.update(customCacheKey=task.cache_key, componentName=task.component_name)
-        if task.input_digests is not None:
-            stored_key["inputDigests"] = {name: list(names) for name, names in task.input_digests.items()}
-        properties[records.CACHE_KEY].CopyFrom(records.struct_value(stored_key))
-        return execution
-
     def reuse(self, run: PipelineRun, task: Task, hit: CacheHit) -> TaskExecution:
         """Record a CACHED execution of ``task`` reusing ``hit``: one atomic ``put_execution`` with
         ``cached_execution_id``, the source's ``outputs``, INPUT events for the task's inputs and
         OUTPUT events to the source's very artifacts (same IDs, same path keys)."""
         task = self.keyed(run, task)
-        execution = self._execution(task, mlmd.Execution.CACHED, task.fingerprint)
+        execution = writes.task_execution(self.store, self.types, task, mlmd.Execution.CACHED, task.fingerprint)
         execution.custom_properties[records.CACHED_EXECUTION_ID].string_value = str(hit.source.id)
         execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(hit.output_parameters))
-        events = self._input_events(task) + [
-            (None, _event(mlmd.Event.OUTPUT, name, artifact.id))
+        events = writes.input_events(self.store, task) + [
+            (None, writes.event(mlmd.Event.OUTPUT, name, artifact.id))
             for name, artifacts in hit.output_artifacts.items()
             for artifact in artifacts
         ]
@@ -372,13 +309,13 @@ class ExecutionCache:
         :meth:`claim`, which handles that)."""
         task = self.keyed(run, task)
         fingerprint = task.fingerprint if self.caching_enabled(run, task) else None
-        execution = self._execution(task, mlmd.Execution.RUNNING, fingerprint)
+        execution = writes.task_execution(self.store, self.types, task, mlmd.Execution.RUNNING, fingerprint)
         execution.custom_properties[RUNNER].string_value = runner_identity()
         if miss_reason:
             execution.custom_properties[records.MISS_REASON].string_value = limits.storable_text(
                 miss_reason, limits.store_backend(self.store))
         contexts = [run.pipeline_context, run.run_context] + ([reservation] if reservation is not None else [])
-        events = self._input_events(task)
+        events = writes.input_events(self.store, task)
         with mlmd_stderr_captured() if reservation is not None else contextlib.nullcontext():
             # a reservation another runner took is an AlreadyExistsError, whose C++ log is no news
             execution.id, _, context_ids = self.store.put_execution(
@@ -407,38 +344,6 @@ class ExecutionCache:
             raise ExecutionStateError(f"execution {started.id} is {state}, not {mlmd.Execution.State.Name(expected)}")
         return execution
 
-    def _output_artifacts(self, task: Task, outputs: Outputs) -> list[tuple[mlmd.Artifact, mlmd.Event]]:
-        declared = task.key.output_artifact_types
-        given = set(outputs.artifacts)
-        if given != set(declared):
-            raise OutputError(
-                f"task {task.name!r} declares output artifacts {sorted(declared)}, got {sorted(given)}"
-            )
-        unknown_metadata = set(outputs.metadata) - given
-        if unknown_metadata:
-            raise OutputError(f"task {task.name!r}: metadata for unknown outputs {sorted(unknown_metadata)}")
-        backend = limits.store_backend(self.store)  # checked before anything of the task is written
-        for name, uris in outputs.artifacts.items():
-            metadata = outputs.metadata.get(name, {})
-            texts = [("URI", uri) for uri in ([uris] if isinstance(uris, str) else list(uris))]
-            texts += [("metadata key", key) for key in metadata]
-            texts += [(f"metadata {key!r}", value) for key, value in metadata.items() if isinstance(value, str)]
-            for what, text in texts:
-                problem = limits.text_problem(text, backend)
-                if problem:
-                    raise OutputError(f"task {task.name!r}, output {name!r}: {what} {limits.shown(text)} {problem}")
-        pairs = []
-        for name, uris in outputs.artifacts.items():
-            for uri in [uris] if isinstance(uris, str) else list(uris):
-                artifact = mlmd.Artifact(
-                    type_id=self.types.artifact_type(declared[name]), uri=uri, state=mlmd.Artifact.LIVE
-                )
-                artifact.custom_properties[records.DISPLAY_NAME].string_value = name
-                for key, value in outputs.metadata.get(name, {}).items():
-                    artifact.custom_properties[key].CopyFrom(records.metadata_value(name, key, value))
-                pairs.append((artifact, _event(mlmd.Event.OUTPUT, name)))
-        return pairs
-
     def publish(self, started: TaskExecution, outputs: Outputs = Outputs()) -> TaskExecution:
         """Complete a RUNNING execution: new LIVE output artifacts, OUTPUT events and the output
         parameters, in one atomic write. With caching on it becomes a cache source."""
@@ -447,7 +352,7 @@ class ExecutionCache:
         if set(outputs.parameters) != declared_parameters:
             raise OutputError(f"task {task.name!r} declares output parameters {sorted(declared_parameters)}, "
                               f"got {sorted(outputs.parameters)}")
-        pairs = self._output_artifacts(task, outputs)
+        pairs = writes.output_artifacts(self.store, self.types, task, outputs)
         if started.run.uses_digests:  # before the write: bytes that cannot be read leave the execution RUNNING
             for artifact, event in pairs:
                 digests.record_digest(artifact, f"task {task.name!r}, output {event.path.steps[0].key!r}")

@@ -184,7 +184,10 @@ def record_digest(artifact: mlmd.Artifact, what: str) -> Optional[Digest]:
     except DigestError as error:
         raise DigestError(f"{what}: {error}") from None
     artifact.custom_properties[DIGEST].string_value = digest.text
-    artifact.custom_properties[SIZE].int_value = digest.size
+    if digest.size < 2 ** 31:
+        artifact.custom_properties[SIZE].int_value = digest.size
+    else:  # MLMD's MySQL schema holds 32-bit ints; a double is exact up to 2**53 bytes
+        artifact.custom_properties[SIZE].double_value = float(digest.size)
     return digest
 
 
@@ -235,8 +238,8 @@ def artifact_change(artifact: mlmd.Artifact) -> Optional[str]:
         if now_kind != _kind(recorded):
             return f"{changed} ({_kind(recorded)} then, {now_kind} now)"
         size = records.read_property(artifact, SIZE)
-        if stat.S_ISREG(info.st_mode) and isinstance(size, int) and size != info.st_size:
-            return f"{changed} ({size} bytes then, {info.st_size} now)"
+        if stat.S_ISREG(info.st_mode) and isinstance(size, (int, float)) and int(size) != info.st_size:
+            return f"{changed} ({int(size)} bytes then, {info.st_size} now)"
         now = digest_path(path).text
     except FileNotFoundError:
         return f"output artifact {artifact.id}'s file {path} no longer exists"

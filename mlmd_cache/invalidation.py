@@ -538,7 +538,7 @@ def invalidate(store: metadata_store.MetadataStore, *, artifact: Optional[int] =
     if note and not stopped and not cascade and choice.artifacts:
         consumers = {e.execution_id for e in _events_of_artifacts(store, choice.artifacts) if e.type == mlmd.Event.INPUT}
         if consumers:
-            note += f"; its consumers still hit: --cascade stops what was made from it"
+            note += "; its consumers still hit: --cascade stops what was made from it"
     stamp = int((time.time() if now is None else now) * 1000)
     result = Invalidation(None, choice.target, reason, bool(cascade), stamp, _actor(), len(stopped), None, stopped,
                           tuple(sorted(choice.artifacts)), dry_run, note if not stopped else "")

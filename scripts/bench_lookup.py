@@ -90,7 +90,7 @@ from bench_store import (  # noqa: E402
     verdict,
 )
 from mlmd_cache import CacheHit, CacheKey, ExecutionCache, PipelineRun, Task, connect  # noqa: E402
-from mlmd_cache import records  # noqa: E402
+from mlmd_cache import records, writes  # noqa: E402
 from mlmd_cache.cache import artifact_is_usable  # noqa: E402
 
 DEFAULT_SIZES = (10_000, 1_000_000)
@@ -125,7 +125,7 @@ def tfx_lookup(store: metadata_store.MetadataStore, fingerprint: str) -> Optiona
 
 def registration(cache: ExecutionCache, run: PipelineRun, task: Task, hit: CacheHit) -> Callable[[], Any]:
     """(d): a bare ``put_execution`` of what ``ExecutionCache.reuse`` writes for ``hit``, built once."""
-    execution = cache._execution(task, mlmd.Execution.CACHED, task.fingerprint)
+    execution = writes.task_execution(cache.store, cache.types, task, mlmd.Execution.CACHED, task.fingerprint)
     execution.custom_properties[records.CACHED_EXECUTION_ID].string_value = str(hit.source.id)
     execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(hit.output_parameters))
 

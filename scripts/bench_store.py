@@ -64,7 +64,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, PipelineRun, Task, TaskExecution, connect  # noqa: E402
-from mlmd_cache import records  # noqa: E402
+from mlmd_cache import records, writes  # noqa: E402
 from mlmd_cache.recovery import RUNNER, runner_identity  # noqa: E402
 
 BUILD_VERSION = 2  # 2: sources carry the ``runner`` property, as start() writes it since recovery
@@ -221,7 +221,7 @@ def prepare_runs(cache: ExecutionCache, seeds: Sequence[int], first_artifact_id:
             task = spec.task({name: produced[upstream] for name, upstream in spec.inputs.items()},
                              ingest_parameters(spec, seed))
             fingerprint = task.fingerprint
-            execution = cache._execution(task, mlmd.Execution.COMPLETE, fingerprint)
+            execution = writes.task_execution(cache.store, cache.types, task, mlmd.Execution.COMPLETE, fingerprint)
             execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(spec.outputs(seed)))
             run.append(TaskRecord(execution, fingerprint, outputs, task.key.input_artifact_ids))
         runs.append(run)
@@ -368,10 +368,12 @@ class BatchWriter:
 def execute_spec(cache: ExecutionCache, run: PipelineRun, spec: TaskSpec, inputs: Mapping[str, int],
                  files: Sequence[str], seed: int, run_parameters: Optional[Mapping[str, Any]] = None) -> TaskExecution:
     """Run one task through the real ``ExecutionCache.execute`` (a hit when a valid source exists),
-    with the artifact URIs and output values the batch writer gives a fresh run of the same seed."""
+    with the artifact URIs and output values the batch writer gives a fresh run of the same seed.
+    Without dedup: the batch writer writes no ``mlmd_cache.Reservation`` contexts, which no lookup
+    reads (a race of runs, the one thing they are for, is measured by scripts/bench_dedup.py)."""
     outputs = Outputs(artifacts={name: files[(seed + i) % len(files)] for i, name in enumerate(spec.output_artifacts)},
                       parameters=spec.outputs(seed))
-    return cache.execute(run, spec.task(inputs, run_parameters), lambda started: outputs)
+    return cache.execute(run, spec.task(inputs, run_parameters), lambda started: outputs, dedup=False)
 
 
 def ingest_parameters(spec: TaskSpec, seed: int) -> dict[str, Any]:

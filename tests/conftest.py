@@ -45,6 +45,14 @@ def store_url(request: pytest.FixtureRequest, backends: Backends, tmp_path: Path
 
 
 @pytest.fixture
+def sqlite_db(backends: Backends, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty SQLite store, for tests where one backend is enough (a file in a new
+    folder of the test's own; test_runner.py has its own, a plain path)."""
+    with backends.fresh_store("sqlite", tmp_path / "store") as url:
+        yield url
+
+
+@pytest.fixture
 def cache(store_url: str) -> ExecutionCache:
     return ExecutionCache(connect(store_url))
 

@@ -7,7 +7,6 @@ its lease can tell) is taken over by a waiter, and its RUNNING execution is mark
 the reason. (no `from __future__ import annotations`: KFP reads the components' annotations as types)"""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, records
 from mlmd_cache.leases import LEASE_EXPIRES_AT, RESERVATION_CONTEXT_TYPE
 from mlmd_cache.recovery import INTERRUPTED_REASON
-from tests.pipelines import IMAGE, RunRecords, cli_json, compile_to, prop
+from tests.pipelines import IMAGE, RunRecords, compile_to, prop
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
 
@@ -34,13 +33,6 @@ RUNS = 8
 @pytest.fixture(params=["sqlite", "mysql", "postgresql", "serve-sqlite"])
 def db(request: pytest.FixtureRequest, backends, tmp_path: Path) -> Iterator[str]:
     with backends.fresh_store(request.param, tmp_path / "store") as url:  # SQLite: a file in a new folder
-        yield url
-
-
-@pytest.fixture
-def sqlite_db(backends, tmp_path: Path) -> Iterator[str]:
-    """For what the runner decides alone (no store race): one backend is enough."""
-    with backends.fresh_store("sqlite", tmp_path / "store") as url:
         yield url
 
 

@@ -462,3 +462,26 @@ def test_run_pipeline_flags(cached_yaml, cutoff_yaml, tmp_path):
     assert out.splitlines()[-1] == "run k2 of pipeline early-cutoff: 1 executed, 2 cached"
     code, out, err = cli("run-pipeline", "--help")
     assert "--digest" in out and "--key-by-content" in out
+
+
+@pytest.fixture
+def mysql_cache(backends, tmp_path: Path) -> Iterator[ExecutionCache]:
+    with backends.fresh_store("mysql", tmp_path) as url:
+        yield ExecutionCache(connect(url))
+
+
+def test_an_output_over_2_gib_is_recorded_and_checked_on_mysql(mysql_cache, tmp_path):
+    """MLMD's MySQL schema holds 32-bit ints: a size of 2**31 bytes or more is kept as a double."""
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:  # sparse: no disk, the digest reads zeros
+        f.truncate(2 ** 31 + 7)
+    run = mysql_cache.pipeline_run(PIPELINE, "big", digest=True)
+    done = mysql_cache.execute(run, Task("make", producer_key("big"), enable_cache=True),
+                               lambda started: Outputs(artifacts={"data": str(big)}))
+    [stored] = mysql_cache.store.get_artifacts_by_id(done.output_artifact_ids["data"])
+    assert records.read_property(stored, SIZE) == 2 ** 31 + 7
+    again = mysql_cache.pipeline_run(PIPELINE, "big-again", digest=True)
+    with open(big, "r+b") as f:
+        f.truncate(2 ** 31 + 6)  # truncated: told by the size, before any hashing
+    found = mysql_cache.look_up(again, Task("make", producer_key("big")))
+    assert found.hit is None and "2147483655 bytes then, 2147483654 now" in found.miss_reason

@@ -32,12 +32,6 @@ def db(request: pytest.FixtureRequest, backends, tmp_path: Path) -> Iterator[str
         yield url
 
 
-@pytest.fixture
-def sqlite_db(backends, tmp_path: Path) -> Iterator[str]:
-    with backends.fresh_store("sqlite", tmp_path / "store") as url:
-        yield url
-
-
 # produce -> copy-ds -> count-chars, and produce -> consume; a side branch make-ds -> count-chars-2
 # that depends on nothing of produce's.
 @dsl.pipeline(name="inv-branches")
@@ -131,7 +125,7 @@ def test_cascade_from_an_artifact_reruns_exactly_what_derives_from_it(db, tmp_pa
 def test_keyed_by_content_the_cascade_reaches_the_sources_of_cached_consumers(sqlite_db, tmp_path):
     db = sqlite_db
     path = compile_to(tmp_path / "rebuilt.yaml", rebuilt)
-    first = run(db, path, tmp_path, run_name="r1", key_by_content=True)
+    run(db, path, tmp_path, run_name="r1", key_by_content=True)
     second = run(db, path, tmp_path, run_name="r2", key_by_content=True)
     assert states(second) == {"produce": COMPLETE, "copy-ds": CACHED, "count-chars": CACHED}, why(db, second)
     r1, r2 = RunRecords(db, "r1"), RunRecords(db, "r2")
@@ -239,7 +233,7 @@ def test_undo_restores_hits_unless_another_invalidation_covers_them(db, tmp_path
     code, out, err = cli("invalidate", "--db", db, "--list")
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "WHEN", "TARGET", "CASCADE", "SOURCES", "STATE", "BY", "REASON"]
-    assert f"run r1" in lines[1] and "undone" in lines[1] and "wrong image" in lines[1]
+    assert "run r1" in lines[1] and "undone" in lines[1] and "wrong image" in lines[1]
     assert "in force" in lines[2]
 
 

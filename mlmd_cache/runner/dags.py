@@ -14,7 +14,8 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import records
-from ..cache import ExecutionCache, PipelineRun, unique_events
+from ..cache import ExecutionCache, PipelineRun
+from ..writes import unique_events
 from ..recovery import RUNNER, runner_identity
 from .scope import ArtifactList, InputError, Scope, artifact_ids
 from .reports import SKIPPED, SUCCEEDED
