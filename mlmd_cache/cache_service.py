@@ -20,6 +20,7 @@ own)::
     service CacheService {
       rpc Lookup(LookupRequest) returns (LookupResponse);
       rpc Info(InfoRequest) returns (InfoResponse);
+      rpc Reservation(ReservationRequest) returns (ReservationResponse);
     }
     message LookupRequest {
       uint32 version = 1;      // PROTOCOL_VERSION of the client (1)
@@ -47,6 +48,24 @@ own)::
       repeated MethodCalls calls = 3;           // RPCs this server process answered, by method
     }
     message MethodCalls { string method = 1; uint64 count = 2; }
+    message ReservationRequest {
+      uint32 version = 1;
+      string pipeline = 2;     // the key
+      string fingerprint = 3;
+      uint32 known = 4;        // a generation of its reservation seen before (0: none)
+    }
+    message ReservationResponse {
+      uint32 version = 1;
+      uint32 generation = 2;                      // the newest generation of the key's reservation (0: none) ...
+      ml_metadata.Context context = 3;            // ... its context
+      repeated ml_metadata.Execution holders = 4; // and the executions associated with it (its holder)
+    }
+
+``Reservation`` is the read of :func:`mlmd_cache.dedup.claim` (:func:`mlmd_cache.leases.read_newest`:
+a galloping probe by name and the holder, several round trips) in one; what the client makes of it
+(is the holder's runner alive? on the client's host only that can be told) and the reserving
+write (one ``put_execution``) stay the client's. A heartbeat is one ``put_contexts`` call, one
+round trip already, so it has no RPC of its own.
 
 Versions: fields are only ever added (proto3 ignores unknown ones); an incompatible change would
 be ``mlmd_cache.v2``. A request's ``version`` tells the server what the client understands.
@@ -67,7 +86,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import records, sources
+from . import leases, records, sources
 from .errors import StoreConnectionError
 from .sources import CandidateRound
 
@@ -76,7 +95,7 @@ __all__ = ["CACHE_SERVICE_NAME", "PROTOCOL_VERSION", "CacheServiceClient", "Call
 
 CACHE_SERVICE_NAME = "mlmd_cache.v1.CacheService"
 PROTOCOL_VERSION = 1
-METHODS = ("Lookup", "Info")
+METHODS = ("Lookup", "Info", "Reservation")
 # Larger answers are refused (RESOURCE_EXHAUSTED) below gRPC's default 4 MiB limit of a message,
 # and the client reads that round with MLMD's paged calls instead.
 MAX_RESPONSE_BYTES = 3 * 1024 * 1024
@@ -107,6 +126,11 @@ def _build_messages() -> dict[str, type]:
     message("MethodCalls", ("method", T.TYPE_STRING, ""), ("count", T.TYPE_UINT64, ""))
     message("InfoResponse", ("version", T.TYPE_UINT32, ""), ("*methods", T.TYPE_STRING, ""),
             ("*calls", T.TYPE_MESSAGE, ".mlmd_cache.v1.MethodCalls"))
+    message("ReservationRequest", ("version", T.TYPE_UINT32, ""), ("pipeline", T.TYPE_STRING, ""),
+            ("fingerprint", T.TYPE_STRING, ""), ("known", T.TYPE_UINT32, ""))
+    message("ReservationResponse", ("version", T.TYPE_UINT32, ""), ("generation", T.TYPE_UINT32, ""),
+            ("context", T.TYPE_MESSAGE, ".ml_metadata.Context"),
+            ("*holders", T.TYPE_MESSAGE, ".ml_metadata.Execution"))
     service = file.service.add(name="CacheService")
     for method in METHODS:
         service.method.add(name=method, input_type=f".mlmd_cache.v1.{method}Request",
@@ -124,6 +148,7 @@ messages = _build_messages()
 """The service's message classes by name (``messages["LookupRequest"]``, ...)."""
 LookupRequest, LookupResponse = messages["LookupRequest"], messages["LookupResponse"]
 InfoRequest, InfoResponse = messages["InfoRequest"], messages["InfoResponse"]
+ReservationRequest, ReservationResponse = messages["ReservationRequest"], messages["ReservationResponse"]
 
 
 # ---------------------------------------------------------------- the server side
@@ -234,16 +259,27 @@ def _lookup(store: CoreStore, contexts: _SourceContextIds, request: Any) -> Any:
     return response
 
 
+def _reservation(store: CoreStore, request: Any) -> Any:
+    if not request.fingerprint:
+        raise ValueError("a Reservation names a fingerprint")
+    generation, context, holders = leases.read_newest(store, request.pipeline, request.fingerprint, request.known)
+    response = ReservationResponse(version=PROTOCOL_VERSION, generation=generation)
+    if context is not None:
+        response.context.CopyFrom(context)
+        response.holders.extend(holders)
+    return response
+
+
 def cache_service_handler(call: Callable[[Callable, bytes, bool], tuple[bytes, bytes, int]], core: Any,
                           calls: CallCounter) -> grpc.GenericRpcHandler:
     """The service's handler for a gRPC server whose database calls go through ``call`` (see
     :class:`CoreStore`); ``calls`` counts every RPC of the server, and ``Info`` reports it."""
     store, contexts = CoreStore(call, core), _SourceContextIds()
 
-    def lookup(request: Any, context: grpc.ServicerContext) -> Any:
-        calls.add(f"{CACHE_SERVICE_NAME}/Lookup")
+    def answer(method: str, respond: Callable[[Any], Any], request: Any, context: grpc.ServicerContext) -> Any:
+        calls.add(f"{CACHE_SERVICE_NAME}/{method}")
         try:
-            response = _lookup(store, contexts, request)
+            response = respond(request)
         except ValueError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except StoreConnectionError as error:  # one line, password hidden
@@ -255,6 +291,12 @@ def cache_service_handler(call: Callable[[Callable, bytes, bool], tuple[bytes, b
                           f"the candidates of this round take {response.ByteSize():,} bytes, more than one answer "
                           f"carries ({MAX_RESPONSE_BYTES:,}); read them with MetadataStoreService's calls")
         return response
+
+    def lookup(request: Any, context: grpc.ServicerContext) -> Any:
+        return answer("Lookup", lambda request: _lookup(store, contexts, request), request, context)
+
+    def reservation(request: Any, context: grpc.ServicerContext) -> Any:
+        return answer("Reservation", lambda request: _reservation(store, request), request, context)
 
     def info(request: Any, context: grpc.ServicerContext) -> Any:
         calls.add(f"{CACHE_SERVICE_NAME}/Info")
@@ -270,6 +312,7 @@ def cache_service_handler(call: Callable[[Callable, bytes, bool], tuple[bytes, b
     return grpc.method_handlers_generic_handler(CACHE_SERVICE_NAME, {
         "Lookup": handler(lookup, LookupRequest),
         "Info": handler(info, InfoRequest),
+        "Reservation": handler(reservation, ReservationRequest),
     })
 
 
@@ -305,14 +348,19 @@ class CacheServiceClient:
                                            request_serializer=LookupRequest.SerializeToString,
                                            response_deserializer=LookupResponse.FromString,
                                            _registered_method=True)
+        self.reservation_offered: Optional[bool] = None  # a server of before the RPC has the rest
+        self._reservation = channel.unary_unary(f"/{CACHE_SERVICE_NAME}/Reservation",
+                                                request_serializer=ReservationRequest.SerializeToString,
+                                                response_deserializer=ReservationResponse.FromString,
+                                                _registered_method=True)
         self._info = channel.unary_unary(f"/{CACHE_SERVICE_NAME}/Info",
                                          request_serializer=InfoRequest.SerializeToString,
                                          response_deserializer=InfoResponse.FromString,
                                          _registered_method=True)
 
-    def _rpc(self, method: str, stub: Callable, request: Any) -> Optional[Any]:
-        """The answer, or None when the server has no cache service (remembered). MLMD's errors
-        otherwise, after the store's retries."""
+    def _rpc(self, method: str, stub: Callable, request: Any, probe: bool = True) -> Optional[Any]:
+        """The answer, or None when the server has no cache service (remembered, when ``probe``:
+        a method added later tells only of itself). MLMD's errors otherwise, after the store's retries."""
         if self.offered is False:
             return None
 
@@ -329,7 +377,8 @@ class CacheServiceClient:
         try:
             answer = self._store.retrying(f"{CACHE_SERVICE_NAME}/{method}", attempt)
         except mlmd_errors.UnimplementedError:
-            self.offered = False
+            if probe:
+                self.offered = False
             return None
         self.offered = True
         return answer
@@ -354,6 +403,22 @@ class CacheServiceClient:
         facts = (_RuleContexts(self._store, response.rule_context_ids, graph.contexts)
                  if response.rule_context_ids else self._store)
         return CandidateRound(response.context, candidates, response.executions_read, facts)
+
+    def reservation(self, pipeline: str, fingerprint: str, known: int = 0
+                    ) -> tuple[int, Optional[mlmd.Context], list[mlmd.Execution]]:
+        """:func:`mlmd_cache.leases.read_newest` in one round trip, or with plain MLMD calls from a
+        server without the RPC."""
+        response = None
+        if self.reservation_offered is not False and self.offered is not False:
+            response = self._rpc("Reservation", self._reservation,
+                                 ReservationRequest(version=PROTOCOL_VERSION, pipeline=pipeline,
+                                                    fingerprint=fingerprint, known=known), probe=False)
+            self.reservation_offered = response is not None
+        if response is None:
+            return leases.read_newest(self._store, pipeline, fingerprint, known, via_service=False)
+        if not response.generation:
+            return 0, None, []
+        return response.generation, response.context, list(response.holders)
 
     def info(self) -> Optional[dict[str, Any]]:
         """The server's service version, methods and RPC counts by method; None without the service."""

@@ -64,9 +64,9 @@ def claim(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason
     type_id = cache.types.context_type(leases.RESERVATION_CONTEXT_TYPE)
     taken_over = None
     for _ in range(_CLAIM_TRIES):
-        generation, context = leases.newest(store, run.pipeline, fingerprint, known)
+        generation, context, holders = leases.read_newest(store, run.pipeline, fingerprint, known)
         if context is not None:
-            reservation = leases.status(store, context, generation)
+            reservation = leases.status(store, context, generation, holders=holders)
             if reservation.state == leases.HELD:
                 return Claim(held=reservation, generation=generation, miss_reason=miss_reason)
             if reservation.state == leases.DONE:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
@@ -38,7 +38,7 @@ from . import records
 from .recovery import Interrupted, RUNNER, mark_failed, runner_gone
 
 __all__ = ["RESERVATION_CONTEXT_TYPE", "LEASE_EXPIRES_AT", "DEFAULT_LEASE_SECONDS", "HELD", "DONE", "FREE",
-           "Reservation", "reservation_name", "newest", "status", "new_reservation", "take_over", "Heartbeats",
+           "Reservation", "reservation_name", "newest", "read_newest", "status", "new_reservation", "take_over", "Heartbeats",
            "wait_delays"]
 
 RESERVATION_CONTEXT_TYPE = "mlmd_cache.Reservation"
@@ -108,15 +108,30 @@ def newest(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str,
     return low, low_context
 
 
+def read_newest(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str, known: int = 0, *,
+                via_service: bool = True) -> tuple[int, Optional[mlmd.Context], list[mlmd.Execution]]:
+    """:func:`newest` and the executions associated with it (its holder): over ``serve``, one
+    ``Reservation`` call of its cache service (:mod:`mlmd_cache.cache_service`), unless
+    ``via_service`` is false or the server has none."""
+    service = getattr(store, "cache_service", None) if via_service else None
+    if service is not None:
+        return service.reservation(pipeline, fingerprint, known)
+    generation, context = newest(store, pipeline, fingerprint, known)
+    holders = store.get_executions_by_context(context.id) if context is not None else []
+    return generation, context, holders
+
+
 def _expires_at(context: mlmd.Context) -> float:
     value = context.custom_properties.get(LEASE_EXPIRES_AT)
     return value.double_value if value is not None else 0.0
 
 
 def status(store: metadata_store.MetadataStore, context: mlmd.Context, generation: int,
-           now: Optional[float] = None) -> Reservation:
-    """What reservation ``context`` means now for a runner that wants its key (see the module docstring)."""
-    holders = store.get_executions_by_context(context.id)
+           now: Optional[float] = None, holders: Optional[Sequence[mlmd.Execution]] = None) -> Reservation:
+    """What reservation ``context`` means now for a runner that wants its key (see the module
+    docstring); ``holders``: its executions, when already read (:func:`read_newest`)."""
+    if holders is None:
+        holders = store.get_executions_by_context(context.id)
     holder = holders[0] if holders else None
     if holder is not None and holder.last_known_state in (mlmd.Execution.COMPLETE, mlmd.Execution.CACHED):
         return Reservation(context, generation, holder, DONE)

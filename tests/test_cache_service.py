@@ -22,11 +22,13 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, invalidation, records, sources
 from mlmd_cache.cache_service import CACHE_SERVICE_NAME, LookupRequest
+from mlmd_cache.leases import RESERVATION_CONTEXT_TYPE
 from mlmd_cache.server import MetadataStoreServer
 from tests.backends import MYSQL_VARIABLE, fresh_database
 from tests.servers import serving
 
 LOOKUP = f"{CACHE_SERVICE_NAME}/Lookup"
+RESERVATION = f"{CACHE_SERVICE_NAME}/Reservation"
 PLAIN_LOOKUP = {f"ml_metadata.MetadataStoreService/{method}": 1 for method in (
     "GetContextByTypeAndName", "GetExecutionsByContext", "GetEventsByExecutionIDs", "GetArtifactsByID")}
 
@@ -295,3 +297,37 @@ def test_a_server_group_offers_the_service_unless_told_not_to(flags: tuple[str, 
         store = connect(url)
         assert sources.find_source(store, "p", "f" * 64) is None
         assert store.cache_service.offered is offered
+
+
+# ---------------------------------------------------------------- reservations (dedup)
+
+
+def test_a_claim_reads_the_key_s_reservation_in_one_round_trip(ways: Ways) -> None:
+    key = new_key()
+    holder = ExecutionCache(connect(ways.service))
+    claimed = holder.claim(holder.pipeline_run(key.pipeline, "holder"), key.task)
+    assert claimed.started is not None and claimed.generation == 1
+    try:
+        seen = {}
+        for name, url in (("embedded", ways.database), ("service", ways.service), ("plain", ways.plain)):
+            waiter = ExecutionCache(connect(url))
+            run = waiter.pipeline_run(key.pipeline, f"waiter-{name}")
+            waiter.types.context_type(RESERVATION_CONTEXT_TYPE)  # registered before the count
+            found: dict = {}
+            if name == "service":
+                calls = calls_made(url, lambda: found.update(claim=waiter.claim(run, key.task)))
+                assert calls == {RESERVATION: 1}, calls
+                assert waiter.store.cache_service.reservation_offered is True
+            else:
+                found["claim"] = waiter.claim(run, key.task)
+            held = found["claim"].held
+            seen[name] = (held.generation, held.holder_id, held.state)
+            if name == "service":  # without the RPC: the same probe in plain MLMD calls
+                waiter.store.cache_service = None
+                calls = calls_made(url, lambda: found.update(claim=waiter.claim(run, key.task)))
+                assert calls["ml_metadata.MetadataStoreService/GetExecutionsByContext"] == 1 and RESERVATION not in calls
+        assert set(seen.values()) == {(1, claimed.started.id, "held")}, seen
+    finally:
+        holder.fail(claimed.started)
+    taken = ExecutionCache(connect(ways.plain)).claim(holder.pipeline_run(key.pipeline, "taker"), key.task)
+    assert taken.started is not None and taken.generation == 2  # released: the next generation
