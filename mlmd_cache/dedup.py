@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from ml_metadata import errors as mlmd_errors
 
 from . import leases
+from .errors import ExecutionStateError
 from .leases import DEFAULT_LEASE_SECONDS, Reservation
 from .sources import CacheHit
 
@@ -84,8 +85,8 @@ def claim(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason
             continue
         cache.heartbeats.hold(started.reservation, lease_seconds)
         return Claim(started=started, generation=generation + 1, taken_over=taken_over, miss_reason=miss_reason)
-    raise mlmd_errors.AbortedError(f"the cache key of task {task.name!r} changed hands {_CLAIM_TRIES} times "
-                                   "while this runner tried to reserve it")
+    raise ExecutionStateError(f"the cache key of task {task.name!r} changed hands {_CLAIM_TRIES} times "
+                              "while this runner tried to reserve it")
 
 
 def claim_or_wait(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason: Optional[str] = None,

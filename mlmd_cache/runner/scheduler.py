@@ -136,7 +136,8 @@ class Scheduler:
                  lease_seconds: float = leases.DEFAULT_LEASE_SECONDS, max_wait_seconds: Optional[float] = None,
                  on_wait: Optional[Callable[[str, int], None]] = None) -> None:
         self.cache, self.pipeline, self.run, self.pipeline_root = cache, pipeline, run, pipeline_root
-        self.dedup, self.lease_seconds, self.max_wait_seconds, self.on_wait = dedup, lease_seconds, max_wait_seconds, on_wait
+        self.dedup, self.lease_seconds, self.on_wait = dedup, lease_seconds, on_wait
+        self.max_wait_seconds = max_wait_seconds
         self.task_staleness = dict(task_staleness or {})  # by task path or task name
         self.env, self.placeholders = env, placeholders
         self.on_task, self.on_start = on_task, on_start
