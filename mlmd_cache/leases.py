@@ -10,8 +10,8 @@ every backend, and over ``serve``, that write either wins or fails with AlreadyE
 and hosts.
 
 A reservation is a lease: its ``lease_expires_at`` custom property (seconds since the epoch, the
-holder's clock; a double, as MLMD's MySQL schema holds 32-bit ints) is moved on by the holder's heartbeat (:class:`Heartbeats`) every third of the
-lease. Its holder is the one execution associated with it. What a waiter reads (:func:`status`):
+holder's clock; a double, as MLMD's MySQL schema holds 32-bit ints) is moved on by the holder's
+heartbeat (:class:`Heartbeats`) every third of the lease. Its holder is the one execution associated with it. What a waiter reads (:func:`status`):
 
 * the holder is COMPLETE (or CACHED): **done**: the cache now has the key's source;
 * the lease is current and the holder's runner is not known to have ended: **held**: wait (a
