@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from ml_metadata import errors as mlmd_errors
 
-from . import leases
+from . import leases, records
 from .errors import ExecutionStateError
 from .leases import DEFAULT_LEASE_SECONDS, Reservation
 from .sources import CacheHit
@@ -33,7 +33,7 @@ from .sources import CacheHit
 if TYPE_CHECKING:
     from .cache import ExecutionCache, PipelineRun, Task, TaskExecution
 
-__all__ = ["Claim", "claim", "claim_or_wait"]
+__all__ = ["Claim", "Waiting", "claim", "claim_or_wait"]
 
 _CLAIM_TRIES = 20  # each lost race means another runner won the generation: someone is making progress
 
@@ -89,6 +89,36 @@ def claim(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason
                               "while this runner tried to reserve it")
 
 
+class Waiting:
+    """One task's wait for a key another runner holds: its backoff (:func:`~.leases.wait_delays`),
+    its limit, and the holder and generation it last saw. :func:`claim_or_wait` and the run-pipeline
+    scheduler (which waits on timers instead of sleeping) share it."""
+
+    def __init__(self, lease_seconds: float, max_wait_seconds: Optional[float] = None) -> None:
+        self.max_wait_seconds = max_wait_seconds
+        self.began = time.monotonic()
+        self.deadline = None if max_wait_seconds is None else self.began + max_wait_seconds
+        self.next_delay = leases.wait_delays(lease_seconds)
+        self.generation = 0
+        self.holder: Optional[int] = None
+
+    def saw(self, found: Claim) -> bool:
+        """Note a claim that found the key held; whether its holder is one not seen before (to tell)."""
+        holder = found.held.holder_id if found.held is not None else None
+        new = holder is not None and holder != self.holder
+        self.generation, self.holder = found.generation, holder
+        return new
+
+    def over(self, after: float = 0.0) -> bool:
+        """Whether the limit is reached ``after`` seconds from now."""
+        return self.deadline is not None and time.monotonic() + after >= self.deadline
+
+    def start_anyway(self, cache: "ExecutionCache", run: "PipelineRun", task: "Task") -> "TaskExecution":
+        """Start the task without a reservation, its miss reason saying how long it waited for whom."""
+        return cache.start(run, task, f"waited {self.max_wait_seconds:g} s for execution {self.holder}, "
+                                      "which still held the cache key")
+
+
 def claim_or_wait(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason: Optional[str] = None,
                   lease_seconds: float = DEFAULT_LEASE_SECONDS, max_wait_seconds: Optional[float] = None,
                   on_wait: Optional[Callable[[int], None]] = None) -> Claim:
@@ -96,19 +126,16 @@ def claim_or_wait(cache: "ExecutionCache", run: "PipelineRun", task: "Task", mis
     :func:`~.leases.wait_delays` backoff; ``on_wait`` is called with each new holder's execution ID).
     After ``max_wait_seconds`` (None: as long as the holder keeps its lease) the task is started
     without a reservation: the work is done twice rather than not at all."""
-    deadline = None if max_wait_seconds is None else time.monotonic() + max_wait_seconds
-    next_delay = leases.wait_delays(lease_seconds)
-    known, told = 0, None
+    waiting = Waiting(lease_seconds, max_wait_seconds)
     while True:
-        found = claim(cache, run, task, miss_reason, lease_seconds, known)
+        found = claim(cache, run, task, miss_reason, lease_seconds, waiting.generation)
         if found.held is None:
             return found
-        known = found.generation
-        if found.held.holder_id != told and on_wait is not None and found.held.holder_id is not None:
-            on_wait(found.held.holder_id)
-        told = found.held.holder_id
-        delay = next_delay()
-        if deadline is not None and time.monotonic() + delay > deadline:
-            reason = f"waited {max_wait_seconds:g} s for execution {told}, which still holds the key"
-            return Claim(started=cache.start(run, task, reason), generation=known, miss_reason=reason)
+        if waiting.saw(found) and on_wait is not None:
+            on_wait(waiting.holder)
+        delay = waiting.next_delay()
+        if waiting.over(after=delay):
+            started = waiting.start_anyway(cache, run, task)
+            return Claim(started=started, generation=waiting.generation,
+                         miss_reason=records.read_property(started.execution, records.MISS_REASON))
         time.sleep(delay)

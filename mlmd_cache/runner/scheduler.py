@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import leases, records
+from .. import dedup, leases, records
 from ..cache import ExecutionCache, PipelineRun, Task, TaskExecution
 from ..errors import ExecutionStateError, MlmdCacheError, StoreFaultError
 from ..pipeline_spec import CompiledPipeline, upstream_tasks
@@ -119,11 +119,7 @@ class _KeyWait:
     container: Any
     task: Task
     miss_reason: Optional[str]
-    began: float
-    next_delay: Callable[[], float]
-    deadline: Optional[float]
-    generation: int = 0
-    holder: Optional[int] = None
+    waiting: dedup.Waiting
 
 
 class Scheduler:
@@ -540,7 +536,7 @@ class Scheduler:
 
     def _execute(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any, task: Any,
                  miss_reason: Optional[str] = None, wait: Optional[_KeyWait] = None) -> None:
-        began = time.monotonic() if wait is None else wait.began
+        began = time.monotonic() if wait is None else wait.waiting.began
         path = dag.path + node.name
         try:
             started = self._reserve(dag, node, inputs, container, task, miss_reason, wait)
@@ -577,27 +573,23 @@ class Scheduler:
         it now (the task waits, holding no slot, and looks again on a backoff timer)."""
         if not self.dedup or not self.cache.caching_enabled(self.run, task):
             return self.cache.start(self.run, task, miss_reason)
-        if wait is not None and wait.deadline is not None and time.monotonic() >= wait.deadline:
-            return self.cache.start(self.run, task, f"waited {self.max_wait_seconds:g} s for execution "
-                                                    f"{wait.holder}, which still held the cache key")
+        if wait is not None and wait.waiting.over():
+            return wait.waiting.start_anyway(self.cache, self.run, task)
         claimed = self.cache.claim(self.run, task, miss_reason, lease_seconds=self.lease_seconds,
-                                   known=wait.generation if wait is not None else 0)
+                                   known=wait.waiting.generation if wait is not None else 0)
         if claimed.hit is not None:
             done = self.cache.reuse(self.run, task, claimed.hit)
-            self._container_ended(dag, node, done, wait.began if wait is not None else time.monotonic(), None,
+            self._container_ended(dag, node, done, wait.waiting.began if wait is not None else time.monotonic(), None,
                                   attempts=0)
             return None
         if claimed.held is None:
             return claimed.started
         if wait is None:
-            deadline = None if self.max_wait_seconds is None else time.monotonic() + self.max_wait_seconds
-            wait = _KeyWait(dag, node, inputs, container, task, miss_reason, time.monotonic(),
-                            leases.wait_delays(self.lease_seconds), deadline)
-        wait.generation = claimed.generation
-        if claimed.held.holder_id != wait.holder and claimed.held.holder_id is not None and self.on_wait is not None:
-            self.on_wait(dag.path + node.name, claimed.held.holder_id)
-        wait.holder = claimed.held.holder_id
-        heapq.heappush(self._key_waits, (time.monotonic() + wait.next_delay(), next(self._sequence), wait))
+            wait = _KeyWait(dag, node, inputs, container, task, miss_reason,
+                            dedup.Waiting(self.lease_seconds, self.max_wait_seconds))
+        if wait.waiting.saw(claimed) and self.on_wait is not None:
+            self.on_wait(dag.path + node.name, wait.waiting.holder)
+        heapq.heappush(self._key_waits, (time.monotonic() + wait.waiting.next_delay(), next(self._sequence), wait))
         return None
 
     def _launch(self, attempt: _Attempt) -> None:
