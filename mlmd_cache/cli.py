@@ -478,6 +478,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     import signal
 
     from .durations import parse_duration, parse_task_durations
+    from .leases import check_lease
     from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
     from .runner import check_task_names, default_pipeline_root, run_pipeline as run
 
@@ -493,6 +494,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         per_task = parse_task_durations(task_staleness, "--task-staleness")
         lease_seconds = parse_duration(lease, "--lease").total_seconds()
         max_wait_seconds = parse_duration(max_wait, "--max-wait").total_seconds() if max_wait is not None else None
+        check_lease(lease_seconds, max_wait_seconds)  # before the store is opened (or made)
         check_task_names(pipeline, per_task, "--task-staleness")  # before the store is opened (or made)
         root = pipeline_root or default_pipeline_root(db_url)
         ids = {name: value for name, value in input_artifacts.items() if isinstance(value, int)}

@@ -35,9 +35,10 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from . import records
+from .errors import InvalidArgumentError
 from .recovery import Interrupted, RUNNER, mark_failed, runner_gone
 
-__all__ = ["RESERVATION_CONTEXT_TYPE", "LEASE_EXPIRES_AT", "DEFAULT_LEASE_SECONDS", "HELD", "DONE", "FREE",
+__all__ = ["check_lease", "RESERVATION_CONTEXT_TYPE", "LEASE_EXPIRES_AT", "DEFAULT_LEASE_SECONDS", "HELD", "DONE", "FREE",
            "Reservation", "reservation_name", "newest", "read_newest", "status", "new_reservation", "take_over", "Heartbeats",
            "wait_delays"]
 
@@ -48,6 +49,14 @@ GENERATION = "generation"
 DEFAULT_LEASE_SECONDS = 30.0
 
 HELD, DONE, FREE = "held", "done", "free"
+
+
+def check_lease(lease_seconds: float, max_wait_seconds: Optional[float] = None) -> None:
+    """A lease must be longer than 0 s and a wait limit not negative: else an :class:`InvalidArgumentError`."""
+    if not lease_seconds > 0:
+        raise InvalidArgumentError(f"a lease must be longer than 0 s, not {lease_seconds:g} s")
+    if max_wait_seconds is not None and not max_wait_seconds >= 0:
+        raise InvalidArgumentError(f"a wait limit must not be negative, not {max_wait_seconds:g} s")
 
 
 def reservation_name(pipeline: str, fingerprint: str, generation: int) -> str:

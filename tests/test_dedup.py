@@ -22,7 +22,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, records
 from mlmd_cache.leases import LEASE_EXPIRES_AT, RESERVATION_CONTEXT_TYPE
 from mlmd_cache.recovery import INTERRUPTED_REASON
-from tests.pipelines import IMAGE, RunRecords, compile_to, prop
+from tests.pipelines import IMAGE, RunRecords, cli, compile_to, prop
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
 
@@ -276,3 +276,16 @@ def test_a_retried_holder_keeps_its_key_and_a_failed_one_releases_it(db, tmp_pat
     done = other.publish(taken.started, Outputs())
     late = cache.claim(cache.pipeline_run("p", "run-3"), task)
     assert late.hit is not None and late.hit.source.id == done.id
+
+
+@pytest.mark.parametrize("option, message", [
+    (("--lease", "0s"), "Error: a lease must be longer than 0 s, not 0 s"),
+    (("--lease", "soon"), "Error: --lease 'soon': not a duration"),
+    (("--max-wait", "-1s"), "Error: --max-wait '-1s': not a duration"),
+])
+def test_a_bad_lease_or_wait_is_one_line_and_writes_nothing(tmp_path, option, message):
+    store = tmp_path / "never.sqlite"
+    code, out, err = cli("run-pipeline", compile_to(tmp_path / "race.yaml", race), "--db", f"sqlite:///{store}",
+                         "--param", f"directory={tmp_path}", *option)
+    assert (code, out) == (2, "") and err.startswith(message) and len(err.splitlines()) == 1, err
+    assert not store.exists()

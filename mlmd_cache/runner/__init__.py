@@ -35,7 +35,7 @@ from .. import json_values, limits
 from ..cache import ExecutionCache
 from ..connection import connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
-from ..leases import DEFAULT_LEASE_SECONDS
+from ..leases import DEFAULT_LEASE_SECONDS, check_lease
 from ..pipeline_spec import CompiledPipeline, PipelineSpecError, UnsupportedPipelineError, iter_tasks
 from .importers import pipeline_input_artifacts, write_input_artifacts
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, RunReport, TaskReport
@@ -165,9 +165,7 @@ def run_pipeline(
     tasks still run. On Ctrl-C every running task's process group is stopped, their executions
     and every open DAG execution are marked FAILED, and ``KeyboardInterrupt`` propagates.
     """
-    if not lease_seconds > 0 or (max_wait_seconds is not None and not max_wait_seconds >= 0):
-        raise InvalidArgumentError(f"a lease must be longer than 0 s and a wait not negative (lease {lease_seconds!r} s, "
-                                   f"wait {max_wait_seconds!r} s)")
+    check_lease(lease_seconds, max_wait_seconds)
     if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
                                     or parallelism < 1):
         raise InvalidArgumentError(f"parallelism must be a whole number of at least 1, not {parallelism!r}")
