@@ -9,19 +9,19 @@
 - :mod:`lineage.export`: node-link JSON, GraphML, DOT, SVG/PNG;
 - :mod:`lineage.cli`: the ``mlmd-lineage`` command.
 """
-from .graph import (
-    all_paths,
-    cache_provenance,
-    cache_source,
-    consumers,
-    downstream,
-    path,
-    producer,
-    run_executions,
-    run_summaries,
-    upstream,
-)
-from .load import load_run, load_runs, load_store, load_subgraph, load_task_history
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlmd_cache._lazy import lazy_exports
+
+# The API, by the module that defines it, imported on first use (PEP 562): networkx and ml_metadata
+# take a few hundred milliseconds to import, which `mlmd-lineage --help` need not pay.
+_EXPORTS = {
+    **dict.fromkeys(["all_paths", "cache_provenance", "cache_source", "consumers", "downstream", "path", "producer",
+                     "run_executions", "run_summaries", "upstream"], "graph"),
+    **dict.fromkeys(["load_run", "load_runs", "load_store", "load_subgraph", "load_task_history"], "load"),
+}
 
 __all__ = [
     "all_paths",
@@ -40,3 +40,12 @@ __all__ = [
     "run_summaries",
     "upstream",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .graph import (all_paths, cache_provenance, cache_source, consumers, downstream, path, producer,
+                        run_executions, run_summaries, upstream)
+    from .load import load_run, load_runs, load_store, load_subgraph, load_task_history

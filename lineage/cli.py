@@ -10,14 +10,12 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
-from mlmd_cache import invalidation
 from mlmd_cache.cli import _OneLineUsageErrors, _reports_errors, db_option, open_store
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
-from . import explain as lx
+# Only what building the commands needs (no networkx or ml_metadata): a command imports the rest.
 from . import export as lexport
-from . import graph as lg
-from . import load
+from .limits import MAX_HOPS
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
@@ -61,6 +59,8 @@ def _node_json(graph, node: str) -> dict[str, Any]:
 
 
 def _node_text(data: dict[str, Any]) -> str:
+    from . import graph as lg
+
     if data["kind"] == "artifact":
         text = f"artifact #{data['id']} {data.get('name') or ''} ({data.get('type')})  {data.get('uri') or ''}"
     else:
@@ -92,6 +92,8 @@ def main() -> None:
 @_reports
 def runs(limit: Optional[int], db_url: Optional[str], as_json: bool) -> None:
     """List pipeline runs, newest first, with their executed, cached and failed tasks."""
+    from . import graph as lg, load
+
     summaries = lg.run_summaries(load.load_runs(open_store(db_url, read_only=True), limit=limit))
     if as_json:
         _echo_json({"runs": summaries})
@@ -119,6 +121,10 @@ def _edges_text(graph, node: str, incoming: bool) -> list[tuple[str, str]]:
 @_reports
 def show(kind: str, name: str, db_url: Optional[str], as_json: bool) -> None:
     """Show a run (by name), an execution or an artifact (by ID) with its neighbours."""
+    from mlmd_cache import invalidation
+
+    from . import explain as lx, graph as lg, load
+
     store = open_store(db_url, read_only=True)
     if kind == "run":
         graph = load.load_run(store, name)
@@ -198,8 +204,10 @@ def _tree_json(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _closure_command(direction: str) -> Callable[..., Any]:
     def command(artifact_id: int, depth: Optional[int], cached: bool, db_url: Optional[str], as_json: bool) -> None:
+        from . import graph as lg, load
+
         node = load.artifact_node(artifact_id)
-        hops = load.MAX_HOPS if depth is None else depth
+        hops = MAX_HOPS if depth is None else depth
         graph = load.load_subgraph(open_store(db_url, read_only=True), [node], hops=hops, direction=direction, cached=cached)
         tree = lg.tree(graph, node, direction=direction, depth=hops, cached=cached)
         if as_json:
@@ -222,8 +230,8 @@ def _closure_command(direction: str) -> Callable[..., Any]:
 for _direction, _cached_default in (("upstream", False), ("downstream", True)):
     main.command(_direction)(
         click.argument("artifact_id", type=int)(
-            click.option("--depth", type=click.IntRange(0, load.MAX_HOPS), metavar="N",
-                         help=f"At most N edges away (default: {load.MAX_HOPS}).")(
+            click.option("--depth", type=click.IntRange(0, MAX_HOPS), metavar="N",
+                         help=f"At most N edges away (default: {MAX_HOPS}).")(
                 click.option("--cached/--no-cached", default=_cached_default, show_default=True,
                              help="Show CACHED executions (the runs that reused an artifact).")(
                     db_option(json_option(_reports(_closure_command(_direction))))))))
@@ -237,6 +245,8 @@ for _direction, _cached_default in (("upstream", False), ("downstream", True)):
 def explain_command(execution_id: int, db_url: Optional[str], as_json: bool) -> None:
     """Why an execution was cached (its source) or executed (what changed in its cache key since
     the task's closest earlier execution, caching disabled, or first run)."""
+    from . import explain as lx, load
+
     result = lx.explain(load.load_task_history(open_store(db_url, read_only=True), execution_id))
     if as_json:
         _echo_json(result)
@@ -248,7 +258,7 @@ def explain_command(execution_id: int, db_url: Optional[str], as_json: bool) -> 
 @main.command()
 @click.option("--run", "run_name", metavar="NAME", help="Export one pipeline run.")
 @click.option("--artifact", "artifact_id", type=int, metavar="ID", help="Export the neighbourhood of an artifact.")
-@click.option("--depth", type=click.IntRange(0, load.MAX_HOPS), default=4, show_default=True, metavar="N",
+@click.option("--depth", type=click.IntRange(0, MAX_HOPS), default=4, show_default=True, metavar="N",
               help="With --artifact: at most N edges away, both directions.")
 @click.option("--format", "fmt", type=click.Choice(lexport.FORMATS), help="Default: from the file's extension.")
 @click.option("-o", "--output", required=True, metavar="FILE", help="The file to write.")
@@ -258,6 +268,8 @@ def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt:
            db_url: Optional[str]) -> None:
     """Export lineage (a run, an artifact's neighbourhood, or the whole store) as node-link JSON,
     GraphML, DOT, or an SVG/PNG drawn by Graphviz."""
+    from . import load
+
     if run_name and artifact_id is not None:
         raise click.UsageError("give either --run or --artifact, not both")
     if fmt is None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from mlmd_cache.errors import InvalidArgumentError, MlmdCacheError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = ["FORMATS", "to_node_link", "to_graphml_graph", "to_dot", "write", "GraphvizError"]
 
@@ -43,6 +44,8 @@ def to_node_link(graph: nx.MultiDiGraph) -> dict[str, Any]:
     >>> len(data["nodes"]), len(data["edges"]), data["directed"], data["multigraph"]
     (7, 7, True, True)
     """
+    import networkx as nx  # here: mlmd-lineage imports this module for its --format choices
+
     data = nx.node_link_data(graph, edges="edges")
     data["graph"] = {k: _plain(v) for k, v in data["graph"].items()}
     for node in data["nodes"]:
@@ -53,6 +56,8 @@ def to_node_link(graph: nx.MultiDiGraph) -> dict[str, Any]:
 
 def to_graphml_graph(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     """A copy GraphML can hold: scalar attributes kept, ``properties`` as a JSON string, ``None`` dropped."""
+    import networkx as nx
+
     flat = nx.MultiDiGraph()
     for node, data in graph.nodes(data=True):
         attributes = {}
@@ -137,6 +142,8 @@ def write(graph: nx.MultiDiGraph, fmt: str, path: str) -> None:
     if fmt == "json":
         content = (json.dumps(to_node_link(graph), indent=1, sort_keys=True) + "\n").encode("utf-8")
     elif fmt == "graphml":
+        import networkx as nx
+
         content = "\n".join(nx.generate_graphml(to_graphml_graph(graph))).encode("utf-8") + b"\n"
     elif fmt == "dot":
         content = to_dot(graph).encode("utf-8")

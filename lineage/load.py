@@ -38,6 +38,8 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from mlmd_cache import invalidation, limits, records
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
+from .limits import MAX_HOPS
+
 __all__ = [
     "artifact_node",
     "execution_node",
@@ -51,8 +53,6 @@ __all__ = [
 ]
 
 _BATCH = 1000
-# MLMD refuses more hops than this in one get_lineage_subgraph call.
-MAX_HOPS = 100
 
 
 def artifact_node(artifact_id: int) -> str:

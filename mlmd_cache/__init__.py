@@ -6,23 +6,43 @@
 ...                output_parameters={"output_parameter": "DOUBLE"}).fingerprint()[:16]
 '3d9a2a778fa3174c'
 """
-from .cache import CacheHit, ExecutionCache, Outputs, PipelineRun, SourceIndex, Task, TaskExecution, artifact_is_usable
-from .connection import connect, default_store_path, default_store_url, redact_url
-from .errors import (
-    CacheKeyError,
-    ExecutionStateError,
-    InvalidArgumentError,
-    MlmdCacheError,
-    NotFoundError,
-    OutputError,
-    StoreConnectionError,
-    StoreFaultError,
-    NoStoreError,
-    StoreURLError,
-)
-from .key import CacheKey, custom_fingerprint
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+# The public API, by the module that defines it. It is imported on first use (PEP 562), not here:
+# ml_metadata (with grpc) takes a few hundred milliseconds to import, and `mlmd-cache --help`,
+# `mlmd_cache.errors` or a cache key need none of it.
+_EXPORTS = {
+    "CacheHit": "cache",
+    "ExecutionCache": "cache",
+    "Outputs": "cache",
+    "PipelineRun": "cache",
+    "SourceIndex": "cache",
+    "Task": "cache",
+    "TaskExecution": "cache",
+    "artifact_is_usable": "cache",
+    "connect": "connection",
+    "default_store_path": "connection",
+    "default_store_url": "connection",
+    "redact_url": "connection",
+    "CacheKeyError": "errors",
+    "ExecutionStateError": "errors",
+    "InvalidArgumentError": "errors",
+    "MlmdCacheError": "errors",
+    "NotFoundError": "errors",
+    "OutputError": "errors",
+    "StoreConnectionError": "errors",
+    "StoreFaultError": "errors",
+    "NoStoreError": "errors",
+    "StoreURLError": "errors",
+    "CacheKey": "key",
+    "custom_fingerprint": "key",
+}
 
 __all__ = [
     "CacheHit",
@@ -50,3 +70,14 @@ __all__ = [
     "default_store_url",
     "redact_url",
 ]
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .cache import CacheHit, ExecutionCache, Outputs, PipelineRun, SourceIndex, Task, TaskExecution, artifact_is_usable
+    from .connection import connect, default_store_path, default_store_url, redact_url
+    from .errors import (CacheKeyError, ExecutionStateError, InvalidArgumentError, MlmdCacheError, NoStoreError,
+                         NotFoundError, OutputError, StoreConnectionError, StoreFaultError, StoreURLError)
+    from .key import CacheKey, custom_fingerprint

@@ -10,8 +10,6 @@ import tempfile
 import threading
 from typing import Optional
 
-from ml_metadata.proto import metadata_store_pb2 as mlmd
-
 __all__ = ["mlmd_stderr_captured", "reason"]
 
 
@@ -138,6 +136,8 @@ def reason(error: Exception, config, stderr: str) -> str:
 
 
 def _passwords(config) -> list[str]:
+    from ml_metadata.proto import metadata_store_pb2 as mlmd  # here: the CLI imports this module for --help
+
     if not isinstance(config, mlmd.ConnectionConfig):
         return []
     if config.HasField("mysql"):
@@ -163,6 +163,8 @@ class _RedactConnectionConfig(logging.Filter):
 
 
 def _redacted(value):
+    from ml_metadata.proto import metadata_store_pb2 as mlmd
+
     if isinstance(value, mlmd.ConnectionConfig) and _passwords(value):
         value = type(value).FromString(value.SerializeToString())
         (value.mysql if value.HasField("mysql") else value.postgresql).password = "***"

@@ -5,22 +5,29 @@ import functools
 import json
 import shutil
 import sys
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import click
-from ml_metadata.errors import StatusError
 
-from . import records
-from .cache import ExecutionCache
-from .connection import connect, default_store_path, default_store_url, mysql_url
+# Only what building the commands needs: a command imports what it uses (ml_metadata, grpc, the KFP
+# SDK: most of a second), so that --help and usage errors answer at once.
+from .defaults import CALL_TIMEOUT_SECONDS, default_store_path, default_store_url
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
-from .key import CacheKey, custom_fingerprint
 from ._messages import _one_line
-from .store import CALL_TIMEOUT_SECONDS, Store, store_fault
+
+if TYPE_CHECKING:
+    from .key import CacheKey
+    from .store import Store
 
 # User mistakes in what was given (a bad key, URL or argument, a name the store does not have) exit 2,
 # as click's usage errors do; failures of the store exit 1.
 _USAGE_ERRORS = (CacheKeyError, InvalidArgumentError, NotFoundError, StoreURLError)
+
+
+def _mlmd_errors() -> tuple[type[BaseException], ...]:
+    """ml_metadata's errors, once ml_metadata is imported: none can be raised before."""
+    errors = sys.modules.get("ml_metadata.errors")
+    return (errors.StatusError,) if errors is not None else ()
 
 
 def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,7 +41,9 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except MlmdCacheError as error:
             click.echo(f"Error: {_one_line(error) or type(error).__name__}", err=True)
             sys.exit(2 if isinstance(error, _USAGE_ERRORS) else 1)
-        except StatusError as error:
+        except _mlmd_errors() as error:
+            from .store import store_fault
+
             click.echo(f"Error: {store_fault(error)}", err=True)
             sys.exit(1)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
@@ -67,6 +76,8 @@ _timeout_option = click.option(
 def open_store(db_url: Optional[str], *, read_only: bool = False, create: bool = True) -> Store:
     """The store ``--db`` names, opened as the command needs it, with ``--timeout`` as its call deadline."""
     ctx = click.get_current_context(silent=True)
+    from .connection import connect
+
     timeout = ctx.meta.get(_TIMEOUT, CALL_TIMEOUT_SECONDS) if ctx else CALL_TIMEOUT_SECONDS
     return connect(db_url, read_only=read_only, create=create, call_timeout=timeout)
 
@@ -102,6 +113,8 @@ def _with_custom_key(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _read_key(key_file) -> CacheKey:
     """The cache key in FILE, or on standard input when no FILE (or ``-``) is given."""
+    from .key import CacheKey
+
     return CacheKey.from_json((key_file or click.open_file("-", "rb")).read())
 
 
@@ -135,6 +148,8 @@ def fingerprint(key_file, custom_key: Optional[str], component_name: str, show_b
     Reads a CacheKey in KFP's JSON form from FILE (or standard input), or, with --custom-key,
     fingerprints a custom cache key for --component.
     """
+    from .key import custom_fingerprint
+
     if custom_key is not None:
         if key_file is not None:
             raise click.UsageError("give either a cache key FILE or --custom-key, not both")
@@ -159,6 +174,10 @@ def fingerprint(key_file, custom_key: Optional[str], component_name: str, show_b
 def lookup(key_file, pipeline: str, custom_key: Optional[str], component_name: str,
            db_url: Optional[str], as_json: bool) -> None:
     """Tell whether a task with this cache key would hit the cache, and what it would reuse."""
+    from . import records
+    from .cache import ExecutionCache
+    from .key import custom_fingerprint
+
     key = _read_key(key_file)
     fingerprint = custom_fingerprint(component_name, custom_key) if custom_key else key.fingerprint()
     hit = ExecutionCache(open_store(db_url, read_only=True)).find_source(pipeline, fingerprint)
@@ -273,6 +292,7 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     round trip (--no-cache-service: not). Answers standard gRPC health checks. Stops cleanly on SIGTERM or SIGINT, letting calls in
     flight finish (a second signal cancels them).
     """
+    from .connection import mysql_url
     from .server import SERVICE_NAME, MetadataStoreServer, stop_on_signals
 
     if port is not None and grpc_port is not None:
@@ -363,6 +383,8 @@ def _state_word(task) -> str:
 def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], as_json: bool) -> None:
     """Make executions that KFP recorded (COMPLETE, with a cache_fingerprint) cache sources for
     mlmd-cache, so that its lookups reuse them. Indexing again adds only what came since."""
+    from .cache import ExecutionCache
+
     cache = ExecutionCache(open_store(db_url, read_only=dry_run))
     reports = [cache.index_sources(name, dry_run=dry_run) for name in (pipelines or cache.pipeline_names())]
     if as_json:
@@ -477,6 +499,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     """
     import signal
 
+    from .cache import ExecutionCache
     from .durations import parse_duration, parse_task_durations
     from .leases import check_lease
     from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
@@ -556,6 +579,7 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
     Each task is a hit (the execution it would reuse), run (with why: no cache source for its key,
     caching disabled, an input artifact that an upstream task makes anew), skipped (a false
     condition), or unknown (it depends on an output the run learns only as it goes)."""
+    from .cache import ExecutionCache
     from .durations import parse_duration, parse_task_durations
     from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
     from .plan import plan_pipeline

@@ -62,6 +62,7 @@ from ml_metadata.proto import metadata_store_service_pb2_grpc as service_grpc
 from ._messages import _one_line, mlmd_stderr_captured, reason
 from .cache_service import CacheServiceClient
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
+from .defaults import default_store_path, default_store_url
 from .errors import NoStoreError, StoreConnectionError, StoreURLError
 from .schema import Contents, ServerDatabase, StoreState, sqlite_contents, sqlite_schema_lock
 from .store import CALL_TIMEOUT_SECONDS, RETRY_SECONDS, Store
@@ -84,17 +85,6 @@ _TLS_FILES = {"ca": "custom_ca", "cert": "server_cert", "key": "client_key"}
 # MLMD writes the database name into CREATE DATABASE / USE unquoted.
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
 
-
-
-def default_store_path() -> Path:
-    """``$XDG_DATA_HOME/mlmd-cache/metadata.sqlite`` (``~/.local/share/mlmd-cache/metadata.sqlite``)."""
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
-    return Path(data_home) / "mlmd-cache" / "metadata.sqlite"
-
-
-def default_store_url() -> str:
-    """``$MLMD_DB`` when set, else the embedded default SQLite file."""
-    return os.environ.get("MLMD_DB") or f"sqlite:///{default_store_path()}"
 
 
 def redact_url(url: str) -> str:

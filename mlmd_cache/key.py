@@ -16,10 +16,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
+import sys
+from types import ModuleType
 from typing import Any, Mapping, Sequence, Union
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory, struct_pb2
-from kfp.pipeline_spec import pipeline_spec_pb2
 
 from . import json_values
 from .errors import CacheKeyError
@@ -27,6 +30,39 @@ from .gojson import go_marshal
 
 __all__ = ["CacheKey", "custom_fingerprint", "RuntimeArtifact", "ArtifactTypeSchema"]
 
+_PIPELINE_SPEC_PB2 = "kfp.pipeline_spec.pipeline_spec_pb2"
+
+
+def _pipeline_spec_messages() -> ModuleType:
+    """kfp-pipeline-spec's generated ``pipeline_spec_pb2`` module, without running ``kfp/__init__.py``.
+
+    kfp-pipeline-spec installs its module into the ``kfp`` package, whose ``__init__`` imports the
+    whole KFP SDK, its client and the Kubernetes client (about half a second), while the generated
+    module needs only protobuf. So, unless kfp is already imported, the file is loaded by its location
+    (importlib's "importing a source file directly" recipe), under a name of mlmd-cache's own: under
+    kfp's name it would sit in ``sys.modules`` without its parent packages, and ``import
+    kfp.pipeline_spec.pipeline_spec_pb2`` would then not bind it as their attribute. When kfp later
+    imports the file under its name, protobuf accepts the identical descriptor again and returns the
+    message classes it made the first time (one class per descriptor, in all its implementations), so
+    ``RuntimeArtifact`` here and kfp's are one class. Where no such file is found (kfp not installed
+    from a wheel into a directory), the ordinary import.
+    """
+    loaded = sys.modules.get(_PIPELINE_SPEC_PB2)
+    if loaded is not None:
+        return loaded
+    # kfp is a pkgutil-style namespace package: its parts are the kfp/ directories on sys.path, in order.
+    for entry in sys.path:
+        location = os.path.join(entry or os.curdir, "kfp", "pipeline_spec", "pipeline_spec_pb2.py")
+        if os.path.isfile(location):
+            spec = importlib.util.spec_from_file_location("mlmd_cache._pipeline_spec_pb2", location)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules[spec.name] = module
+            return module
+    return importlib.import_module(_PIPELINE_SPEC_PB2)
+
+
+pipeline_spec_pb2 = _pipeline_spec_messages()
 RuntimeArtifact = pipeline_spec_pb2.RuntimeArtifact
 ArtifactTypeSchema = pipeline_spec_pb2.ArtifactTypeSchema
 

@@ -31,6 +31,7 @@ from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from ._messages import _one_line, mlmd_stderr_captured
+from .defaults import CALL_TIMEOUT_SECONDS
 from .errors import StoreFaultError
 
 __all__ = ["Store", "RETRY_SECONDS", "CALL_TIMEOUT_SECONDS"]
@@ -39,9 +40,6 @@ T = TypeVar("T")
 
 RETRY_SECONDS = 60.0
 """How long a busy, deadlocked or unreachable database is retried before a call fails."""
-
-CALL_TIMEOUT_SECONDS = 30.0
-"""The deadline of one gRPC call (``--timeout``), and how long an unreachable server is retried."""
 
 # What a direct MySQL/PostgreSQL connection says when its server went away or is not back yet.
 _CONNECTION_LOST = ("lost connection", "server has gone away", "can't connect", "connection refused",

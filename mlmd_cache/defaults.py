@@ -1,0 +1,27 @@
+"""The defaults that commands name in their ``--help``: the store used when no URL is given and the
+deadline of a call to a ``grpc://`` store.
+
+In a module of their own, which imports no ml_metadata or grpc, so that building ``mlmd-cache`` and
+``mlmd-lineage``'s options costs nothing; :mod:`mlmd_cache.connection` and :mod:`mlmd_cache.store`
+export them as before.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["CALL_TIMEOUT_SECONDS", "default_store_path", "default_store_url"]
+
+CALL_TIMEOUT_SECONDS = 30.0
+"""The deadline of one gRPC call (``--timeout``), and how long an unreachable server is retried."""
+
+
+def default_store_path() -> Path:
+    """``$XDG_DATA_HOME/mlmd-cache/metadata.sqlite`` (``~/.local/share/mlmd-cache/metadata.sqlite``)."""
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(data_home) / "mlmd-cache" / "metadata.sqlite"
+
+
+def default_store_url() -> str:
+    """``$MLMD_DB`` when set, else the embedded default SQLite file."""
+    return os.environ.get("MLMD_DB") or f"sqlite:///{default_store_path()}"
