@@ -19,7 +19,8 @@ _PIP_SHIM = Path(__file__).resolve().parent.parent / "_pip_shim.py"
 
 def _write_shims(directory: Path) -> None:
     python = shlex.quote(sys.executable)
-    check = f"{python} -I {shlex.quote(str(_PIP_SHIM))}"
+    # -S: the shim sets up the site directories only when it has no remembered answer (see _pip_shim)
+    check = f"{python} -I -S {shlex.quote(str(_PIP_SHIM))} {shlex.quote(str(directory / 'pip-satisfied.json'))}"
     scripts = {
         "python3": f'if [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ]; then\n'
                    f'    shift 3\n    exec {check} "$@"\nfi\nexec {python} "$@"\n',
