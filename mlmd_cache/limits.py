@@ -20,13 +20,15 @@ Measured on ml-metadata 1.17.1 (see tests/test_hostile.py, which checks each rul
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .errors import InvalidArgumentError
-from .pipeline_spec import CompiledPipeline, iter_tasks
+
+if TYPE_CHECKING:  # pipeline_spec imports the KFP SDK, which the lineage and cache commands need not load
+    from .pipeline_spec import CompiledPipeline
 
 __all__ = ["MAX_NAME_BYTES", "store_backend", "check_text", "check_name", "check_pipeline", "storable", "storable_text", "text_problem",
            "shown"]
@@ -101,6 +103,8 @@ def check_pipeline(pipeline: CompiledPipeline, run_name: str, backend: Optional[
     before the run writes anything: the pipeline and run names, each task's path (KFP's
     ``task_name``) and display name, each image, the artifact types' names, and the URIs of the
     pipeline's input artifacts."""
+    from .pipeline_spec import iter_tasks
+
     check_name("pipeline name", pipeline.name, backend)
     check_name("run name", run_name, backend)
     for path, task, component in iter_tasks(pipeline):
