@@ -1,0 +1,145 @@
+"""Start-up: what the commands and the packages import (checked in fresh interpreters, never timed:
+scripts/bench_startup.py measures), the public API imported lazily, the pipeline IR read by libyaml
+as by PyYAML's own loader, and the pip shim's remembered answers."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import compiler
+from kfp.dsl.graph_component import GraphComponent
+
+import lineage
+import mlmd_cache
+from mlmd_cache import pipeline_spec
+from mlmd_cache.runner.shims import task_environment
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")  # kfp's, compiling
+
+REPO = Path(__file__).resolve().parent.parent
+
+# What costs hundreds of milliseconds to import: none of it is needed to print help or to import the package.
+HEAVY = ("kfp", "kubernetes", "networkx", "rich", "grpc", "ml_metadata", "yaml")
+
+
+def imported_by(code: str, **env: str) -> list[str]:
+    """The modules a fresh interpreter has imported after running ``code`` (which may end in SystemExit)."""
+    script = (f"import json, sys\ntry:\n    exec({code!r})\nexcept SystemExit as exit:\n    assert not exit.code, exit\n"
+              "print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **env})
+    return json.loads(done.stderr.splitlines()[-1])
+
+
+def heavy(modules: list[str]) -> list[str]:
+    return [m for m in modules if m.split(".")[0] in HEAVY]
+
+
+@pytest.mark.parametrize("code", [
+    "from mlmd_cache.cli import main; main(['--help'])",  # what the mlmd-cache console script runs
+    "from mlmd_cache.cli import main; main(['run-pipeline', '--help'])",
+    "from mlmd_cache.cli import main; main(['serve', '--help'])",
+    "from lineage.cli import main; main(['--help'])",
+    "from lineage.cli import main; main(['upstream', '--help'])",
+    "from lineage.cli import main; main(['export', '--help'])",
+    "import mlmd_cache",
+    "import lineage",
+    "from mlmd_cache import MlmdCacheError, InvalidArgumentError",
+])
+def test_help_and_the_packages_import_nothing_heavy(code: str) -> None:
+    assert heavy(imported_by(code)) == []
+
+
+def test_a_usage_error_is_told_before_anything_heavy_is_imported() -> None:
+    done = subprocess.run([sys.executable, "-m", "mlmd_cache", "lookup", "--no-such-option"], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2 and done.stderr.startswith("Error: ")
+    assert heavy(imported_by("from mlmd_cache.cli import main; main(['fingerprint', '--custom-key', 'k'])")) == []
+
+
+@pytest.mark.parametrize("implementation", ["", "python"])
+def test_a_cache_key_needs_no_kfp_sdk_and_its_messages_are_kfps(implementation: str) -> None:
+    """CacheKey loads kfp-pipeline-spec's module without kfp/__init__ (the SDK, its client, Kubernetes);
+    kfp imported afterwards has the same message classes, with either protobuf implementation."""
+    code = """
+from mlmd_cache import CacheKey
+from mlmd_cache import key
+fingerprint = CacheKey.build(image="python:3.11", command=["sh", "ec"], args=["run"], input_artifacts={"dataset": [10]},
+                             output_parameters={"output_parameter": "DOUBLE"}).fingerprint()
+assert fingerprint.startswith("3d9a2a778fa3174c"), fingerprint
+assert not [m for m in sys.modules if m.split(".")[0] in ("kfp", "kubernetes")]
+import kfp.pipeline_spec.pipeline_spec_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+assert kfp.pipeline_spec.pipeline_spec_pb2 is pipeline_spec_pb2 and hasattr(kfp, "Client")
+assert key.RuntimeArtifact is pipeline_spec_pb2.RuntimeArtifact
+made = pipeline_spec_pb2.RuntimeArtifact(type=pipeline_spec_pb2.ArtifactTypeSchema(schema_title="system.Model"))
+assert CacheKey.build(image="i", output_artifacts={"model": made}).output_artifact_types == {"model": "system.Model"}
+"""
+    env = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": implementation} if implementation else {}
+    assert "kfp.client" in imported_by(code, **env)  # the code ran to its end
+
+
+def test_the_public_names_are_there_when_asked_for() -> None:
+    for package in (mlmd_cache, lineage):
+        for name in package.__all__:
+            assert getattr(package, name) is getattr(importlib.import_module(package.__name__), name)
+        assert set(package.__all__) <= set(dir(package))
+        with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+            package.nothing_here  # noqa: B018
+    from mlmd_cache import ExecutionCache, cache, invalidation  # a name and submodules, as before
+
+    assert ExecutionCache is cache.ExecutionCache and invalidation.__name__ == "mlmd_cache.invalidation"
+
+
+def module_pipelines() -> list[tuple[str, GraphComponent]]:
+    """Every pipeline the runner's and the platform spec's tests define at module level."""
+    found = []
+    for name in ("tests.test_control_flow", "tests.test_constructs", "tests.test_runner", "tests.test_platform_spec"):
+        try:
+            module = importlib.import_module(name)
+        except pytest.skip.Exception:  # kfp-kubernetes is a test extra
+            continue
+        found += [(f"{name}.{attr}", value) for attr, value in vars(module).items() if isinstance(value, GraphComponent)]
+    return found
+
+
+@pytest.mark.skipif(not hasattr(yaml, "CSafeLoader"), reason="PyYAML without libyaml")
+def test_libyaml_reads_the_pipelines_as_pyyamls_own_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pipeline_spec._YAML_LOADER is yaml.CSafeLoader  # libyaml's parser, where PyYAML has it
+    pipelines = module_pipelines()
+    assert len(pipelines) > 40
+    for name, pipeline in pipelines:
+        path = tmp_path / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline, str(path))
+        text = path.read_text(encoding="utf-8")
+        assert list(yaml.load_all(text, Loader=yaml.CSafeLoader)) == list(yaml.load_all(text, Loader=yaml.SafeLoader))
+        loaded = {}
+        for loader in (yaml.CSafeLoader, yaml.SafeLoader):
+            monkeypatch.setattr(pipeline_spec, "_YAML_LOADER", loader)
+            try:
+                loaded[loader] = pipeline_spec.load_pipeline(str(path))
+            except pipeline_spec.PipelineSpecError as error:  # refused alike (a setting a host cannot have)
+                loaded[loader] = str(error)
+        assert loaded[yaml.CSafeLoader] == loaded[yaml.SafeLoader], name
+
+
+def test_the_pip_shim_remembers_what_it_found_installed(tmp_path: Path) -> None:
+    import kfp
+
+    install = ["python3", "-m", "pip", "install", "--quiet", f"kfp=={kfp.__version__}", "--no-deps"]
+    with task_environment() as env:
+        memo = Path(env["PATH"].split(os.pathsep)[0]) / "pip-satisfied.json"
+        for _ in range(2):
+            subprocess.run(install, env=env, cwd=tmp_path, check=True)
+            assert memo.read_text(encoding="utf-8").splitlines() == [repr(install[4:])]
+        # Not installed: the real pip runs (and, offline, fails); the environment may change, so the memo goes.
+        missing = subprocess.run(["pip", "install", "--no-index", "--quiet", "surely-not-installed-mlmd-cache-xyz"],
+                                 env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert missing.returncode != 0 and "surely-not-installed" in missing.stderr
+        assert not memo.exists()
