@@ -60,7 +60,6 @@ from ml_metadata.proto import metadata_store_service_pb2 as service_pb2
 from ml_metadata.proto import metadata_store_service_pb2_grpc as service_grpc
 
 from ._messages import _one_line, mlmd_stderr_captured, reason
-from .cache_service import CacheServiceClient
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
 from .defaults import default_store_path, default_store_url
 from .errors import NoStoreError, StoreConnectionError, StoreURLError
@@ -371,6 +370,8 @@ def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: f
             if mismatch:
                 raise StoreConnectionError(f"no gRPC connection to {shown}: {mismatch}") from None
             raise StoreConnectionError(f"{shown} is not a working MLMD server: {details}") from None
+    from .cache_service import CacheServiceClient  # here: a command on a database store need not import it
+
     store = Store(config, shown=shown)
     # Lookups ask mlmd-cache serve's cache service first; its first answer tells whether the server has it.
     store.cache_service = CacheServiceClient(store)
