@@ -75,9 +75,9 @@ _timeout_option = click.option(
 
 def open_store(db_url: Optional[str], *, read_only: bool = False, create: bool = True) -> Store:
     """The store ``--db`` names, opened as the command needs it, with ``--timeout`` as its call deadline."""
-    ctx = click.get_current_context(silent=True)
     from .connection import connect
 
+    ctx = click.get_current_context(silent=True)
     timeout = ctx.meta.get(_TIMEOUT, CALL_TIMEOUT_SECONDS) if ctx else CALL_TIMEOUT_SECONDS
     return connect(db_url, read_only=read_only, create=create, call_timeout=timeout)
 
