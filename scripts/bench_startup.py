@@ -63,7 +63,8 @@ def status(text: str) -> None:
 
 
 def environment() -> dict[str, str]:
-    """This interpreter's environment, with this checkout first on the path of every child."""
+    """This interpreter's environment, with this checkout first on the path of every child (which
+    also runs in it: ``python -c`` puts its working directory first)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return env
@@ -84,7 +85,7 @@ def median_wall(argv: Sequence[str], repeat: int, env: dict[str, str], cwd: Opti
         if before is not None:
             before()
         began = time.perf_counter()
-        done = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        done = subprocess.run(argv, env=env, cwd=cwd or REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
         walls.append(time.perf_counter() - began)
         if done.returncode != 0:
@@ -97,7 +98,7 @@ def median_fields(argv: Sequence[str], repeat: int, env: dict[str, str]) -> dict
     """Per field, the median over ``repeat`` runs of a process that prints one JSON object of timings."""
     samples: dict[str, list[float]] = {}
     for _ in range(repeat):
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+        done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=True)
         for name, value in json.loads(done.stdout).items():
             samples.setdefault(name, []).append(value)
     return {name: statistics.median(values) for name, values in samples.items()}
