@@ -28,7 +28,7 @@ if [ ! -e "$stamp" ]; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
     # One line per package as pip gets it: progress without pip's full log.
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check --progress-bar off -e '.[test]' 2>&1 |
-        { grep --line-buffered -E '^(Collecting|Successfully installed|ERROR)' || true; } |
+        { grep --line-buffered -E '^(Collecting|ERROR)' || true; } |
         sed -u -e 's/^Collecting /  getting /' -e 's/ (from .*//' >&2 ||
         ! "$VENV/bin/python" -c 'import mlmd_cache' 2>/dev/null; then
         say "installing into $VENV failed (run: $VENV/bin/python -m pip install -e '.[test]' to see why)"
