@@ -102,7 +102,11 @@ def _with_custom_key(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _read_key(key_file) -> CacheKey:
     """The cache key in FILE, or on standard input when no FILE (or ``-``) is given."""
-    return CacheKey.from_json((key_file or click.open_file("-", "rb")).read())
+    stream = key_file or click.open_file("-", "rb")
+    if stream.isatty():  # without this a forgotten FILE looks like a hang
+        click.echo("reading a cache key (KFP's JSON) from standard input: paste it and end with Ctrl-D, "
+                   "or give FILE", err=True)
+    return CacheKey.from_json(stream.read())
 
 
 class _Commands(click.Group):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import graphlib
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
@@ -65,8 +66,27 @@ class CompiledPipeline:
         return values
 
 
+_COMPILE_COMMAND = "kfp dsl compile --py PIPELINE.py --output PIPELINE.yaml"
+
+
+def _what_it_is_instead(document: Any) -> str:
+    """What to tell a user whose file parsed but is no compiled KFP v2 pipeline."""
+    if isinstance(document, dict):
+        if str(document.get("apiVersion", "")).startswith("argoproj.io/") or document.get("kind") == "Workflow":
+            return ("a KFP v1 pipeline (an Argo Workflow), which is not supported: mlmd-cache runs KFP v2 "
+                    f"pipelines; compile the pipeline with KFP SDK 2.x ({_COMPILE_COMMAND})")
+        if isinstance(document.get("implementation"), dict):
+            return ("a KFP v1 component (component.yaml), not a compiled pipeline: use it in a @dsl.pipeline "
+                    f"(kfp.components.load_component_from_file), then compile that: {_COMPILE_COMMAND}")
+    return ("not a compiled KFP v2 pipeline (it has no root and deploymentSpec); compile one with the KFP SDK: "
+            f"{_COMPILE_COMMAND}")
+
+
 def load_pipeline(path: str) -> CompiledPipeline:
     """Read a compiled pipeline (YAML or JSON) and check that every feature it uses is supported."""
+    if str(path).endswith(".py") and os.path.isfile(path):
+        raise PipelineSpecError(f"{path} is Python source, not a compiled pipeline: compile it with the KFP SDK "
+                                f"first (kfp dsl compile --py {path} --output {str(path)[:-3]}.yaml), then run the YAML")
     try:
         with open(path, encoding="utf-8") as file:
             # A pipeline with Kubernetes settings has a second document, its platform spec.
@@ -84,7 +104,7 @@ def load_pipeline(path: str) -> CompiledPipeline:
     document = documents[0] if documents else None
     platform_spec = documents[1] if len(documents) > 1 else None
     if not isinstance(document, dict) or "root" not in document or "deploymentSpec" not in document:
-        raise PipelineSpecError(f"{path}: not a compiled KFP pipeline (no root/deploymentSpec)")
+        raise PipelineSpecError(f"{path}: {_what_it_is_instead(document)}")
     _check_constants(path, document)
     spec = pipeline_spec_pb2.PipelineSpec()
     try:
