@@ -128,13 +128,15 @@ _KINDS = ("run", "execution", "artifact")
 @json_option
 @_reports
 def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -> None:
-    """Show a run (by name), an execution or an artifact (by ID: e:6, a:6 or #6, or 6 with its
-    kind before it) with its neighbours."""
+    """Show a run (by name), an execution or an artifact with its neighbours: `execution 6`,
+    `artifact 6`, or one ID (e:6; a:6 or #6; 6: the artifact, else the execution)."""
     kind = what if what in _KINDS else None
     if kind is None and name is not None:
         raise click.UsageError(f"{what!r}: expected run NAME, execution ID, artifact ID, or one ID (a:6, #6, e:6)")
     if kind is not None and name is None:
         raise click.UsageError(f"show {kind}: which one? (give its {'name' if kind == 'run' else 'ID'})")
+    if kind != "run":  # before the store is opened
+        record = ids.parse_id(name, only=kind, label=f"show {kind}") if kind else ids.parse_id(what)
     store = open_store(db_url, read_only=True)
     if kind == "run":
         graph = load.load_run(store, name)
@@ -157,11 +159,8 @@ def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -
         for line in _table(("EXECUTION", "TASK", "STATE", "CACHED FROM", "INPUTS", "OUTPUTS"), rows):
             click.echo("  " + line)
         return
-    if kind is None:
-        node = load.resolve_node(store, what, prefer=ids.ARTIFACT)
-        kind = "artifact" if node.startswith("a:") else "execution"
-    else:
-        node = load.resolve_node(store, ids.parse_id(name, only=kind, label=f"show {kind}").node, prefer=kind)
+    node = load.resolve_node(store, record, prefer=ids.ARTIFACT)
+    kind = "artifact" if node.startswith("a:") else "execution"
     graph = load.load_subgraph(store, [node], hops=1, direction="both")
     data = graph.nodes[node]
     inputs, outputs = _edges_text(graph, node, True), _edges_text(graph, node, False)
@@ -216,8 +215,9 @@ def _tree_json(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _closure_command(direction: str) -> Callable[..., Any]:
     def command(record_id: str, depth: Optional[int], cached: bool, db_url: Optional[str], as_json: bool) -> None:
+        record = ids.parse_id(record_id)  # before the store is opened
         store = open_store(db_url, read_only=True)
-        node = load.resolve_node(store, record_id, prefer=ids.ARTIFACT)
+        node = load.resolve_node(store, record, prefer=ids.ARTIFACT)
         hops = load.MAX_HOPS if depth is None else depth
         graph = load.load_subgraph(store, [node], hops=hops, direction=direction, cached=cached)
         tree = lg.tree(graph, node, direction=direction, depth=hops, cached=cached)
@@ -258,8 +258,9 @@ def explain_command(record_id: str, db_url: Optional[str], as_json: bool) -> Non
     """Why an execution was cached (its source) or executed (what changed in its cache key since
     the task's closest earlier execution, caching disabled, or first run); of a DAG execution, what
     it holds. ID: 6 or e:6 (an execution), a:6 or #6 (the execution that made artifact 6)."""
+    record = ids.parse_id(record_id)  # before the store is opened
     store = open_store(db_url, read_only=True)
-    result = lx.explain(load.load_explanation(store, load.resolve_node(store, record_id, prefer=ids.EXECUTION)))
+    result = lx.explain(load.load_explanation(store, load.resolve_node(store, record, prefer=ids.EXECUTION)))
     if as_json:
         _echo_json(result)
         return

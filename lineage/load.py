@@ -28,7 +28,7 @@ the same way: missing attributes are ``None`` or empty.
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import networkx as nx
 from ml_metadata import errors as mlmd_errors
@@ -84,14 +84,14 @@ def _exists(store: metadata_store.MetadataStore, kind: str, record_id: int) -> b
     return bool(read([record_id]))
 
 
-def resolve_node(store: metadata_store.MetadataStore, text: object, *, prefer: str) -> str:
+def resolve_node(store: metadata_store.MetadataStore, text: Union[str, ids.RecordId], *, prefer: str) -> str:
     """The node an ID as a user writes it names (:func:`mlmd_cache.ids.parse_id`): ``a:N``/``#N`` an
     artifact, ``e:N`` an execution, a plain ``N`` a record of kind ``prefer`` when there is one,
     else of the other kind. :class:`NotFoundError` when there is none, saying what ``N`` is instead.
 
     MLMD numbers artifacts and executions separately: when only one kind has an ``N``, that is
     surely the one meant, so a plain number that names only an execution works on the execution."""
-    record = ids.parse_id(text)
+    record = text if isinstance(text, ids.RecordId) else ids.parse_id(text)
     other = ids.EXECUTION if (record.kind or prefer) == ids.ARTIFACT else ids.ARTIFACT
     if record.kind is None:
         for kind in (prefer, other):
