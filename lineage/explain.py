@@ -1,7 +1,8 @@
 """Why an execution was cached or executed: pure functions over a lineage graph (built by
-:func:`lineage.load.load_task_history`).
+:func:`lineage.load.load_explanation`).
 
-A CACHED execution is explained by its cache source. An executed one is compared with the closest
+A DAG execution (a run's root, a nested pipeline, a loop) runs nothing and has no cache key: it is
+explained by what it holds. A CACHED execution is explained by its cache source. An executed one is compared with the closest
 earlier execution of the same task in the same pipeline: the components of their cache keys (the
 ``mlmd_cache_key`` property, compared with :class:`mlmd_cache.key.CacheKey`) that differ are listed:
 image, command and arguments, parameters, input artifacts (with the execution that produced the new
@@ -101,8 +102,12 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
     - ``outcome``: ``cached``, ``caching disabled``, ``first run``, ``key changed``,
       ``source invalidated`` (an identical key ran before, but ``mlmd-cache invalidate`` had stopped
       its source: ``invalidation`` is the record, ``reason`` says it in words),
-      ``source not usable`` (an identical key ran before but was no valid source), or the state of
-      a FAILED/RUNNING execution;
+      ``source not usable`` (an identical key ran before but was no valid source), the state of
+      a FAILED/RUNNING execution, ``dag`` (a DAG execution, which runs nothing itself: ``dag`` says
+      where it is, ``root`` or in which parent, and lists the executions it holds, with ``counts``
+      of their states) or ``importer`` (never cached);
+    - ``artifact_id``: when the graph was loaded for an artifact (:func:`lineage.load.load_explanation`),
+      the artifact that this execution made;
     - ``source`` (cached): the execution reused, its task and run; ``provenance``: the chain;
     - ``previous``: the closest earlier execution of the task; ``changes``: the key components that
       differ, each ``{"component", "name", "before", "after"}`` (input artifacts add ``producers``).

@@ -266,3 +266,11 @@ def test_serve_names_the_stores_it_serves(runner, url, processes):
     help_text = " ".join(runner.invoke(main, ["serve", "--help"]).output.split())
     assert f"--db URL The database to serve: {DATABASE_URLS}." in help_text
     assert "grpc://" not in help_text and "grpcs://" not in help_text
+
+
+def test_serve_refuses_db_before_the_subcommand_with_mysql_flags(runner, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+    result = runner.invoke(main, ["--db", store, "serve", "--mysql_config_host", "h", "--mysql_config_database", "d"])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: give either --db or the --mysql_config_* flags, not both")
+    assert not (tmp_path / "mlmd.sqlite").exists()

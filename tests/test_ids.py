@@ -12,7 +12,7 @@ from typing import NamedTuple
 import pytest
 from click.testing import CliRunner
 from kfp import compiler, dsl
-from kfp.dsl import Input, Model
+from kfp.dsl import Dataset, Input, Model
 
 from lineage import graph as lg
 from lineage import load
@@ -205,6 +205,29 @@ def dry_run(*args: str) -> dict:
     answer = json.loads(out)
     del answer["invalidated_at"], answer["invalidated_at_utc"]
     return answer
+
+
+@dsl.pipeline(name="imports")
+def importing_pipeline(uri: str):
+    data = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False)
+    train(data=data.output, lr=0.1)
+
+
+def test_explain_of_an_importer_says_it_is_never_cached(tmp_path):
+    db = f"sqlite:///{tmp_path / 'imports.sqlite'}"
+    (tmp_path / "data.txt").write_text("xyz")
+    compiler.Compiler().compile(importing_pipeline, str(tmp_path / "imports.yaml"))
+    pipeline = load_pipeline(str(tmp_path / "imports.yaml"))
+    report = run_pipeline(ExecutionCache(connect(db)), pipeline,
+                          pipeline.parse_parameters({"uri": str(tmp_path / "data.txt")}), run_name="imports",
+                          pipeline_root=tmp_path / "root")
+    importer = report.tasks["importer"].execution_id
+    code, out, err = cli("explain", str(importer), "--db", db)
+    assert code == 0, err
+    assert out.splitlines()[1] == ("  an importer (dsl.importer): it records an artifact from outside the pipeline, "
+                                   "and is never cached")
+    assert "caching was disabled" not in out
+    assert json.loads(cli("explain", str(importer), "--db", db, "--json")[1])["outcome"] == "importer"
 
 
 def test_invalidate_takes_ids_of_its_options_kind_only(scenario, tmp_path):
