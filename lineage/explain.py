@@ -250,7 +250,8 @@ def _describe_dag(e: dict[str, Any], dag: dict[str, Any]) -> list[str]:
         if t["cached_from"] is not None:
             state += f" (from {t['cached_from']})"
         lines.append(f"    {t['execution_id']:<6} {str(t['task'] or '-'):<{width}}  {state}")
-    example = next((t for t in tasks if not t["dag"]), tasks[0])
+    # why a task executed is the usual question; a cached one just names its source
+    example = next((t for t in tasks if t["state"] == "EXECUTED"), next((t for t in tasks if not t["dag"]), tasks[0]))
     lines.append(f"  to see why a task ran or was cached, explain its execution: mlmd-lineage explain {example['execution_id']}")
     return lines
 
