@@ -2,11 +2,11 @@
 :func:`lineage.load.load_explanation`).
 
 A DAG execution (a run's root, a nested pipeline, a loop) runs nothing and has no cache key: it is
-explained by what it holds. A CACHED execution is explained by its cache source. An executed one is compared with the closest
-earlier execution of the same task in the same pipeline: the components of their cache keys (the
-``mlmd_cache_key`` property, compared with :class:`mlmd_cache.key.CacheKey`) that differ are listed:
-image, command and arguments, parameters, input artifacts (with the execution that produced the new
-artifact), output spec, custom key. Records without ``mlmd_cache_key`` (written by KFP itself) are
+explained by what it holds. A CACHED execution is explained by its cache source. An executed one
+is compared with the closest earlier execution of the same task in the same pipeline: the
+components of their cache keys (the ``mlmd_cache_key`` property, compared with
+:class:`mlmd_cache.key.CacheKey`) that differ are listed: image, command and arguments, parameters,
+input artifacts (with the execution that produced the new artifact), output spec, custom key. Records without ``mlmd_cache_key`` (written by KFP itself) are
 compared on what KFP records: ``image``, the ``inputs`` parameters and the INPUT events.
 """
 from __future__ import annotations
