@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Model
+from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from lineage import graph as lg
 from lineage import load
@@ -229,6 +230,13 @@ def test_explain_of_an_importer_says_it_is_never_cached(tmp_path):
                                    "and is never cached")
     assert "caching was disabled" not in out
     assert json.loads(cli("explain", str(importer), "--db", db, "--json")[1])["outcome"] == "importer"
+    # an artifact no execution wrote, with an ID no execution has: a plain number names it
+    store = connect(db)
+    type_id = store.get_artifact_type("system.Dataset").id
+    bare = max(store.put_artifacts([mlmd.Artifact(type_id=type_id, uri=f"file:///bare/{i}") for i in range(3)]))
+    assert bare not in {e.id for e in store.get_executions()}
+    code, _, err = cli("explain", str(bare), "--db", db)
+    assert (code, err) == (2, f"Error: artifact #{bare} has no recorded producer: no execution made it to explain\n")
 
 
 def test_invalidate_takes_ids_of_its_options_kind_only(scenario, tmp_path):
