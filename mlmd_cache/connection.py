@@ -69,6 +69,8 @@ from .store import CALL_TIMEOUT_SECONDS, RETRY_SECONDS, Store
 __all__ = [
     "CALL_TIMEOUT_SECONDS",
     "CONNECT_TIMEOUT_SECONDS",
+    "DATABASE_URLS",
+    "check_database_url",
     "connect",
     "connection_config",
     "default_store_path",
@@ -83,7 +85,17 @@ _SCHEME_ALIASES = {"mariadb": "mysql", "postgres": "postgresql"}
 _TLS_FILES = {"ca": "custom_ca", "cert": "server_cert", "key": "client_key"}
 # MLMD writes the database name into CREATE DATABASE / USE unquoted.
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
+# The stores a server (`mlmd-cache serve`) can hold: a database, not another server.
+DATABASE_URLS = ("sqlite:///PATH, mysql://user:password@host:port/database (or mariadb://), "
+                 "postgresql://user:password@host:port/database (or postgres://)")
 
+
+def check_database_url(url: str) -> None:
+    """A :class:`StoreURLError` unless ``url`` names a database (:data:`DATABASE_URLS`) rather
+    than an MLMD server (``grpc://``, ``grpcs://``): what ``serve`` can serve."""
+    scheme = str(url).partition("://")[0].lower()
+    if scheme in ("grpc", "grpcs"):
+        raise StoreURLError(f"serve needs a database, not {scheme}:// (another MLMD server): give {DATABASE_URLS}")
 
 
 def default_store_path() -> Path:

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 from kfp.local import utils as local_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from . import json_values
+from . import ids, json_values
 from .errors import InvalidArgumentError
 
 __all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "upstream_tasks", "UnsupportedPipelineError",
@@ -322,14 +322,16 @@ def parse_assignments(items: Sequence[str], option: str = "--param") -> dict[str
 
 
 def parse_artifact_references(items: Sequence[str]) -> dict[str, Union[int, str]]:
-    """``--artifact NAME=ID`` (an MLMD artifact ID: digits) or ``NAME=URI`` (anything else).
+    """``--artifact NAME=ID`` (an MLMD artifact ID: ``12``, ``a:12`` or ``#12``, see
+    :func:`mlmd_cache.ids.parse_id`) or ``NAME=URI`` (anything else).
 
-    >>> parse_artifact_references(["data=12", "model=gs://bucket/model"])
-    {'data': 12, 'model': 'gs://bucket/model'}
+    >>> parse_artifact_references(["data=12", "labels=#13", "model=gs://bucket/model"])
+    {'data': 12, 'labels': 13, 'model': 'gs://bucket/model'}
     """
     references: dict[str, Union[int, str]] = {}
     for name, value in parse_assignments(items, "--artifact").items():
         if not value:
             raise PipelineSpecError(f"--artifact {name}=: expected an MLMD artifact ID or a URI")
-        references[name] = int(value) if value.isascii() and value.isdigit() else value
+        references[name] = (ids.parse_id(value, only=ids.ARTIFACT, label=f"--artifact {name}=").id
+                            if ids.looks_like_id(value) else value)
     return references
