@@ -38,6 +38,8 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from mlmd_cache import invalidation, limits, records
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
+from .graph import WHOLE_RUNS
+
 __all__ = [
     "artifact_node",
     "execution_node",
@@ -369,6 +371,7 @@ def load_run(store: metadata_store.MetadataStore, run: str) -> nx.MultiDiGraph:
                   {e.id: context.name for e in executions}, {e.id: pipeline for e in executions})
     _boundary_artifact_runs(store, graph, types.context_type_id(records.RUN_CONTEXT_TYPE))
     _invalidations(store, graph, types)
+    graph.graph[WHOLE_RUNS] = True
     return graph
 
 
@@ -483,6 +486,7 @@ def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] 
         _invalidations(store, graph, types)
     finally:
         bar.close()
+    graph.graph[WHOLE_RUNS] = True
     return graph
 
 
