@@ -81,7 +81,7 @@ class _Commands(click.Group):
 @click.version_option(package_name="mlmd-cache")
 def main() -> None:
     """Lineage of KFP pipeline runs in an ML Metadata store: runs, neighbours, upstream and
-    downstream trees, why a task was cached or executed, and exports (JSON, GraphML, DOT, SVG, PNG)."""
+    downstream trees, why a task was cached or executed, and exports (JSON, GraphML, DOT, SVG, PNG, HTML)."""
 
 
 @main.command()
@@ -250,27 +250,41 @@ def explain_command(execution_id: int, db_url: Optional[str], as_json: bool) -> 
 @click.option("--artifact", "artifact_id", type=int, metavar="ID", help="Export the neighbourhood of an artifact.")
 @click.option("--depth", type=click.IntRange(0, load.MAX_HOPS), default=4, show_default=True, metavar="N",
               help="With --artifact: at most N edges away, both directions.")
-@click.option("--format", "fmt", type=click.Choice(lexport.FORMATS), help="Default: from the file's extension.")
-@click.option("-o", "--output", required=True, metavar="FILE", help="The file to write.")
+@click.option("--format", "fmt", type=click.Choice(lexport.FORMATS),
+              help="Default: from the file's extension (required with -o -).")
+@click.option("-o", "--output", required=True, metavar="FILE", help="The file to write; - for standard output.")
 @db_option
 @_reports
 def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt: Optional[str], output: str,
            db_url: Optional[str]) -> None:
     """Export lineage (a run, an artifact's neighbourhood, or the whole store) as node-link JSON,
-    GraphML, DOT, or an SVG/PNG drawn by Graphviz."""
+    GraphML, DOT, an SVG/PNG drawn by Graphviz, or one self-contained HTML page to explore."""
     if run_name and artifact_id is not None:
         raise click.UsageError("give either --run or --artifact, not both")
     if fmt is None:
+        if output == "-":
+            raise click.UsageError(f"give --format with -o - (standard output has no extension to tell it from): "
+                                   f"one of {', '.join(lexport.FORMATS)}")
         fmt = os.path.splitext(output)[1].lstrip(".").lower()
         if fmt not in lexport.FORMATS:
             raise click.UsageError(f"cannot tell the format from {output!r}: give --format")
     store = open_store(db_url, read_only=True)
     if run_name:
-        graph = load.load_run(store, run_name)
+        graph, subject = load.load_run(store, run_name), f"run {run_name!r}"
     elif artifact_id is not None:
         graph = load.load_subgraph(store, [load.artifact_node(artifact_id)], hops=depth, direction="both")
+        subject = f"artifact #{artifact_id}"
     else:
-        graph = load.load_store(store)
-    lexport.write(graph, fmt, output)
-    click.echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output} ({fmt})",
-               err=True)
+        graph, subject = load.load_store(store), "the store"
+    lexport.check_not_empty(graph, subject)
+    data = lexport.content(graph, fmt, title=f"lineage of {subject}")
+    if output == "-":
+        click.get_binary_stream("stdout").write(data)
+    else:
+        try:
+            with open(output, "wb") as file:
+                file.write(data)
+        except OSError as error:
+            raise InvalidArgumentError(f"cannot write {output!r}: {error.strerror or error}") from None
+    click.echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to "
+               f"{'standard output' if output == '-' else output} ({fmt})", err=True)

@@ -340,9 +340,15 @@ def to_html(graph: nx.MultiDiGraph, title: str = "lineage") -> str:
     svg = render(to_dot(graph), "svg").decode("utf-8")
     svg = svg[svg.index("<svg"):]  # the XML declaration and DOCTYPE have no place inside HTML
     svg = re.sub(r'<svg width="[^"]*" height="[^"]*"', '<svg id="lineage-svg"', svg, count=1)
-    not_run = lg.tasks_not_run(graph)
-    data = to_node_link(graph)
-    data["not_run"] = {_not_run_key(dag): {"dag": dag, "tasks": count} for dag, count in not_run.items()}
+    loop_dags = {n for n, d in graph.nodes(data=True) if "iteration_count" in (d.get("properties") or {})}
+    data = {
+        "nodes": {node: {("mlmd_id" if k == "id" else k): _plain(v) for k, v in attributes.items()}
+                  for node, attributes in graph.nodes(data=True)},
+        "edges": [[u, v, key] for u, v, key in sorted(graph.edges(keys=True))],
+        "not_run": {_not_run_key(dag): {"dag": dag, "tasks": f"{count} {'iteration' if dag in loop_dags else 'task'}"
+                                        f"{'' if count == 1 else 's'}"}
+                    for dag, count in lg.tasks_not_run(graph).items()},
+    }
     page = resources.files("lineage").joinpath("export.html").read_text(encoding="utf-8")
     escaped_title = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return (page.replace("<!--TITLE-->", escaped_title).replace("<!--SVG-->", svg)
