@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence
 
@@ -279,7 +280,8 @@ def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt:
     lexport.check_not_empty(graph, subject)
     data = lexport.content(graph, fmt, title=f"lineage of {subject}")
     if output == "-":
-        click.get_binary_stream("stdout").write(data)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
     else:
         try:
             with open(output, "wb") as file:

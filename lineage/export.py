@@ -58,9 +58,11 @@ def check_not_empty(graph: nx.MultiDiGraph, subject: str) -> None:
     ...
     lineage.export.NothingToExportError: nothing to export: the store has no executions
     """
+    if not graph.number_of_nodes():
+        raise NothingToExportError(f"nothing to export: {subject} has no executions")
     if not any(data.get("kind") == "execution" for _, data in graph.nodes(data=True)):
-        what = "lineage (no execution read or wrote it)" if graph.number_of_nodes() else "executions"
-        raise NothingToExportError(f"nothing to export: {subject} has no {what}")
+        artifacts = "it" if subject.startswith("artifact") else f"its {len(graph)} artifact{'s' * (len(graph) > 1)}"
+        raise NothingToExportError(f"nothing to export: {subject} has no lineage (no execution read or wrote {artifacts})")
 
 
 def _plain(value: Any) -> Any:
@@ -179,7 +181,7 @@ def _frames(graph: nx.MultiDiGraph) -> tuple[list[_Frame], list[str]]:
 
     def run_frame(run: str) -> _Frame:
         if run not in runs:
-            title = f"run {run}" + (f"  ·  pipeline {pipelines[run]}" if pipelines.get(run) else "")
+            title = f"run {run}" + (f" · pipeline {pipelines[run]}" if pipelines.get(run) else "")
             runs[run] = _Frame(f"run:{run}", title, {"style": "rounded", "color": "#5f6368"}, f"run:{run}")
         return runs[run]
 
@@ -238,7 +240,7 @@ def _node_statement(node: str, data: dict[str, Any], in_frame: bool) -> str:
                                                    fillcolor="#e8f0fe", color="#1a73e8") + ";"
     state = _task_state(data)
     lines = [data.get("task_name") or data.get("name") or data.get("type") or "execution",
-             f"execution {data['id']}  ·  {state}"]
+             f"execution {data['id']} · {state}"]
     if data.get("cached_execution_id") is not None:
         lines.append(f"cached from {data['cached_execution_id']}")
     if data.get("run") and not in_frame:
