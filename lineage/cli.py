@@ -264,8 +264,8 @@ def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt:
         raise click.UsageError("give either --run or --artifact, not both")
     if fmt is None:
         if output == "-":
-            raise click.UsageError(f"give --format with -o - (standard output has no extension to tell it from): "
-                                   f"one of {', '.join(lexport.FORMATS)}")
+            raise click.UsageError(f"give --format with -o - (standard output has no file extension): "
+                                   f"{', '.join(lexport.FORMATS[:-1])} or {lexport.FORMATS[-1]}")
         fmt = os.path.splitext(output)[1].lstrip(".").lower()
         if fmt not in lexport.FORMATS:
             raise click.UsageError(f"cannot tell the format from {output!r}: give --format")

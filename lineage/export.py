@@ -111,8 +111,8 @@ def short_path(uri: str, width: int = 32) -> str:
     '…/train/14/model'
     >>> short_path("gs://bucket/root/run/make-data/2/a-rather-long-output-name")
     '…/2/a-rather-long-output-name'
-    >>> short_path("s3://b/x"), short_path("/" + "n" * 40)
-    ('s3://b/x', '/nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn')
+    >>> short_path("s3://b/x"), short_path("/data/" + "n" * 36)
+    ('s3://b/x', '…/nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn')
     """
     if len(uri) <= width:
         return uri
