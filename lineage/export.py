@@ -35,8 +35,8 @@ __all__ = ["FORMATS", "to_node_link", "to_graphml_graph", "to_dot", "to_html", "
            "check_not_empty", "GraphvizError", "NothingToExportError", "FONT_SIZE"]
 
 FORMATS = ("json", "graphml", "dot", "svg", "png", "html")
-# Points, as Graphviz measures (an SVG drawn at its own size shows 1 pt as 4/3 px): 14 pt is 18.7 px,
-# still 8 px or more in a picture of up to 1,860 px scaled down to 800 px.
+# Points, as Graphviz measures (an SVG drawn at its own size shows 1 pt as 4/3 px): labels of 14 pt
+# and edge labels of 12 pt (16 px) keep 8 px or more in a drawing of up to 1,600 px shown 800 px wide.
 FONT_SIZE = 14
 _DAG = "system.DAGExecution"
 
