@@ -73,7 +73,8 @@ class Browser:
         port = endpoint.split("/")[2]
         with urllib.request.urlopen(f"http://{port}/json/list") as response:
             page = next(t for t in json.load(response) if t["type"] == "page")
-        self.socket = websocket.create_connection(page["webSocketDebuggerUrl"], suppress_origin=True)
+        # a generous limit on each read, so that a browser that stops answering fails the test instead of hanging it
+        self.socket = websocket.create_connection(page["webSocketDebuggerUrl"], suppress_origin=True, timeout=300)
         self.next_id = 0
         self.events: list[dict[str, Any]] = []  # not yet waited for
         self.log: list[dict[str, Any]] = []  # every event
