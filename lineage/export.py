@@ -128,6 +128,11 @@ def _quote(text: Any) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _quote_left(text: str) -> str:
+    """A label whose lines are left-justified (Graphviz's ``\\l`` ends each)."""
+    return '"' + "".join(_quote(line)[1:-1] + "\\l" for line in text.split("\n")) + '"'
+
+
 def _attributes(**attributes: Any) -> str:
     return "[" + ", ".join(f"{k}={_quote(v)}" for k, v in attributes.items() if v is not None) + "]"
 
@@ -290,8 +295,8 @@ def to_dot(graph: nx.MultiDiGraph) -> str:
 
     def emit(frame: _Frame, indent: str) -> Iterator[str]:
         yield f"{indent}subgraph cluster_{next(counter)} {{"
-        yield f"{indent}  " + " ".join(f"{k}={_quote(v)};" for k, v in
-                                       {"id": frame.element_id, "label": frame.label, "labeljust": "l", **frame.style}.items())
+        yield f"{indent}  label={_quote_left(frame.label)}; " + " ".join(
+            f"{k}={_quote(v)};" for k, v in {"id": frame.element_id, "labeljust": "l", **frame.style}.items())
         for node in frame.nodes:
             yield indent + _node_statement(node, graph.nodes[node], True)
         dag = frame.element_id

@@ -336,15 +336,20 @@ def test_html_search_highlights_and_centres(page, scenario):
     assert page.evaluate("document.querySelector('#lineage-svg .selected').id") != first
 
 
-def test_html_click_shows_properties(page, scenario):
+def test_html_hover_and_click_show_properties(page, scenario):
     node = scenario.e("run-2", "train")
     page.evaluate("document.getElementById('fit').click()")
+    page.mouse("mouseMoved", *page.centre_of(f"document.getElementById('{scenario.output('run-3', 'evaluate')}')"))
+    assert f"artifact #{scenario.output('run-3', 'evaluate')[2:]} metrics" in page.evaluate(
+        "document.getElementById('panel').innerText")
     page.click(*page.centre_of(f"document.getElementById('{node}')"))
     assert page.evaluate("document.querySelector('#lineage-svg .selected').id") == node
     panel = page.evaluate("document.getElementById('panel').innerText")
     source = scenario.reports["run-1"].tasks["train"].execution_id
     assert f"execution {node[2:]} train" in panel and "CACHED" in panel and f"e:{source} train" in panel
     assert "run-2" in panel and "cache_fingerprint" in panel
+    page.mouse("mouseMoved", *page.centre_of(f"document.getElementById('{scenario.e('run-1', 'train')}')"))
+    assert f"execution {node[2:]} train" in page.evaluate("document.getElementById('panel').innerText")  # kept
     page.click(*page.centre_of("document.querySelector('#panel a')"))  # a neighbour, by its link
     assert page.evaluate("document.querySelector('#lineage-svg .selected').id") != node
 
