@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence
 
@@ -84,7 +85,7 @@ class _Commands(_OneLineUsageGroup):
 @group_db_options
 def main() -> None:
     """Lineage of KFP pipeline runs in an ML Metadata store: runs, neighbours, upstream and
-    downstream trees, why a task was cached or executed, and exports (JSON, GraphML, DOT, SVG, PNG).
+    downstream trees, why a task was cached or executed, and exports (JSON, GraphML, DOT, SVG, PNG, HTML).
 
     IDs: a:6 or #6 is artifact 6, e:6 execution 6 (MLMD numbers the two apart); a plain 6 is an
     artifact for show, upstream and downstream, an execution for explain, or the other kind when
@@ -274,27 +275,42 @@ def explain_command(record_id: str, db_url: Optional[str], as_json: bool) -> Non
               help="Export the neighbourhood of an artifact (6, a:6 or #6).")
 @click.option("--depth", type=click.IntRange(0, load.MAX_HOPS), default=4, show_default=True, metavar="N",
               help="With --artifact: at most N edges away, both directions.")
-@click.option("--format", "fmt", type=click.Choice(lexport.FORMATS), help="Default: from the file's extension.")
-@click.option("-o", "--output", required=True, metavar="FILE", help="The file to write.")
+@click.option("--format", "fmt", type=click.Choice(lexport.FORMATS),
+              help="Default: from the file's extension (required with -o -).")
+@click.option("-o", "--output", required=True, metavar="FILE", help="The file to write; - for standard output.")
 @db_option
 @_reports
 def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt: Optional[str], output: str,
            db_url: Optional[str]) -> None:
     """Export lineage (a run, an artifact's neighbourhood, or the whole store) as node-link JSON,
-    GraphML, DOT, or an SVG/PNG drawn by Graphviz."""
+    GraphML, DOT, an SVG/PNG drawn by Graphviz, or one self-contained HTML page to explore."""
     if run_name and artifact_id is not None:
         raise click.UsageError("give either --run or --artifact, not both")
     if fmt is None:
+        if output == "-":
+            raise click.UsageError(f"give --format with -o - (standard output has no file extension): "
+                                   f"{', '.join(lexport.FORMATS[:-1])} or {lexport.FORMATS[-1]}")
         fmt = os.path.splitext(output)[1].lstrip(".").lower()
         if fmt not in lexport.FORMATS:
             raise click.UsageError(f"cannot tell the format from {output!r}: give --format")
     store = open_store(db_url, read_only=True)
     if run_name:
-        graph = load.load_run(store, run_name)
+        graph, subject = load.load_run(store, run_name), f"run {run_name!r}"
     elif artifact_id is not None:
         graph = load.load_subgraph(store, [load.artifact_node(artifact_id)], hops=depth, direction="both")
+        subject = f"artifact #{artifact_id}"
     else:
-        graph = load.load_store(store)
-    lexport.write(graph, fmt, output)
-    click.echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output} ({fmt})",
-               err=True)
+        graph, subject = load.load_store(store), "the store"
+    lexport.check_not_empty(graph, subject)
+    data = lexport.content(graph, fmt, title=f"lineage of {subject}")
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        try:
+            with open(output, "wb") as file:
+                file.write(data)
+        except OSError as error:
+            raise InvalidArgumentError(f"cannot write {output!r}: {error.strerror or error}") from None
+    click.echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to "
+               f"{'standard output' if output == '-' else output} ({fmt})", err=True)

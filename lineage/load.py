@@ -312,8 +312,11 @@ def _boundary_artifact_runs(store: metadata_store.MetadataStore, graph: nx.Multi
     """The run of artifacts whose producer was not loaded: the earliest run they are attributed to."""
     for _, data in graph.nodes(data=True):
         if data["kind"] == "artifact" and data["run"] is None and run_type is not None:
-            names = [c.name for c in sorted(store.get_contexts_by_artifact(data["id"]), key=lambda c: c.id)
-                     if c.type_id == run_type]
+            try:
+                contexts = store.get_contexts_by_artifact(data["id"])
+            except mlmd_errors.NotFoundError:  # what MLMD says of an artifact in no context
+                contexts = []
+            names = [c.name for c in sorted(contexts, key=lambda c: c.id) if c.type_id == run_type]
             data["run"] = names[0] if names else None
 
 
@@ -400,6 +403,7 @@ def load_run(store: metadata_store.MetadataStore, run: str) -> nx.MultiDiGraph:
                   {e.id: context.name for e in executions}, {e.id: pipeline for e in executions})
     _boundary_artifact_runs(store, graph, types.context_type_id(records.RUN_CONTEXT_TYPE))
     _invalidations(store, graph, types)
+    graph.graph[lg.WHOLE_RUNS] = True
     return graph
 
 
@@ -514,6 +518,7 @@ def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] 
         _invalidations(store, graph, types)
     finally:
         bar.close()
+    graph.graph[lg.WHOLE_RUNS] = True
     return graph
 
 

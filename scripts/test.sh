@@ -27,6 +27,12 @@ if ! command -v dot >/dev/null; then
         >/dev/null 2>&1 || echo "test.sh: graphviz (dot) was not installed; the SVG/PNG export tests will say so" >&2
 fi
 
+# Headless Chromium opens `mlmd-lineage export --format html` pages (tests/test_lineage_export.py).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+        >/dev/null 2>&1 || echo "test.sh: chromium was not installed; the HTML export tests will say so" >&2
+fi
+
 # MariaDB and PostgreSQL on loopback for the backend tests.
 databases=$(bash scripts/databases.sh start)
 eval "$databases"
