@@ -5,17 +5,19 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, Sequence
 
 import click
 
-from mlmd_cache.cli import _OneLineUsageErrors, _reports_errors, db_option, open_store
+from mlmd_cache import ids
+from mlmd_cache.cli import _Commands as _OneLineUsageGroup
+from mlmd_cache.cli import RecordIdType, _OneLineUsageErrors, _reports_errors, db_option, group_db_options, open_store
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
 # Only what building the commands needs (no networkx or ml_metadata): a command imports the rest.
-from . import export as lexport
-from .limits import MAX_HOPS
+from .options import FORMATS, MAX_HOPS
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
@@ -72,16 +74,21 @@ def _node_text(data: dict[str, Any]) -> str:
     return text.rstrip()
 
 
-class _Commands(click.Group):
+class _Commands(_OneLineUsageGroup):
     """Subcommands with one-line usage errors, as ``mlmd-cache serve`` has (one line on stderr, always)."""
     command_class = _OneLineUsageErrors
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mlmd-cache")
+@group_db_options
 def main() -> None:
     """Lineage of KFP pipeline runs in an ML Metadata store: runs, neighbours, upstream and
-    downstream trees, why a task was cached or executed, and exports (JSON, GraphML, DOT, SVG, PNG)."""
+    downstream trees, why a task was cached or executed, and exports (JSON, GraphML, DOT, SVG, PNG, HTML).
+
+    IDs: a:6 or #6 is artifact 6, e:6 execution 6 (MLMD numbers the two apart); a plain 6 is an
+    artifact for show, upstream and downstream, an execution for explain, or the other kind when
+    only that one has the ID."""
 
 
 @main.command()
@@ -113,18 +120,29 @@ def _edges_text(graph, node: str, incoming: bool) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: (p[0], graph.nodes[p[1]]["id"]))
 
 
+_KINDS = ("run", "execution", "artifact")
+
+
 @main.command()
-@click.argument("kind", type=click.Choice(["run", "execution", "artifact"]))
-@click.argument("name")
+@click.argument("what", metavar="run NAME | execution ID | artifact ID | ID")
+@click.argument("name", required=False, metavar="")
 @db_option
 @json_option
 @_reports
-def show(kind: str, name: str, db_url: Optional[str], as_json: bool) -> None:
-    """Show a run (by name), an execution or an artifact (by ID) with its neighbours."""
+def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -> None:
+    """Show a run (by name), an execution or an artifact with its neighbours: `execution 6`,
+    `artifact 6`, or one ID (e:6; a:6 or #6; 6: the artifact, else the execution)."""
     from mlmd_cache import invalidation
 
     from . import explain as lx, graph as lg, load
 
+    kind = what if what in _KINDS else None
+    if kind is None and name is not None:
+        raise click.UsageError(f"{what!r}: expected run NAME, execution ID, artifact ID, or one ID (a:6, #6, e:6)")
+    if kind is not None and name is None:
+        raise click.UsageError(f"show {kind}: which one? (give its {'name' if kind == 'run' else 'ID'})")
+    if kind != "run":  # before the store is opened
+        record = ids.parse_id(name, only=kind, label=f"show {kind}") if kind else ids.parse_id(what)
     store = open_store(db_url, read_only=True)
     if kind == "run":
         graph = load.load_run(store, name)
@@ -147,9 +165,8 @@ def show(kind: str, name: str, db_url: Optional[str], as_json: bool) -> None:
         for line in _table(("EXECUTION", "TASK", "STATE", "CACHED FROM", "INPUTS", "OUTPUTS"), rows):
             click.echo("  " + line)
         return
-    if not name.isdigit():
-        raise InvalidArgumentError(f"{kind} ID {name!r} is not a number")
-    node = (load.execution_node if kind == "execution" else load.artifact_node)(int(name))
+    node = load.resolve_node(store, record, prefer=ids.ARTIFACT)
+    kind = "artifact" if node.startswith("a:") else "execution"
     graph = load.load_subgraph(store, [node], hops=1, direction="both")
     data = graph.nodes[node]
     inputs, outputs = _edges_text(graph, node, True), _edges_text(graph, node, False)
@@ -203,12 +220,14 @@ def _tree_json(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _closure_command(direction: str) -> Callable[..., Any]:
-    def command(artifact_id: int, depth: Optional[int], cached: bool, db_url: Optional[str], as_json: bool) -> None:
+    def command(record_id: str, depth: Optional[int], cached: bool, db_url: Optional[str], as_json: bool) -> None:
         from . import graph as lg, load
 
-        node = load.artifact_node(artifact_id)
+        record = ids.parse_id(record_id)  # before the store is opened
+        store = open_store(db_url, read_only=True)
+        node = load.resolve_node(store, record, prefer=ids.ARTIFACT)
         hops = MAX_HOPS if depth is None else depth
-        graph = load.load_subgraph(open_store(db_url, read_only=True), [node], hops=hops, direction=direction, cached=cached)
+        graph = load.load_subgraph(store, [node], hops=hops, direction=direction, cached=cached)
         tree = lg.tree(graph, node, direction=direction, depth=hops, cached=cached)
         if as_json:
             closure = (lg.upstream if direction == "upstream" else lg.downstream)(graph, node, hops, cached=cached)
@@ -218,9 +237,10 @@ def _closure_command(direction: str) -> Callable[..., Any]:
         for line in _tree_lines(graph, tree):
             click.echo(line)
 
-    command.__doc__ = (f"The {direction} lineage of an artifact as a tree: "
+    command.__doc__ = (f"The {direction} lineage of an artifact or execution as a tree: "
                        f"{'what it was made from' if direction == 'upstream' else 'what was made from it'}. "
-                       "--depth counts edges (1: the executions next to it).")
+                       "ID: a:6 or #6 (an artifact), e:6 (an execution), or 6 (the artifact, else the execution). "
+                       "--depth counts edges (1: the nodes next to it).")
     return command
 
 
@@ -229,7 +249,7 @@ def _closure_command(direction: str) -> Callable[..., Any]:
 # used it", runs that reused it included.
 for _direction, _cached_default in (("upstream", False), ("downstream", True)):
     main.command(_direction)(
-        click.argument("artifact_id", type=int)(
+        click.argument("record_id", metavar="ID")(
             click.option("--depth", type=click.IntRange(0, MAX_HOPS), metavar="N",
                          help=f"At most N edges away (default: {MAX_HOPS}).")(
                 click.option("--cached/--no-cached", default=_cached_default, show_default=True,
@@ -238,16 +258,19 @@ for _direction, _cached_default in (("upstream", False), ("downstream", True)):
 
 
 @main.command("explain")
-@click.argument("execution_id", type=int)
+@click.argument("record_id", metavar="ID")
 @db_option
 @json_option
 @_reports
-def explain_command(execution_id: int, db_url: Optional[str], as_json: bool) -> None:
+def explain_command(record_id: str, db_url: Optional[str], as_json: bool) -> None:
     """Why an execution was cached (its source) or executed (what changed in its cache key since
-    the task's closest earlier execution, caching disabled, or first run)."""
+    the task's closest earlier execution, caching disabled, or first run); of a DAG execution, what
+    it holds. ID: 6 or e:6 (an execution), a:6 or #6 (the execution that made artifact 6)."""
     from . import explain as lx, load
 
-    result = lx.explain(load.load_task_history(open_store(db_url, read_only=True), execution_id))
+    record = ids.parse_id(record_id)  # before the store is opened
+    store = open_store(db_url, read_only=True)
+    result = lx.explain(load.load_explanation(store, load.resolve_node(store, record, prefer=ids.EXECUTION)))
     if as_json:
         _echo_json(result)
         return
@@ -257,32 +280,48 @@ def explain_command(execution_id: int, db_url: Optional[str], as_json: bool) -> 
 
 @main.command()
 @click.option("--run", "run_name", metavar="NAME", help="Export one pipeline run.")
-@click.option("--artifact", "artifact_id", type=int, metavar="ID", help="Export the neighbourhood of an artifact.")
+@click.option("--artifact", "artifact_id", type=RecordIdType(ids.ARTIFACT), metavar="ID",
+              help="Export the neighbourhood of an artifact (6, a:6 or #6).")
 @click.option("--depth", type=click.IntRange(0, MAX_HOPS), default=4, show_default=True, metavar="N",
               help="With --artifact: at most N edges away, both directions.")
-@click.option("--format", "fmt", type=click.Choice(lexport.FORMATS), help="Default: from the file's extension.")
-@click.option("-o", "--output", required=True, metavar="FILE", help="The file to write.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="Default: from the file's extension (required with -o -).")
+@click.option("-o", "--output", required=True, metavar="FILE", help="The file to write; - for standard output.")
 @db_option
 @_reports
 def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt: Optional[str], output: str,
            db_url: Optional[str]) -> None:
     """Export lineage (a run, an artifact's neighbourhood, or the whole store) as node-link JSON,
-    GraphML, DOT, or an SVG/PNG drawn by Graphviz."""
-    from . import load
+    GraphML, DOT, an SVG/PNG drawn by Graphviz, or one self-contained HTML page to explore."""
+    from . import export as lexport, load
 
     if run_name and artifact_id is not None:
         raise click.UsageError("give either --run or --artifact, not both")
     if fmt is None:
+        if output == "-":
+            raise click.UsageError(f"give --format with -o - (standard output has no file extension): "
+                                   f"{', '.join(lexport.FORMATS[:-1])} or {lexport.FORMATS[-1]}")
         fmt = os.path.splitext(output)[1].lstrip(".").lower()
         if fmt not in lexport.FORMATS:
             raise click.UsageError(f"cannot tell the format from {output!r}: give --format")
     store = open_store(db_url, read_only=True)
     if run_name:
-        graph = load.load_run(store, run_name)
+        graph, subject = load.load_run(store, run_name), f"run {run_name!r}"
     elif artifact_id is not None:
         graph = load.load_subgraph(store, [load.artifact_node(artifact_id)], hops=depth, direction="both")
+        subject = f"artifact #{artifact_id}"
     else:
-        graph = load.load_store(store)
-    lexport.write(graph, fmt, output)
-    click.echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output} ({fmt})",
-               err=True)
+        graph, subject = load.load_store(store), "the store"
+    lexport.check_not_empty(graph, subject)
+    data = lexport.content(graph, fmt, title=f"lineage of {subject}")
+    if output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        try:
+            with open(output, "wb") as file:
+                file.write(data)
+        except OSError as error:
+            raise InvalidArgumentError(f"cannot write {output!r}: {error.strerror or error}") from None
+    click.echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to "
+               f"{'standard output' if output == '-' else output} ({fmt})", err=True)

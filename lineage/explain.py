@@ -1,11 +1,12 @@
 """Why an execution was cached or executed: pure functions over a lineage graph (built by
-:func:`lineage.load.load_task_history`).
+:func:`lineage.load.load_explanation`).
 
-A CACHED execution is explained by its cache source. An executed one is compared with the closest
-earlier execution of the same task in the same pipeline: the components of their cache keys (the
-``mlmd_cache_key`` property, compared with :class:`mlmd_cache.key.CacheKey`) that differ are listed:
-image, command and arguments, parameters, input artifacts (with the execution that produced the new
-artifact), output spec, custom key. Records without ``mlmd_cache_key`` (written by KFP itself) are
+A DAG execution (a run's root, a nested pipeline, a loop) runs nothing and has no cache key: it is
+explained by what it holds. A CACHED execution is explained by its cache source. An executed one
+is compared with the closest earlier execution of the same task in the same pipeline: the
+components of their cache keys (the ``mlmd_cache_key`` property, compared with
+:class:`mlmd_cache.key.CacheKey`) that differ are listed: image, command and arguments, parameters,
+input artifacts (with the execution that produced the new artifact), output spec, custom key. Records without ``mlmd_cache_key`` (written by KFP itself) are
 compared on what KFP records: ``image``, the ``inputs`` parameters and the INPUT events.
 """
 from __future__ import annotations
@@ -101,8 +102,12 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
     - ``outcome``: ``cached``, ``caching disabled``, ``first run``, ``key changed``,
       ``source invalidated`` (an identical key ran before, but ``mlmd-cache invalidate`` had stopped
       its source: ``invalidation`` is the record, ``reason`` says it in words),
-      ``source not usable`` (an identical key ran before but was no valid source), or the state of
-      a FAILED/RUNNING execution;
+      ``source not usable`` (an identical key ran before but was no valid source), the state of
+      a FAILED/RUNNING execution, ``dag`` (a DAG execution, which runs nothing itself: ``dag`` says
+      where it is, ``root`` or in which parent, and lists the executions it holds, with ``counts``
+      of their states) or ``importer`` (never cached);
+    - ``artifact_id``: when the graph was loaded for an artifact (:func:`lineage.load.load_explanation`),
+      the artifact that this execution made;
     - ``source`` (cached): the execution reused, its task and run; ``provenance``: the chain;
     - ``previous``: the closest earlier execution of the task; ``changes``: the key components that
       differ, each ``{"component", "name", "before", "after"}`` (input artifacts add ``producers``).
@@ -118,6 +123,16 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
     task = data.get("task_name") or data.get("name")
     result: dict[str, Any] = {"execution": _execution_summary(g, target), "outcome": None, "source": None,
                               "provenance": None, "previous": None, "changes": [], "full_key_compared": None}
+    asked = g.graph.get("artifact") if target == g.graph.get("target") else None
+    if asked:  # the question was about an artifact: this execution made it
+        result["artifact_id"] = int(asked[2:])
+    if data.get("type") == records.DAG_EXECUTION_TYPE:  # runs nothing itself: no cache lookup
+        result["outcome"] = "dag"
+        result["dag"] = _dag(g, target)
+        return result
+    if data.get("type") == records.IMPORTER_EXECUTION_TYPE:
+        result["outcome"] = "importer"
+        return result
     if data.get("state") == "CACHED":
         source = lg.cache_source(g, target)
         result["outcome"] = "cached"
@@ -168,6 +183,30 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
     return result
 
 
+def _dag(g: nx.MultiDiGraph, node: str) -> dict[str, Any]:
+    """A DAG execution's place in its run and the executions it holds directly (see :func:`explain`)."""
+    data = g.nodes[node]
+    parent = (data.get("properties") or {}).get(records.PARENT_DAG_ID)
+    parent = parent if isinstance(parent, int) else None
+    children = sorted((d for _, d in g.nodes(data=True) if d.get("kind") == "execution"
+                       and (d.get("properties") or {}).get(records.PARENT_DAG_ID) == data["id"]), key=lambda d: d["id"])
+    # a DAG's own state stays MLMD's (COMPLETE, FAILED, ...): it executes nothing, nor is it cached
+    tasks = [{"execution_id": d["id"], "task": d.get("task_name") or d.get("name"),
+              "state": d.get("state") if d.get("type") == records.DAG_EXECUTION_TYPE else lg.cache_state(d),
+              "cached_from": d.get("cached_execution_id"), "dag": d.get("type") == records.DAG_EXECUTION_TYPE}
+             for d in children]
+    counts: dict[str, int] = {}
+    for entry in tasks:
+        if not entry["dag"]:
+            counts[entry["state"].lower()] = counts.get(entry["state"].lower(), 0) + 1
+    parent_data = g.nodes.get(f"e:{parent}") if parent is not None else None
+    return {"root": parent is None, "task": data.get("task_name") or None, "state": data.get("state"),
+            "run": data.get("run"),
+            "pipeline": data.get("pipeline"), "parent_dag_id": parent,
+            "parent_task": (parent_data.get("task_name") or None) if parent_data else None,
+            "tasks": tasks, "counts": counts}
+
+
 def _invalidated_source(g: nx.MultiDiGraph, previous: str, at: int) -> Optional[tuple[str, dict[str, Any]]]:
     """The cache source behind ``previous`` (itself, or the source a CACHED one reused) and the
     newest invalidation that stopped it at the moment ``at`` (ms), if one did."""
@@ -190,6 +229,33 @@ def _ids(ids: list[int]) -> str:
     return ", ".join(f"#{i}" for i in ids) or "(none)"
 
 
+def _describe_dag(e: dict[str, Any], dag: dict[str, Any]) -> list[str]:
+    where = f"run {dag['run']} of pipeline {dag['pipeline']}"
+    if dag["root"]:
+        what = f"the root DAG execution of {where}"
+    else:
+        inside = f"DAG execution {dag['parent_dag_id']}" + (f" (task {dag['parent_task']})" if dag["parent_task"] else "")
+        what = f"the DAG execution of task {dag['task']} in {where}, inside {inside}"
+    lines = [f"execution {e['execution_id']}: {what}: {dag['state']}",
+             "  a DAG execution runs nothing itself and has no cache key: each of its tasks was cached or executed"]
+    tasks = dag["tasks"]
+    if not tasks:
+        return lines + ["  it holds no executions"]
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(dag["counts"].items()))
+    lines.append(f"  it holds {len(tasks)} execution{'' if len(tasks) == 1 else 's'}" + (f" ({counts})" if counts else "")
+                 + ":")
+    width = max(len(str(t["task"] or "")) for t in tasks)
+    for t in tasks:
+        state = "DAG " + t["state"] if t["dag"] else t["state"]
+        if t["cached_from"] is not None:
+            state += f" (from {t['cached_from']})"
+        lines.append(f"    {t['execution_id']:<6} {str(t['task'] or '-'):<{width}}  {state}")
+    # why a task executed is the usual question; a cached one just names its source
+    example = next((t for t in tasks if t["state"] == "EXECUTED"), next((t for t in tasks if not t["dag"]), tasks[0]))
+    lines.append(f"  to see why a task ran or was cached, explain its execution: mlmd-lineage explain {example['execution_id']}")
+    return lines
+
+
 def describe(result: dict[str, Any]) -> list[str]:
     """:func:`explain`'s answer as lines for humans.
 
@@ -197,8 +263,17 @@ def describe(result: dict[str, Any]) -> list[str]:
     ['execution 5 (task B, run r2): CACHED', '  reused the outputs of execution 2 (task B, run r1)']
     """
     e = result["execution"]
-    lines = [f"execution {e['execution_id']} (task {e['task']}, run {e['run']}): {e['state']}"]
+    lines = []
+    if result.get("artifact_id") is not None:
+        lines.append(f"artifact #{result['artifact_id']} was made by execution {e['execution_id']}: why it ran or was cached")
     outcome = result["outcome"]
+    if outcome == "dag":
+        return lines + _describe_dag(e, result["dag"])
+    lines.append(f"execution {e['execution_id']} (task {e['task']}, run {e['run']}): {e['state']}")
+    if outcome == "importer":
+        lines.append("  an importer (dsl.importer): it records an artifact from outside the pipeline, "
+                     "and is never cached")
+        return lines
     if outcome == "cached":
         s = result["source"]
         if s is None:

@@ -1,8 +1,16 @@
-"""A lineage graph written as networkx node-link JSON, GraphML, Graphviz DOT, or drawn as SVG/PNG by
-Graphviz's ``dot`` command (Debian package ``graphviz``).
+"""A lineage graph written as networkx node-link JSON, GraphML, Graphviz DOT, drawn as SVG/PNG by
+Graphviz's ``dot`` command (Debian package ``graphviz``), or as one self-contained HTML page (that
+drawing, panned and zoomed, with each node's properties and a search box).
 
-In drawings artifacts are ellipses, executions boxes; CACHED executions are dashed and grey with the
-source execution in their label (``cached from 3``), FAILED ones red.
+Drawings are laid out top to bottom (a chain of tasks is a column, readable at the width of a
+README), each pipeline run a frame: the run's root DAG execution is that frame (named after the run
+and its pipeline, with the DAG's state), and nested DAGs (sub-pipelines, conditions, loops and their
+iterations) are frames inside it. Artifacts are ellipses, executions boxes; CACHED executions are
+dashed and grey with the source execution in their label (``cached from 3``, as KFP's UI marks
+them), FAILED ones red, SKIPPED ones (a branch not taken) dotted. Tasks that have no execution at
+all (NOT_RUN after a failure, SKIPPED after a branch not taken) are counted in a dotted box inside
+their DAG's frame (see :func:`lineage.graph.tasks_not_run`). Paths are shortened to their last
+components (``…/train/14/model``), cut at ``/`` only.
 
 >>> from lineage.graph import example_graph
 >>> print(to_dot(example_graph()).splitlines()[0])
@@ -11,22 +19,50 @@ digraph lineage {
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
-from typing import TYPE_CHECKING, Any
+from importlib import resources
+from typing import Any, Iterator, Optional
+
+import networkx as nx
 
 from mlmd_cache.errors import InvalidArgumentError, MlmdCacheError
 
-if TYPE_CHECKING:
-    import networkx as nx
+from . import graph as lg
+from .options import FORMATS
 
-__all__ = ["FORMATS", "to_node_link", "to_graphml_graph", "to_dot", "write", "GraphvizError"]
+__all__ = ["FORMATS", "to_node_link", "to_graphml_graph", "to_dot", "to_html", "content", "write", "short_path",
+           "check_not_empty", "GraphvizError", "NothingToExportError", "FONT_SIZE"]
 
-FORMATS = ("json", "graphml", "dot", "svg", "png")
+# Points, as Graphviz measures (an SVG drawn at its own size shows 1 pt as 4/3 px): labels of 14 pt
+# and edge labels of 12 pt (16 px) keep 8 px or more in a drawing of up to 1,600 px shown 800 px wide.
+FONT_SIZE = 14
+_DAG = "system.DAGExecution"
 
 
 class GraphvizError(MlmdCacheError):
     """Graphviz's ``dot`` is missing or failed."""
+
+
+class NothingToExportError(MlmdCacheError):
+    """The selection holds nothing to draw or write."""
+
+
+def check_not_empty(graph: nx.MultiDiGraph, subject: str) -> None:
+    """Refuse a graph with no execution: an empty store or run, or an artifact that no execution
+    read or wrote (``subject`` names it: ``the store``, ``run 'x'``, ``artifact #7``).
+
+    >>> check_not_empty(nx.MultiDiGraph(), "the store")
+    Traceback (most recent call last):
+    ...
+    lineage.export.NothingToExportError: nothing to export: the store has no executions
+    """
+    if not graph.number_of_nodes():
+        raise NothingToExportError(f"nothing to export: {subject} has no executions")
+    if not any(data.get("kind") == "execution" for _, data in graph.nodes(data=True)):
+        artifacts = "it" if subject.startswith("artifact") else f"its {len(graph)} artifact{'s' * (len(graph) > 1)}"
+        raise NothingToExportError(f"nothing to export: {subject} has no lineage (no execution read or wrote {artifacts})")
 
 
 def _plain(value: Any) -> Any:
@@ -44,8 +80,6 @@ def to_node_link(graph: nx.MultiDiGraph) -> dict[str, Any]:
     >>> len(data["nodes"]), len(data["edges"]), data["directed"], data["multigraph"]
     (7, 7, True, True)
     """
-    import networkx as nx  # here: mlmd-lineage imports this module for its --format choices
-
     data = nx.node_link_data(graph, edges="edges")
     data["graph"] = {k: _plain(v) for k, v in data["graph"].items()}
     for node in data["nodes"]:
@@ -56,8 +90,6 @@ def to_node_link(graph: nx.MultiDiGraph) -> dict[str, Any]:
 
 def to_graphml_graph(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     """A copy GraphML can hold: scalar attributes kept, ``properties`` as a JSON string, ``None`` dropped."""
-    import networkx as nx
-
     flat = nx.MultiDiGraph()
     for node, data in graph.nodes(data=True):
         attributes = {}
@@ -71,55 +103,223 @@ def to_graphml_graph(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
     return flat
 
 
+def short_path(uri: str, width: int = 32) -> str:
+    """``uri`` as its last three path components or fewer, to fit ``width`` characters, after
+    ``…/``; cut at ``/`` only (a last component longer than ``width`` is kept whole).
+
+    >>> short_path("/tmp/tour/pipeline-root/lr-0.02/train/14/model")
+    '…/train/14/model'
+    >>> short_path("gs://bucket/root/run/make-data/2/a-rather-long-output-name")
+    '…/2/a-rather-long-output-name'
+    >>> short_path("s3://b/x"), short_path("/data/" + "n" * 36)
+    ('s3://b/x', '…/nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn')
+    """
+    if len(uri) <= width:
+        return uri
+    parts = uri.rstrip("/").split("/")
+    for keep in (3, 2, 1):
+        tail = "…/" + "/".join(parts[-keep:])
+        if len(parts) > keep and (len(tail) <= width or keep == 1):
+            return tail
+    return uri
+
+
 def _quote(text: Any) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _short(text: str, width: int = 40) -> str:
-    return text if len(text) <= width else "…" + text[-(width - 1):]
+def _quote_left(text: str) -> str:
+    """A label whose lines are left-justified (Graphviz's ``\\l`` ends each)."""
+    return '"' + "".join(_quote(line)[1:-1] + "\\l" for line in text.split("\n")) + '"'
 
 
-def _label(node: str, data: dict[str, Any]) -> str:
+def _attributes(**attributes: Any) -> str:
+    return "[" + ", ".join(f"{k}={_quote(v)}" for k, v in attributes.items() if v is not None) + "]"
+
+
+def _task_state(data: dict[str, Any]) -> str:
+    state = lg.cache_state(data)
+    return "SKIPPED" if state == "CANCELED" else state  # a branch not taken, recorded CANCELED as KFP does
+
+
+def _dag_state(data: dict[str, Any]) -> str:
+    return {"EXECUTED": "complete", "SKIPPED": "skipped (condition false)"}.get(_task_state(data),
+                                                                               _task_state(data).lower())
+
+
+def _parent_dag(data: dict[str, Any]) -> Optional[str]:
+    parent = (data.get("properties") or {}).get("parent_dag_id")
+    return f"e:{parent}" if isinstance(parent, int) else None
+
+
+class _Frame:
+    """A Graphviz cluster: a run (framed by its root DAG execution when loaded) or a nested DAG."""
+
+    def __init__(self, key: str, label: str, style: dict[str, str], element_id: str) -> None:
+        self.key, self.label, self.style, self.element_id = key, label, style, element_id
+        self.frames: list[_Frame] = []
+        self.nodes: list[str] = []
+
+
+_FRAME_STYLES = {
+    "failed": {"color": "#c5221f", "style": "rounded"},
+    "skipped (condition false)": {"color": "#9aa0a6", "style": "rounded,dotted", "fontcolor": "#5f6368"},
+}
+
+
+def _dag_label(data: dict[str, Any]) -> str:
+    properties = data.get("properties") or {}
+    name = data.get("task_name") or data.get("name") or "DAG"
+    if isinstance(properties.get("iteration_index"), int):
+        name = f"iteration {properties['iteration_index']}"
+    elif isinstance(properties.get("iteration_count"), int):
+        name += f" (loop of {properties['iteration_count']})"
+    return f"{name}: DAG execution {data['id']}, {_dag_state(data)}"
+
+
+def _frames(graph: nx.MultiDiGraph) -> tuple[list[_Frame], list[str]]:
+    """The frames to draw (runs, with nested DAGs; DAG executions are frames, never nodes) and the
+    nodes outside every frame."""
+    runs: dict[str, _Frame] = {}
+    frame_of_dag: dict[str, _Frame] = {}
+    pipelines = {d["run"]: d.get("pipeline") for _, d in graph.nodes(data=True) if d.get("run") and d.get("pipeline")}
+
+    def run_frame(run: str) -> _Frame:
+        if run not in runs:
+            title = f"run {run}" + (f" · pipeline {pipelines[run]}" if pipelines.get(run) else "")
+            runs[run] = _Frame(f"run:{run}", title, {"style": "rounded", "color": "#5f6368"}, f"run:{run}")
+        return runs[run]
+
+    dags = sorted(((n, d) for n, d in graph.nodes(data=True) if d.get("type") == _DAG), key=lambda item: item[1]["id"])
+    for node, data in dags:  # a root DAG becomes its run's frame
+        if _parent_dag(data) is None and data.get("run") and data["run"] not in runs:
+            frame = run_frame(data["run"])
+            frame.label += f"\nDAG execution {data['id']}, {_dag_state(data)}"
+            frame.style = {**frame.style, **_FRAME_STYLES.get(_dag_state(data), {})}
+            frame.element_id = node
+            frame_of_dag[node] = frame
+    for node, data in dags:
+        if node not in frame_of_dag:
+            frame_of_dag[node] = _Frame(node, _dag_label(data), {"style": "rounded", "color": "#9aa0a6",
+                                                                 **_FRAME_STYLES.get(_dag_state(data), {})}, node)
+    top: list[_Frame] = []
+    for node, data in dags:
+        frame = frame_of_dag[node]
+        if frame.key.startswith("run:"):
+            continue
+        parent = _parent_dag(data)
+        if parent in frame_of_dag:
+            frame_of_dag[parent].frames.append(frame)
+        elif data.get("run"):
+            run_frame(data["run"]).frames.append(frame)
+        else:
+            top.append(frame)
+    loose: list[str] = []
+    for node, data in sorted(graph.nodes(data=True), key=lambda item: (item[0][0], item[1].get("id", 0))):
+        if data.get("type") == _DAG:
+            continue
+        if data.get("kind") == "artifact":
+            makers = [p for p in graph.predecessors(node) if graph.nodes[p].get("type") != _DAG
+                      and graph.nodes[p].get("state") != "CACHED"]
+            owner = _parent_dag(graph.nodes[makers[0]]) if makers else None
+            run = graph.nodes[makers[0]].get("run") if makers else data.get("run")
+        else:
+            owner, run = _parent_dag(data), data.get("run")
+        if owner in frame_of_dag:
+            frame_of_dag[owner].nodes.append(node)
+        elif run:
+            run_frame(run).nodes.append(node)
+        else:
+            loose.append(node)
+    return list(runs.values()) + top, loose
+
+
+def _node_statement(node: str, data: dict[str, Any], in_frame: bool) -> str:
     if data.get("kind") == "artifact":
         lines = [f"#{data['id']} {data.get('name') or ''}".strip(), data.get("type", "")]
         if data.get("uri"):
-            lines.append(_short(data["uri"]))
-        if data.get("run"):
+            lines.append(short_path(data["uri"]))
+        if data.get("run") and not in_frame:
             lines.append(f"run {data['run']}")
-        return "\n".join(lines)
-    state = data.get("state", "")
-    lines = [f"{data.get('task_name') or data.get('name') or ''} (execution {data['id']})",
-             "EXECUTED" if state == "COMPLETE" else state]
-    if data.get("type") == "system.DAGExecution":
-        lines[1] = f"pipeline DAG, {state}"
+        return f"  {_quote(node)} " + _attributes(id=node, label="\n".join(lines), shape="ellipse", style="filled",
+                                                   fillcolor="#e8f0fe", color="#1a73e8") + ";"
+    state = _task_state(data)
+    lines = [data.get("task_name") or data.get("name") or data.get("type") or "execution",
+             f"execution {data['id']} · {state}"]
     if data.get("cached_execution_id") is not None:
-        lines[-1] += f", cached from {data['cached_execution_id']}"
-    if data.get("run"):
+        lines.append(f"cached from {data['cached_execution_id']}")
+    if data.get("run") and not in_frame:
         lines.append(f"run {data['run']}")
-    return "\n".join(lines)
+    style: dict[str, str] = dict(shape="box", style="rounded,filled", fillcolor="#e6f4ea", color="#188038")
+    if state == "CACHED":
+        style.update(style="rounded,dashed,filled", fillcolor="#f1f3f4", color="#80868b", fontcolor="#3c4043")
+    elif state == "FAILED":
+        style.update(fillcolor="#fce8e6", color="#c5221f")
+    elif state == "SKIPPED":
+        style.update(style="rounded,dotted", fillcolor="white", color="#9aa0a6", fontcolor="#5f6368")
+    elif state in ("RUNNING", "INTERRUPTED", "NEW"):
+        style.update(fillcolor="#fef7e0", color="#e37400")
+    return f"  {_quote(node)} " + _attributes(id=node, label="\n".join(lines), **style) + ";"
+
+
+def _not_run_key(dag: str) -> str:
+    return f"not-run:{dag}"
+
+
+def _not_run_statement(dag: str, data: dict[str, Any], count: int) -> str:
+    loop = isinstance((data.get("properties") or {}).get("iteration_count"), int)
+    what = ("iteration" if loop else "task") + ("" if count == 1 else "s")
+    state = _task_state(data)
+    why = {"FAILED": "not run (after a failure)", "RUNNING": "not started", "INTERRUPTED": "not started"}.get(
+        state, "skipped")
+    return f"  {_quote(_not_run_key(dag))} " + _attributes(
+        id=_not_run_key(dag), label=f"{count} {what} {why}\nno execution recorded", shape="box",
+        style="rounded,dotted", color="#9aa0a6", fontcolor="#5f6368") + ";"
 
 
 def to_dot(graph: nx.MultiDiGraph) -> str:
-    """Graphviz DOT text, left to right, with readable labels."""
-    lines = ["digraph lineage {", "  rankdir=LR;", '  node [fontname="Helvetica", fontsize=10];',
-             '  edge [fontname="Helvetica", fontsize=9, color="#555555"];']
-    for node, data in sorted(graph.nodes(data=True), key=lambda item: (item[0][0], item[1].get("id", 0))):
-        attributes = {"label": _label(node, data)}
-        if data.get("kind") == "artifact":
-            attributes.update(shape="ellipse", style="filled", fillcolor="#e8f0fe")
-        else:
-            attributes.update(shape="box", style="rounded,filled", fillcolor="#e6f4ea")
-            if data.get("state") == "CACHED":
-                attributes.update(style="rounded,dashed,filled", fillcolor="#eeeeee", color="#777777",
-                                  fontcolor="#444444")
-            elif data.get("state") == "FAILED":
-                attributes.update(fillcolor="#fce8e6", color="#c5221f")
-            if data.get("type") == "system.DAGExecution":
-                attributes.update(shape="component")
-        lines.append(f"  {_quote(node)} [" + ", ".join(f"{k}={_quote(v)}" for k, v in attributes.items()) + "];")
+    """Graphviz DOT text: top to bottom, one frame per run and nested DAG, readable labels.
+
+    >>> from lineage.graph import example_graph
+    >>> text = to_dot(example_graph())
+    >>> "rankdir=TB" in text, text.count("subgraph cluster_"), "cached from 2" in text
+    (True, 2, True)
+    """
+    frames, loose = _frames(graph)
+    not_run = lg.tasks_not_run(graph)
+    lines = ["digraph lineage {", "  rankdir=TB; newrank=true; nodesep=0.25; ranksep=0.3;",
+             f'  graph [fontname="Helvetica", fontsize={FONT_SIZE}];',
+             f'  node [fontname="Helvetica", fontsize={FONT_SIZE}, margin="0.12,0.04"];',
+             f'  edge [fontname="Helvetica", fontsize={FONT_SIZE - 2}, color="#5f6368", fontcolor="#3c4043", arrowsize=0.7];']
+    counter = iter(range(1, 1 << 30))
+
+    def emit(frame: _Frame, indent: str) -> Iterator[str]:
+        yield f"{indent}subgraph cluster_{next(counter)} {{"
+        yield f"{indent}  label={_quote_left(frame.label)}; " + " ".join(
+            f"{k}={_quote(v)};" for k, v in {"id": frame.element_id, "labeljust": "l", **frame.style}.items())
+        for node in frame.nodes:
+            yield indent + _node_statement(node, graph.nodes[node], True)
+        dag = frame.element_id
+        if dag in not_run:
+            yield indent + _not_run_statement(dag, graph.nodes[dag], not_run[dag])
+        for inner in frame.frames:
+            yield from emit(inner, indent + "  ")
+        yield f"{indent}}}"
+
+    for frame in frames:
+        lines += emit(frame, "  ")
+    lines += [_node_statement(node, graph.nodes[node], False) for node in loose]
     for u, v, key in sorted(graph.edges(keys=True)):
-        style = ', style="dashed"' if graph.nodes[u].get("state") == "CACHED" else ""
-        lines.append(f"  {_quote(u)} -> {_quote(v)} [label={_quote(key)}{style}];")
+        if graph.nodes[u].get("type") == _DAG or graph.nodes[v].get("type") == _DAG:
+            continue  # a DAG is drawn as its frame: its events repeat those of its tasks
+        cached = graph.nodes[u].get("state") == "CACHED"
+        lines.append(f"  {_quote(u)} -> {_quote(v)} " + _attributes(
+            label=key or None, style="dashed" if cached else None, color="#9aa0a6" if cached else None) + ";")
+    for dag in not_run:  # the tasks that failed or were skipped lead to those that did not run
+        ends = [n for n in graph.nodes if _parent_dag(graph.nodes[n]) == dag
+                and _task_state(graph.nodes[n]) in ("FAILED", "SKIPPED") and graph.nodes[n].get("type") != _DAG]
+        for end in sorted(ends):
+            lines.append(f"  {_quote(end)} -> {_quote(_not_run_key(dag))} [style=dotted, color=\"#9aa0a6\"];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -135,19 +335,50 @@ def render(dot_text: str, fmt: str) -> bytes:
     return done.stdout
 
 
-def write(graph: nx.MultiDiGraph, fmt: str, path: str) -> None:
-    """Write ``graph`` to ``path`` in ``fmt`` (one of :data:`FORMATS`)."""
+def _inline_json(value: Any) -> str:
+    """JSON that may stand inside an HTML ``<script>`` element (no ``</script>``, no comment opener)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e") \
+        .replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def to_html(graph: nx.MultiDiGraph, title: str = "lineage") -> str:
+    """One self-contained HTML page (nothing fetched when it opens): the SVG drawing of
+    :func:`to_dot`, panned and zoomed, each node's properties shown on a click, and a search box."""
+    svg = render(to_dot(graph), "svg").decode("utf-8")
+    svg = svg[svg.index("<svg"):]  # the XML declaration and DOCTYPE have no place inside HTML
+    svg = re.sub(r'<svg width="[^"]*" height="[^"]*"', '<svg id="lineage-svg"', svg, count=1)
+    loop_dags = {n for n, d in graph.nodes(data=True) if "iteration_count" in (d.get("properties") or {})}
+    data = {
+        "nodes": {node: {("mlmd_id" if k == "id" else k): _plain(v) for k, v in attributes.items()}
+                  for node, attributes in graph.nodes(data=True)},
+        "edges": [[u, v, key] for u, v, key in sorted(graph.edges(keys=True))],
+        "not_run": {_not_run_key(dag): {"dag": dag, "tasks": f"{count} {'iteration' if dag in loop_dags else 'task'}"
+                                        f"{'' if count == 1 else 's'}"}
+                    for dag, count in lg.tasks_not_run(graph).items()},
+    }
+    page = resources.files("lineage").joinpath("export.html").read_text(encoding="utf-8")
+    escaped_title = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return (page.replace("<!--TITLE-->", escaped_title).replace("<!--SVG-->", svg)
+            .replace("/*DATA*/null", _inline_json(data)))
+
+
+def content(graph: nx.MultiDiGraph, fmt: str, title: str = "lineage") -> bytes:
+    """``graph`` in ``fmt`` (one of :data:`FORMATS`), as the bytes of a file."""
     if fmt not in FORMATS:
         raise InvalidArgumentError(f"unknown format {fmt!r} (expected {', '.join(FORMATS)})")
     if fmt == "json":
-        content = (json.dumps(to_node_link(graph), indent=1, sort_keys=True) + "\n").encode("utf-8")
-    elif fmt == "graphml":
-        import networkx as nx
+        return (json.dumps(to_node_link(graph), indent=1, sort_keys=True) + "\n").encode("utf-8")
+    if fmt == "graphml":
+        return "\n".join(nx.generate_graphml(to_graphml_graph(graph))).encode("utf-8") + b"\n"
+    if fmt == "dot":
+        return to_dot(graph).encode("utf-8")
+    if fmt == "html":
+        return to_html(graph, title).encode("utf-8")
+    return render(to_dot(graph), fmt)
 
-        content = "\n".join(nx.generate_graphml(to_graphml_graph(graph))).encode("utf-8") + b"\n"
-    elif fmt == "dot":
-        content = to_dot(graph).encode("utf-8")
-    else:
-        content = render(to_dot(graph), fmt)
+
+def write(graph: nx.MultiDiGraph, fmt: str, path: str) -> None:
+    """Write ``graph`` to ``path`` in ``fmt`` (one of :data:`FORMATS`); nothing is written on an error."""
+    data = content(graph, fmt)
     with open(path, "wb") as file:
-        file.write(content)
+        file.write(data)

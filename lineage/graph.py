@@ -33,7 +33,13 @@ __all__ = [
     "cache_state",
     "run_summaries",
     "nodes_of",
+    "tasks_not_run",
+    "WHOLE_RUNS",
 ]
+
+# A graph attribute set by the loaders that read every execution of the graph's runs
+# (``load_run``, ``load_store``): only then do a DAG's loaded tasks tell which of its tasks never ran.
+WHOLE_RUNS = "whole_runs"
 
 
 def example_graph() -> nx.MultiDiGraph:
@@ -311,3 +317,36 @@ def run_summaries(graph: nx.MultiDiGraph) -> list[dict[str, Any]]:
                 "INTERRUPTED": "interrupted"}.get(cache_state(data), "other")
         summary[word] += 1
     return sorted(summaries.values(), key=lambda s: (s["create_time"] or 0, s["run"]), reverse=True)
+
+
+def tasks_not_run(graph: nx.MultiDiGraph) -> dict[str, int]:
+    """How many tasks of each DAG execution have no execution, by the DAG's node: the tasks a
+    failure left NOT_RUN, or SKIPPED after a branch not taken (the runner, as KFP, records neither).
+    The store keeps no pipeline spec, so their names are unknown; their number is the DAG's
+    ``total_dag_tasks`` (a loop's ``iteration_count``) less its children's executions
+    (``parent_dag_id``). Empty unless the graph
+    holds whole runs (:data:`WHOLE_RUNS`), where a missing execution may merely not be loaded.
+
+    >>> g = example_graph()
+    >>> g.add_node("e:9", kind="execution", id=9, type="system.DAGExecution", state="FAILED", run="r1",
+    ...            properties={"total_dag_tasks": 4})
+    >>> for task in ("e:1", "e:2", "e:3"):
+    ...     g.nodes[task]["properties"]["parent_dag_id"] = 9
+    >>> tasks_not_run(g), tasks_not_run(nx.MultiDiGraph(g, whole_runs=True))
+    ({}, {'e:9': 1})
+    """
+    if not graph.graph.get(WHOLE_RUNS):
+        return {}
+    children: dict[int, int] = {}
+    for _, data in graph.nodes(data=True):
+        parent = (data.get("properties") or {}).get("parent_dag_id") if data.get("kind") == "execution" else None
+        if isinstance(parent, int):
+            children[parent] = children.get(parent, 0) + 1
+    missing = {}
+    for node, data in graph.nodes(data=True):
+        properties = data.get("properties") or {}
+        # a loop's children are its iterations; an iteration's (and any other DAG's) are its tasks
+        total = properties.get("iteration_count", properties.get("total_dag_tasks"))
+        if data.get("type") == "system.DAGExecution" and isinstance(total, int) and total > children.get(data["id"], 0):
+            missing[node] = total - children.get(data["id"], 0)
+    return missing

@@ -28,28 +28,32 @@ the same way: missing attributes are ``None`` or empty.
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import networkx as nx
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import invalidation, limits, records
+from mlmd_cache import ids, invalidation, limits, records
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
-from .limits import MAX_HOPS
+from . import graph as lg
+from .options import MAX_HOPS
 
 __all__ = [
     "artifact_node",
     "execution_node",
     "parse_node",
+    "resolve_node",
     "load_subgraph",
     "load_run",
     "load_store",
     "run_names",
     "run_context",
     "load_task_history",
+    "load_dag",
+    "load_explanation",
 ]
 
 _BATCH = 1000
@@ -64,12 +68,42 @@ def execution_node(execution_id: int) -> str:
 
 
 def parse_node(text: str) -> str:
-    """A node key from ``a:12``, ``e:7`` (or ``artifact:12``/``execution:7``)."""
-    kind, _, number = str(text).partition(":")
-    kind = {"artifact": "a", "execution": "e"}.get(kind, kind)
-    if kind not in ("a", "e") or not number.isdigit():
+    """A node key from ``a:12``, ``#12``, ``e:7`` (or ``artifact:12``/``execution:7``)."""
+    try:
+        record = ids.parse_id(text)
+    except InvalidArgumentError:
+        record = None
+    if record is None or record.kind is None:
         raise InvalidArgumentError(f"not a node: {text!r} (expected a:ID or e:ID)")
-    return f"{kind}:{int(number)}"
+    return record.node
+
+
+def _exists(store: metadata_store.MetadataStore, kind: str, record_id: int) -> bool:
+    read = store.get_artifacts_by_id if kind == ids.ARTIFACT else store.get_executions_by_id
+    return bool(read([record_id]))
+
+
+def resolve_node(store: metadata_store.MetadataStore, text: Union[str, ids.RecordId], *, prefer: str) -> str:
+    """The node an ID as a user writes it names (:func:`mlmd_cache.ids.parse_id`): ``a:N``/``#N`` an
+    artifact, ``e:N`` an execution, a plain ``N`` a record of kind ``prefer`` when there is one,
+    else of the other kind. :class:`NotFoundError` when there is none, saying what ``N`` is instead.
+
+    MLMD numbers artifacts and executions separately: when only one kind has an ``N``, that is
+    surely the one meant, so a plain number that names only an execution works on the execution."""
+    record = text if isinstance(text, ids.RecordId) else ids.parse_id(text)
+    other = ids.EXECUTION if (record.kind or prefer) == ids.ARTIFACT else ids.ARTIFACT
+    if record.kind is None:
+        for kind in (prefer, other):
+            if _exists(store, kind, record.id):
+                return record.of(kind).node
+        raise NotFoundError(f"no artifact or execution with ID {record.id}")
+    if _exists(store, record.kind, record.id):
+        return record.node
+    instead = ""
+    if _exists(store, other, record.id):
+        instead = f" ({'artifact #' if other == ids.ARTIFACT else 'execution '}{record.id} exists: " \
+                  f"{record.of(other).node})"
+    raise NotFoundError(f"no {record.kind} with ID {record.id}{instead}")
 
 
 # A whole store repeats the same few keys and short strings millions of times (property names,
@@ -277,8 +311,11 @@ def _boundary_artifact_runs(store: metadata_store.MetadataStore, graph: nx.Multi
     """The run of artifacts whose producer was not loaded: the earliest run they are attributed to."""
     for _, data in graph.nodes(data=True):
         if data["kind"] == "artifact" and data["run"] is None and run_type is not None:
-            names = [c.name for c in sorted(store.get_contexts_by_artifact(data["id"]), key=lambda c: c.id)
-                     if c.type_id == run_type]
+            try:
+                contexts = store.get_contexts_by_artifact(data["id"])
+            except mlmd_errors.NotFoundError:  # what MLMD says of an artifact in no context
+                contexts = []
+            names = [c.name for c in sorted(contexts, key=lambda c: c.id) if c.type_id == run_type]
             data["run"] = names[0] if names else None
 
 
@@ -313,13 +350,9 @@ def _invalidations(store: metadata_store.MetadataStore, graph: nx.MultiDiGraph, 
             graph.nodes[execution_node(member)].setdefault("invalidations", []).append({**record, "chosen": chosen})
 
 
-# MLMD's IDs are int64: a larger number names no record, and protobuf refuses it with a ValueError.
-_MAX_ID = 2**63 - 1
-
-
 def _check_exist(store: metadata_store.MetadataStore, artifact_ids: list[int], execution_ids: list[int]) -> None:
-    for kind, ids in (("artifact", artifact_ids), ("execution", execution_ids)):
-        beyond = [i for i in ids if not 0 <= i <= _MAX_ID]
+    for kind, numbers in (("artifact", artifact_ids), ("execution", execution_ids)):
+        beyond = [i for i in numbers if not 0 <= i <= ids.MAX_ID]
         if beyond:
             raise NotFoundError(f"no {kind} with ID {beyond[0]}")
     if artifact_ids:
@@ -369,6 +402,7 @@ def load_run(store: metadata_store.MetadataStore, run: str) -> nx.MultiDiGraph:
                   {e.id: context.name for e in executions}, {e.id: pipeline for e in executions})
     _boundary_artifact_runs(store, graph, types.context_type_id(records.RUN_CONTEXT_TYPE))
     _invalidations(store, graph, types)
+    graph.graph[lg.WHOLE_RUNS] = True
     return graph
 
 
@@ -483,6 +517,7 @@ def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] 
         _invalidations(store, graph, types)
     finally:
         bar.close()
+    graph.graph[lg.WHOLE_RUNS] = True
     return graph
 
 
@@ -521,6 +556,58 @@ def load_task_history(store: metadata_store.MetadataStore, execution_id: int, *,
     graph = _fill(store, nx.MultiDiGraph(), types, executions, artifacts, events, runs, pipelines)
     _invalidations(store, graph, types)
     graph.graph["target"] = execution_node(execution_id)
+    return graph
+
+
+def load_dag(store: metadata_store.MetadataStore, execution_id: int) -> nx.MultiDiGraph:
+    """What explaining a DAG execution (``system.DAGExecution``: a run's root, a nested pipeline,
+    a loop or one of its iterations) needs: the DAG, the executions it holds directly (those whose
+    ``parent_dag_id`` it is) and its parent DAG, without artifacts. The graph's ``"target"``
+    attribute names the DAG's node."""
+    _check_exist(store, [], [execution_id])
+    [dag] = store.get_executions_by_id([execution_id])
+    types = _Types(store)
+    contexts = store.get_contexts_by_execution(execution_id)
+    run = next((c for c in contexts if c.type_id == types.context_type_id(records.RUN_CONTEXT_TYPE)), None)
+    pipeline = next((c.name for c in contexts if c.type_id == types.context_type_id(records.PIPELINE_CONTEXT_TYPE)),
+                    None)
+    # the children, by a filter MLMD evaluates (within the run's context, which it indexes)
+    children_only = metadata_store.ListOptions(
+        filter_query=f"custom_properties.{records.PARENT_DAG_ID}.int_value = {execution_id}")
+    children = (store.get_executions_by_context(run.id, list_options=children_only) if run is not None
+                else store.get_executions(list_options=children_only))
+    parent = records.read_property(dag, records.PARENT_DAG_ID)
+    parents = store.get_executions_by_id([parent]) if isinstance(parent, int) and 0 < parent <= ids.MAX_ID else []
+    executions = [dag, *children, *parents]
+    run_name = run.name if run is not None else None
+    graph = _fill(store, nx.MultiDiGraph(), types, executions, [], [], {e.id: run_name for e in executions},
+                  {e.id: pipeline for e in executions})
+    graph.graph["target"] = execution_node(execution_id)
+    return graph
+
+
+def load_explanation(store: metadata_store.MetadataStore, node: str) -> nx.MultiDiGraph:
+    """What explaining ``node`` (``e:ID`` or ``a:ID``) needs: :func:`load_task_history` of an
+    execution, or :func:`load_dag` of a DAG execution; of an artifact, the same for the execution
+    that made it (:func:`lineage.graph.producer`), with the graph's ``"artifact"`` attribute naming
+    the artifact. An artifact without a recorded producer is a :class:`NotFoundError`."""
+    node = parse_node(node)
+    artifact = None
+    if node.startswith("a:"):
+        around = load_subgraph(store, [node], hops=1, direction="upstream", runs=False)
+        made_by = lg.producer(around, node)
+        if made_by is None:
+            raise NotFoundError(f"artifact #{node[2:]} has no recorded producer: no execution made it to explain")
+        artifact, node = node, made_by
+    execution_id = int(node[2:])
+    _check_exist(store, [], [execution_id])
+    [execution] = store.get_executions_by_id([execution_id])
+    [execution_type] = store.get_execution_types_by_id([execution.type_id])
+    if execution_type.name == records.DAG_EXECUTION_TYPE:
+        graph = load_dag(store, execution_id)
+    else:
+        graph = load_task_history(store, execution_id)
+    graph.graph["artifact"] = artifact
     return graph
 
 

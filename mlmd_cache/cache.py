@@ -149,6 +149,12 @@ class TaskExecution:
         return records.read_property(self.execution, records.CACHE_FINGERPRINT) or None
 
     @property
+    def miss_reason(self) -> Optional[str]:
+        """Why an earlier execution with the same key was not reused (say, its output file is gone),
+        for an execution that ran although one existed; None otherwise."""
+        return records.read_property(self.execution, records.MISS_REASON) or None
+
+    @property
     def output_artifact_ids(self) -> dict[str, list[int]]:
         return {name: [artifact.id for artifact in artifacts] for name, artifacts in self.output_artifacts.items()}
 

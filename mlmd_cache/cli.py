@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -11,7 +12,8 @@ import click
 
 # Only what building the commands needs: a command imports what it uses (ml_metadata, grpc, the KFP
 # SDK: most of a second), so that --help and usage errors answer at once.
-from .defaults import CALL_TIMEOUT_SECONDS, default_store_path, default_store_url
+from . import ids
+from .defaults import CALL_TIMEOUT_SECONDS, DATABASE_URLS, default_store_path, default_store_url
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
 from ._messages import _one_line
 
@@ -60,17 +62,55 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _TIMEOUT = "mlmd_cache.call_timeout"
+_DB = "mlmd_cache.db_url"
+_DB_GIVEN = "mlmd_cache.db_url_given"  # on the command line, before or after the subcommand
+_TIMEOUT_HELP = (f"Deadline of each call to a grpc:// store (default: $MLMD_TIMEOUT, else {CALL_TIMEOUT_SECONDS:g}): "
+                 "a server that does not answer fails the command.")
+_DB_HELP = ("MLMD store URL (sqlite:///PATH, mysql://, postgresql://, grpc://host:port, grpcs://host:port?ca=PEM). "
+            f"Default: $MLMD_DB, else {default_store_path()}.")
 
 
-def _remember_timeout(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> None:
+def _remember_group_timeout(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> None:
     ctx.meta[_TIMEOUT] = value
 
 
-_timeout_option = click.option(
-    "--timeout", type=click.FloatRange(min=0.1), default=CALL_TIMEOUT_SECONDS, show_default=True,
-    envvar="MLMD_TIMEOUT", metavar="SECONDS", expose_value=False, callback=_remember_timeout,
-    help="Deadline of each call to a grpc:// store: a server that does not answer fails the command.",
-)
+def _remember_timeout(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> None:
+    if value is not None:  # else the group's (ctx.meta is shared by the group and its subcommand)
+        ctx.meta[_TIMEOUT] = value
+
+
+def _remember_group_db(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> None:
+    ctx.meta[_DB] = value
+    ctx.meta[_DB_GIVEN] = ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE
+
+
+def _command_db(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """The subcommand's --db, else the group's (which holds $MLMD_DB when neither was given)."""
+    if value is not None:
+        ctx.meta[_DB_GIVEN] = True
+        return value
+    return ctx.meta[_DB] if _DB in ctx.meta else os.environ.get("MLMD_DB") or None
+
+
+def db_given(ctx: click.Context) -> bool:
+    """Whether --db was given on the command line (before or after the subcommand), not by $MLMD_DB."""
+    return bool(ctx.meta.get(_DB_GIVEN))
+
+
+def group_db_options(group: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db`` and ``--timeout`` before the subcommand, for every subcommand that opens a store
+    (``mlmd-cache --db URL stats``); the subcommand's own, after it, wins."""
+    group = click.option("--timeout", type=click.FloatRange(min=0.1), default=CALL_TIMEOUT_SECONDS,
+                         envvar="MLMD_TIMEOUT", metavar="SECONDS", expose_value=False, callback=_remember_group_timeout,
+                         help=_TIMEOUT_HELP + " Also after the subcommand, which wins.")(group)
+    return click.option("--db", "db_url", envvar="MLMD_DB", metavar="URL", expose_value=False,
+                        callback=_remember_group_db,
+                        help=_DB_HELP + " Also after the subcommand, which wins.")(group)
+
+
+def _timeout_option(command: Callable[..., Any], hidden: bool = False) -> Callable[..., Any]:
+    return click.option("--timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+                        callback=_remember_timeout, expose_value=False, hidden=hidden, help=_TIMEOUT_HELP)(command)
 
 
 def open_store(db_url: Optional[str], *, read_only: bool = False, create: bool = True) -> Store:
@@ -82,19 +122,30 @@ def open_store(db_url: Optional[str], *, read_only: bool = False, create: bool =
     return connect(db_url, read_only=read_only, create=create, call_timeout=timeout)
 
 
-_db_url_option = click.option(
-    "--db",
-    "db_url",
-    envvar="MLMD_DB",
-    metavar="URL",
-    help=f"MLMD store URL (sqlite:///PATH, mysql://, postgresql://, grpc://host:port, grpcs://host:port?ca=PEM). "
-    f"Default: $MLMD_DB, else {default_store_path()}.",
-)
+def _db_url_option(help_text: str = _DB_HELP) -> Callable[..., Any]:
+    return click.option("--db", "db_url", metavar="URL", callback=_command_db, help=help_text)
 
 
 def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--db`` and ``--timeout``: every command that opens a store takes both."""
-    return _db_url_option(_timeout_option(command))
+    """``--db`` and ``--timeout``: every command that opens a store takes both (also before the
+    subcommand: :func:`group_db_options`)."""
+    return _db_url_option()(_timeout_option(command))
+
+
+class RecordIdType(click.ParamType):
+    """An artifact or execution ID as :func:`mlmd_cache.ids.parse_id` reads it (``6``, ``a:6``, ``#6``,
+    ``e:6``), of kind ``only``; the value is the number."""
+
+    def __init__(self, only: str) -> None:
+        self.only, self.name = only, f"{only} ID"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return ids.parse_id(value, only=self.only).id
+        except InvalidArgumentError as error:
+            self.fail(str(error), param, ctx)
 
 
 key_argument = click.argument("key_file", metavar="[FILE|-]", type=click.File("rb"), required=False)
@@ -115,12 +166,25 @@ def _read_key(key_file) -> CacheKey:
     """The cache key in FILE, or on standard input when no FILE (or ``-``) is given."""
     from .key import CacheKey
 
-    return CacheKey.from_json((key_file or click.open_file("-", "rb")).read())
+    stream = key_file or click.open_file("-", "rb")
+    if stream.isatty():  # without this a forgotten FILE looks like a hang
+        click.echo("reading a cache key (KFP's JSON) from standard input: paste it and end with Ctrl-D, "
+                   "or give FILE", err=True)
+    return CacheKey.from_json(stream.read())
 
 
 class _Commands(click.Group):
     """Every subcommand's usage errors in one line, as serve's (:class:`_OneLineUsageErrors`): a
-    subcommand parses its arguments inside the group's invoke."""
+    subcommand parses its arguments inside the group's invoke; the group's own (``--db``,
+    ``--timeout`` before the subcommand) in its make_context."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as error:
+            if isinstance(error, _OneLineUsageError):
+                raise
+            raise _OneLineUsageError(error.format_message(), error.ctx) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -133,6 +197,7 @@ class _Commands(click.Group):
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mlmd-cache")
+@group_db_options
 def main() -> None:
     """KFP v2 step caching over any ML Metadata store."""
 
@@ -170,10 +235,12 @@ def fingerprint(key_file, custom_key: Optional[str], component_name: str, show_b
 @_with_custom_key
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--exit-code", is_flag=True, help="Exit 0 on a hit, 1 on a miss (errors: 2 or 1, as always).")
 @_reports_errors
 def lookup(key_file, pipeline: str, custom_key: Optional[str], component_name: str,
-           db_url: Optional[str], as_json: bool) -> None:
-    """Tell whether a task with this cache key would hit the cache, and what it would reuse."""
+           db_url: Optional[str], as_json: bool, exit_code: bool) -> None:
+    """Tell whether a task with this cache key would hit the cache, and what it would reuse
+    (exit 0 either way, unless --exit-code)."""
     from . import records
     from .cache import ExecutionCache
     from .key import custom_fingerprint
@@ -192,12 +259,18 @@ def lookup(key_file, pipeline: str, custom_key: Optional[str], component_name: s
     }
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
-        return
+    else:
+        _describe_lookup(result, pipeline)
+    if exit_code and hit is None:
+        sys.exit(1)
+
+
+def _describe_lookup(result: dict[str, Any], pipeline: str) -> None:
     click.echo(f"fingerprint {result['fingerprint']}")
-    if hit is None:
+    if not result["hit"]:
         click.echo(f"miss: no valid cache source in pipeline {pipeline!r}")
         return
-    click.echo(f"hit: execution {hit.source_execution_id} (task {result['source_task']})")
+    click.echo(f"hit: execution {result['source_execution_id']} (task {result['source_task']})")
     for name, artifacts in result["output_artifacts"].items():
         for artifact in artifacts:
             click.echo(f"  output {name}: artifact #{artifact['id']} {artifact['uri']}")
@@ -252,7 +325,8 @@ def _channel_arguments(text: Optional[str]) -> list[tuple[str, Any]]:
 
 
 @main.command(cls=_OneLineUsageErrors)
-@db_option
+@_db_url_option(f"The database to serve: {DATABASE_URLS}. Default: $MLMD_DB, else {default_store_path()}.")
+@functools.partial(_timeout_option, hidden=True)  # serve calls no grpc:// store; kept for old command lines
 @click.option("--host", help="Address to listen on (0.0.0.0: every interface; the server has no "
               "authentication, so only with TLS or on a trusted network).  [default: 127.0.0.1]")
 @click.option("--port", type=click.IntRange(0, 65535), help="gRPC port (0: any free port).  [default: 8080]")
@@ -292,7 +366,7 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     round trip (--no-cache-service: not). Answers standard gRPC health checks. Stops cleanly on SIGTERM or SIGINT, letting calls in
     flight finish (a second signal cancels them).
     """
-    from .connection import mysql_url
+    from .connection import check_database_url, mysql_url
     from .server import SERVICE_NAME, MetadataStoreServer, stop_on_signals
 
     if port is not None and grpc_port is not None:
@@ -307,11 +381,12 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     if mysql_config_host or mysql_config_database:
         if not (mysql_config_host and mysql_config_database):
             raise click.UsageError("--mysql_config_host and --mysql_config_database go together")
-        if db_url and click.get_current_context().get_parameter_source("db_url").name == "COMMANDLINE":
+        if db_url and db_given(click.get_current_context()):
             raise click.UsageError("give either --db or the --mysql_config_* flags, not both")
         db_url = mysql_url(mysql_config_host, mysql_config_port, mysql_config_database, mysql_config_user,
                            mysql_config_password)
     url = db_url or default_store_url()
+    check_database_url(url)  # before the store is opened (ServerGroup opens it) or a process starts
     try:
         if processes > 1:
             from .server_processes import ServerGroup
@@ -682,9 +757,10 @@ def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_
 
 
 @main.command()
-@click.option("--artifact", type=int, metavar="ID", help="Stop the cache sources that produced this artifact.")
-@click.option("--execution", type=int, metavar="ID",
-              help="Stop this cache source (a CACHED execution: the source it reused).")
+@click.option("--artifact", type=RecordIdType(ids.ARTIFACT), metavar="ID",
+              help="Stop the cache sources that produced this artifact (6, a:6 or #6).")
+@click.option("--execution", type=RecordIdType(ids.EXECUTION), metavar="ID",
+              help="Stop this cache source (a CACHED execution: the source it reused; 6 or e:6).")
 @click.option("--run", "run_name", metavar="NAME",
               help="Stop the sources the run produced and the sources its CACHED tasks reused.")
 @click.option("--pipeline", metavar="NAME", help="With --fingerprint: stop every source of this key.")

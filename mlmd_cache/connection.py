@@ -61,7 +61,7 @@ from ml_metadata.proto import metadata_store_service_pb2_grpc as service_grpc
 
 from ._messages import _one_line, mlmd_stderr_captured, reason
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
-from .defaults import default_store_path, default_store_url
+from .defaults import DATABASE_URLS, default_store_path, default_store_url
 from .errors import NoStoreError, StoreConnectionError, StoreURLError
 from .schema import Contents, ServerDatabase, StoreState, sqlite_contents, sqlite_schema_lock
 from .store import CALL_TIMEOUT_SECONDS, RETRY_SECONDS, Store
@@ -69,6 +69,8 @@ from .store import CALL_TIMEOUT_SECONDS, RETRY_SECONDS, Store
 __all__ = [
     "CALL_TIMEOUT_SECONDS",
     "CONNECT_TIMEOUT_SECONDS",
+    "DATABASE_URLS",
+    "check_database_url",
     "connect",
     "connection_config",
     "default_store_path",
@@ -84,6 +86,13 @@ _TLS_FILES = {"ca": "custom_ca", "cert": "server_cert", "key": "client_key"}
 # MLMD writes the database name into CREATE DATABASE / USE unquoted.
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*\Z")
 
+
+def check_database_url(url: str) -> None:
+    """A :class:`StoreURLError` unless ``url`` names a database (:data:`DATABASE_URLS`) rather
+    than an MLMD server (``grpc://``, ``grpcs://``): what ``serve`` can serve."""
+    scheme = str(url).partition("://")[0].lower()
+    if scheme in ("grpc", "grpcs"):
+        raise StoreURLError(f"serve needs a database, not {scheme}:// (another MLMD server): give {DATABASE_URLS}")
 
 
 def redact_url(url: str) -> str:

@@ -1,5 +1,5 @@
-"""The defaults that commands name in their ``--help``: the store used when no URL is given and the
-deadline of a call to a ``grpc://`` store.
+"""What commands name in their ``--help``: the store used when no URL is given, the deadline of a call
+to a ``grpc://`` store, the stores ``serve`` can hold.
 
 In a module of their own, which imports no ml_metadata or grpc, so that building ``mlmd-cache`` and
 ``mlmd-lineage``'s options costs nothing; :mod:`mlmd_cache.connection` and :mod:`mlmd_cache.store`
@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CALL_TIMEOUT_SECONDS", "default_store_path", "default_store_url"]
+__all__ = ["CALL_TIMEOUT_SECONDS", "DATABASE_URLS", "default_store_path", "default_store_url"]
 
 CALL_TIMEOUT_SECONDS = 30.0
 """The deadline of one gRPC call (``--timeout``), and how long an unreachable server is retried."""
+
+# The stores a server (`mlmd-cache serve`) can hold: a database, not another server.
+DATABASE_URLS = ("sqlite:///PATH, mysql://user:password@host:port/database (or mariadb://), "
+                 "postgresql://user:password@host:port/database (or postgres://)")
 
 
 def default_store_path() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import graphlib
 import itertools
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
@@ -12,7 +13,7 @@ from google.protobuf import json_format
 from kfp.local import utils as local_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from . import json_values
+from . import ids, json_values
 from .errors import InvalidArgumentError
 
 __all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "upstream_tasks", "UnsupportedPipelineError",
@@ -65,8 +66,27 @@ class CompiledPipeline:
         return values
 
 
+_COMPILE_COMMAND = "kfp dsl compile --py PIPELINE.py --output PIPELINE.yaml"
+
+
+def _what_it_is_instead(document: Any) -> str:
+    """What to tell a user whose file parsed but is no compiled KFP v2 pipeline."""
+    if isinstance(document, dict):
+        if str(document.get("apiVersion", "")).startswith("argoproj.io/") or document.get("kind") == "Workflow":
+            return ("a KFP v1 pipeline (an Argo Workflow), which is not supported: mlmd-cache runs KFP v2 "
+                    f"pipelines; compile the pipeline with KFP SDK 2.x ({_COMPILE_COMMAND})")
+        if isinstance(document.get("implementation"), dict):
+            return ("a KFP v1 component (component.yaml), not a compiled pipeline: use it in a @dsl.pipeline "
+                    f"(kfp.components.load_component_from_file), then compile that: {_COMPILE_COMMAND}")
+    return ("not a compiled KFP v2 pipeline (it has no root and deploymentSpec); compile one with the KFP SDK: "
+            f"{_COMPILE_COMMAND}")
+
+
 def load_pipeline(path: str) -> CompiledPipeline:
     """Read a compiled pipeline (YAML or JSON) and check that every feature it uses is supported."""
+    if str(path).endswith(".py") and os.path.isfile(path):
+        raise PipelineSpecError(f"{path} is Python source, not a compiled pipeline: compile it with the KFP SDK "
+                                f"first (kfp dsl compile --py {path} --output {str(path)[:-3]}.yaml), then run the YAML")
     try:
         with open(path, encoding="utf-8") as file:
             # A pipeline with Kubernetes settings has a second document, its platform spec.
@@ -84,7 +104,7 @@ def load_pipeline(path: str) -> CompiledPipeline:
     document = documents[0] if documents else None
     platform_spec = documents[1] if len(documents) > 1 else None
     if not isinstance(document, dict) or "root" not in document or "deploymentSpec" not in document:
-        raise PipelineSpecError(f"{path}: not a compiled KFP pipeline (no root/deploymentSpec)")
+        raise PipelineSpecError(f"{path}: {_what_it_is_instead(document)}")
     _check_constants(path, document)
     spec = pipeline_spec_pb2.PipelineSpec()
     try:
@@ -302,14 +322,16 @@ def parse_assignments(items: Sequence[str], option: str = "--param") -> dict[str
 
 
 def parse_artifact_references(items: Sequence[str]) -> dict[str, Union[int, str]]:
-    """``--artifact NAME=ID`` (an MLMD artifact ID: digits) or ``NAME=URI`` (anything else).
+    """``--artifact NAME=ID`` (an MLMD artifact ID: ``12``, ``a:12`` or ``#12``, see
+    :func:`mlmd_cache.ids.parse_id`) or ``NAME=URI`` (anything else).
 
-    >>> parse_artifact_references(["data=12", "model=gs://bucket/model"])
-    {'data': 12, 'model': 'gs://bucket/model'}
+    >>> parse_artifact_references(["data=12", "labels=#13", "model=gs://bucket/model"])
+    {'data': 12, 'labels': 13, 'model': 'gs://bucket/model'}
     """
     references: dict[str, Union[int, str]] = {}
     for name, value in parse_assignments(items, "--artifact").items():
         if not value:
             raise PipelineSpecError(f"--artifact {name}=: expected an MLMD artifact ID or a URI")
-        references[name] = int(value) if value.isascii() and value.isdigit() else value
+        references[name] = (ids.parse_id(value, only=ids.ARTIFACT, label=f"--artifact {name}=").id
+                            if ids.looks_like_id(value) else value)
     return references

@@ -54,8 +54,8 @@ from ml_metadata.proto import metadata_store_pb2, metadata_store_service_pb2
 
 from ._messages import mlmd_stderr_captured
 from .cache_service import CACHE_SERVICE_NAME, CallCounter, cache_service_handler
-from .connection import connect, connection_config, redact_url
-from .errors import MlmdCacheError, StoreConnectionError, StoreURLError
+from .connection import check_database_url, connect, connection_config, redact_url
+from .errors import MlmdCacheError, StoreConnectionError
 
 __all__ = ["IDLE_CHECK_SECONDS", "MetadataStoreServer", "SERVICE_NAME", "ServerStartError", "stop_on_signals"]
 
@@ -295,9 +295,7 @@ class MetadataStoreServer:
         shared_port: bool = False,
         cache_service: bool = True,
     ) -> None:
-        scheme = url.split("://", 1)[0].lower()
-        if scheme in ("grpc", "grpcs"):
-            raise StoreURLError(f"serve needs a database URL (sqlite, mysql, postgresql), not {scheme}://")
+        check_database_url(url)
         if (tls_cert is None) != (tls_key is None):
             raise ServerStartError("TLS needs both a certificate and its key")
         if tls_cert is not None:

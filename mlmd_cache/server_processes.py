@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Callable, Optional
 
-from .connection import connect, connection_config, redact_url
+from .connection import check_database_url, connect, connection_config, redact_url
 from .errors import InvalidArgumentError
 from .server import ServerStartError, _log, client_address, host_port
 
@@ -76,6 +76,7 @@ class ServerGroup:
     ) -> None:
         if processes < 2:
             raise InvalidArgumentError(f"a server group needs 2 or more processes, not {processes}")
+        check_database_url(url)
         if connection_config(url).HasField("sqlite"):
             raise InvalidArgumentError("several server processes need MySQL or PostgreSQL: "
                                        "SQLite lets one writer in at a time")

@@ -9,20 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3.11}
-command -v "$PYTHON" >/dev/null || PYTHON=python3
 VENV=$(realpath -m "${VENV:-.venv}")
-
-if [ ! -x "$VENV/bin/python" ]; then
-    "$PYTHON" -m venv "$VENV"
-fi
-# Reinstall only when the package definition changed since the last install.
-stamp="$VENV/.installed-$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
-if [ ! -e "$stamp" ]; then
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
-    rm -f "$VENV"/.installed-* && touch "$stamp"
-fi
+VENV="$VENV" bash scripts/venv.sh
 
 # What this run started, and so stops on exit (servers someone else started are left running).
 stop_databases=0
@@ -37,6 +25,12 @@ trap cleanup EXIT
 if ! command -v dot >/dev/null; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends graphviz; } \
         >/dev/null 2>&1 || echo "test.sh: graphviz (dot) was not installed; the SVG/PNG export tests will say so" >&2
+fi
+
+# Headless Chromium opens `mlmd-lineage export --format html` pages (tests/test_lineage_export.py).
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+        >/dev/null 2>&1 || echo "test.sh: chromium was not installed; the HTML export tests will say so" >&2
 fi
 
 # MariaDB and PostgreSQL on loopback for the backend tests.

@@ -188,3 +188,89 @@ def test_index_makes_kfp_recorded_executions_cache_sources(runner, store_url, tm
 
     result = runner.invoke(main, ["index", "--db", store_url, "--pipeline", "nope"])
     assert result.exit_code == 2 and result.output == "Error: no pipeline named 'nope' in the store\n"
+
+
+def test_lookup_exit_code_tells_hit_or_miss(runner, store_url, tmp_path):
+    key, source_id, _ = _published(store_url, tmp_path)
+    lookup = ["lookup", "--db", store_url, "--exit-code"]
+    result = runner.invoke(main, [*lookup, "--pipeline", "training"], input=key.to_json())
+    assert result.exit_code == 0 and f"hit: execution {source_id} (task train)" in result.output
+    result = runner.invoke(main, [*lookup, "--pipeline", "other"], input=key.to_json())
+    assert result.exit_code == 1
+    assert result.output.splitlines()[1] == "miss: no valid cache source in pipeline 'other'"
+    result = runner.invoke(main, [*lookup, "--pipeline", "other", "--json"], input=key.to_json())
+    assert result.exit_code == 1 and json.loads(result.output)["hit"] is False
+    result = runner.invoke(main, ["lookup", "--db", store_url, "--pipeline", "other"], input=key.to_json())
+    assert result.exit_code == 0  # a miss without --exit-code is an answer, not a failure
+    result = runner.invoke(main, [*lookup, "--pipeline", "training"], input="{")
+    assert result.exit_code == 2  # a mistake stays a mistake
+
+
+def test_db_and_timeout_go_before_or_after_the_subcommand(tmp_path, monkeypatch):
+    from lineage.cli import main as lineage_main
+
+    store = f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+    cache = ExecutionCache(connect(store))
+    cache.execute(cache.pipeline_run("training", "run-1"), Task("train", CacheKey.build(image="i")),
+                  lambda started: Outputs())
+    missing = f"sqlite:///{tmp_path / 'missing.sqlite'}"
+    timeouts = []
+
+    def connect_spy(*args, **kwargs):
+        timeouts.append(kwargs["call_timeout"])
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr("mlmd_cache.cli.connect", connect_spy)
+
+    def answer(command, args, env=None):
+        result = CliRunner(env={"MLMD_DB": None, "MLMD_TIMEOUT": None, **(env or {})}).invoke(command, args)
+        return result.exit_code, result.stdout, result.stderr
+
+    after = answer(main, ["stats", "--json", "--db", store])
+    assert after[0] == 0 and json.loads(after[1])["executed"] == 1, after
+    assert answer(main, ["--db", store, "stats", "--json"]) == after
+    assert answer(main, ["--db", missing, "stats", "--json", "--db", store]) == after  # the subcommand's wins
+    assert answer(main, ["--db", store, "stats", "--json"], env={"MLMD_DB": missing}) == after
+    code, _, err = answer(main, ["--db", store, "stats", "--db", missing])
+    assert code == 1 and "missing.sqlite" in err
+    runs = answer(lineage_main, ["runs", "--json", "--db", store])
+    assert runs[0] == 0 and [r["run"] for r in json.loads(runs[1])["runs"]] == ["run-1"]
+    assert answer(lineage_main, ["--db", store, "runs", "--json"]) == runs
+    assert answer(lineage_main, ["--db", missing, "runs", "--json", "--db", store]) == runs
+
+    timeouts.clear()
+    answer(main, ["--timeout", "7", "stats", "--db", store])
+    answer(main, ["--timeout", "7", "stats", "--db", store, "--timeout", "9"])
+    answer(lineage_main, ["--timeout", "7", "runs", "--db", store])
+    answer(lineage_main, ["runs", "--db", store], env={"MLMD_TIMEOUT": "5"})
+    answer(lineage_main, ["runs", "--db", store, "--timeout", "9"], env={"MLMD_TIMEOUT": "5"})
+    answer(lineage_main, ["runs", "--db", store])
+    assert timeouts == [7, 9, 7, 5, 9, 30]
+    code, _, err = answer(main, ["--timeout", "0", "stats", "--db", store])
+    assert code == 2 and len(err.splitlines()) == 1 and "--timeout" in err
+
+    for command in (main, lineage_main):
+        code, out, _ = answer(command, ["--help"])
+        assert code == 0 and "--db URL" in out and "--timeout SECONDS" in out and "$MLMD_DB" in out
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+@pytest.mark.parametrize("url", ["grpc://127.0.0.1:1", "grpcs://127.0.0.1:1"])
+def test_serve_names_the_stores_it_serves(runner, url, processes):
+    from mlmd_cache.connection import DATABASE_URLS
+
+    result = runner.invoke(main, ["serve", "--db", url, "--port", "0", "--processes", processes])
+    assert result.exit_code == 2
+    scheme = url.partition(":")[0]
+    assert result.output == f"Error: serve needs a database, not {scheme}:// (another MLMD server): give {DATABASE_URLS}\n"
+    help_text = " ".join(runner.invoke(main, ["serve", "--help"]).output.split())
+    assert f"--db URL The database to serve: {DATABASE_URLS}." in help_text
+    assert "grpc://" not in help_text and "grpcs://" not in help_text
+
+
+def test_serve_refuses_db_before_the_subcommand_with_mysql_flags(runner, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+    result = runner.invoke(main, ["--db", store, "serve", "--mysql_config_host", "h", "--mysql_config_database", "d"])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: give either --db or the --mysql_config_* flags, not both")
+    assert not (tmp_path / "mlmd.sqlite").exists()

@@ -36,15 +36,30 @@ def test_demo_with_another_learning_rate_reruns_b_and_c(tmp_path):
 
 
 def test_pipeline_demo_runs_executes_then_caches_then_reruns_the_changed_step(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MLMD_DB"}
-    env["XDG_DATA_HOME"] = str(tmp_path)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    demo = EXAMPLE.parent / "demo.sh"
-    done = subprocess.run(["bash", str(demo)], env=env, capture_output=True, text=True, check=True)
-    runs = [[line.split()[:2] for line in block.splitlines()[1:5]]
-            for block in done.stdout.split("$ mlmd-cache run-pipeline")[1:]]
-    assert runs == [
-        [["make-data", "EXECUTED"], ["preprocess", "EXECUTED"], ["train", "EXECUTED"], ["evaluate", "EXECUTED"]],
-        [["make-data", "CACHED"], ["preprocess", "CACHED"], ["train", "CACHED"], ["evaluate", "CACHED"]],
-        [["make-data", "CACHED"], ["preprocess", "CACHED"], ["train", "EXECUTED"], ["evaluate", "EXECUTED"]],
-    ]
+    demo_dir, scratch = tmp_path / "demo", tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "MLMD_DEMO_DIR": str(demo_dir), "TMPDIR": str(scratch), "MLMD_DB": "sqlite:///elsewhere"}
+    for _ in range(2):  # each demo starts on a fresh store: the second is the same as the first
+        done = subprocess.run(["bash", str(EXAMPLE.parent / "demo.sh")], env=env, capture_output=True, text=True,
+                              check=True)
+        runs = [[line.split()[:2] for line in block.splitlines()[1:5]]
+                for block in done.stdout.split("$ mlmd-cache run-pipeline")[1:]]
+        assert runs == [
+            [["make-data", "EXECUTED"], ["preprocess", "EXECUTED"], ["train", "EXECUTED"], ["evaluate", "EXECUTED"]],
+            [["make-data", "CACHED"], ["preprocess", "CACHED"], ["train", "CACHED"], ["evaluate", "CACHED"]],
+            [["make-data", "CACHED"], ["preprocess", "CACHED"], ["train", "EXECUTED"], ["evaluate", "EXECUTED"]],
+        ]
+    store_url = f"sqlite:///{demo_dir}/metadata.sqlite"
+    assert f"demo store: {store_url}" in done.stdout
+    assert list(scratch.iterdir()) == []  # no temp files: not the compiled pipeline, not KFP's mktemp -d
+    explained = subprocess.run([str(Path(sys.executable).parent / "mlmd-lineage"), "explain", "14", "--db", store_url], capture_output=True, text=True,
+                               check=True)
+    assert "task train, run lr-0.02" in explained.stdout and "parameter lr: 0.05 → 0.02" in explained.stdout
+
+
+def test_demo_does_not_replace_a_directory_it_did_not_make(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    done = subprocess.run(["bash", str(EXAMPLE.parent / "demo.sh")], env={**os.environ, "MLMD_DEMO_DIR": str(tmp_path)},
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "is not a demo store" in done.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"

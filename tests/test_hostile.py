@@ -570,7 +570,7 @@ def test_hostile_names_and_ids_are_not_found(store, tmp_path, command, label):
     assert "\x1b" not in result[2]  # a terminal escape is shown escaped, never sent to the terminal
 
 
-@pytest.mark.parametrize("ident", ["-1", "0", "9" * 30, "1.5", "e:1"])
+@pytest.mark.parametrize("ident", ["-1", "0", "9" * 30, "1.5", "x:1", "e:", "#"])  # e:1, a:1, #1 are IDs (tests/test_ids.py)
 @pytest.mark.parametrize("command", ["show-execution", "explain", "upstream", "downstream"])
 def test_odd_ids(store, tmp_path, command, ident):
     db, _ = store

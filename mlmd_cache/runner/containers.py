@@ -10,6 +10,7 @@ import datetime
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -156,7 +157,13 @@ class TaskProcess:
         return self.task_dir / ("stdout.log" if self.attempt == 1 else f"stdout.{self.attempt}.log")
 
     def run(self) -> int:
-        """The exit code (127 when the program cannot start, -SIGTERM when stopped)."""
+        """The exit code (127 when the program cannot start, -SIGTERM when stopped). The process
+        gets a private ``TMPDIR``, removed when it ends: KFP's lightweight components write their
+        program into ``mktemp -d`` and never remove it, which in a pod is thrown away with the pod."""
+        with tempfile.TemporaryDirectory(prefix="tmp-", dir=self.task_dir) as scratch:
+            return self._run({**self.env, "TMPDIR": scratch})
+
+    def _run(self, env: Mapping[str, str]) -> int:
         with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
             with self._lock:
                 if self._stopped:
@@ -164,7 +171,7 @@ class TaskProcess:
                 command, preexec = with_death_signal(self.command)
                 try:
                     self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout,
-                                                     stderr=stderr, env=dict(self.env), cwd=self.task_dir,
+                                                     stderr=stderr, env=dict(env), cwd=self.task_dir,
                                                      start_new_session=True, preexec_fn=preexec)
                 except OSError as error:
                     stderr.write(f"cannot start {self.command[0]!r}: {error.strerror}\n".encode())

@@ -160,7 +160,8 @@ class Scheduler:
         parameters. On an exception (Ctrl-C) every running process is stopped and every open
         execution marked FAILED before it propagates."""
         root = self.pipeline.spec.root
-        execution = self.dags.start("", self.run.name, arguments, artifacts, None)
+        # total_dag_tasks, as on every DAG: lineage counts the tasks a failure left without an execution by it
+        execution = self.dags.start("", self.run.name, arguments, artifacts, None, total_dag_tasks=len(root.dag.tasks))
         result: dict[str, Any] = {}
 
         def ended(dag: _Dag, state: str, parameters: dict[str, Any], _artifacts: dict[str, ArtifactList],

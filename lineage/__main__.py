@@ -1,0 +1,4 @@
+"""``python -m lineage``: the ``mlmd-lineage`` command."""
+from .cli import main
+
+main()
