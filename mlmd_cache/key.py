@@ -44,8 +44,8 @@ def _pipeline_spec_messages() -> ModuleType:
     kfp.pipeline_spec.pipeline_spec_pb2`` would then not bind it as their attribute. When kfp later
     imports the file under its name, protobuf accepts the identical descriptor again and returns the
     message classes it made the first time (one class per descriptor, in all its implementations), so
-    ``RuntimeArtifact`` here and kfp's are one class. Where no such file is found (kfp not installed
-    from a wheel into a directory), the ordinary import.
+    ``RuntimeArtifact`` here and kfp's are one class. Where no such file is found (kfp in a zip file,
+    say), the ordinary import.
     """
     loaded = sys.modules.get(_PIPELINE_SPEC_PB2)
     if loaded is not None:

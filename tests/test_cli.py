@@ -220,7 +220,7 @@ def test_db_and_timeout_go_before_or_after_the_subcommand(tmp_path, monkeypatch)
         timeouts.append(kwargs["call_timeout"])
         return connect(*args, **kwargs)
 
-    monkeypatch.setattr("mlmd_cache.cli.connect", connect_spy)
+    monkeypatch.setattr("mlmd_cache.connection.connect", connect_spy)  # the CLI imports it when it opens a store
 
     def answer(command, args, env=None):
         result = CliRunner(env={"MLMD_DB": None, "MLMD_TIMEOUT": None, **(env or {})}).invoke(command, args)
