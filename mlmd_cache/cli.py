@@ -468,7 +468,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     else:
         display.summary(report)
     if report.interrupted:
-        click.echo("run-pipeline: interrupted; the running tasks' executions and the run are marked FAILED", err=True)
+        click.echo("run-pipeline: interrupted; running tasks marked FAILED", err=True)
         sys.exit(130)
     if not report.succeeded:
         sys.exit(1)

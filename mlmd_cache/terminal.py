@@ -47,9 +47,12 @@ def _execution_text(task: TaskReport) -> str:
         execution += f" (from {task.cached_execution_id})"
     if task.attempts > 1:
         execution += f", {task.attempts} attempts"
-    if task.state in ("NOT_RUN", "SKIPPED") and task.error:
-        execution += f"  ({task.error})"
     return execution
+
+
+def _reason(task: TaskReport) -> str:
+    """Why a task did not run (NOT_RUN, SKIPPED)."""
+    return f"({task.error})" if task.state in ("NOT_RUN", "SKIPPED") and task.error else ""
 
 
 def _error_lines(task: TaskReport) -> list[str]:
@@ -62,6 +65,8 @@ def _error_lines(task: TaskReport) -> list[str]:
 def task_line(task: TaskReport) -> str:
     """The plain line of a task that ended: path, state, duration, execution, source of a hit."""
     line = f"{task.name:<{_NAME_WIDTH}} {state_word(task):<8} {task.duration:7.2f}s  {_execution_text(task)}"
+    if _reason(task):
+        line += f"  {_reason(task)}"
     return "\n".join([line, *_error_lines(task)])
 
 
@@ -115,8 +120,10 @@ class RunDisplay:
             console = Console(file=sys.stderr, highlight=False, markup=False, emoji=False)
             if console.is_terminal and not console.is_dumb_terminal:
                 self._console = console
-        # Task lines go above the live table when they are shown on its terminal; else as plain lines.
-        self._lines_on_console = self._console is not None and _same_file(self._lines, sys.stderr)
+        # What goes to standard output is printed above the live table when both are one terminal.
+        self._stdout_on_console = self._console is not None and _same_file(sys.stdout, sys.stderr)
+        # Task lines too (else plain lines, to a pipe or a file).
+        self._lines_on_console = self._console is not None and (lines_to_stderr or self._stdout_on_console)
 
     def __enter__(self) -> "RunDisplay":
         if self._console is not None:
@@ -124,7 +131,7 @@ class RunDisplay:
 
             self._live = Live(console=self._console, get_renderable=self._render, transient=True,
                               auto_refresh=True, refresh_per_second=_REFRESHES_PER_SECOND,
-                              redirect_stdout=self._lines_on_console and self._lines is not sys.stderr,
+                              redirect_stdout=self._stdout_on_console,
                               redirect_stderr=True)
             self._live.start()
         return self
@@ -163,25 +170,25 @@ class RunDisplay:
             if task.kind not in _NESTED_KINDS:
                 self._known.add(task.name)
                 self._ended.add(task.name)
+        self._refresh()  # first: the table drawn again under the line is then the new one
         if self._lines_on_console:
             self._console.print(self._task_row(task))
-            for line in _error_lines(task):
+            for line in [f"    {_reason(task)}"] if _reason(task) else _error_lines(task):
                 self._console.print(line, overflow="fold")
         else:
             click.echo(task_line(task), file=self._lines)
-        self._refresh()
 
     # -- after the run -------------------------------------------------------------------------------
 
     def summary(self, report: RunReport) -> None:
-        """The summary, on standard output (call after :meth:`close`)."""
+        """The summary, on standard output (call after :meth:`close`): on the terminal, folded to its width."""
         for line in summary_lines(report):
-            click.echo(line)
+            self._print(line, err=False)
 
     # -- drawing -------------------------------------------------------------------------------------
 
     def _print(self, text: str, err: bool) -> None:
-        if self._console is not None and (err or self._lines_on_console):
+        if self._console is not None and (err or self._stdout_on_console):
             self._console.print(text, overflow="fold")
         else:
             click.echo(text, err=err)
@@ -196,9 +203,10 @@ class RunDisplay:
         from rich.text import Text
 
         width = self._console.width
-        # the name column grows with the longest name yet, but leaves the other columns room
-        self._name_width = max(self._name_width, min(len(task.name), max(12, width - 44)))
-        name_width = min(self._name_width, max(8, width - 30))
+        # The name column grows with the longest name yet, but leaves the execution room for
+        # "execution 123 (from 45)"; a longer name folds within its column.
+        self._name_width = max(self._name_width, len(task.name))
+        name_width = max(12, min(self._name_width, width - 19 - 23))
         row = Table.grid(padding=(0, 1))
         row.add_column(width=name_width, overflow="fold")
         row.add_column(width=8, no_wrap=True)

@@ -287,8 +287,8 @@ class Scheduler:
         now = time.monotonic()
         for attempt in sorted(attempts, key=lambda a: a.began):
             attempt.node.report = TaskReport(
-                attempt.dag.path + attempt.node.name, FAILED, attempt.started.id, attempt.started.fingerprint,
-                duration=now - attempt.began, error=f"{_INTERRUPTED}: its process was stopped",
+                attempt.dag.path + attempt.node.name, FAILED, attempt.started.id,
+                fingerprint=attempt.started.fingerprint, duration=now - attempt.began, error=f"{_INTERRUPTED}: its process was stopped",
                 task_dir=str(attempt.task_dir), attempts=attempt.number)
             self._report(attempt.node.report)
         self._report_unfinished(root, now)
