@@ -224,7 +224,8 @@ def _metrics(cache: ExecutionCache, reports: Mapping[str, TaskReport]) -> list[M
     if not outputs:
         return []
     artifacts = {a.id: a for a in cache.store.get_artifacts_by_id(sorted({i for _, _, i in outputs}))}
-    types = {t.id: t.name for t in cache.store.get_artifact_types_by_id(sorted({a.type_id for a in artifacts.values()}))}
+    type_ids = sorted({artifact.type_id for artifact in artifacts.values()})
+    types = {t.id: t.name for t in cache.store.get_artifact_types_by_id(type_ids)}
     found = []
     for task, output, artifact_id in outputs:
         artifact = artifacts.get(artifact_id)

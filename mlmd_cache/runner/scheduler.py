@@ -288,14 +288,16 @@ class Scheduler:
         for attempt in sorted(attempts, key=lambda a: a.began):
             attempt.node.report = TaskReport(
                 attempt.dag.path + attempt.node.name, FAILED, attempt.started.id,
-                fingerprint=attempt.started.fingerprint, duration=now - attempt.began, error=f"{_INTERRUPTED}: its process was stopped",
-                task_dir=str(attempt.task_dir), attempts=attempt.number)
+                fingerprint=attempt.started.fingerprint, duration=now - attempt.began,
+                error=f"{_INTERRUPTED}: its process was stopped", task_dir=str(attempt.task_dir),
+                attempts=attempt.number)
             self._report(attempt.node.report)
-        self._report_unfinished(root, now)
-
-    def _report_unfinished(self, dag: _Dag, now: float) -> None:
-        open_dags = {open_dag.path: open_dag for open_dag in self._open_dags if not open_dag.ended}
+        open_dags = {dag.path: dag for dag in self._open_dags if not dag.ended}
         loops = {(id(loop.dag), loop.node.name): loop for loop in self._open_loops}
+        self._report_unfinished(root, now, open_dags, loops)
+
+    def _report_unfinished(self, dag: _Dag, now: float, open_dags: dict[str, _Dag],
+                           loops: dict[tuple[int, str], _Loop]) -> None:
         for name in sorted(dag.nodes):
             node = dag.nodes[name]
             if node.report is not None:
@@ -305,13 +307,13 @@ class Scheduler:
             if loop is not None:
                 for iteration in loop.iterations:
                     if iteration is not None and not iteration.ended:
-                        self._report_unfinished(iteration, now)
+                        self._report_unfinished(iteration, now, open_dags, loops)
                         self._report(TaskReport(iteration.path.rstrip("/"), FAILED, iteration.execution.id,
                                                 duration=now - iteration.began, error=_INTERRUPTED, kind="iteration"))
                 node.report = TaskReport(path, FAILED, loop.execution.id, duration=now - loop.began,
                                          error=_INTERRUPTED, kind="loop")
             elif child is not None:
-                self._report_unfinished(child, now)
+                self._report_unfinished(child, now, open_dags, loops)
                 node.report = TaskReport(path, FAILED, child.execution.id, duration=now - child.began,
                                          error=_INTERRUPTED, kind="dag")
             else:  # not started, waiting for a slot, or waiting for a key another run holds
