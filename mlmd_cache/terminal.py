@@ -162,6 +162,7 @@ class RunDisplay:
         with self._lock:
             self._known.add(task)
             self._running[task] = (time.monotonic(), f"waiting for execution {holder}")
+        self._refresh()
         self._print(f"{task}: waiting for execution {holder}, which holds its cache key", err=True)
 
     def finished(self, task: TaskReport) -> None:
