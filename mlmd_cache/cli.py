@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -437,17 +436,6 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-_STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN",
-                "SKIPPED": "SKIPPED"}
-
-
-def _state_word(task) -> str:
-    """A DAG, loop or iteration that completed is DONE: it executes nothing itself."""
-    if task.state == "COMPLETE" and task.kind in ("dag", "loop", "iteration"):
-        return "DONE"
-    return _STATE_WORDS[task.state]
-
-
 @main.command()
 @click.option("--pipeline", "pipelines", multiple=True, metavar="NAME",
               help="A pipeline to index (repeatable). Default: every pipeline in the store.")
@@ -477,55 +465,6 @@ def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], as_j
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-def _task_line(task) -> str:
-    execution = f"execution {task.execution_id}" if task.execution_id else "no execution"
-    if task.cached_execution_id:
-        execution += f" (from {task.cached_execution_id})"
-    if task.attempts > 1:
-        execution += f", {task.attempts} attempts"
-    line = f"{task.name:<24} {_state_word(task):<8} {task.duration:7.2f}s  {execution}"
-    if task.state == "FAILED" and task.error:
-        line += "\n" + "\n".join(f"    | {text}" for text in task.error.splitlines())
-    elif task.state in ("NOT_RUN", "SKIPPED") and task.error:
-        line += f"  ({task.error})"
-    return line
-
-
-class _LiveProgress:
-    """On a terminal, a status line on stderr naming the tasks that run, above which each task's
-    result line appears as it ends."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.done = enabled, 0
-        self.running: dict[str, None] = {}  # in start order
-
-    def _status(self) -> None:
-        if self.enabled and self.running:
-            names = list(self.running)
-            shown = ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
-            width = shutil.get_terminal_size((80, 24)).columns - 1
-            click.echo(f"\r\x1b[K{f'[{self.done} done] running {shown} ...'[:width]}", nl=False, err=True)
-
-    def started(self, task: str) -> None:
-        self.running[task] = None
-        self._status()
-
-    def waiting(self, task: str, holder: int) -> None:
-        """A task whose cache key another run holds (always told, on stderr)."""
-        if self.enabled:
-            click.echo("\r\x1b[K", nl=False, err=True)
-        click.echo(f"{task}: waiting for execution {holder}, which holds its cache key", err=True)
-        self._status()
-
-    def finished(self, task: str, line: str, err: bool) -> None:
-        self.done += 1
-        self.running.pop(task, None)
-        if self.enabled:
-            click.echo("\r\x1b[K", nl=False, err=True)
-        click.echo(line, err=err)
-        self._status()
 
 
 @main.command("run-pipeline")
@@ -569,8 +508,11 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     components and container components whose command exists here (images are not pulled).
     Conditions, loops, exit handlers, OneOf, Collected and retries run as on KFP. A task whose
     cache key has a valid earlier execution is not run: its outputs are reused; a task whose key
-    another run is executing waits for it and reuses its outputs. Exit code 1 when
-    a task fails (its descendants are NOT_RUN), 2 for an unusable pipeline or parameter.
+    another run is executing waits for it and reuses its outputs. One line per task as it ends, on
+    a terminal below it a live table of the running tasks; then a summary: the store, the
+    pipeline's outputs and the metrics logged. Exit code 1 when a task fails (its descendants are
+    NOT_RUN), 2 for an unusable pipeline or parameter, 130 on Ctrl-C or SIGTERM (the running tasks
+    are stopped and FAILED, the rest NOT_RUN).
     """
     import signal
 
@@ -578,7 +520,8 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     from .durations import parse_duration, parse_task_durations
     from .leases import check_lease
     from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
-    from .runner import check_task_names, default_pipeline_root, run_pipeline as run
+    from .runner import RunInterrupted, check_task_names, default_pipeline_root, run_pipeline as run
+    from .terminal import RunDisplay
 
     def interrupt(signum: int, frame: Any) -> None:  # SIGTERM stops a run as Ctrl-C does
         raise KeyboardInterrupt
@@ -601,28 +544,30 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         except NoStoreError as error:
             name = next(iter(ids))
             raise InvalidArgumentError(f"--artifact {name}={ids[name]}: no such artifact, {error}") from None
-        progress = _LiveProgress(enabled=sys.stderr.isatty())
-        report = run(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name, pipeline_root=root,
-                     enable_caching=False if disable_cache else None, parallelism=parallelism,
-                     on_start=progress.started, max_staleness=staleness, task_staleness=per_task,
-                     digest=digest, key_by_content=key_by_content, dedup=not no_dedup, lease_seconds=lease_seconds,
-                     max_wait_seconds=max_wait_seconds, on_wait=progress.waiting,
-                     on_task=lambda task: progress.finished(task.name, _task_line(task), err=as_json))
-    except KeyboardInterrupt:
-        click.echo("run-pipeline: interrupted; the running task's execution and the run are marked FAILED", err=True)
+        display = RunDisplay(lines_to_stderr=as_json)
+        try:
+            with display:
+                report = run(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name,
+                             pipeline_root=root, enable_caching=False if disable_cache else None,
+                             parallelism=parallelism, max_staleness=staleness, task_staleness=per_task,
+                             digest=digest, key_by_content=key_by_content, dedup=not no_dedup,
+                             lease_seconds=lease_seconds, max_wait_seconds=max_wait_seconds,
+                             on_queued=display.queued, on_start=display.started, on_wait=display.waiting,
+                             on_task=display.finished)
+        except RunInterrupted as interrupted:
+            report = interrupted.report
+    except KeyboardInterrupt:  # before the run began: nothing of it was written
+        click.echo("run-pipeline: interrupted", err=True)
         sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:
-        counts = {}
-        for task in report.tasks.values():
-            if task.kind in ("dag", "loop", "iteration"):
-                continue  # the summary counts tasks
-            counts[_state_word(task)] = counts.get(_state_word(task), 0) + 1
-        summary = ", ".join(f"{n} {state.lower()}" for state, n in counts.items())
-        click.echo(f"run {report.run} of pipeline {report.pipeline}: {summary}")
+        display.summary(report)
+    if report.interrupted:
+        click.echo("run-pipeline: interrupted; running tasks marked FAILED", err=True)
+        sys.exit(130)
     if not report.succeeded:
         sys.exit(1)
 

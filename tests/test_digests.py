@@ -459,7 +459,7 @@ def test_run_pipeline_flags(cached_yaml, cutoff_yaml, tmp_path):
     assert code == 0, err
     code, out, err = cli("run-pipeline", cutoff_yaml, *root, "--run-name", "k2", "--key-by-content")
     assert (code, err) == (0, "")
-    assert out.splitlines()[-1] == "run k2 of pipeline early-cutoff: 1 executed, 2 cached"
+    assert "run k2 of pipeline early-cutoff: 1 executed, 2 cached" in out.splitlines()
     code, out, err = cli("run-pipeline", "--help")
     assert "--digest" in out and "--key-by-content" in out
 

@@ -18,7 +18,7 @@ Where each part lives:
 - :mod:`.containers`: a container task's cache key, executor input, command, process and outputs;
 - :mod:`.importers`: ``dsl.importer`` and pipeline input artifacts;
 - :mod:`.values`: parameter values and run-time placeholders; :mod:`.shims`: the task's ``PATH``;
-- :mod:`.reports`: what a run reports.
+- :mod:`.reports`: what a run reports; :mod:`.interrupts`: Ctrl-C acted on at a safe point.
 """
 from __future__ import annotations
 
@@ -31,20 +31,23 @@ from typing import Any, Callable, Mapping, Optional, Union
 from kfp.local import executor_input_utils
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import json_values, limits
+from .. import json_values, limits, records
 from ..cache import ExecutionCache
 from ..connection import connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
 from ..leases import DEFAULT_LEASE_SECONDS, check_lease
 from ..pipeline_spec import CompiledPipeline, PipelineSpecError, UnsupportedPipelineError, iter_tasks
 from .importers import pipeline_input_artifacts, write_input_artifacts
-from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, RunReport, TaskReport
+from .interrupts import deferred_stop_signals
+from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, Metrics, RunInterrupted, RunReport, TaskReport
 from .scheduler import Scheduler
 from .shims import task_environment
 from .values import RunPlaceholders, coerce, from_protobuf
 
-__all__ = ["run_pipeline", "check_task_names", "RunReport", "TaskReport", "default_pipeline_root",
-           "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED"]
+__all__ = ["run_pipeline", "check_task_names", "RunReport", "TaskReport", "Metrics", "RunInterrupted",
+           "default_pipeline_root", "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED"]
+
+_METRICS_TYPE = "system.Metrics"
 
 
 def default_pipeline_root(db_url: Optional[str]) -> Path:
@@ -129,6 +132,7 @@ def run_pipeline(
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     max_wait_seconds: Optional[float] = None,
     on_wait: Optional[Callable[[str, int], None]] = None,
+    on_queued: Optional[Callable[[list[str]], None]] = None,
 ) -> RunReport:
     """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
     (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
@@ -141,7 +145,9 @@ def run_pipeline(
     ``cachingOptions`` decide. At most ``parallelism`` task processes run at once (default: the
     machine's cores), and a loop's own ``parallelism`` holds too. ``on_start`` is called with a
     task's path as its process starts or its cache lookup begins, ``on_task`` with each report as
-    it ends (see :class:`TaskReport` for paths). Task outputs go under
+    it ends (see :class:`TaskReport` for paths), ``on_queued`` with the paths of a DAG's tasks
+    (not its nested DAGs) as the DAG opens: each will start, or end NOT_RUN or SKIPPED; a DAG not
+    opened (skipped, not run) reports its tasks without queueing them. Task outputs go under
     ``pipeline_root/<run>/<task path>/<execution id>/`` (default: beside the store, see
     :func:`default_pipeline_root`), with the task's ``stdout.log`` and ``stderr.log``.
 
@@ -162,8 +168,11 @@ def run_pipeline(
     over. After ``max_wait_seconds`` (default: no limit) a waiting task runs anyway.
 
     A failing task does not raise: its report is FAILED, its descendants NOT_RUN, independent
-    tasks still run. On Ctrl-C every running task's process group is stopped, their executions
-    and every open DAG execution are marked FAILED, and ``KeyboardInterrupt`` propagates.
+    tasks still run. Ctrl-C (SIGINT, and SIGTERM when its handler raises ``KeyboardInterrupt``) is
+    acted on between two steps of the run, never amid a store write (:mod:`.interrupts`): every
+    running task's process group is stopped, their executions and every open DAG execution are
+    marked FAILED, the running tasks are reported FAILED and those not started NOT_RUN (through
+    ``on_task``), and :class:`RunInterrupted` (a ``KeyboardInterrupt``) is raised with the report.
     """
     check_lease(lease_seconds, max_wait_seconds)
     if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
@@ -175,7 +184,7 @@ def run_pipeline(
     task_staleness = dict(task_staleness or {})
     check_task_names(pipeline, task_staleness, "task staleness")
     root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()
-    with task_environment() as env:
+    with task_environment() as env, deferred_stop_signals() as stop:
         check_commands(pipeline, env["PATH"])
         run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root),
                                  exist_ok=False, max_staleness=max_staleness, digest=digest,
@@ -185,8 +194,45 @@ def run_pipeline(
                                        create_time=created)
         scheduler = Scheduler(cache, pipeline, run, root, env, parallelism or os.cpu_count() or 1, placeholders,
                               on_task, on_start, task_staleness, dedup=dedup, lease_seconds=lease_seconds,
-                              max_wait_seconds=max_wait_seconds, on_wait=on_wait)
+                              max_wait_seconds=max_wait_seconds, on_wait=on_wait, on_queued=on_queued, stop=stop)
         root_artifacts = write_input_artifacts(cache, input_artifacts, root_spec)
-        execution, _, _ = scheduler.run_root(arguments, root_artifacts)
-    return RunReport(run_name, pipeline.name, execution.id, scheduler.reports)
+        try:
+            execution, _, _ = scheduler.run_root(arguments, root_artifacts)
+            stop.check()  # a signal that came as the run ended: it stops the caller still
+        except KeyboardInterrupt:
+            raise RunInterrupted(_report(cache, run_name, pipeline, scheduler, None)) from None
+    return _report(cache, run_name, pipeline, scheduler, execution.id)
+
+
+def _report(cache: ExecutionCache, run_name: str, pipeline: CompiledPipeline, scheduler: Scheduler,
+            execution_id: Optional[int]) -> RunReport:
+    """The run's report; ``execution_id`` None: interrupted (the root DAG's ID is then read back
+    from the scheduler's records, if it got that far)."""
+    artifacts = {name: [{"id": int(artifact.name), "uri": artifact.uri} for artifact in artifact_list]
+                 for name, artifact_list in scheduler.output_artifacts.items()}
+    root_id = execution_id if execution_id is not None else scheduler.root_execution_id
+    return RunReport(run_name, pipeline.name, root_id, scheduler.reports, output_parameters=scheduler.output_parameters,
+                     output_artifacts=artifacts, metrics=_metrics(cache, scheduler.reports),
+                     store=getattr(cache.store, "shown", ""), interrupted=execution_id is None)
+
+
+def _metrics(cache: ExecutionCache, reports: Mapping[str, TaskReport]) -> list[Metrics]:
+    """The ``system.Metrics`` outputs of the run's tasks (CACHED ones too: the artifacts they reuse),
+    with their logged values (custom properties, but the display name and mlmd-cache's own)."""
+    outputs = [(task.name, output, artifact_id) for task in reports.values() if task.kind in ("container", "importer")
+               for output, ids in task.output_artifact_ids.items() for artifact_id in ids]
+    if not outputs:
+        return []
+    artifacts = {a.id: a for a in cache.store.get_artifacts_by_id(sorted({i for _, _, i in outputs}))}
+    type_ids = sorted({artifact.type_id for artifact in artifacts.values()})
+    types = {t.id: t.name for t in cache.store.get_artifact_types_by_id(type_ids)}
+    found = []
+    for task, output, artifact_id in outputs:
+        artifact = artifacts.get(artifact_id)
+        if artifact is None or types.get(artifact.type_id) != _METRICS_TYPE:
+            continue
+        values = {key: records.read_property(artifact, key) for key in sorted(artifact.custom_properties)
+                  if key != records.DISPLAY_NAME and not key.startswith("mlmd_cache_")}
+        found.append(Metrics(task, output, artifact_id, values))
+    return found
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-__all__ = ["TaskReport", "RunReport", "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED", "SUCCEEDED"]
+__all__ = ["TaskReport", "RunReport", "Metrics", "RunInterrupted", "COMPLETE", "CACHED", "FAILED", "NOT_RUN",
+           "SKIPPED", "SUCCEEDED"]
 
 COMPLETE, CACHED, FAILED, NOT_RUN, SKIPPED = "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED"
 # States after which the dependents of a task may use its outputs. SKIPPED (a branch not taken)
@@ -42,18 +43,57 @@ class TaskReport:
 
 
 @dataclass
+class Metrics:
+    """A ``system.Metrics`` artifact a task of the run output (or reused): the values logged with
+    ``metrics.log_metric(name, value)``, which KFP keeps as the artifact's custom properties."""
+
+    task: str  # the task's path
+    output: str  # the output's name
+    artifact_id: int
+    values: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "output": self.output, "artifact_id": self.artifact_id, "values": self.values}
+
+
+@dataclass
 class RunReport:
-    """A pipeline run: its name, its root DAG execution and a report per task, in the order they ended."""
+    """A pipeline run: its name, its root DAG execution and a report per task, in the order they ended.
+
+    ``output_parameters`` and ``output_artifacts`` (ID and URI) are the pipeline's own outputs (the
+    root's ``outputDefinitions``: what the pipeline function returns), known once the run completed;
+    ``metrics`` the ``system.Metrics`` artifacts of its tasks; ``store`` the store's URL, password
+    hidden; ``interrupted``: stopped by Ctrl-C or SIGTERM (see :class:`RunInterrupted`)."""
 
     run: str
     pipeline: str
-    dag_execution_id: int
+    dag_execution_id: Optional[int]  # None only when interrupted before the root DAG was written
     tasks: dict[str, TaskReport]
+    output_parameters: dict[str, Any] = field(default_factory=dict)
+    output_artifacts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    metrics: list[Metrics] = field(default_factory=list)
+    store: str = ""
+    interrupted: bool = False
 
     @property
     def succeeded(self) -> bool:
-        return all(task.state in SUCCEEDED or task.state == SKIPPED for task in self.tasks.values())
+        return not self.interrupted and all(task.state in SUCCEEDED or task.state == SKIPPED
+                                            for task in self.tasks.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run, "pipeline": self.pipeline, "succeeded": self.succeeded,
-                "tasks": {name: task.to_dict() for name, task in self.tasks.items()}}
+                "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
+                "store": self.store, "interrupted": self.interrupted,
+                "outputs": {"parameters": self.output_parameters, "artifacts": self.output_artifacts},
+                "metrics": [metrics.to_dict() for metrics in self.metrics]}
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (or SIGTERM, where the caller makes it raise ``KeyboardInterrupt``):
+    its running tasks' processes were stopped and every execution it had open marked FAILED before
+    this was raised. ``report`` tells what had happened: the tasks that ended, FAILED for the tasks
+    that were running, NOT_RUN for those that had not started."""
+
+    def __init__(self, report: RunReport) -> None:
+        super().__init__(f"run {report.run!r} was interrupted")
+        self.report = report

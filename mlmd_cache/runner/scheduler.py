@@ -35,6 +35,7 @@ from ..pipeline_spec import CompiledPipeline, upstream_tasks
 from . import containers, expressions, importers
 from .dags import DagRecorder, collect_outputs, dag_outputs
 from .inputs import ResolvedInputs, resolve_inputs
+from .interrupts import DeferredStop
 from .paths import safe_name, task_directory
 from .reports import COMPLETE, FAILED, NOT_RUN, SKIPPED, TaskReport
 from .scope import ArtifactList, InputError, Scope, artifact_ids
@@ -46,6 +47,7 @@ __all__ = ["Scheduler"]
 _ALL_UPSTREAM_TASKS_COMPLETED = pipeline_spec_pb2.PipelineTaskSpec.TriggerPolicy.ALL_UPSTREAM_TASKS_COMPLETED
 _POLL_SECONDS = 0.5
 _DAG_STATES = {COMPLETE: mlmd.Execution.COMPLETE, FAILED: mlmd.Execution.FAILED}
+_INTERRUPTED = "the run was interrupted"
 
 
 @dataclass
@@ -130,17 +132,26 @@ class Scheduler:
                  on_task: Optional[Callable[[TaskReport], None]], on_start: Optional[Callable[[str], None]],
                  task_staleness: Optional[Mapping[str, datetime.timedelta]] = None, *, dedup: bool = True,
                  lease_seconds: float = leases.DEFAULT_LEASE_SECONDS, max_wait_seconds: Optional[float] = None,
-                 on_wait: Optional[Callable[[str, int], None]] = None) -> None:
+                 on_wait: Optional[Callable[[str, int], None]] = None,
+                 on_queued: Optional[Callable[[list[str]], None]] = None, stop: Optional[DeferredStop] = None
+                 ) -> None:
         self.cache, self.pipeline, self.run, self.pipeline_root = cache, pipeline, run, pipeline_root
         self.dedup, self.lease_seconds, self.on_wait = dedup, lease_seconds, on_wait
         self.max_wait_seconds = max_wait_seconds
         self.task_staleness = dict(task_staleness or {})  # by task path or task name
         self.env, self.placeholders = env, placeholders
-        self.on_task, self.on_start = on_task, on_start
+        self.on_task, self.on_start, self.on_queued = on_task, on_start, on_queued
+        self.stop = stop or DeferredStop()
         self.dags = DagRecorder(cache, run)
         self.reports: dict[str, TaskReport] = {}
+        # The root DAG's outputs once it completed (the pipeline's outputs, root outputDefinitions).
+        self.output_parameters: dict[str, Any] = {}
+        self.output_artifacts: dict[str, ArtifactList] = {}
+        self.root_execution_id: Optional[int] = None
         self._pool = ThreadPoolExecutor(max_workers=parallelism, thread_name_prefix="mlmd-cache-task")
-        self._finished: queue.SimpleQueue[tuple[_Attempt, int]] = queue.SimpleQueue()
+        # Ended processes; None wakes the loop for a stop signal (SimpleQueue.put is safe in a signal handler).
+        self._finished: queue.SimpleQueue[Optional[tuple[_Attempt, int]]] = queue.SimpleQueue()
+        self.stop.wake = lambda: self._finished.put(None)
         self._timers: list[tuple[float, int, _Attempt]] = []
         self._key_waits: list[tuple[float, int, _KeyWait]] = []
         self._sequence = itertools.count()
@@ -162,24 +173,36 @@ class Scheduler:
         root = self.pipeline.spec.root
         # total_dag_tasks, as on every DAG: lineage counts the tasks a failure left without an execution by it
         execution = self.dags.start("", self.run.name, arguments, artifacts, None, total_dag_tasks=len(root.dag.tasks))
+        self.root_execution_id = execution.id
         result: dict[str, Any] = {}
 
-        def ended(dag: _Dag, state: str, parameters: dict[str, Any], _artifacts: dict[str, ArtifactList],
+        def ended(dag: _Dag, state: str, parameters: dict[str, Any], outputs: dict[str, ArtifactList],
                   error: str) -> None:
             result.update(state=state, parameters=parameters)
+            if state == COMPLETE:
+                self.output_parameters, self.output_artifacts = parameters, outputs
 
+        root_dag: Optional[_Dag] = None
         try:
             root_dag = self._open_dag("", root, execution, {**arguments, **artifacts}, ended,
                                       pipeline_spec_pb2.PipelineTaskSpec.RetryPolicy())
+            self.stop.check()  # a stop signal is acted on here, between two steps, never amid a write
             self._advance()
             while not root_dag.ended:
                 self._wait()
+                self.stop.check()
                 self._advance()
         except StoreFaultError as error:
             self._abort(write=False)  # each write would wait out the store's retries again
             raise StoreFaultError(f"{error}; run {self.run.name!r} stopped and its task processes with it "
                                   "(once the store is back, `mlmd-cache recover` marks its unfinished executions "
                                   "FAILED; a re-run reuses what completed)") from None
+        except KeyboardInterrupt:
+            attempts = [a for _, _, a in self._timers] + list(self._running_attempts.values())
+            self._abort()
+            if root_dag is not None:
+                self._report_interrupted(root_dag, attempts)
+            raise
         except BaseException:
             self._abort()
             raise
@@ -196,10 +219,11 @@ class Scheduler:
             if timers:
                 timeout = min(timeout, max(0.0, timers[0][0] - time.monotonic()))
         try:
-            attempt, returncode = self._finished.get(timeout=timeout)
+            ended = self._finished.get(timeout=timeout)
         except queue.Empty:
-            pass
-        else:
+            ended = None
+        if ended is not None:
+            attempt, returncode = ended
             self._running_attempts.pop(id(attempt), None)
             self._process_ended(attempt, returncode)
         now = time.monotonic()
@@ -257,6 +281,49 @@ class Scheduler:
         except Exception:
             pass
 
+    def _report_interrupted(self, root: _Dag, attempts: list[_Attempt]) -> None:
+        """After a stop (:meth:`_abort`): FAILED for every task whose process ran or waited for a
+        retry, then, through the DAGs from the root, NOT_RUN for every task that had not started and
+        FAILED for every DAG, loop and iteration still open (innermost first), as they are in MLMD."""
+        now = time.monotonic()
+        for attempt in sorted(attempts, key=lambda a: a.began):
+            attempt.node.report = TaskReport(
+                attempt.dag.path + attempt.node.name, FAILED, attempt.started.id,
+                fingerprint=attempt.started.fingerprint, duration=now - attempt.began,
+                error=f"{_INTERRUPTED}: its process was stopped", task_dir=str(attempt.task_dir),
+                attempts=attempt.number)
+            self._report(attempt.node.report)
+        open_dags = {dag.path: dag for dag in self._open_dags if not dag.ended}
+        loops = {(id(loop.dag), loop.node.name): loop for loop in self._open_loops}
+        self._report_unfinished(root, now, open_dags, loops)
+
+    def _report_unfinished(self, dag: _Dag, now: float, open_dags: dict[str, _Dag],
+                           loops: dict[tuple[int, str], _Loop]) -> None:
+        for name in sorted(dag.nodes):
+            node = dag.nodes[name]
+            if node.report is not None:
+                continue
+            path = dag.path + name
+            loop, child = loops.get((id(dag), name)), open_dags.get(path + "/")
+            if loop is not None:
+                for iteration in loop.iterations:
+                    if iteration is not None and not iteration.ended:
+                        self._report_unfinished(iteration, now, open_dags, loops)
+                        self._report(TaskReport(iteration.path.rstrip("/"), FAILED, iteration.execution.id,
+                                                duration=now - iteration.began, error=_INTERRUPTED, kind="iteration"))
+                node.report = TaskReport(path, FAILED, loop.execution.id, duration=now - loop.began,
+                                         error=_INTERRUPTED, kind="loop")
+            elif child is not None:
+                self._report_unfinished(child, now, open_dags, loops)
+                node.report = TaskReport(path, FAILED, child.execution.id, duration=now - child.began,
+                                         error=_INTERRUPTED, kind="dag")
+            else:  # not started, waiting for a slot, or waiting for a key another run holds
+                for inner, kind in self._inner_tasks(node.component, path + "/"):
+                    self._report(TaskReport(inner, NOT_RUN, error=f"{_INTERRUPTED} before it started", kind=kind))
+                node.report = TaskReport(path, NOT_RUN, error=f"{_INTERRUPTED} before it started",
+                                         kind=self._kind(node))
+            self._report(node.report)
+
     def _open_executions(self) -> list[mlmd.Execution]:
         """The DAG and loop executions not yet ended, outermost first."""
         open_dags = [dag.execution for dag in self._open_dags if not dag.ended]
@@ -276,6 +343,9 @@ class Scheduler:
         dag = _Dag(path, component, execution, Scope(inputs), nodes, on_end, pending=set(nodes))
         self._open_dags.append(dag)
         self._dirty.append(dag)
+        if self.on_queued is not None:
+            self.on_queued([path + name for name, node in sorted(nodes.items())
+                            if node.component.WhichOneof("implementation") != "dag"])
         return dag
 
     def _end_dag(self, dag: _Dag) -> None:
