@@ -313,15 +313,11 @@ def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt:
     else:
         graph, subject = load.load_store(store), "the store"
     lexport.check_not_empty(graph, subject)
-    data = lexport.content(graph, fmt, title=f"lineage of {subject}")
+    title = f"lineage of {subject}"
     if output == "-":
-        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.write(lexport.content(graph, fmt, title))
         sys.stdout.flush()
     else:
-        try:
-            with open(output, "wb") as file:
-                file.write(data)
-        except OSError as error:
-            raise InvalidArgumentError(f"cannot write {output!r}: {error.strerror or error}") from None
+        lexport.write(graph, fmt, output, title)
     click.echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to "
                f"{'standard output' if output == '-' else output} ({fmt})", err=True)

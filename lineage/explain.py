@@ -126,7 +126,7 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
     asked = g.graph.get("artifact") if target == g.graph.get("target") else None
     if asked:  # the question was about an artifact: this execution made it
         result["artifact_id"] = int(asked[2:])
-    if data.get("type") == records.DAG_EXECUTION_TYPE:  # runs nothing itself: no cache lookup
+    if lg.is_dag(data):  # runs nothing itself: no cache lookup
         result["outcome"] = "dag"
         result["dag"] = _dag(g, target)
         return result
@@ -186,23 +186,22 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
 def _dag(g: nx.MultiDiGraph, node: str) -> dict[str, Any]:
     """A DAG execution's place in its run and the executions it holds directly (see :func:`explain`)."""
     data = g.nodes[node]
-    parent = (data.get("properties") or {}).get(records.PARENT_DAG_ID)
-    parent = parent if isinstance(parent, int) else None
-    children = sorted((d for _, d in g.nodes(data=True) if d.get("kind") == "execution"
-                       and (d.get("properties") or {}).get(records.PARENT_DAG_ID) == data["id"]), key=lambda d: d["id"])
+    parent = lg.parent_dag(data)
+    children = sorted((d for _, d in g.nodes(data=True) if d.get("kind") == "execution" and lg.parent_dag(d) == node),
+                      key=lambda d: d["id"])
     # a DAG's own state stays MLMD's (COMPLETE, FAILED, ...): it executes nothing, nor is it cached
     tasks = [{"execution_id": d["id"], "task": d.get("task_name") or d.get("name"),
-              "state": d.get("state") if d.get("type") == records.DAG_EXECUTION_TYPE else lg.cache_state(d),
-              "cached_from": d.get("cached_execution_id"), "dag": d.get("type") == records.DAG_EXECUTION_TYPE}
+              "state": d.get("state") if lg.is_dag(d) else lg.cache_state(d),
+              "cached_from": d.get("cached_execution_id"), "dag": lg.is_dag(d)}
              for d in children]
     counts: dict[str, int] = {}
     for entry in tasks:
         if not entry["dag"]:
             counts[entry["state"].lower()] = counts.get(entry["state"].lower(), 0) + 1
-    parent_data = g.nodes.get(f"e:{parent}") if parent is not None else None
+    parent_data = g.nodes.get(parent) if parent is not None else None
     return {"root": parent is None, "task": data.get("task_name") or None, "state": data.get("state"),
             "run": data.get("run"),
-            "pipeline": data.get("pipeline"), "parent_dag_id": parent,
+            "pipeline": data.get("pipeline"), "parent_dag_id": int(parent[2:]) if parent is not None else None,
             "parent_task": (parent_data.get("task_name") or None) if parent_data else None,
             "tasks": tasks, "counts": counts}
 

@@ -23,7 +23,7 @@ import re
 import shutil
 import subprocess
 from importlib import resources
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import networkx as nx
 
@@ -38,7 +38,6 @@ __all__ = ["FORMATS", "to_node_link", "to_graphml_graph", "to_dot", "to_html", "
 # Points, as Graphviz measures (an SVG drawn at its own size shows 1 pt as 4/3 px): labels of 14 pt
 # and edge labels of 12 pt (16 px) keep 8 px or more in a drawing of up to 1,600 px shown 800 px wide.
 FONT_SIZE = 14
-_DAG = "system.DAGExecution"
 
 
 class GraphvizError(MlmdCacheError):
@@ -147,11 +146,6 @@ def _dag_state(data: dict[str, Any]) -> str:
                                                                                _task_state(data).lower())
 
 
-def _parent_dag(data: dict[str, Any]) -> Optional[str]:
-    parent = (data.get("properties") or {}).get("parent_dag_id")
-    return f"e:{parent}" if isinstance(parent, int) else None
-
-
 class _Frame:
     """A Graphviz cluster: a run (framed by its root DAG execution when loaded) or a nested DAG."""
 
@@ -190,9 +184,9 @@ def _frames(graph: nx.MultiDiGraph) -> tuple[list[_Frame], list[str]]:
             runs[run] = _Frame(f"run:{run}", title, {"style": "rounded", "color": "#5f6368"}, f"run:{run}")
         return runs[run]
 
-    dags = sorted(((n, d) for n, d in graph.nodes(data=True) if d.get("type") == _DAG), key=lambda item: item[1]["id"])
+    dags = sorted(((n, d) for n, d in graph.nodes(data=True) if lg.is_dag(d)), key=lambda item: item[1]["id"])
     for node, data in dags:  # a root DAG becomes its run's frame
-        if _parent_dag(data) is None and data.get("run") and data["run"] not in runs:
+        if lg.parent_dag(data) is None and data.get("run") and data["run"] not in runs:
             frame = run_frame(data["run"])
             frame.label += f"\nDAG execution {data['id']}, {_dag_state(data)}"
             frame.style = {**frame.style, **_FRAME_STYLES.get(_dag_state(data), {})}
@@ -207,7 +201,7 @@ def _frames(graph: nx.MultiDiGraph) -> tuple[list[_Frame], list[str]]:
         frame = frame_of_dag[node]
         if frame.key.startswith("run:"):
             continue
-        parent = _parent_dag(data)
+        parent = lg.parent_dag(data)
         if parent in frame_of_dag:
             frame_of_dag[parent].frames.append(frame)
         elif data.get("run"):
@@ -216,15 +210,15 @@ def _frames(graph: nx.MultiDiGraph) -> tuple[list[_Frame], list[str]]:
             top.append(frame)
     loose: list[str] = []
     for node, data in sorted(graph.nodes(data=True), key=lambda item: (item[0][0], item[1].get("id", 0))):
-        if data.get("type") == _DAG:
+        if lg.is_dag(data):
             continue
         if data.get("kind") == "artifact":
-            makers = [p for p in graph.predecessors(node) if graph.nodes[p].get("type") != _DAG
+            makers = [p for p in graph.predecessors(node) if not lg.is_dag(graph.nodes[p])
                       and graph.nodes[p].get("state") != "CACHED"]
-            owner = _parent_dag(graph.nodes[makers[0]]) if makers else None
+            owner = lg.parent_dag(graph.nodes[makers[0]]) if makers else None
             run = graph.nodes[makers[0]].get("run") if makers else data.get("run")
         else:
-            owner, run = _parent_dag(data), data.get("run")
+            owner, run = lg.parent_dag(data), data.get("run")
         if owner in frame_of_dag:
             frame_of_dag[owner].nodes.append(node)
         elif run:
@@ -266,14 +260,18 @@ def _not_run_key(dag: str) -> str:
     return f"not-run:{dag}"
 
 
-def _not_run_statement(dag: str, data: dict[str, Any], count: int) -> str:
+def _not_run_count(data: dict[str, Any], count: int) -> str:
+    """``3 tasks`` of a DAG, ``1 iteration`` of a loop: what a DAG holds that has no execution."""
     loop = isinstance((data.get("properties") or {}).get("iteration_count"), int)
-    what = ("iteration" if loop else "task") + ("" if count == 1 else "s")
+    return f"{count} {'iteration' if loop else 'task'}{'' if count == 1 else 's'}"
+
+
+def _not_run_statement(dag: str, data: dict[str, Any], count: int) -> str:
     state = _task_state(data)
     why = {"FAILED": "not run (after a failure)", "RUNNING": "not started", "INTERRUPTED": "not started"}.get(
         state, "skipped")
     return f"  {_quote(_not_run_key(dag))} " + _attributes(
-        id=_not_run_key(dag), label=f"{count} {what} {why}\nno execution recorded", shape="box",
+        id=_not_run_key(dag), label=f"{_not_run_count(data, count)} {why}\nno execution recorded", shape="box",
         style="rounded,dotted", color="#9aa0a6", fontcolor="#5f6368") + ";"
 
 
@@ -310,14 +308,14 @@ def to_dot(graph: nx.MultiDiGraph) -> str:
         lines += emit(frame, "  ")
     lines += [_node_statement(node, graph.nodes[node], False) for node in loose]
     for u, v, key in sorted(graph.edges(keys=True)):
-        if graph.nodes[u].get("type") == _DAG or graph.nodes[v].get("type") == _DAG:
+        if lg.is_dag(graph.nodes[u]) or lg.is_dag(graph.nodes[v]):
             continue  # a DAG is drawn as its frame: its events repeat those of its tasks
         cached = graph.nodes[u].get("state") == "CACHED"
         lines.append(f"  {_quote(u)} -> {_quote(v)} " + _attributes(
             label=key or None, style="dashed" if cached else None, color="#9aa0a6" if cached else None) + ";")
     for dag in not_run:  # the tasks that failed or were skipped lead to those that did not run
-        ends = [n for n in graph.nodes if _parent_dag(graph.nodes[n]) == dag
-                and _task_state(graph.nodes[n]) in ("FAILED", "SKIPPED") and graph.nodes[n].get("type") != _DAG]
+        ends = [n for n in graph.nodes if lg.parent_dag(graph.nodes[n]) == dag
+                and _task_state(graph.nodes[n]) in ("FAILED", "SKIPPED") and not lg.is_dag(graph.nodes[n])]
         for end in sorted(ends):
             lines.append(f"  {_quote(end)} -> {_quote(_not_run_key(dag))} [style=dotted, color=\"#9aa0a6\"];")
     lines.append("}")
@@ -347,13 +345,11 @@ def to_html(graph: nx.MultiDiGraph, title: str = "lineage") -> str:
     svg = render(to_dot(graph), "svg").decode("utf-8")
     svg = svg[svg.index("<svg"):]  # the XML declaration and DOCTYPE have no place inside HTML
     svg = re.sub(r'<svg width="[^"]*" height="[^"]*"', '<svg id="lineage-svg"', svg, count=1)
-    loop_dags = {n for n, d in graph.nodes(data=True) if "iteration_count" in (d.get("properties") or {})}
     data = {
         "nodes": {node: {("mlmd_id" if k == "id" else k): _plain(v) for k, v in attributes.items()}
                   for node, attributes in graph.nodes(data=True)},
         "edges": [[u, v, key] for u, v, key in sorted(graph.edges(keys=True))],
-        "not_run": {_not_run_key(dag): {"dag": dag, "tasks": f"{count} {'iteration' if dag in loop_dags else 'task'}"
-                                        f"{'' if count == 1 else 's'}"}
+        "not_run": {_not_run_key(dag): {"dag": dag, "tasks": _not_run_count(graph.nodes[dag], count)}
                     for dag, count in lg.tasks_not_run(graph).items()},
     }
     page = resources.files("lineage").joinpath("export.html").read_text(encoding="utf-8")
@@ -377,8 +373,12 @@ def content(graph: nx.MultiDiGraph, fmt: str, title: str = "lineage") -> bytes:
     return render(to_dot(graph), fmt)
 
 
-def write(graph: nx.MultiDiGraph, fmt: str, path: str) -> None:
-    """Write ``graph`` to ``path`` in ``fmt`` (one of :data:`FORMATS`); nothing is written on an error."""
-    data = content(graph, fmt)
-    with open(path, "wb") as file:
-        file.write(data)
+def write(graph: nx.MultiDiGraph, fmt: str, path: str, title: str = "lineage") -> None:
+    """Write ``graph`` to ``path`` in ``fmt`` (one of :data:`FORMATS`); nothing is written when the
+    graph cannot be drawn, and a file that cannot be written is an :class:`InvalidArgumentError`."""
+    data = content(graph, fmt, title)
+    try:
+        with open(path, "wb") as file:
+            file.write(data)
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot write {path!r}: {error.strerror or error}") from None

@@ -11,10 +11,12 @@ and a second run reused B (a CACHED execution, 5, pointing at its source, 2):
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Iterable, Optional
 
 import networkx as nx
 
+from mlmd_cache import records
 from mlmd_cache.errors import NotFoundError
 from mlmd_cache.recovery import RUNNER, runner_gone
 
@@ -34,6 +36,8 @@ __all__ = [
     "run_summaries",
     "nodes_of",
     "tasks_not_run",
+    "is_dag",
+    "parent_dag",
     "WHOLE_RUNS",
 ]
 
@@ -164,6 +168,23 @@ def cache_state(data: dict[str, Any]) -> str:
     return "EXECUTED" if state == "COMPLETE" else state
 
 
+def is_dag(data: dict[str, Any]) -> bool:
+    """Whether a node is a DAG execution (a run's root, a nested pipeline, a condition, a loop or an
+    iteration), which runs nothing itself."""
+    return data.get("type") == records.DAG_EXECUTION_TYPE
+
+
+def parent_dag(data: dict[str, Any]) -> Optional[str]:
+    """The node of the DAG execution that holds an execution (its ``parent_dag_id``); None for a
+    run's root DAG, an artifact, or a record without one.
+
+    >>> parent_dag({"properties": {"parent_dag_id": 9}}), parent_dag({"properties": {}})
+    ('e:9', None)
+    """
+    parent = (data.get("properties") or {}).get(records.PARENT_DAG_ID)
+    return f"e:{parent}" if isinstance(parent, int) else None
+
+
 def run_executions(graph: nx.MultiDiGraph, run: str, *, include_dags: bool = False) -> list[dict[str, Any]]:
     """The executions of ``run`` in ID order, each as ``{"node", "id", "task", "state", "cached_from"}``
     (``state`` as :func:`cache_state`; ``cached_from`` the source execution ID of a CACHED one).
@@ -177,7 +198,7 @@ def run_executions(graph: nx.MultiDiGraph, run: str, *, include_dags: bool = Fal
     for node, data in graph.nodes(data=True):
         if data.get("kind") != "execution" or data.get("run") != run:
             continue
-        if not include_dags and data.get("type") == "system.DAGExecution":
+        if not include_dags and is_dag(data):
             continue
         result.append({"node": node, "id": data["id"], "task": data.get("task_name") or data.get("name", ""),
                        "state": cache_state(data), "cached_from": data.get("cached_execution_id")})
@@ -226,7 +247,7 @@ def producer(graph: nx.MultiDiGraph, artifact: str) -> Optional[str]:
     """
     _require(graph, artifact)
     writers = sorted(graph.predecessors(artifact),
-                     key=lambda e: (graph.nodes[e].get("type") == "system.DAGExecution",
+                     key=lambda e: (is_dag(graph.nodes[e]),
                                     graph.nodes[e].get("state") == "CACHED", graph.nodes[e]["id"]))
     return writers[0] if writers else None
 
@@ -309,8 +330,8 @@ def run_summaries(graph: nx.MultiDiGraph) -> list[dict[str, Any]]:
         summary = summaries.get(data.get("run"))
         if summary is None:
             continue
-        if data.get("type") == "system.DAGExecution":
-            if (data.get("properties") or {}).get("parent_dag_id") in (None, ""):  # the run's root DAG
+        if is_dag(data):
+            if (data.get("properties") or {}).get(records.PARENT_DAG_ID) in (None, ""):  # the run's root DAG
                 summary["state"] = {"EXECUTED": "complete"}.get(cache_state(data), cache_state(data).lower())
             continue
         word = {"EXECUTED": "executed", "CACHED": "cached", "FAILED": "failed",
@@ -337,16 +358,12 @@ def tasks_not_run(graph: nx.MultiDiGraph) -> dict[str, int]:
     """
     if not graph.graph.get(WHOLE_RUNS):
         return {}
-    children: dict[int, int] = {}
-    for _, data in graph.nodes(data=True):
-        parent = (data.get("properties") or {}).get("parent_dag_id") if data.get("kind") == "execution" else None
-        if isinstance(parent, int):
-            children[parent] = children.get(parent, 0) + 1
+    held = Counter(parent_dag(data) for _, data in graph.nodes(data=True) if data.get("kind") == "execution")
     missing = {}
     for node, data in graph.nodes(data=True):
         properties = data.get("properties") or {}
         # a loop's children are its iterations; an iteration's (and any other DAG's) are its tasks
         total = properties.get("iteration_count", properties.get("total_dag_tasks"))
-        if data.get("type") == "system.DAGExecution" and isinstance(total, int) and total > children.get(data["id"], 0):
-            missing[node] = total - children.get(data["id"], 0)
+        if is_dag(data) and isinstance(total, int) and total > held[node]:
+            missing[node] = total - held[node]
     return missing
