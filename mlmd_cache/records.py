@@ -24,6 +24,7 @@ __all__ = [
     "IMPORTER_EXECUTION_TYPE",
     "CACHE_SOURCE_CONTEXT_TYPE",
     "TypeRegistry",
+    "task_metadata",
     "cache_source_context_name",
     "filter_string",
     "filter_matching",
@@ -158,6 +159,14 @@ def read_property(node: Any, name: str) -> Any:
     if kind == "struct_value":
         return json_format.MessageToDict(value.struct_value)
     return getattr(value, kind) if kind else None
+
+
+def task_metadata(artifact: mlmd.Artifact) -> dict[str, Any]:
+    """The metadata a task gave its output artifact (``artifact.metadata[...]``,
+    ``metrics.log_metric``): its custom properties but KFP's ``display_name`` and mlmd-cache's own
+    records (``mlmd_cache_digest``, ...), which are no task's."""
+    return {key: read_property(artifact, key) for key in sorted(artifact.custom_properties)
+            if key != DISPLAY_NAME and not key.startswith("mlmd_cache_")}
 
 
 class TypeRegistry:

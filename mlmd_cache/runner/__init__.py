@@ -231,8 +231,6 @@ def _metrics(cache: ExecutionCache, reports: Mapping[str, TaskReport]) -> list[M
         artifact = artifacts.get(artifact_id)
         if artifact is None or types.get(artifact.type_id) != _METRICS_TYPE:
             continue
-        values = {key: records.read_property(artifact, key) for key in sorted(artifact.custom_properties)
-                  if key != records.DISPLAY_NAME and not key.startswith("mlmd_cache_")}
-        found.append(Metrics(task, output, artifact_id, values))
+        found.append(Metrics(task, output, artifact_id, records.task_metadata(artifact)))
     return found
 

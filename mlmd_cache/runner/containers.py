@@ -233,8 +233,7 @@ def runtime_artifact(artifact: mlmd.Artifact, artifact_type: pipeline_spec_pb2.A
     """The RuntimeArtifact a downstream task receives; its name is the MLMD ID, as in KFP's executor input."""
     runtime = pipeline_spec_pb2.RuntimeArtifact(name=str(artifact.id), uri=artifact.uri, type=artifact_type)
     # Our own records (mlmd_cache_digest, ...) are not the task's metadata: a task sees what KFP gives it.
-    runtime.metadata.update({key: records.read_property(artifact, key) for key in artifact.custom_properties
-                             if key != records.DISPLAY_NAME and not key.startswith("mlmd_cache_")})
+    runtime.metadata.update(records.task_metadata(artifact))
     return runtime
 
 
