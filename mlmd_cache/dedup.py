@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from ml_metadata import errors as mlmd_errors
 
-from . import leases, records
+from . import leases
 from .errors import ExecutionStateError
 from .leases import DEFAULT_LEASE_SECONDS, Reservation
 from .sources import CacheHit
@@ -137,5 +137,5 @@ def claim_or_wait(cache: "ExecutionCache", run: "PipelineRun", task: "Task", mis
         if waiting.over(after=delay):
             started = waiting.start_anyway(cache, run, task)
             return Claim(started=started, generation=waiting.generation,
-                         miss_reason=records.read_property(started.execution, records.MISS_REASON))
+                         miss_reason=started.miss_reason)
         time.sleep(delay)
