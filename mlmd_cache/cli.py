@@ -365,7 +365,7 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     round trip (--no-cache-service: not). Answers standard gRPC health checks. Stops cleanly on SIGTERM or SIGINT, letting calls in
     flight finish (a second signal cancels them).
     """
-    from .connection import check_database_url, mysql_url
+    from .connection import mysql_url
     from .server import SERVICE_NAME, MetadataStoreServer, stop_on_signals
 
     if port is not None and grpc_port is not None:
@@ -385,7 +385,6 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
         db_url = mysql_url(mysql_config_host, mysql_config_port, mysql_config_database, mysql_config_user,
                            mysql_config_password)
     url = db_url or default_store_url()
-    check_database_url(url)  # before the store is opened (ServerGroup opens it) or a process starts
     try:
         if processes > 1:
             from .server_processes import ServerGroup
