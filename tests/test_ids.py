@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from typing import NamedTuple
 
 import pytest
 from click.testing import CliRunner
@@ -21,7 +20,8 @@ from mlmd_cache import ExecutionCache, connect, records
 from mlmd_cache.cli import main as mlmd_cache_main
 from mlmd_cache.pipeline_spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
-from tests.test_lineage import Scenario, cli, evaluate, make_data, scenario, train  # noqa: F401 (a fixture)
+from tests.test_lineage import Scenario, cli, evaluate, scenario, train  # noqa: F401 (a fixture)
+from tests.test_runner import outer_pipeline  # a nested pipeline: outer runs inner (make-data, train), then evaluate
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
 
@@ -161,19 +161,6 @@ def test_explain_of_a_runs_root_dag_says_what_it_is(scenario, run, counts):
     assert result["outcome"] == "dag" and result["dag"]["root"] and result["dag"]["run"] == run
     assert [t["execution_id"] for t in result["dag"]["tasks"]] == [int(number(s.e(run, t))) for t in
                                                                    ("make-data", "train", "evaluate")]
-
-
-@dsl.pipeline(name="inner")
-def inner_pipeline(n: int, lr: float = 0.1) -> NamedTuple("Outputs", model=Model, loss=float):
-    data = make_data(n=n)
-    fitted = train(data=data.outputs["data"], lr=lr)
-    return NamedTuple("Outputs", model=Model, loss=float)(fitted.outputs["model"], fitted.outputs["Output"])
-
-
-@dsl.pipeline(name="outer")
-def outer_pipeline(n: int = 5):
-    fitted = inner_pipeline(n=n)
-    evaluate(model=fitted.outputs["model"], loss=fitted.outputs["loss"])
 
 
 def test_explain_of_a_nested_pipelines_dag_says_where_it_is(tmp_path):
