@@ -12,7 +12,8 @@ import click
 # Only what building the commands needs: a command imports what it uses (ml_metadata, grpc, the KFP
 # SDK: most of a second), so that --help and usage errors answer at once.
 from . import ids
-from .defaults import CALL_TIMEOUT_SECONDS, DATABASE_URLS, default_store_path, default_store_url
+from .defaults import (CALL_TIMEOUT_SECONDS, DATABASE_URLS, DEFAULT_TASK_ENV, TASK_ENV_MODES, default_store_path,
+                       default_store_url)
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
 from ._messages import _one_line
 
@@ -129,6 +130,17 @@ def db_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--db`` and ``--timeout``: every command that opens a store takes both (also before the
     subcommand: :func:`group_db_options`)."""
     return _db_url_option()(_timeout_option(command))
+
+
+task_env_option = click.option(
+    "--task-env", type=click.Choice(TASK_ENV_MODES), default=DEFAULT_TASK_ENV, show_default=True,
+    envvar="MLMD_CACHE_TASK_ENV",
+    help="Where tasks run: venv (a cached environment per requirement set, built by uv), docker (each task in "
+         "its image) or host (this Python; a task that needs packages it lacks fails). Env: MLMD_CACHE_TASK_ENV.")
+env_dir_option = click.option(
+    "--env-dir", metavar="DIR", envvar="MLMD_CACHE_ENV_DIR",
+    help="Where --task-env venv keeps its environments. Default: ~/.cache/mlmd-cache/envs "
+         "($XDG_CACHE_HOME). Env: MLMD_CACHE_ENV_DIR.")
 
 
 class RecordIdType(click.ParamType):
@@ -494,17 +506,21 @@ def _count(number: int, noun: str) -> str:
               help="How long a reserved key stays held without its runner's heartbeat (e.g. 10s, PT1M).")
 @click.option("--max-wait", metavar="DURATION",
               help="How long a task waits for the run that holds its key before it runs anyway. Default: no limit.")
+@task_env_option
+@env_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (progress lines go to stderr).")
 @_reports_errors
 def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
                  disable_cache: bool, parallelism: Optional[int], run_name: Optional[str],
                  pipeline_root: Optional[str], max_staleness: Optional[str], task_staleness: tuple[str, ...],
                  digest: bool, key_by_content: bool, no_dedup: bool, lease: str, max_wait: Optional[str],
-                 as_json: bool) -> None:
+                 task_env: str, env_dir: Optional[str], as_json: bool) -> None:
     """Run a compiled KFP v2 pipeline locally with KFP's step caching, recording it in MLMD.
 
-    Every ready task runs at once (up to --parallelism) as a local subprocess: lightweight Python
-    components and container components whose command exists here (images are not pulled).
+    Every ready task runs at once (up to --parallelism) as a local process: by default in a cached
+    environment of its own, built once by uv from what its command asks pip for (--task-env venv),
+    or in its container image (--task-env docker), or with this Python, which it may not install
+    into (--task-env host). No task ever changes the environment mlmd-cache runs in.
     Conditions, loops, exit handlers, OneOf, Collected and retries run as on KFP. A task whose
     cache key has a valid earlier execution is not run: its outputs are reused; a task whose key
     another run is executing waits for it and reuses its outputs. One line per task as it ends, on
@@ -552,7 +568,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
                              digest=digest, key_by_content=key_by_content, dedup=not no_dedup,
                              lease_seconds=lease_seconds, max_wait_seconds=max_wait_seconds,
                              on_queued=display.queued, on_start=display.started, on_wait=display.waiting,
-                             on_task=display.finished)
+                             on_task=display.finished, task_env=task_env, env_dir=env_dir)
         except RunInterrupted as interrupted:
             report = interrupted.report
     except KeyboardInterrupt:  # before the run began: nothing of it was written
@@ -588,11 +604,12 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
               help="As run-pipeline's: the same for one task (repeatable).")
 @click.option("--digest", is_flag=True, help="As run-pipeline's: sources whose outputs' bytes changed are not reused.")
 @click.option("--key-by-content", is_flag=True, help="As run-pipeline's: input artifacts keyed by digest.")
+@task_env_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_reports_errors
 def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
          disable_cache: bool, run_name: Optional[str], pipeline_root: Optional[str], max_staleness: Optional[str],
-         task_staleness: tuple[str, ...], digest: bool, key_by_content: bool, as_json: bool) -> None:
+         task_staleness: tuple[str, ...], digest: bool, key_by_content: bool, task_env: str, as_json: bool) -> None:
     """Tell what run-pipeline would do with each task, without running or writing anything.
 
     Each task is a hit (the execution it would reuse), run (with why: no cache source for its key,
@@ -614,7 +631,8 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
     result = plan_pipeline(cache, pipeline, arguments, artifacts=input_artifacts, run_name=run_name,
                            pipeline_root=pipeline_root or default_pipeline_root(db_url),
                            enable_caching=False if disable_cache else None, max_staleness=staleness,
-                           task_staleness=per_task, digest=digest, key_by_content=key_by_content)
+                           task_staleness=per_task, digest=digest, key_by_content=key_by_content,
+                           task_env=task_env)
     if as_json:
         click.echo(json.dumps(result.to_dict()))  # tasks in the order a run would end them
         return
@@ -788,3 +806,65 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
     for source in result.sources:
         how = "chosen" if source.chosen else f"downstream of artifact {source.via}"
         click.echo(f"  execution {source.execution_id:<8} task {source.task:<24} {how}")
+
+
+@main.command()
+@env_dir_option
+@click.option("--prune", is_flag=True, help="Remove environments (never one a run is using); see --older-than, --max-size.")
+@click.option("--older-than", metavar="DURATION", help="With --prune: those unused for this long (e.g. 30d, 12h). "
+              "Default with --prune and no --max-size: 30d.")
+@click.option("--max-size", metavar="SIZE", help="With --prune: then the least recently used, until all take at "
+              "most SIZE (e.g. 5G, 500M).")
+@click.option("--dry-run", is_flag=True, help="With --prune: list what would be removed; remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_reports_errors
+def envs(env_dir: Optional[str], prune: bool, older_than: Optional[str], max_size: Optional[str], dry_run: bool,
+         as_json: bool) -> None:
+    """List the task environments of --task-env venv (size, last use), or prune them.
+
+    One environment per requirement set (what a task's command asks pip for, and the Python),
+    built once and shared by every task and run that asks for the same set."""
+    from .durations import parse_duration
+    from .environments import EnvironmentCache, parse_size
+
+    if not prune and (older_than or max_size or dry_run):
+        raise InvalidArgumentError("--older-than, --max-size and --dry-run go with --prune")
+    age = parse_duration(older_than, "--older-than") if older_than is not None else None
+    size = parse_size(max_size, "--max-size") if max_size is not None else None
+    cache = EnvironmentCache(env_dir)
+    if prune:
+        if age is None and size is None:
+            age = parse_duration("30d", "--older-than")
+        removed = cache.prune(older_than=age, max_size=size, dry_run=dry_run)
+        if as_json:
+            click.echo(json.dumps({"root": str(cache.root), "dry_run": dry_run,
+                                   "removed": [info.to_dict() for info in removed]}))
+            return
+        verb = "would remove" if dry_run else "removed"
+        for info in removed:
+            click.echo(f"{verb} {info.key}  {_size_text(info.size)}  {', '.join(info.requirements) or '(no packages)'}")
+        freed = _size_text(sum(info.size for info in removed))
+        click.echo(f"{verb} {_count(len(removed), 'environment')} ({freed}) from {cache.root}")
+        return
+    found = cache.list()
+    if as_json:
+        click.echo(json.dumps({"root": str(cache.root), "environments": [info.to_dict() for info in found]}))
+        return
+    if not found:
+        click.echo(f"no environments in {cache.root}")
+        return
+    rows = [(info.key, info.python, _size_text(info.size),
+             info.last_used.astimezone().strftime("%Y-%m-%d %H:%M") if info.last_used else "-",
+             "yes" if info.in_use else "no", ", ".join(info.requirements) or "(no packages)") for info in found]
+    headers = ("KEY", "PYTHON", "SIZE", "LAST USED", "IN USE", "REQUIREMENTS")
+    widths = [max(len(r[c]) for r in [headers, *rows]) for c in range(len(headers))]
+    for row in [headers, *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    click.echo(f"{_count(len(found), 'environment')}, {_size_text(sum(info.size for info in found))}, in {cache.root}")
+
+
+def _size_text(size: int) -> str:
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:.1f}{unit}"
+    return f"{size}B"

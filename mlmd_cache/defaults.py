@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["CALL_TIMEOUT_SECONDS", "DATABASE_URLS", "default_store_path", "default_store_url"]
+__all__ = ["CALL_TIMEOUT_SECONDS", "DATABASE_URLS", "TASK_ENV_MODES", "DEFAULT_TASK_ENV", "default_store_path",
+           "default_store_url"]
 
 CALL_TIMEOUT_SECONDS = 30.0
 """The deadline of one gRPC call (``--timeout``), and how long an unreachable server is retried."""
@@ -18,6 +19,11 @@ CALL_TIMEOUT_SECONDS = 30.0
 # The stores a server (`mlmd-cache serve`) can hold: a database, not another server.
 DATABASE_URLS = ("sqlite:///PATH, mysql://user:password@host:port/database (or mariadb://), "
                  "postgresql://user:password@host:port/database (or postgres://)")
+
+
+TASK_ENV_MODES = ("venv", "docker", "host")
+"""Where ``run-pipeline`` runs a task (``--task-env``, :mod:`mlmd_cache.runner.launchers`)."""
+DEFAULT_TASK_ENV = "venv"
 
 
 def default_store_path() -> Path:

@@ -13,6 +13,7 @@ __all__ = [
     "OutputError",
     "InvalidArgumentError",
     "DigestError",
+    "TaskEnvironmentError",
 ]
 
 
@@ -58,3 +59,8 @@ class InvalidArgumentError(MlmdCacheError, ValueError):
 
 class DigestError(MlmdCacheError):
     """The bytes of an artifact cannot be digested (unreadable, or neither a file, a directory nor a link)."""
+
+
+class TaskEnvironmentError(MlmdCacheError):
+    """A task's environment cannot be had: a requirement not found, no index reachable, an image
+    that cannot be pulled, Docker not answering."""

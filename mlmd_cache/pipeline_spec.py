@@ -17,7 +17,7 @@ from . import ids, json_values
 from .errors import InvalidArgumentError
 
 __all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "upstream_tasks", "UnsupportedPipelineError",
-           "PipelineSpecError"]
+           "PipelineSpecError", "check_new_fields", "IGNORED_FIELDS", "REFUSED_FIELDS", "REFUSED_ENUM_VALUES"]
 
 ParameterType = pipeline_spec_pb2.ParameterType.ParameterTypeEnum
 # libyaml's parser where PyYAML has it: a compiled pipeline of thousands of tasks loads in a fraction of the time.
@@ -106,6 +106,7 @@ def load_pipeline(path: str) -> CompiledPipeline:
     if not isinstance(document, dict) or "root" not in document or "deploymentSpec" not in document:
         raise PipelineSpecError(f"{path}: {_what_it_is_instead(document)}")
     _check_constants(path, document)
+    check_new_fields(document, platform_spec)
     spec = pipeline_spec_pb2.PipelineSpec()
     try:
         json_format.ParseDict(document, spec, ignore_unknown_fields=False)
@@ -123,6 +124,171 @@ def load_pipeline(path: str) -> CompiledPipeline:
     pipeline = CompiledPipeline(spec, executors, executor_timeouts(platform_spec, pipeline.name))
     _check_supported(pipeline)
     return pipeline
+
+
+# == Fields of the IR that the installed kfp-pipeline-spec may not know ================================
+#
+# An SDK newer than the installed kfp-pipeline-spec writes fields and enum values that it does not
+# know (kfp 2.14-2.17.3 against 0.6.0: the list below); ParseDict would fail on the first with a
+# protobuf message, and ignoring them all would run a pipeline that asks for something run-pipeline
+# does not do. So the raw document is walked against the installed descriptors first
+# (:func:`check_new_fields`): a field listed as harmless is dropped, whether or not the installed
+# package knows it; a listed behavioural field that is set is refused by the feature the user wrote,
+# known or not (a newer kfp-pipeline-spec would parse it, and the runner would still ignore it); any
+# other unknown field or enum value is refused by its path, naming the SDK that wrote the document.
+# Keys: (full name of the message or enum, field as the IR's JSON spells it / the enum value).
+
+# New fields that do not change what a task computes here: why each is ignored.
+IGNORED_FIELDS: dict[tuple[str, str], str] = {
+    ("ml_pipelines.ComponentInputsSpec.ParameterSpec", "literals"):
+        "the values a typing.Literal input allows: a check of the arguments, not a change to what runs "
+        "(no SDK up to 2.17.3 writes it)",
+    ("ml_pipelines.PipelineConfig", "resourceTtlOnCompletion"):
+        "dsl.PipelineConfig(ttl_seconds_after_finished=): how long Kubernetes keeps a finished run's pods",
+    ("ml_pipelines.PipelineConfig", "resourceTtlOnSuccess"):
+        "dsl.PipelineConfig(ttl_seconds_after_success=): how long Kubernetes keeps a succeeded run's pods",
+    ("ml_pipelines.PipelineConfig", "resourceTtlOnFailure"):
+        "dsl.PipelineConfig(ttl_seconds_after_failure=): how long Kubernetes keeps a failed run's pods",
+}
+
+# New fields that change what runs and that run-pipeline cannot honour: (the feature as the user
+# wrote it, what it needs). Refused when set (a field at its default asks for nothing).
+REFUSED_FIELDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("ml_pipelines.ComponentSpec", "taskConfigPassthroughs"):
+        ("dsl.component(task_config_passthroughs=...)",
+         "the task's Kubernetes settings (resources, env, volumes, ...) handed to the component as a "
+         "dsl.TaskConfig or applied to its pod"),
+    ("ml_pipelines.PipelineConfig", "workspace"):
+        ("dsl.PipelineConfig(workspace=...)",
+         "a volume shared by the run's tasks at dsl.WORKSPACE_PATH_PLACEHOLDER"),
+    ("ml_pipelines.PipelineConfig", "activeDeadlineSeconds"):
+        ("dsl.PipelineConfig(active_deadline_seconds=...)",
+         "a deadline for the whole run, after which KFP fails it; run-pipeline does not enforce one"),
+    ("ml_pipelines.PipelineDeploymentConfig.ImporterSpec", "downloadToWorkspace"):
+        ("dsl.importer(download_to_workspace=True)", "the imported artifact copied into the run's workspace volume"),
+}
+
+# New enum values that change what runs: (the feature, what it needs).
+REFUSED_ENUM_VALUES: dict[tuple[str, str], tuple[str, str]] = {
+    ("ml_pipelines.ParameterType.ParameterTypeEnum", "TASK_CONFIG"):
+        ("a dsl.TaskConfig input", "the task's Kubernetes settings, which KFP's backend fills in"),
+}
+
+_LISTED_FIELDS = set(IGNORED_FIELDS) | set(REFUSED_FIELDS)
+
+
+@dataclass(frozen=True)
+class _Finding:
+    """A field (``value`` is ``None`` for an enum value) of the raw document that is unknown or listed."""
+
+    path: str  # where, as a user reads it: components.comp-train.taskConfigPassthroughs
+    key: tuple[str, str]  # (message or enum full name, JSON field name or enum value)
+    known: bool  # whether the installed kfp-pipeline-spec knows it
+    container: Optional[dict] = None  # the dict holding the field, and its key there, to drop it
+    name: str = ""
+
+
+def _camel(name: str) -> str:
+    """A proto field name as protojson writes it (``task_config_passthroughs`` -> ``taskConfigPassthroughs``)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _fields_by_any_name(descriptor: Any) -> dict[str, Any]:
+    """A message's fields by JSON name and proto name, as ParseDict takes them (cached per message)."""
+    fields = _FIELDS.get(descriptor.full_name)
+    if fields is None:
+        fields = {**descriptor.fields_by_name, **{field.json_name: field for field in descriptor.fields}}
+        _FIELDS[descriptor.full_name] = fields
+    return fields
+
+
+_FIELDS: dict[str, dict[str, Any]] = {}
+
+
+def _walk(message: Any, descriptor: Any, path: str, found: list[_Finding]) -> None:
+    """Collect the unknown and listed fields and enum values of ``message`` (a raw dict) against
+    ``descriptor``. Shapes that do not fit are left to ParseDict, which reports them in one line."""
+    if not isinstance(message, dict):
+        return
+    fields = _fields_by_any_name(descriptor)
+    for name, value in message.items():
+        where = f"{path}.{name}" if path else str(name)
+        field = fields.get(name)
+        if field is None or (descriptor.full_name, field.json_name) in _LISTED_FIELDS:
+            json_name = field.json_name if field is not None else _camel(str(name))
+            found.append(_Finding(where, (descriptor.full_name, json_name), field is not None, message, name))
+            continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            for key, item in (value.items() if isinstance(value, dict) else ()):
+                _walk_value(item, value_field, f"{where}.{key}", found)
+        elif field.label == field.LABEL_REPEATED:
+            for index, item in enumerate(value if isinstance(value, list) else ()):
+                _walk_value(item, field, f"{where}[{index}]", found)
+        else:
+            _walk_value(value, field, where, found)
+
+
+def _walk_value(value: Any, field: Any, where: str, found: list[_Finding]) -> None:
+    if field.message_type is not None:
+        if not field.message_type.full_name.startswith("google.protobuf."):  # Struct, Value, ...: anything goes
+            _walk(value, field.message_type, where, found)
+    elif field.enum_type is not None and isinstance(value, str):
+        known = field.enum_type.values_by_name.get(value) is not None
+        if not known or (field.enum_type.full_name, value) in REFUSED_ENUM_VALUES:
+            found.append(_Finding(f"{where}: {value}", (field.enum_type.full_name, value), known))
+
+
+def _is_unset(value: Any) -> bool:
+    """A field at its proto default: absent, as far as protobuf is concerned."""
+    return value is None or value is False or value == 0 or value == "" or value == {} or value == []
+
+
+def check_new_fields(document: dict, platform_spec: Any = None) -> None:
+    """Drop the harmless fields of :data:`IGNORED_FIELDS` (and unknown fields left at their default)
+    from a raw compiled pipeline and its platform spec, in place; refuse, in one line, a set field of
+    :data:`REFUSED_FIELDS`, an enum value of :data:`REFUSED_ENUM_VALUES`, and any other field or
+    enum value the installed kfp-pipeline-spec does not know, naming the SDK that compiled it."""
+    found: list[_Finding] = []
+    try:
+        _walk(document, pipeline_spec_pb2.PipelineSpec.DESCRIPTOR, "", found)  # deploymentSpec: a Struct
+        executors = _field(_field(document, "deploymentSpec", "deployment_spec"), "executors", "executors")
+        for label, executor in (executors.items() if isinstance(executors, dict) else ()):
+            _walk(executor, ExecutorSpec.DESCRIPTOR, f"deploymentSpec.executors.{label}", found)
+        platforms = _field(platform_spec, "platforms", "platforms")
+        for platform, single in (platforms.items() if isinstance(platforms, dict) else ()):
+            config = _field(single, "pipelineConfig", "pipeline_config")
+            _walk(config, pipeline_spec_pb2.PipelineConfig.DESCRIPTOR, f"platforms.{platform}.pipelineConfig", found)
+    except RecursionError:
+        raise PipelineSpecError("the pipeline is nested too deeply to be a compiled pipeline") from None
+    name = _field(document.get("pipelineInfo", document.get("pipeline_info")), "name", "name")
+    pipeline = f"pipeline {name!r}" if isinstance(name, str) else "the pipeline"
+    sdk = document.get("sdkVersion", document.get("sdk_version"))
+    written = f"compiled by {sdk}" if isinstance(sdk, str) and sdk else "compiled by an unknown SDK (no sdkVersion)"
+    for finding in found:
+        if finding.container is not None:  # a field: dropped when harmless or left at its default
+            if finding.key in IGNORED_FIELDS or _is_unset(finding.container[finding.name]):
+                del finding.container[finding.name]
+                continue
+        listed = REFUSED_FIELDS.get(finding.key) or REFUSED_ENUM_VALUES.get(finding.key)
+        if listed is not None:
+            feature, needs = listed
+            raise UnsupportedPipelineError(f"{pipeline}: {feature} ({finding.path}, {written}) is not supported by "
+                                           f"run-pipeline: it needs {needs}")
+        what = "enum value" if finding.container is None else "field"
+        raise UnsupportedPipelineError(
+            f"{pipeline}: the {what} {finding.path} ({written}) is not supported by run-pipeline: the installed "
+            f"kfp-pipeline-spec {_installed_pipeline_spec()} does not know it, and it may change what runs")
+
+
+def _installed_pipeline_spec() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("kfp-pipeline-spec")
+    except metadata.PackageNotFoundError:
+        return "(version unknown)"
 
 
 def _field(message: Any, json_name: str, proto_name: str) -> Any:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -34,7 +33,8 @@ from . import records
 from .cache import ExecutionCache, PipelineRun
 from .errors import InvalidArgumentError
 from .pipeline_spec import CompiledPipeline
-from .runner import check_commands, check_task_names, default_pipeline_root, run_arguments
+from .runner import DEFAULT_TASK_ENV, check_task_names, default_pipeline_root, run_arguments
+from .runner.launchers import check_commands
 from .runner.containers import runtime_artifact
 from .runner.planning import UNKNOWN, Planner
 from .runner.reports import CACHED, FAILED, NOT_RUN, SKIPPED
@@ -113,12 +113,14 @@ def plan_pipeline(
     task_staleness: Optional[Mapping[str, datetime.timedelta]] = None,
     digest: bool = False,
     key_by_content: bool = False,
+    task_env: str = DEFAULT_TASK_ENV,
 ) -> Plan:
     """The plan of a run of ``pipeline`` with these arguments (as :func:`~mlmd_cache.runner.run_pipeline`
     takes them, and checked as it checks them): see the module docstring. Only reads the store.
 
     ``run_name`` and ``pipeline_root`` matter only to tasks whose inputs are run-time placeholders:
     a task given the run's name (or ID, or creation time) always runs, whatever the name.
+    ``task_env``: commands must exist on this host unless it is ``"docker"``.
     ``max_staleness``, ``task_staleness``, ``digest`` and ``key_by_content`` are the run's (see
     :func:`~mlmd_cache.runner.run_pipeline`); keyed by content, a consumer of a task that runs is
     ``unknown`` (the new output may have the same bytes), and input files are hashed to key the rest."""
@@ -129,8 +131,8 @@ def plan_pipeline(
     arguments, input_artifacts = run_arguments(cache, pipeline, parameters, artifacts, name, find_only=True)
     task_staleness = dict(task_staleness or {})
     check_task_names(pipeline, task_staleness, "task staleness")
-    # the task environment's shims give python and pip; the rest must be on this host's PATH
-    check_commands(pipeline, os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", os.defpath))
+    if task_env != "docker":  # the shims give python and pip; the rest must be on this host's PATH
+        check_commands(pipeline, os.environ.get("PATH", os.defpath), task_env)
     root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()
     run = PipelineRun(pipeline.name, name, mlmd.Context(), mlmd.Context(), enable_caching,  # never written
                       max_staleness=max_staleness, digest=digest, key_by_content=key_by_content)

@@ -81,6 +81,8 @@ def summary_lines(report: RunReport) -> list[str]:
              + summary]
     if report.store:
         lines.append(f"  store    {report.store}")
+    if report.task_env:
+        lines.append(f"  tasks    --task-env {report.task_env_detail or report.task_env}")
     for name, value in report.output_parameters.items():
         lines.append(f"  output   {name} = {json.dumps(value)}")
     for name, artifacts in report.output_artifacts.items():

@@ -169,23 +169,27 @@ def measure_pip_shim(path: Path, directory: Path, repeat: int, env: dict[str, st
     import bench_runner
     import kfp
 
-    from mlmd_cache.runner.shims import task_environment
+    from mlmd_cache.runner.shims import Shims
 
     _, task_command, task_root = bench_runner.task_commands(path, "salt", directory / "direct")[0]
     bare = bench_runner.bare_command(task_command, task_root)
     component = median_wall(bare, repeat, {**env, "_KFP_RUNTIME": "true"}, cwd=task_root)
     preamble = ["python3", "-m", "pip", "install", *PIP_ARGS, f"kfp=={kfp.__version__}", "--no-deps",
                 'typing-extensions>=3.7.4,<5; python_version<"3.9"']
-    with task_environment() as task_env:
+    run_shims = Shims()
+    try:
+        task_env = run_shims.host(env)
         shims = Path(task_env["PATH"].split(os.pathsep)[0])
 
         def forget() -> None:
-            for memo in shims.glob("*.json"):
+            for memo in shims.glob("pip-satisfied.*"):
                 memo.unlink()
 
         task_env = {**task_env, "PYTHONPATH": env["PYTHONPATH"]}
         first = median_wall(preamble, repeat, task_env, before=forget)
         remembered = median_wall(preamble, repeat, task_env)  # its warm-up run is the run's first task
+    finally:
+        run_shims.close()
     return {"remembered": remembered, "first": first, "component": component}
 
 

@@ -18,7 +18,7 @@ from kfp.dsl.graph_component import GraphComponent
 import lineage
 import mlmd_cache
 from mlmd_cache import pipeline_spec
-from mlmd_cache.runner.shims import task_environment
+from mlmd_cache.runner.shims import Shims
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")  # kfp's, compiling
 
@@ -133,13 +133,25 @@ def test_the_pip_shim_remembers_what_it_found_installed(tmp_path: Path) -> None:
     import kfp
 
     install = ["python3", "-m", "pip", "install", "--quiet", f"kfp=={kfp.__version__}", "--no-deps"]
-    with task_environment() as env:
-        memo = Path(env["PATH"].split(os.pathsep)[0]) / "pip-satisfied.json"
+    shims = Shims()
+    try:
+        env = shims.host(os.environ)
+        memo = Path(env["PATH"].split(os.pathsep)[0]) / "pip-satisfied.txt"
         for _ in range(2):
             subprocess.run(install, env=env, cwd=tmp_path, check=True)
             assert memo.read_text(encoding="utf-8").splitlines() == [repr(install[4:])]
-        # Not installed: the real pip runs (and, offline, fails); the environment may change, so the memo goes.
-        missing = subprocess.run(["pip", "install", "--no-index", "--quiet", "surely-not-installed-mlmd-cache-xyz"],
+        # Not installed: one line naming it, exit 1, and nothing installed (host mode never installs).
+        before = _installed()
+        missing = subprocess.run(["pip", "install", "--quiet", "surely-not-installed-mlmd-cache-xyz"],
                                  env=env, cwd=tmp_path, capture_output=True, text=True)
-        assert missing.returncode != 0 and "surely-not-installed" in missing.stderr
-        assert not memo.exists()
+        assert missing.returncode == 1
+        assert missing.stderr.count("\n") == 1 and "'surely-not-installed-mlmd-cache-xyz'" in missing.stderr
+        assert "never installs" in missing.stderr
+        assert _installed() == before
+        assert memo.read_text(encoding="utf-8").splitlines() == [repr(install[4:])]
+    finally:
+        shims.close()
+
+
+def _installed() -> str:
+    return subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout

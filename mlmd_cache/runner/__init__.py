@@ -17,14 +17,16 @@ Where each part lives:
 - :mod:`.dags`: DAG, loop and iteration executions, DAG outputs, ``dsl.OneOf``, ``dsl.Collected``;
 - :mod:`.containers`: a container task's cache key, executor input, command, process and outputs;
 - :mod:`.importers`: ``dsl.importer`` and pipeline input artifacts;
-- :mod:`.values`: parameter values and run-time placeholders; :mod:`.shims`: the task's ``PATH``;
+- :mod:`.values`: parameter values and run-time placeholders;
+- :mod:`.launchers` (``--task-env``), :mod:`.shims` (the task's ``PATH``) and :mod:`.docker`: where
+  a task's command runs: its cached environment, its image, or this host's Python;
 - :mod:`.reports`: what a run reports; :mod:`.interrupts`: Ctrl-C acted on at a safe point.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -36,15 +38,17 @@ from ..cache import ExecutionCache
 from ..connection import connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
 from ..leases import DEFAULT_LEASE_SECONDS, check_lease
-from ..pipeline_spec import CompiledPipeline, PipelineSpecError, UnsupportedPipelineError, iter_tasks
+from ..pipeline_spec import CompiledPipeline, PipelineSpecError, iter_tasks
 from .importers import pipeline_input_artifacts, write_input_artifacts
 from .interrupts import deferred_stop_signals
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, Metrics, RunInterrupted, RunReport, TaskReport
 from .scheduler import Scheduler
-from .shims import task_environment
+from .docker import DockerLauncher
+from .launchers import DEFAULT_TASK_ENV, TASK_ENV_MODES, HostLauncher, Launcher, VenvLauncher
+from .watchdog import Watchdog
 from .values import RunPlaceholders, coerce, from_protobuf
 
-__all__ = ["run_pipeline", "check_task_names", "RunReport", "TaskReport", "Metrics", "RunInterrupted",
+__all__ = ["run_pipeline", "check_task_names", "make_launcher", "TASK_ENV_MODES", "DEFAULT_TASK_ENV", "RunReport", "TaskReport", "Metrics", "RunInterrupted",
            "default_pipeline_root", "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED"]
 
 _METRICS_TYPE = "system.Metrics"
@@ -60,21 +64,16 @@ def default_pipeline_root(db_url: Optional[str]) -> Path:
     return default_store_path().parent / "pipeline-root"
 
 
-def check_commands(pipeline: CompiledPipeline, path: str) -> None:
-    """Every task's program must exist on this host (the image is recorded, not pulled)."""
-    for name, task, component in iter_tasks(pipeline):
-        if component.WhichOneof("implementation") == "dag":
-            continue
-        if pipeline.executors[component.executor_label].WhichOneof("spec") != "container":
-            continue
-        container = pipeline.executors[component.executor_label].container
-        program = (list(container.command) or list(container.args) or [""])[0]
-        if not program or "{{" in program:
-            continue
-        if shutil.which(program, path=path) is None:
-            raise UnsupportedPipelineError(
-                f"pipeline {pipeline.name!r}, task {name!r}: command {program!r} does not exist on this host "
-                f"(image {container.image!r} is not pulled: run-pipeline runs commands on the host)")
+def make_launcher(mode: str, *, env_dir: Optional[os.PathLike] = None, watchdog: Optional[Watchdog] = None
+                  ) -> Launcher:
+    """The launcher of ``--task-env MODE`` (see :mod:`.launchers`)."""
+    if mode == "venv":
+        return VenvLauncher(env_dir, watchdog)
+    if mode == "host":
+        return HostLauncher()
+    if mode == "docker":
+        return DockerLauncher(watchdog=watchdog)
+    raise InvalidArgumentError(f"task environment must be one of {', '.join(TASK_ENV_MODES)}, not {mode!r}")
 
 
 def check_task_names(pipeline: CompiledPipeline, names: Mapping[str, Any], what: str) -> None:
@@ -133,6 +132,8 @@ def run_pipeline(
     max_wait_seconds: Optional[float] = None,
     on_wait: Optional[Callable[[str, int], None]] = None,
     on_queued: Optional[Callable[[list[str]], None]] = None,
+    task_env: str = DEFAULT_TASK_ENV,
+    env_dir: Optional[os.PathLike] = None,
 ) -> RunReport:
     """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
     (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
@@ -167,6 +168,12 @@ def run_pipeline(
     fails, or its runner is killed and its lease of ``lease_seconds`` runs out, one waiter takes
     over. After ``max_wait_seconds`` (default: no limit) a waiting task runs anyway.
 
+    ``task_env`` is where each task runs (:mod:`.launchers`): ``"venv"`` (the default: in the
+    cached environment of what its command asks pip for, under ``env_dir``, default
+    :func:`~mlmd_cache.environments.default_cache_dir`), ``"docker"`` (in its image) or ``"host"``
+    (with this interpreter, never installing). No mode lets a task install into, or change, the
+    environment mlmd-cache runs in. The cache key is the same in every mode.
+
     A failing task does not raise: its report is FAILED, its descendants NOT_RUN, independent
     tasks still run. Ctrl-C (SIGINT, and SIGTERM when its handler raises ``KeyboardInterrupt``) is
     acted on between two steps of the run, never amid a store write (:mod:`.interrupts`): every
@@ -175,6 +182,8 @@ def run_pipeline(
     ``on_task``), and :class:`RunInterrupted` (a ``KeyboardInterrupt``) is raised with the report.
     """
     check_lease(lease_seconds, max_wait_seconds)
+    if task_env not in TASK_ENV_MODES:
+        raise InvalidArgumentError(f"task environment must be one of {', '.join(TASK_ENV_MODES)}, not {task_env!r}")
     if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
                                     or parallelism < 1):
         raise InvalidArgumentError(f"parallelism must be a whole number of at least 1, not {parallelism!r}")
@@ -184,28 +193,31 @@ def run_pipeline(
     task_staleness = dict(task_staleness or {})
     check_task_names(pipeline, task_staleness, "task staleness")
     root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()
-    with task_environment() as env, deferred_stop_signals() as stop:
-        check_commands(pipeline, env["PATH"])
+    watchdog = Watchdog()
+    launcher = make_launcher(task_env, env_dir=env_dir, watchdog=watchdog)
+    with contextlib.closing(launcher), deferred_stop_signals() as stop:
+        launcher.check(pipeline)
         run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root),
                                  exist_ok=False, max_staleness=max_staleness, digest=digest,
                                  key_by_content=key_by_content)
         created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         placeholders = RunPlaceholders(job_name=run_name, job_id=run_name, pipeline_root=str(root),
                                        create_time=created)
-        scheduler = Scheduler(cache, pipeline, run, root, env, parallelism or os.cpu_count() or 1, placeholders,
-                              on_task, on_start, task_staleness, dedup=dedup, lease_seconds=lease_seconds,
-                              max_wait_seconds=max_wait_seconds, on_wait=on_wait, on_queued=on_queued, stop=stop)
+        scheduler = Scheduler(cache, pipeline, run, root, dict(os.environ), launcher, parallelism or os.cpu_count() or 1,
+                              placeholders, on_task, on_start, task_staleness, dedup=dedup,
+                              lease_seconds=lease_seconds, max_wait_seconds=max_wait_seconds, on_wait=on_wait,
+                              on_queued=on_queued, stop=stop, watchdog=watchdog)
         root_artifacts = write_input_artifacts(cache, input_artifacts, root_spec)
         try:
             execution, _, _ = scheduler.run_root(arguments, root_artifacts)
             stop.check()  # a signal that came as the run ended: it stops the caller still
         except KeyboardInterrupt:
-            raise RunInterrupted(_report(cache, run_name, pipeline, scheduler, None)) from None
-    return _report(cache, run_name, pipeline, scheduler, execution.id)
+            raise RunInterrupted(_report(cache, run_name, pipeline, scheduler, None, launcher)) from None
+    return _report(cache, run_name, pipeline, scheduler, execution.id, launcher)
 
 
 def _report(cache: ExecutionCache, run_name: str, pipeline: CompiledPipeline, scheduler: Scheduler,
-            execution_id: Optional[int]) -> RunReport:
+            execution_id: Optional[int], launcher: Launcher) -> RunReport:
     """The run's report; ``execution_id`` None: interrupted (the root DAG's ID is then read back
     from the scheduler's records, if it got that far)."""
     artifacts = {name: [{"id": int(artifact.name), "uri": artifact.uri} for artifact in artifact_list]
@@ -213,7 +225,8 @@ def _report(cache: ExecutionCache, run_name: str, pipeline: CompiledPipeline, sc
     root_id = execution_id if execution_id is not None else scheduler.root_execution_id
     return RunReport(run_name, pipeline.name, root_id, scheduler.reports, output_parameters=scheduler.output_parameters,
                      output_artifacts=artifacts, metrics=_metrics(cache, scheduler.reports),
-                     store=getattr(cache.store, "shown", ""), interrupted=execution_id is None)
+                     store=getattr(cache.store, "shown", ""), interrupted=execution_id is None,
+                     task_env=launcher.mode, task_env_detail=launcher.describe())
 
 
 def _metrics(cache: ExecutionCache, reports: Mapping[str, TaskReport]) -> list[Metrics]:

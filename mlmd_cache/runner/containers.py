@@ -6,6 +6,7 @@ Argument, placeholder and executor-output handling use the KFP SDK's own local-e
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import signal
@@ -25,6 +26,7 @@ from .. import records
 from ..cache import Outputs, Task, TaskExecution
 from ..key import CacheKey
 from .inputs import ResolvedInputs
+from .launchers import Launch, Launcher, TaskEnvironmentError, TaskLaunch
 from .paths import safe_name
 from .values import ParameterType, to_protobuf
 from .watchdog import Watchdog, with_death_signal
@@ -136,17 +138,23 @@ class TaskProcess:
     """One attempt at a task's command, run by a worker thread: its own process group, stdin
     closed, stdout/stderr to files in the task's directory. :meth:`stop` may come from any thread.
     It does not outlive the runner (:mod:`.watchdog`): :meth:`run` must be called by the thread
-    that waits for it, and the group is registered with ``watchdog`` while it runs."""
+    that waits for it, and the group is registered with ``watchdog`` while it runs. Where it runs
+    is the ``launcher``'s (:mod:`.launchers`): it may first build the task's environment, which
+    :meth:`stop` stops too; a task whose environment cannot be had fails with
+    :attr:`setup_error`, one line."""
 
-    def __init__(self, command: list[str], env: Mapping[str, str], task_dir: Path, attempt: int,
+    def __init__(self, task: TaskLaunch, launcher: Launcher, attempt: int,
                  timeout: Optional[float] = None, watchdog: Optional[Watchdog] = None) -> None:
-        self.command, self.env, self.task_dir, self.attempt = command, env, task_dir, attempt
+        self.task, self.launcher, self.attempt = task, launcher, attempt
+        self.task_dir = task.task_dir
         self.timeout = timeout  # kubernetes.set_timeout: the process is stopped after this many seconds
         self.watchdog = watchdog
         self.timed_out = False
+        self.setup_error = ""
         self._lock = threading.Lock()
         self._process: Optional[subprocess.Popen] = None
-        self._stopped = False
+        self._launch: Optional[Launch] = None
+        self._stopped = threading.Event()
 
     @property
     def stderr_path(self) -> Path:
@@ -157,24 +165,37 @@ class TaskProcess:
         return self.task_dir / ("stdout.log" if self.attempt == 1 else f"stdout.{self.attempt}.log")
 
     def run(self) -> int:
-        """The exit code (127 when the program cannot start, -SIGTERM when stopped). The process
-        gets a private ``TMPDIR``, removed when it ends: KFP's lightweight components write their
-        program into ``mktemp -d`` and never remove it, which in a pod is thrown away with the pod."""
+        """The exit code (127 when the program cannot start, -SIGTERM when stopped, 1 when its
+        environment cannot be had). The process gets a private ``TMPDIR``, removed when it ends:
+        KFP's lightweight components write their program into ``mktemp -d`` and never remove it,
+        which in a pod is thrown away with the pod."""
         with tempfile.TemporaryDirectory(prefix="tmp-", dir=self.task_dir) as scratch:
-            return self._run({**self.env, "TMPDIR": scratch})
+            task = dataclasses.replace(self.task, env={**self.task.env, "TMPDIR": scratch})
+            try:
+                launch = self.launcher.launch(task, self._stopped)
+            except TaskEnvironmentError as error:
+                self.setup_error = str(error)
+                self.stderr_path.write_text(f"mlmd-cache: {error}\n")
+                return -signal.SIGTERM if self._stopped.is_set() else 1
+            try:
+                return self._run(launch)
+            finally:
+                if launch.cleanup is not None:
+                    launch.cleanup()
 
-    def _run(self, env: Mapping[str, str]) -> int:
+    def _run(self, launch: Launch) -> int:
         with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
             with self._lock:
-                if self._stopped:
+                if self._stopped.is_set():
                     return -signal.SIGTERM
-                command, preexec = with_death_signal(self.command)
+                self._launch = launch
+                command, preexec = with_death_signal(launch.command)
                 try:
                     self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stdout,
-                                                     stderr=stderr, env=dict(env), cwd=self.task_dir,
+                                                     stderr=stderr, env=dict(launch.env), cwd=self.task_dir,
                                                      start_new_session=True, preexec_fn=preexec)
                 except OSError as error:
-                    stderr.write(f"cannot start {self.command[0]!r}: {error.strerror}\n".encode())
+                    stderr.write(f"cannot start {launch.command[0]!r}: {error.strerror}\n".encode())
                     return 127
             if self.watchdog is not None:
                 self.watchdog.register(self._process.pid)  # its own session: the group ID is its PID
@@ -189,10 +210,13 @@ class TaskProcess:
                     self.watchdog.unregister(self._process.pid)
 
     def stop(self) -> None:
-        """Stop the process group: SIGTERM, then SIGKILL after 5 s."""
+        """Stop the task: its environment's build, the launcher's own way (a container), and its
+        process group: SIGTERM, then SIGKILL after 5 s."""
         with self._lock:
-            self._stopped = True
-            process = self._process
+            self._stopped.set()
+            process, launch = self._process, self._launch
+        if launch is not None and launch.stop is not None:
+            launch.stop()
         if process is None:
             return
         for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -74,6 +74,8 @@ class RunReport:
     metrics: list[Metrics] = field(default_factory=list)
     store: str = ""
     interrupted: bool = False
+    task_env: str = ""  # where tasks ran: venv, docker or host (see mlmd_cache.runner.launchers)
+    task_env_detail: str = ""  # the same with where: venv (the environment cache's directory)
 
     @property
     def succeeded(self) -> bool:
@@ -83,7 +85,7 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run, "pipeline": self.pipeline, "succeeded": self.succeeded,
                 "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
-                "store": self.store, "interrupted": self.interrupted,
+                "store": self.store, "interrupted": self.interrupted, "task_env": self.task_env,
                 "outputs": {"parameters": self.output_parameters, "artifacts": self.output_artifacts},
                 "metrics": [metrics.to_dict() for metrics in self.metrics]}
 

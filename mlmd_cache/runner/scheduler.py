@@ -36,6 +36,7 @@ from . import containers, expressions, importers
 from .dags import DagRecorder, collect_outputs, dag_outputs
 from .inputs import ResolvedInputs, resolve_inputs
 from .interrupts import DeferredStop
+from .launchers import Launcher, TaskLaunch
 from .paths import safe_name, task_directory
 from .reports import COMPLETE, FAILED, NOT_RUN, SKIPPED, TaskReport
 from .scope import ArtifactList, InputError, Scope, artifact_ids
@@ -103,9 +104,7 @@ class _Attempt:
     node: _Node
     started: TaskExecution
     message: pipeline_spec_pb2.ExecutorInput
-    command: list[str]
-    env: dict[str, str]
-    task_dir: Path
+    task: TaskLaunch
     began: float
     number: int = 0
     process: Optional[containers.TaskProcess] = None
@@ -128,18 +127,18 @@ class Scheduler:
     """Runs one pipeline run; see the module docstring."""
 
     def __init__(self, cache: ExecutionCache, pipeline: CompiledPipeline, run: PipelineRun, pipeline_root: Path,
-                 env: dict[str, str], parallelism: int, placeholders: RunPlaceholders,
+                 env: dict[str, str], launcher: Launcher, parallelism: int, placeholders: RunPlaceholders,
                  on_task: Optional[Callable[[TaskReport], None]], on_start: Optional[Callable[[str], None]],
                  task_staleness: Optional[Mapping[str, datetime.timedelta]] = None, *, dedup: bool = True,
                  lease_seconds: float = leases.DEFAULT_LEASE_SECONDS, max_wait_seconds: Optional[float] = None,
                  on_wait: Optional[Callable[[str, int], None]] = None,
-                 on_queued: Optional[Callable[[list[str]], None]] = None, stop: Optional[DeferredStop] = None
-                 ) -> None:
+                 on_queued: Optional[Callable[[list[str]], None]] = None, stop: Optional[DeferredStop] = None,
+                 watchdog: Optional[Watchdog] = None) -> None:
         self.cache, self.pipeline, self.run, self.pipeline_root = cache, pipeline, run, pipeline_root
         self.dedup, self.lease_seconds, self.on_wait = dedup, lease_seconds, on_wait
         self.max_wait_seconds = max_wait_seconds
         self.task_staleness = dict(task_staleness or {})  # by task path or task name
-        self.env, self.placeholders = env, placeholders
+        self.env, self.launcher, self.placeholders = env, launcher, placeholders
         self.on_task, self.on_start, self.on_queued = on_task, on_start, on_queued
         self.stop = stop or DeferredStop()
         self.dags = DagRecorder(cache, run)
@@ -161,7 +160,7 @@ class Scheduler:
         self._open_dags: list[_Dag] = []
         self._open_loops: list[_Loop] = []
         self._dirty: deque[_Dag] = deque()
-        self._watchdog = Watchdog()  # stops the task processes if this process is killed
+        self._watchdog = watchdog or Watchdog()  # stops the task processes if this process is killed
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -290,7 +289,7 @@ class Scheduler:
             attempt.node.report = TaskReport(
                 attempt.dag.path + attempt.node.name, FAILED, attempt.started.id,
                 fingerprint=attempt.started.fingerprint, duration=now - attempt.began,
-                error=f"{_INTERRUPTED}: its process was stopped", task_dir=str(attempt.task_dir),
+                error=f"{_INTERRUPTED}: its process was stopped", task_dir=str(attempt.task.task_dir),
                 attempts=attempt.number)
             self._report(attempt.node.report)
         open_dags = {dag.path: dag for dag in self._open_dags if not dag.ended}
@@ -629,13 +628,15 @@ class Scheduler:
                                                task_name=node.name, pipeline_root=str(self.pipeline_root),
                                                job_id=self.run.name)
 
-            command = resolve([*container.command, *container.args])
+            entrypoint = resolve(list(container.command))
+            command = [*entrypoint, *resolve(list(container.args))]
             env = containers.task_env(self.env, container, resolve)
         except (OSError, ValueError, KeyError, IndexError, TypeError) as error:  # kfp.local's placeholder errors
             self.cache.fail(started)
             return self._end(dag, node, TaskReport(path, FAILED, started.id, fingerprint=started.fingerprint,
                                                    error=f"cannot prepare the task: {error}", task_dir=str(task_dir)))
-        self._launch(_Attempt(dag, node, started, message, command, env, task_dir, began))
+        launch = TaskLaunch(command, len(entrypoint), env, container, task_dir, self.pipeline_root, self.run.name, path, started.id)
+        self._launch(_Attempt(dag, node, started, message, launch, began))
 
     def _reserve(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any, task: Task,
                  miss_reason: Optional[str], wait: Optional[_KeyWait]) -> Optional[TaskExecution]:
@@ -667,7 +668,7 @@ class Scheduler:
         if attempt.number > 0:
             attempt.started = self.cache.restart(attempt.started)
         attempt.number += 1
-        attempt.process = containers.TaskProcess(attempt.command, attempt.env, attempt.task_dir, attempt.number,
+        attempt.process = containers.TaskProcess(attempt.task, self.launcher, attempt.number,
                                                  self.pipeline.timeouts.get(attempt.node.component.executor_label),
                                                  self._watchdog)
         self._running_attempts[id(attempt)] = attempt
@@ -688,7 +689,9 @@ class Scheduler:
             except ValueError as failure:  # an unreadable output parameter file (kfp.local's own error)
                 error = f"{failure}: {failure.__cause__ or ''}".rstrip(": ")
             else:
-                return self._container_ended(dag, node, done, attempt.began, str(attempt.task_dir), attempt.number)
+                return self._container_ended(dag, node, done, attempt.began, str(attempt.task.task_dir), attempt.number)
+        elif attempt.process.setup_error:
+            error = attempt.process.setup_error
         elif attempt.process.timed_out:
             error = f"stopped after {attempt.process.timeout:g} s (kubernetes.set_timeout)"
         else:
@@ -706,7 +709,7 @@ class Scheduler:
             return
         self._end(dag, node, TaskReport(dag.path + node.name, FAILED, started.id, fingerprint=started.fingerprint,
                                         duration=time.monotonic() - attempt.began, error=error.strip(),
-                                        task_dir=str(attempt.task_dir), attempts=attempt.number))
+                                        task_dir=str(attempt.task.task_dir), attempts=attempt.number))
 
     def _container_ended(self, dag: _Dag, node: _Node, done: TaskExecution, began: float, task_dir: Optional[str],
                          attempts: int) -> None:

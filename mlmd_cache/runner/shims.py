@@ -1,26 +1,46 @@
-"""The environment of a task's process: a shim directory first on ``PATH`` whose ``python3``/``python``
-is the runner's own interpreter and whose ``pip install`` installs only what that interpreter lacks
-(:mod:`mlmd_cache._pip_shim`), so a lightweight component's ``pip install ... kfp==2.13.0``
-preamble costs milliseconds and its command runs unchanged."""
+"""The ``PATH`` of a task's process: a shim directory first, whose ``python3``/``python``/``pip`` are
+the task environment's and whose ``pip install`` installs nothing (:mod:`mlmd_cache._pip_shim`): a
+lightweight component's ``pip install ... kfp==X`` preamble costs milliseconds when its environment
+already holds what it asks for, and fails the task in one line when it does not.
+
+- ``--task-env venv``: one shim directory per environment (:mod:`mlmd_cache.environments`), its
+  ``bin`` next on ``PATH``, and the runner's own venv (its ``bin``, ``PYTHONPATH``) out of sight;
+- ``--task-env host``: the runner's own interpreter, which tasks may use but never install into.
+"""
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
+import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Mapping, Optional
 
-__all__ = ["task_environment"]
+from ..environments import Environment
+
+__all__ = ["Shims", "runner_bin"]
 
 _PIP_SHIM = Path(__file__).resolve().parent.parent / "_pip_shim.py"
+_MEMO = "pip-satisfied.txt"
+# What a task must not inherit from the runner's own Python when it runs in an environment of its own.
+_RUNNER_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "CONDA_PREFIX",
+                     "__PYVENV_LAUNCHER__")
 
 
-def _write_shims(directory: Path) -> None:
-    python = shlex.quote(sys.executable)
+def runner_bin() -> Optional[str]:
+    """The ``bin`` of the venv mlmd-cache runs in (None outside a venv)."""
+    if sys.prefix == sys.base_prefix:
+        return None
+    return os.path.join(sys.prefix, "bin")
+
+
+def _write_shims(directory: Path, python: str, target: str) -> None:
+    python = shlex.quote(python)
     # -S: the shim sets up the site directories only when it has no remembered answer (see _pip_shim)
-    check = f"{python} -I -S {shlex.quote(str(_PIP_SHIM))} {shlex.quote(str(directory / 'pip-satisfied.json'))}"
+    check = (f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(_PIP_SHIM))} "
+             f"{shlex.quote(str(directory / _MEMO))} {shlex.quote(target)}")
     scripts = {
         "python3": f'if [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ]; then\n'
                    f'    shift 3\n    exec {check} "$@"\nfi\nexec {python} "$@"\n',
@@ -28,19 +48,51 @@ def _write_shims(directory: Path) -> None:
     }
     scripts["python"] = scripts["python3"]
     scripts["pip3"] = scripts["pip"]
+    directory.mkdir(parents=True, exist_ok=True)
     for name, body in scripts.items():
         path = directory / name
-        path.write_text("#!/bin/sh\n# mlmd-cache run-pipeline: the runner's Python; pip installs only what is missing.\n"
+        path.write_text("#!/bin/sh\n# mlmd-cache run-pipeline: the task environment's Python; pip installs nothing.\n"
                         + body)
         path.chmod(0o755)
 
 
-@contextlib.contextmanager
-def task_environment() -> Iterator[dict[str, str]]:
-    """The base environment of every task of a run (the shims exist while the block runs)."""
-    with tempfile.TemporaryDirectory(prefix="mlmd-cache-shims-") as shims:
-        _write_shims(Path(shims))
-        env = dict(os.environ)
-        env["PATH"] = shims + os.pathsep + env.get("PATH", os.defpath)
+class Shims:
+    """A run's shim directories (removed by :meth:`close`) and the task environments they make."""
+
+    def __init__(self) -> None:
+        self._directory = Path(tempfile.mkdtemp(prefix="mlmd-cache-shims-"))
+        self._lock = threading.Lock()
+        self._made: set[str] = set()
+
+    def host(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` with the runner's own interpreter first on ``PATH`` (``--task-env host``)."""
+        directory = self._directory / "host"
+        with self._lock:
+            if "host" not in self._made:
+                _write_shims(directory, sys.executable, "-")
+                self._made.add("host")
+        env = dict(base)
+        env["PATH"] = str(directory) + os.pathsep + env.get("PATH", os.defpath)
         env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-        yield env
+        return env
+
+    def environment(self, base: Mapping[str, str], environment: Environment) -> dict[str, str]:
+        """``base`` with ``environment``'s Python first on ``PATH`` and the runner's own out of it."""
+        directory = self._directory / environment.requirements.key
+        with self._lock:
+            if environment.requirements.key not in self._made:
+                _write_shims(directory, str(environment.python), os.pathsep.join(environment.site_packages()))
+                # The preamble asks for what the environment was built from: known satisfied.
+                (directory / _MEMO).write_text("".join(repr(list(args)) + "\n"
+                                                       for args in environment.requirements.installs))
+                self._made.add(environment.requirements.key)
+        hidden = runner_bin()
+        path = [entry for entry in base.get("PATH", os.defpath).split(os.pathsep) if entry and entry != hidden]
+        env = {name: value for name, value in base.items() if name not in _RUNNER_VARIABLES}
+        env["PATH"] = os.pathsep.join([str(directory), str(environment.bin), *path])
+        env["VIRTUAL_ENV"] = str(environment.path)
+        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+        return env
+
+    def close(self) -> None:
+        shutil.rmtree(self._directory, ignore_errors=True)
