@@ -9,7 +9,9 @@ without network, and check that every version gives the same results.
 
 How: for each version of :data:`VERSIONS`, a throwaway venv (``python -m venv`` in a temporary
 directory, with the Python running this script: 3.11) gets that ``kfp`` from PyPI, compiles every
-pipeline of ``sources.PIPELINES`` into ``tests/data/sdk/kfp-<version>/<name>.yaml`` and is removed.
+pipeline of ``sources.PIPELINES`` into ``tests/data/sdk/kfp-<version>/<name>.yaml`` (from kfp 2.17
+on, also those of ``sources_new.py``, which use what 2.17 added, into ``kfp-<version>/new/``) and is
+removed.
 The output is deterministic (the compiler writes no timestamps; the files are written in a fixed
 order), so re-running it changes nothing unless an SDK's compiler changed. Needs PyPI; a minute or
 two per version, most of it ``pip install``.
@@ -38,17 +40,22 @@ VERSIONS = ("2.13.0", "2.14.6", "2.15.2", "2.16.1", "2.17.3")
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "sdk"
 
-# Runs inside the throwaway venv: compile every pipeline of sources.py into the given folder.
+# sources_new.py uses what kfp 2.17 added (dsl.PipelineConfig's workspace and TTLs, dsl.TaskConfig):
+# compiled into kfp-<version>/new/ from this version on.
+NEW_SINCE = (2, 17)
+
+# Runs inside the throwaway venv: compile every pipeline of a sources file into the given folder.
 _COMPILE = """
-import importlib.util, sys, warnings
+import importlib.util, os, sys, warnings
 warnings.simplefilter("ignore")  # kfp's notices (default base image, Python version) are not output
 from kfp import compiler
 spec = importlib.util.spec_from_file_location("sources", sys.argv[1])
 sources = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sources)
+os.makedirs(sys.argv[2], exist_ok=True)
 for name, pipeline in sorted(sources.PIPELINES.items()):
     compiler.Compiler().compile(pipeline, f"{sys.argv[2]}/{name}.yaml")
-    print(f"  {name}.yaml")
+    print(f"  {os.path.basename(sys.argv[2])}/{name}.yaml")
 """
 
 
@@ -63,10 +70,13 @@ def compile_version(version: str, python: str = sys.executable) -> Path:
         subprocess.run([python, "-m", "venv", str(venv)], check=True, env=env)
         subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"kfp=={version}"],
                        check=True, env=env)
-        staged = Path(temp) / "out"
+        staged = Path(temp) / f"kfp-{version}"
         staged.mkdir()
         subprocess.run([str(venv / "bin" / "python"), "-c", _COMPILE, str(DATA / "sources.py"), str(staged)],
                        check=True, env=env, cwd=temp)
+        if tuple(int(part) for part in version.split(".")[:2]) >= NEW_SINCE:
+            subprocess.run([str(venv / "bin" / "python"), "-c", _COMPILE, str(DATA / "sources_new.py"),
+                            str(staged / "new")], check=True, env=env, cwd=temp)
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(staged, out)
