@@ -2,6 +2,7 @@
 three-task chain A -> B -> C."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -15,6 +16,11 @@ from tests.backends import BACKENDS, Backends
 pytest_plugins = ["tests.compose"]
 
 PIPELINE = "chain"
+
+# Task environments (run-pipeline --task-env venv, the default) of the test runs: one cache per
+# checkout, kept between sessions (built once, as a user's is), never the user's own. Tests of the
+# cache itself use folders of their own.
+os.environ.setdefault("MLMD_CACHE_ENV_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "task-envs"))
 
 # Property tests draw the same examples on every run and machine: a suite that fails by chance is a
 # defect. (A failure a random search finds becomes an explicit test, as -0 in tests/test_key.py did.)

@@ -18,7 +18,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import ExecutionCache, connect, records
-from mlmd_cache._pip_shim import already_satisfied
+from mlmd_cache._pip_shim import first_missing
 from mlmd_cache.cli import main
 from mlmd_cache.pipeline_spec import PipelineSpecError, UnsupportedPipelineError, load_pipeline
 from mlmd_cache.runner import run_pipeline
@@ -290,14 +290,14 @@ def test_a_command_missing_on_the_host_is_refused(db, tmp_path):
     assert code == 2 and "'no-such-program-here' does not exist on this host" in err
 
 
-def test_the_pip_preamble_installs_nothing_that_is_already_there():
+def test_the_pip_shim_names_the_first_requirement_that_is_missing():
     import kfp
 
-    assert already_satisfied(["--quiet", "--no-warn-script-location", f"kfp=={kfp.__version__}", "--no-deps",
-                              'typing-extensions>=3.7.4,<5; python_version<"3.9"'])
-    assert not already_satisfied(["kfp==0.0.1"])
-    assert not already_satisfied(["surely-not-an-installed-package-xyz"])
-    assert not already_satisfied(["-r", "requirements.txt"])
+    assert first_missing(["--quiet", "--no-warn-script-location", f"kfp=={kfp.__version__}", "--no-deps",
+                          'typing-extensions>=3.7.4,<5; python_version<"3.9"']) is None
+    assert first_missing(["--index-url", "https://x/simple", f"kfp=={kfp.__version__}", "kfp==0.0.1"]) == "kfp==0.0.1"
+    assert first_missing(["surely-not-an-installed-package-xyz"]) == "surely-not-an-installed-package-xyz"
+    assert first_missing(["-r", "requirements.txt"]) == "-r"
 
 
 @dsl.component(base_image=IMAGE)

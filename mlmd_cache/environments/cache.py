@@ -8,6 +8,7 @@ Layout under the cache directory (:func:`default_cache_dir`)::
     KEY/.last-used            touched by every run that uses it (its mtime)
     .locks/KEY.lock           flock: exclusive while the set is built or pruned, shared while a run uses it
     .build-KEY-XXXX/          a build in progress (or one a killed process left: removed by the next build)
+    builds.log                one line per build: when, which set, how long, by which process
 
 Built atomically: ``uv venv --relocatable`` in a temporary directory, the set's ``pip install``s
 run there with ``uv pip install`` in order, the record written last, then renamed into place, so
@@ -125,6 +126,7 @@ class EnvironmentCache:
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
         self._ready: dict[str, Environment] = {}
+        self._offline = False  # set when an index did not answer: later builds go to uv's cache at once
         self._held: list[int] = []  # shared flocks of the environments handed out
 
     # ---------------------------------------------------------------- use
@@ -183,6 +185,17 @@ class EnvironmentCache:
 
     def _build(self, requirements: RequirementSet, path: Path, cancelled: Optional[threading.Event]) -> None:
         """Under the key's exclusive lock: what an earlier, killed build left is removed first."""
+        began = time.monotonic()
+        self._build_into(requirements, path, cancelled)
+        try:
+            with open(self.root / "builds.log", "a", encoding="utf-8") as log:
+                log.write(f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')} "
+                          f"{requirements.key} {time.monotonic() - began:.2f}s pid {os.getpid()}: "
+                          f"{requirements.describe()}\n")
+        except OSError:
+            pass
+
+    def _build_into(self, requirements: RequirementSet, path: Path, cancelled: Optional[threading.Event]) -> None:
         for leftover in self.root.glob(f"{_BUILD_PREFIX}{requirements.key}-*"):
             shutil.rmtree(leftover, ignore_errors=True)
         if path.exists():  # incomplete (a killed in-place build) or its interpreter is gone
@@ -191,10 +204,11 @@ class EnvironmentCache:
         if uv is not None and self._runs(uv):
             work = Path(tempfile.mkdtemp(prefix=f"{_BUILD_PREFIX}{requirements.key}-", dir=self.root))
             try:
-                self._run([uv, "venv", "--quiet", "--relocatable", "--seed", "--python", self.interpreter,
-                           str(work)], requirements, None, cancelled)
+                self._uv([uv, "venv", "--quiet", "--clear", "--relocatable", "--seed", "--python", self.interpreter, str(work)],
+                         requirements, None, cancelled)
                 for args in requirements.installs:
-                    self._uv_install(uv, work, args, requirements, cancelled)
+                    self._uv([uv, "pip", "install", "--quiet", "--python", str(work / "bin" / "python"),
+                              *uv_arguments(args)], requirements, args, cancelled)
                 _write_record(work, requirements)
                 work.chmod(0o755)  # mkdtemp's 0700 would keep other users' runs out
                 os.rename(work, path)
@@ -216,15 +230,18 @@ class EnvironmentCache:
         except (OSError, subprocess.SubprocessError):
             return False
 
-    def _uv_install(self, uv: str, work: Path, args: tuple[str, ...], requirements: RequirementSet,
-                    cancelled: Optional[threading.Event]) -> None:
-        command = [uv, "pip", "install", "--quiet", "--python", str(work / "bin" / "python"), *uv_arguments(args)]
-        try:
-            self._run(command, requirements, args, cancelled)
-        except TaskEnvironmentError as error:
-            if not any(sign in str(error) for sign in _OFFLINE_SIGNS):
-                raise
-            self._run([*command, "--offline"], requirements, args, cancelled)  # from uv's cache alone
+    def _uv(self, command: list[str], requirements: RequirementSet, args: Optional[tuple[str, ...]],
+            cancelled: Optional[threading.Event]) -> None:
+        """A uv command; when no index answers, again from uv's cache alone (and so every later
+        one of this cache object: each would otherwise spend uv's retries first)."""
+        if not self._offline:
+            try:
+                return self._run(command, requirements, args, cancelled)
+            except TaskEnvironmentError as error:
+                if not any(sign in str(error) for sign in _OFFLINE_SIGNS):
+                    raise
+                self._offline = True
+        self._run([*command, "--offline"], requirements, args, cancelled)
 
     def _run(self, command: list[str], requirements: RequirementSet, args: Optional[tuple[str, ...]],
              cancelled: Optional[threading.Event]) -> None:
@@ -415,8 +432,10 @@ def _one_line(text: str) -> str:
         line = line.strip().lstrip("×╰─▶│ ").strip()
         if not line or line.startswith(("hint:", "help:", "Using ", "Resolved ", "Prepared ")):
             continue
-        lines.append(line.removeprefix("error: ").removeprefix("ERROR: "))
-    return " ".join(lines)[:600] or "failed with no message"
+        for prefix in ("error: ", "ERROR: ", "cause: "):
+            line = line.removeprefix(prefix)
+        lines.append(line.rstrip(":"))
+    return "; ".join(lines)[:600] or "failed with no message"
 
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MB": 1 << 20,

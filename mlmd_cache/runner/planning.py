@@ -27,6 +27,7 @@ from ..pipeline_spec import CompiledPipeline
 from . import containers, expressions, importers
 from .inputs import ResolvedInputs
 from .reports import CACHED, COMPLETE, TaskReport
+from .launchers import Launcher
 from .scheduler import Scheduler, _ALL_UPSTREAM_TASKS_COMPLETED, _Dag, _Node
 from .scope import ArtifactList, InputError, Pending, first_pending
 from .values import RunPlaceholders
@@ -117,7 +118,8 @@ class Planner(Scheduler):
                  task_staleness: Optional[Mapping[str, datetime.timedelta]] = None) -> None:
         plan_placeholders = _PlanPlaceholders(placeholders.job_name, placeholders.job_id,
                                               placeholders.pipeline_root, placeholders.create_time)
-        super().__init__(cache, pipeline, run, pipeline_root, {}, 1, plan_placeholders, None, None, task_staleness)
+        super().__init__(cache, pipeline, run, pipeline_root, {}, Launcher(), 1, plan_placeholders, None, None,
+                         task_staleness)
         self.dags = _NoRecords()
         self.decisions: dict[str, Decision] = {}
         self._maybe_not_run: set[str] = set()  # undecided paths that might not run at all (a condition)
