@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Stand-ins for the two official images of docker-compose.yml, built without any container
-# registry: Debian root filesystems made with debootstrap and loaded with `docker import`.
+# Stand-ins for official images, built without any container registry: Debian root filesystems
+# made with debootstrap and loaded with `docker import`. Two for docker-compose.yml, one for the
+# tests of `run-pipeline --task-env docker`.
 #
 #   eval "$(bash scripts/build_local_images.sh)"   # build what is missing, print export lines
 #   docker compose up -d                           # now runs the stand-ins
+#   bash scripts/build_local_images.sh python      # only the images named (mysql, server, python)
 #
 # - MLMD_MYSQL_IMAGE (for mysql:8.0): Debian bookworm's MariaDB behind an entry point that takes
 #   what the compose file gives mysql:8.0 (MYSQL_ROOT_PASSWORD, MYSQL_DATABASE, MYSQL_USER,
@@ -14,6 +16,11 @@
 #   and builds those published only as source, at the versions of the venv of $PYTHON, default
 #   .venv/bin/python, which must be Python 3.11 like the image's Debian python3), started
 #   as `/bin/metadata_store_server` with the official server's flags.
+# - MLMD_PYTHON_IMAGE (for python:3.11, the base image of KFP's lightweight components): Debian
+#   bookworm's python3 (3.11) with pip and venv, and without /usr/lib/python3*/EXTERNALLY-MANAGED,
+#   so that `python3 -m pip install` installs as it does in the official image (KFP's component
+#   preamble runs it), trusting this machine's extra certificate authorities
+#   (/usr/local/share/ca-certificates) as the host does. Tests `docker tag` it as python:3.11.
 #
 # Each image is tagged with a hash of what went into it (this script, and for the server the
 # project's sources and the pinned dependency versions) and is built only when no image has that
@@ -29,6 +36,7 @@ CACHE_DIR=${MLMD_IMAGE_CACHE_DIR:-/var/cache/mlmd-cache-images}
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 MYSQL_REPO=mlmd-cache-standin/mysql
 SERVER_REPO=mlmd-cache-standin/ml_metadata_store_server
+PYTHON_REPO=mlmd-cache-standin/python
 
 log() { echo "build_local_images.sh: $*" >&2; }
 step() { log "  $(($(date +%s) - started))s: $*"; }
@@ -277,6 +285,33 @@ WRAPPER
     log "built $tag in $(($(date +%s) - started))s"
 }
 
+# ---------------------------------------------------------------- python:3.11 stand-in
+
+build_python() {
+    local tag=$1 root=$work/python started
+    started=$(date +%s)
+    log "building $tag (Debian $SUITE python3 standing in for python:3.11)"
+    new_root "$root"
+    # ca-certificates: pip reaches the package index over HTTPS; python-is-python3: `python`, as the
+    # official image has it.
+    apt_install "$root" python3 python3-pip python3-venv python-is-python3 ca-certificates
+    # This machine's own certificate authorities (an HTTPS proxy's, say): without them pip in a
+    # container cannot reach the index that pip on the host reaches. Debian's pip trusts the system's.
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+        in_root "$root" update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates failed in the python image"
+    fi
+    # The official image's Python is not Debian's: pip installs into it without --break-system-packages.
+    rm -f "$root"/usr/lib/python3*/EXTERNALLY-MANAGED
+    in_root "$root" python3 -m pip --version >/dev/null || die "pip does not run in the python image"
+    finish_root "$root"
+    import_image "$root" "$tag" \
+        'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' 'ENV LANG=C.UTF-8' \
+        'CMD ["python3"]' \
+        "LABEL org.opencontainers.image.description=\"python:3.11 stand-in: Debian $SUITE python3\""
+    log "built $tag in $(($(date +%s) - started))s"
+}
+
 # ---------------------------------------------------------------- main
 
 script_hash=$(hash_of "$0")
@@ -290,9 +325,28 @@ server_tag=$SERVER_REPO:$( {
     "$PYTHON" -m pip freeze --exclude-editable --disable-pip-version-check 2>/dev/null | grep -v '^-e '
 } | sha256sum | cut -c1-16)
 
+# The python image holds this machine's extra certificate authorities: a new one makes a new image.
+python_tag=$PYTHON_REPO:$( {
+    printf '%s\n' "$script_hash" "$SUITE" "$MIRROR" python
+    cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true
+} | sha256sum | cut -c1-16)
+
+# The images named as arguments (mysql, server, python), else all of them.
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(mysql server python)
+images=() exports=()
+for name in "${wanted[@]}"; do
+    case "$name" in
+        mysql) images+=("$mysql_tag:build_mysql"); exports+=("MLMD_MYSQL_IMAGE=$mysql_tag") ;;
+        server) images+=("$server_tag:build_server"); exports+=("MLMD_SERVER_IMAGE=$server_tag") ;;
+        python) images+=("$python_tag:build_python"); exports+=("MLMD_PYTHON_IMAGE=$python_tag") ;;
+        *) die "no image $name (mysql, server, python)" ;;
+    esac
+done
+
 # The missing images are built side by side (their downloads overlap), from one base system.
 builds=()
-for image in "$mysql_tag:build_mysql" "$server_tag:build_server"; do
+for image in "${images[@]}"; do
     tag=${image%:*}
     if docker image inspect "$tag" >/dev/null 2>&1; then
         log "$tag is up to date"
@@ -311,5 +365,4 @@ if [ ${#builds[@]} -gt 0 ]; then
     for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
     [ $failed -eq 0 ] || die "an image build failed (see above)"
 fi
-echo "export MLMD_MYSQL_IMAGE=$mysql_tag"
-echo "export MLMD_SERVER_IMAGE=$server_tag"
+for line in "${exports[@]}"; do echo "export $line"; done

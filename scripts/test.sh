@@ -38,19 +38,23 @@ databases=$(bash scripts/databases.sh start)
 eval "$databases"
 stop_databases=$MLMD_TEST_DATABASES_STARTED
 
-# Docker for the docker-compose.yml tests (tests/test_docker_compose.py, the `compose` backend):
-# installed and started when missing. Unless MLMD_MYSQL_IMAGE or MLMD_SERVER_IMAGE name images to
-# use (e.g. the official ones), stand-ins are built without a registry, once (reused while their
-# inputs are unchanged). If Docker cannot run, those tests say why: skipped, or failed under
-# CI=true (MLMD_TEST_DOCKER=0 switches them off).
+# Docker for the docker-compose.yml tests (tests/test_docker_compose.py, the `compose` backend) and
+# the tests of `run-pipeline --task-env docker` (tests/test_docker_mode.py): installed and started
+# when missing. Unless MLMD_MYSQL_IMAGE and MLMD_SERVER_IMAGE name images to use (e.g. the official
+# ones), and MLMD_PYTHON_IMAGE the Python image of the docker-mode tests, stand-ins are built without
+# a registry, once (reused while their inputs are unchanged). If Docker cannot run, those tests say
+# why: skipped, or failed under CI=true (MLMD_TEST_DOCKER=0 switches them off).
 if [ "${MLMD_TEST_DOCKER:-}" != 0 ]; then
     docker_was_up=0
     docker info >/dev/null 2>&1 && docker_was_up=1
     if bash scripts/docker.sh start; then
         [ "$docker_was_up" = 1 ] || stop_docker=1
-        if [ -z "${MLMD_MYSQL_IMAGE:-}${MLMD_SERVER_IMAGE:-}" ]; then
-            images=$(PYTHON="$VENV/bin/python" bash scripts/build_local_images.sh) && eval "$images" ||
-                echo "test.sh: the stand-in images were not built; the docker-compose tests will say so" >&2
+        stand_ins=()
+        [ -n "${MLMD_MYSQL_IMAGE:-}${MLMD_SERVER_IMAGE:-}" ] || stand_ins+=(mysql server)
+        [ -n "${MLMD_PYTHON_IMAGE:-}" ] || stand_ins+=(python)
+        if [ ${#stand_ins[@]} -gt 0 ]; then
+            images=$(PYTHON="$VENV/bin/python" bash scripts/build_local_images.sh "${stand_ins[@]}") && eval "$images" ||
+                echo "test.sh: the stand-in images were not built; the docker tests will say so" >&2
         fi
     fi
 fi
