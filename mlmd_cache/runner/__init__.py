@@ -1,11 +1,12 @@
 """Run a compiled KFP v2 pipeline locally, with KFP's control flow, caching and MLMD records.
 
-Every construct kfp 2.13 compiles runs: nested pipelines, ``dsl.importer``, ``dsl.If``/``Elif``/
-``Else``, ``dsl.ParallelFor`` (nested, with ``parallelism``), ``dsl.Collected``, ``dsl.OneOf``,
-``dsl.ExitHandler`` with ``dsl.PipelineTaskFinalStatus``, ``ignore_upstream_failure()``,
-``set_retry`` and pipeline-level input artifacts. Tasks run as local subprocesses, every ready task
-at once up to ``parallelism``: lightweight Python components, and container components whose
-command exists on this host (the image is recorded, never pulled). Each container task goes
+Every construct kfp 2.13 to 2.17 compiles runs: nested pipelines, ``dsl.importer``, ``dsl.If``/
+``Elif``/``Else``, ``dsl.ParallelFor`` (nested, with ``parallelism``), ``dsl.Collected``,
+``dsl.OneOf``, ``dsl.ExitHandler`` with ``dsl.PipelineTaskFinalStatus``,
+``ignore_upstream_failure()``, ``set_retry`` and pipeline-level input artifacts. Every ready task
+runs at once up to ``parallelism``, in the environment its ``task_env`` mode gives it
+(:mod:`.launchers`: a cached venv of its requirements, its image, or this host), never in the
+environment mlmd-cache runs in. Each container task goes
 through :class:`~mlmd_cache.cache.ExecutionCache` with the cache key KFP's driver builds: a hit
 never starts the process and hands the source's very artifacts to downstream tasks.
 
