@@ -775,10 +775,7 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
         rows = [(str(i.id), invalidation.utc_text(i.invalidated_at), i.target, "yes" if i.cascade else "no",
                  str(i.count), "in force" if i.in_force else f"undone {invalidation.utc_text(i.undone_at)}", i.by,
                  i.reason or "-") for i in found]
-        headers = ("ID", "WHEN", "TARGET", "CASCADE", "SOURCES", "STATE", "BY", "REASON")
-        widths = [max(len(r[c]) for r in [headers, *rows]) for c in range(len(headers))]
-        for row in [headers, *rows]:
-            click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        _echo_table(("ID", "WHEN", "TARGET", "CASCADE", "SOURCES", "STATE", "BY", "REASON"), rows)
         return
     store = open_store(db_url, read_only=dry_run, create=False)
     if undo_id is not None:
@@ -856,10 +853,7 @@ def envs(env_dir: Optional[str], prune: bool, older_than: Optional[str], max_siz
     rows = [(info.key, info.python, _size_text(info.size),
              info.last_used.astimezone().strftime("%Y-%m-%d %H:%M") if info.last_used else "-",
              "yes" if info.in_use else "no", ", ".join(info.requirements) or "(no packages)") for info in found]
-    headers = ("KEY", "PYTHON", "SIZE", "LAST USED", "IN USE", "REQUIREMENTS")
-    widths = [max(len(r[c]) for r in [headers, *rows]) for c in range(len(headers))]
-    for row in [headers, *rows]:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _echo_table(("KEY", "PYTHON", "SIZE", "LAST USED", "IN USE", "REQUIREMENTS"), rows)
     click.echo(f"{_count(len(found), 'environment')}, {_size_text(sum(info.size for info in found))}, in {cache.root}")
 
 
@@ -868,3 +862,10 @@ def _size_text(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f}{unit}"
     return f"{size}B"
+
+
+def _echo_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell, two spaces apart."""
+    widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
+    for row in [headers, *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
