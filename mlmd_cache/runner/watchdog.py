@@ -17,12 +17,16 @@ tasks running for ever. Two guards, because neither covers everything alone:
   remaining group, and SIGKILL to what is still there 2 s later. That reaches the task's children
   too (a lightweight component is ``sh`` running ``python``), which the death signal does not.
 
-The runner does not run docker containers (images are recorded, never pulled), so there is no
-container to ``docker kill``.
+A task of ``--task-env docker`` (:mod:`.docker`) is a container, which neither guard reaches: killing
+its ``docker run`` client leaves it running in the daemon. The runner writes ``+c NAME`` before the
+container can exist and ``-c NAME`` once it has removed it; the watchdog runs ``docker rm -f`` for
+the names left when the pipe closes (the ``docker`` of the runner's ``PATH``), before it stops the
+process groups, in parallel with them.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +38,9 @@ from typing import Callable, Optional, Sequence
 __all__ = ["Watchdog", "die_with_parent", "with_death_signal"]
 
 _GRACE_SECONDS = 2.0
+_REMOVE_SECONDS = 60.0  # `docker rm -f` of the containers left: a daemon that takes longer is not answering
+# A Docker container name; anything else on a `+c` line is ignored (it becomes an argument of docker).
+_CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -118,8 +125,18 @@ class Watchdog:
         if self._process is not None:
             self._send(f"-{pgid}")
 
+    def register_container(self, name: str) -> None:
+        """A task's container may come to exist (removed with ``docker rm -f`` if the runner dies)."""
+        self._send(f"+c {name}")
+
+    def unregister_container(self, name: str) -> None:
+        """A task's container has been removed."""
+        if self._process is not None:
+            self._send(f"-c {name}")
+
     def close(self) -> None:
-        """The run has ended: the watchdog exits (stopping any group still registered)."""
+        """The run has ended: the watchdog exits (stopping any group and removing any container still
+        registered)."""
         with self._lock:
             process, self._process = self._process, None
             self._failed = True
@@ -162,15 +179,38 @@ def _stop(groups: set[int]) -> None:
             pass
 
 
+def _remove_containers(names: set[str]) -> Optional[subprocess.Popen]:
+    """``docker rm -f`` of ``names``, started (not waited for), or None when there is no docker."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return None
+    try:
+        return subprocess.Popen([docker, "rm", "--force", *sorted(names)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+
+
 def _main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the pipe's end tells this process to act
     groups: set[int] = set()
+    containers: set[str] = set()
     for raw in sys.stdin.buffer:
         line = raw.strip().decode("ascii", "replace")
-        if line[:1] in ("+", "-") and line[1:].isdigit() and int(line[1:]) > 1:
+        if line[:3] in ("+c ", "-c ") and _CONTAINER_NAME.match(line[3:]):
+            (containers.add if line[0] == "+" else containers.discard)(line[3:])
+        elif line[:1] in ("+", "-") and line[1:].isdigit() and int(line[1:]) > 1:
             (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+    # The containers first: their `docker run` clients are in the groups, and killing a client
+    # leaves its container running.
+    removing = _remove_containers(containers) if containers else None
     if groups:
         _stop(groups)
+    if removing is not None:
+        try:
+            removing.wait(timeout=_REMOVE_SECONDS)
+        except subprocess.TimeoutExpired:
+            removing.kill()
 
 
 if __name__ == "__main__":
