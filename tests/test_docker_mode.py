@@ -369,6 +369,29 @@ def test_a_missing_image_refuses_the_run_with_nothing_written(image: str, tmp_pa
     assert not (tmp_path / "root").exists()
 
 
+@pytest.mark.parametrize("breakage, expected", [
+    ({"DOCKER_HOST": "unix:///nonexistent/docker.sock"}, "--task-env docker: no Docker daemon answers ("),
+    ({"PATH": "/nonexistent"}, "--task-env docker: docker is not installed"),
+], ids=["daemon-down", "no-docker"])
+def test_without_docker_the_run_is_refused_in_one_line(tmp_path: Path, breakage: dict, expected: str) -> None:
+    @dsl.container_component
+    def hello():
+        return dsl.ContainerSpec(image="alpine:3.19", command=["echo", "hello"])
+
+    @dsl.pipeline(name="no-docker")
+    def pipeline():
+        hello()
+
+    path = str(tmp_path / "p.yaml")
+    compiler.Compiler().compile(pipeline, path)
+    db = f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+    done = _cli(path, "--db", db, "--pipeline-root", str(tmp_path / "root"), "--task-env", "docker",
+                env={**os.environ, **breakage})
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1 and expected in done.stderr, done.stderr
+    assert connect(db).get_contexts() == []
+
+
 def test_accelerators_without_a_gpu_runtime_are_refused_before_anything_is_written(image: str, tmp_path: Path) -> None:
     if "nvidia" in _docker("info", "--format", "{{json .Runtimes}}").stdout.lower():
         pytest.skip("this Docker has a GPU runtime")
