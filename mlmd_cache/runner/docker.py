@@ -228,15 +228,17 @@ class DockerLauncher(Launcher):
                 raise UnsupportedPipelineError(f"pipeline {pipeline.name!r}, task {name!r}: {error}") from None
             if _accelerators(container) and not self._has_gpu_runtime():
                 raise UnsupportedPipelineError(
-                    f"pipeline {pipeline.name!r}, task {name!r} asks for accelerators "
-                    f"({_accelerator_text(container)}) and Docker has no GPU runtime (`docker info` lists no nvidia runtime)")
-            if container.image and "{{" not in container.image:
+                    f"pipeline {pipeline.name!r}, task {name!r} asks for accelerators ({_accelerator_text(container)}) "
+                    "and Docker has no GPU runtime (`docker info` lists no nvidia runtime)")
+            if not container.image.strip():
+                raise UnsupportedPipelineError(
+                    f"pipeline {pipeline.name!r}, task {name!r}: its container names no image")
+            if "{{" not in container.image:
                 images.setdefault(container.image, name)
-        missing = list(images)
         # One call for all: the common case, every image already here, costs one docker process.
-        if missing and self._docker_run("image", "inspect", "--format", "{{.Id}}", *missing).returncode == 0:
+        if images and self._docker_run("image", "inspect", "--format", "{{.Id}}", *images).returncode == 0:
             with self._lock:
-                self._images.update(missing)
+                self._images.update(images)
             return
         for image, task in images.items():
             why = self._ensure_image(image)
@@ -337,7 +339,8 @@ class DockerLauncher(Launcher):
                 task_resource_name=task.task_path.rsplit("/", 1)[-1], pipeline_root=str(task.pipeline_root),
                 unique_pipeline_id=task.run_name)
         except (ValueError, KeyError, IndexError, TypeError) as error:
-            raise TaskEnvironmentError(f"--task-env docker: cannot resolve the task's {what} {value!r}: {error}") from None
+            raise TaskEnvironmentError(
+                f"--task-env docker: cannot resolve the task's {what} {value!r}: {error}") from None
         return resolved[0] if resolved else ""
 
 
