@@ -18,10 +18,13 @@ rounds it measures, in this process, the wall time of:
     started directly, one after the other; and two at a time (the ideal parallel speed-up here);
 (b) the runner's own task command run directly, one after the other: the compiled ``sh -c``
     command (its ``pip install`` preamble, answered by the runner's pip shim, then the executor),
-    with the environment the runner gives tasks (``mlmd_cache.runner.shims``);
-(c) ``run_pipeline(cache, pipeline, {"salt": ...}, parallelism=1)`` and ``parallelism=2`` on each
-    pipeline, each followed by a cached re-run on the same store (every task CACHED, checked) at
-    the same parallelism;
+    with the ``PATH`` the runner gives tasks in ``--task-env`` (``mlmd_cache.runner.shims.Shims``:
+    ``.environment()`` of the set's environment for ``venv``, ``.host()`` for ``host``; not timed
+    for ``docker``, whose command is ``docker run``);
+(c) ``run_pipeline(cache, pipeline, {"salt": ...}, parallelism=1, task_env=...)`` and
+    ``parallelism=2`` on each pipeline, each followed by a cached re-run on the same store (every
+    task CACHED, checked) at the same parallelism. With ``--task-env venv`` (the default, as the
+    runner's) the tasks' environment is built (or found) in ``--env-dir`` before the rounds;
 
 and in the first ``--kfp-repeat`` rounds (default 1: its 40 tasks take about a minute):
 
@@ -50,9 +53,15 @@ object with ``--json``, and exits with status 1 when a target fails. A runner wh
 ``profile-<pipeline>-<executed|cached>.prof`` to ``--out`` and prints the top functions to standard
 error.
 
+``--modes`` runs ``scripts/bench_task_envs.py`` instead (the options after it are that script's):
+executed-task overhead per ``--task-env`` mode (``host``, ``venv`` warm, ``docker``), a new
+environment of kfp 2.17.3 and its dependencies from a warm package cache, against kfp.local 2.17.3
+``SubprocessRunner(use_venv=True)`` and ``DockerRunner`` in a throwaway venv.
+
 Usage::
 
     python scripts/bench_runner.py                    # 40 tasks, 3 rounds, SQLite: about 4 minutes here
+    python scripts/bench_runner.py --modes --tasks 12 --repeat 5   # per mode, and kfp.local 2.17.3
     python scripts/bench_runner.py --tasks 20 --repeat 1 --json
     python scripts/bench_runner.py --db mysql://user:pw@127.0.0.1:3306/mlmd   # one shared store
     python scripts/bench_runner.py --store-dir /dev/shm/bench   # the SQLite files in memory: no disk commits
@@ -100,15 +109,19 @@ from mlmd_cache.pipeline_spec import UnsupportedPipelineError, load_pipeline  # 
 from mlmd_cache.runner import run_pipeline  # noqa: E402
 
 try:
-    from mlmd_cache.runner.shims import task_environment  # the environment the runner gives tasks
+    from mlmd_cache.runner.shims import Shims  # the PATH the runner gives tasks (--task-env venv and host)
+    from mlmd_cache.environments import EnvironmentCache, requirement_set
 except ImportError:  # an older runner
-    task_environment = None
+    Shims = None
 
 IMAGE = "python:3.11"
 TARGET_SPEEDUP = 1.7
 TARGET_CACHED_S = 0.010
 TARGET_OVERHEAD_RATIO = 0.5
 HAS_PARALLELISM = "parallelism" in inspect.signature(run_pipeline).parameters
+HAS_TASK_ENV = "task_env" in inspect.signature(run_pipeline).parameters
+# run_pipeline's task_env and env_dir (--task-env, --env-dir), set by main() when the runner has them
+TASK_OPTIONS: dict[str, Any] = {}
 PARALLELISMS = (1, 2)
 
 
@@ -163,6 +176,7 @@ def run_and_check(cache: ExecutionCache, pipeline, salt: str, root: Path, parall
                   tasks: int) -> float:
     """Wall time of one ``run_pipeline``; every container task must end in ``state`` with its output."""
     options = {"parallelism": parallelism} if HAS_PARALLELISM else {}
+    options.update(TASK_OPTIONS)
     began = time.perf_counter()
     report = run_pipeline(cache, pipeline, {"salt": salt}, run_name=f"bench-{uuid.uuid4().hex[:12]}",
                           pipeline_root=root, **options)
@@ -244,6 +258,21 @@ def bare_command(command: list[str], task_root: Path) -> list[str]:
     return [sys.executable, "-m", "kfp.dsl.executor_main", "--component_module_path", str(program), *command[at:]]
 
 
+@contextlib.contextmanager
+def runner_task_environment(command: list[str], base: dict[str, str]):
+    """The environment the runner gives a task with ``command`` in ``--task-env`` venv (the
+    environment of the command's requirement set, built when the cache has none) or host."""
+    shims = Shims()
+    try:
+        if TASK_OPTIONS.get("task_env", "host") == "venv":
+            with EnvironmentCache(TASK_OPTIONS.get("env_dir")) as environments:
+                yield shims.environment(base, environments.ensure(requirement_set(command)))
+        else:
+            yield shims.host(base)
+    finally:
+        shims.close()
+
+
 def run_commands(commands: Sequence[tuple[list[str], Path]], env: dict[str, str], at_once: int) -> float:
     """Wall time of running the commands, ``at_once`` at a time, each in its directory with its output
     to files (as the runner does); every one must succeed and write its executor output."""
@@ -277,7 +306,7 @@ def measure_direct(path: Path, variant: str, at_once: int, out: Path, keep: bool
                 env["_KFP_RUNTIME"] = "true"  # as the compiled command sets it
                 argvs = [(bare_command(command, cwd), cwd) for _, command, cwd in commands]
             elif variant == "runner":
-                env = stack.enter_context(task_environment())
+                env = stack.enter_context(runner_task_environment(commands[0][1], env))
                 argvs = [(command, cwd) for _, command, cwd in commands]
             else:  # kfp.local's SubprocessTaskHandler: 'python3' replaced by its interpreter
                 argvs = [([part.replace("python3", sys.executable) for part in command], cwd)
@@ -497,6 +526,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="also profile each pipeline at parallelism 1, executed and cached (cProfile; "
                              "profile-*.prof in --out, top functions on standard error)")
     parser.add_argument("--profile-top", type=int, default=25, help="functions shown per profile (default: 25)")
+    parser.add_argument("--task-env", choices=("venv", "host", "docker"), default="venv",
+                        help="run_pipeline's task_env for the runs above (default: venv, the runner's default)")
+    parser.add_argument("--env-dir", type=Path,
+                        help="run_pipeline's env_dir with --task-env venv (default: the runner's, "
+                             "$MLMD_CACHE_ENV_DIR or ~/.cache/mlmd-cache/envs)")
+    parser.add_argument("--modes", action="store_true",
+                        help="instead: executed-task overhead per --task-env mode (host, venv warm, a new "
+                             "environment, docker) against kfp.local 2.17.3 use_venv=True and DockerRunner: "
+                             "scripts/bench_task_envs.py, whose options follow (--modes --help lists them)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--modes" in argv:
+        sys.modules.setdefault("bench_runner", sys.modules[__name__])  # its helpers: this module, not a copy
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_task_envs
+        return bench_task_envs.main([arg for arg in argv if arg != "--modes"])
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.repeat < 1 or args.kfp_repeat < 0 or args.command_samples < 0:
         parser.error("--tasks and --repeat must be positive, --kfp-repeat and --command-samples not negative")
@@ -529,8 +573,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parallelisms = PARALLELISMS if HAS_PARALLELISM else (1,)
         if not HAS_PARALLELISM:
             notes.append("run_pipeline has no parallelism keyword: tasks run one at a time, p2 is n/a")
-        if task_environment is None:
-            notes.append("mlmd_cache.runner.shims.task_environment is missing: the runner's command is not timed")
+        direct_runner = Shims is not None and args.task_env != "docker"
+        if Shims is None:
+            notes.append("mlmd_cache.runner.shims.Shims is missing: the runner's command is not timed")
+        elif args.task_env == "docker":
+            notes.append("--task-env docker: the runner's task command is `docker run`, not timed alone "
+                         "(see --modes for docker's overhead)")
+        if HAS_TASK_ENV:
+            TASK_OPTIONS.update(task_env=args.task_env, env_dir=args.env_dir)
+            if args.task_env == "venv":  # built before the rounds: the runs measure a warm environment
+                status("the tasks' environment (--task-env venv): built unless the cache has it")
+                first = task_commands(paths["fan-out"], "warm-up", Path(tempfile.mkdtemp(dir=out)))[0][1]
+                with EnvironmentCache(args.env_dir) as environments:
+                    notes.append(f"--task-env venv: environment {environments.ensure(requirement_set(first)).path}")
+        elif args.task_env != "host":
+            notes.append("run_pipeline has no task_env keyword: tasks run as this runner runs them")
         for note in notes:
             status(f"note: {note}")
 
@@ -544,7 +601,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for at_once in (1, 2):
                 status(f"  task processes alone, {at_once} at a time")
                 record(f"direct bare {at_once}", *measure_direct(paths["fan-out"], "bare", at_once, out, args.keep))
-            if task_environment is not None:
+            if direct_runner:
                 status("  the runner's task command alone")
                 record("direct runner 1", *measure_direct(paths["fan-out"], "runner", 1, out, args.keep))
             for kind in kinds:
