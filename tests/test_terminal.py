@@ -221,9 +221,10 @@ def test_output_that_is_not_a_terminal_is_plain_lines_and_a_summary(workplace):
     assert re.fullmatch(rf"{LONG_NAME} EXECUTED +\d+\.\d\ds  execution 2", lines[0])
     assert re.fullmatch(r"score {19} EXECUTED +\d+\.\d\ds  execution 3", lines[1])
     store = workplace["db"]
-    assert lines[2:] == ["run r1 of pipeline waits: 2 executed", f"  store    {store}", "  output   Output = 0.5",
-                         lines[5]]
-    assert re.fullmatch(r"  metrics  score/metrics \(artifact \d+\): accuracy = 0\.75", lines[5])
+    environments = os.environ["MLMD_CACHE_ENV_DIR"]
+    assert lines[2:] == ["run r1 of pipeline waits: 2 executed", f"  store    {store}",
+                         f"  tasks    --task-env venv ({environments})", "  output   Output = 0.5", lines[6]]
+    assert re.fullmatch(r"  metrics  score/metrics \(artifact \d+\): accuracy = 0\.75", lines[6])
 
 
 def test_json_has_the_store_the_pipelines_outputs_and_its_metrics(workplace):

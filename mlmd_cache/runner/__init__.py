@@ -190,14 +190,16 @@ def run_pipeline(
         raise InvalidArgumentError(f"parallelism must be a whole number of at least 1, not {parallelism!r}")
     root_spec = pipeline.spec.root
     run_name = run_name or executor_input_utils.get_local_pipeline_resource_name(pipeline.name)
-    arguments, input_artifacts = run_arguments(cache, pipeline, parameters, artifacts, run_name)
     task_staleness = dict(task_staleness or {})
     check_task_names(pipeline, task_staleness, "task staleness")
     root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()
     watchdog = Watchdog()
     launcher = make_launcher(task_env, env_dir=env_dir, watchdog=watchdog)
-    with contextlib.closing(launcher), deferred_stop_signals() as stop:
-        launcher.check(pipeline)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.closing(launcher))
+        launcher.check(pipeline)  # before anything is written (an image pulled, a command found)
+        arguments, input_artifacts = run_arguments(cache, pipeline, parameters, artifacts, run_name)
+        stop = stack.enter_context(deferred_stop_signals())
         run = cache.pipeline_run(pipeline.name, run_name, enable_caching=enable_caching, pipeline_root=str(root),
                                  exist_ok=False, max_staleness=max_staleness, digest=digest,
                                  key_by_content=key_by_content)

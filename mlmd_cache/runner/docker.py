@@ -10,8 +10,7 @@ Why each choice below:
   writes its program there) and ``PIP_CACHE_DIR``;
 - the pipeline root is bind-mounted at its own path, so that every URI in the executor input is
   valid inside the container as outside; input artifacts outside it (an importer's URI, a cache
-  source of a run with another pipeline root) are mounted read-only at their own paths when the
-  task's command shows them (see :func:`_input_paths`);
+  source of a run with another pipeline root) are mounted read-only at their own paths;
 - ``--user`` of the invoking user, so that what a task writes into the pipeline root is theirs,
   not root's (``HOME=/tmp`` then, where ``pip install`` falls back to a user install);
 - ``--network host``: a pod reaches the package index (the preamble of a lightweight component
@@ -32,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 import secrets
@@ -43,7 +41,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from kfp.local import placeholder_utils
 
 from ..errors import TaskEnvironmentError
 from ..pipeline_spec import CompiledPipeline, UnsupportedPipelineError, iter_tasks
@@ -66,7 +63,6 @@ _MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki|k|m)
 _MEMORY_FACTORS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
                    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 10**-3}
 _CPU = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m)?$")
-_ARTIFACT_PLACEHOLDER = "{{$.inputs.artifacts["
 
 
 def default_pip_cache_dir() -> Path:
@@ -111,43 +107,17 @@ def _container_name(task: TaskLaunch) -> str:
     return f"mlmd-cache-{run}-{task.execution_id}-{secrets.token_hex(4)}"
 
 
-def _executor_input(command: list[str]) -> Optional[dict[str, Any]]:
-    """The executor input a lightweight component's command carries (``--executor_input {{$}}``)."""
-    for flag, value in zip(command, command[1:]):
-        if flag == "--executor_input":
-            try:
-                document = json.loads(value)
-            except ValueError:
-                return None
-            return document if isinstance(document, dict) else None
-    return None
-
-
 def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _input_paths(task: TaskLaunch) -> list[str]:
     """Local files and folders of the task's input artifacts outside the pipeline root, which the
-    container must see at the same paths. Found where the command shows them: the URIs of the
-    executor input (a lightweight component), and the words that ``{{$.inputs.artifacts[...]}}``
-    placeholders became (a container component whose words map one to one onto the compiled ones).
-    An input the command shows neither way is not mounted (the task sees only the pipeline root)."""
-    found: list[str] = []
-    document = _executor_input(task.command)
-    if document is not None:
-        for artifact_list in (document.get("inputs", {}).get("artifacts") or {}).values():
-            for artifact in (artifact_list or {}).get("artifacts") or []:
-                uri = artifact.get("uri") if isinstance(artifact, dict) else None
-                if isinstance(uri, str):
-                    found.append(uri)
-    compiled = [*task.container.command, *task.container.args]
-    if len(compiled) == len(task.command):
-        found.extend(word for template, word in zip(compiled, task.command) if _ARTIFACT_PLACEHOLDER in template)
+    container must see at the same paths (an importer's file, a cache source of another root)."""
     root = str(task.pipeline_root)
     paths: list[str] = []
-    for path in found:
-        path = os.path.normpath(path) if path.startswith("/") else ""
+    for uri in task.input_uris:
+        path = os.path.normpath(uri) if uri.startswith("/") else ""
         if path and path != "/" and not _within(path, root) and os.path.exists(path) and path not in paths:
             paths.append(path)
     return paths
@@ -325,20 +295,12 @@ class DockerLauncher(Launcher):
 
     def _resolved(self, task: TaskLaunch, value: str, what: str) -> str:
         """``value`` of the container spec with its placeholders resolved (a pipeline parameter
-        that sets the image or a limit), from the executor input of the task's command."""
+        that sets the image or a limit)."""
         if "{{" not in value:
             return value
-        document = _executor_input(task.command)
-        if document is None:
-            raise TaskEnvironmentError(
-                f"--task-env docker: the task's {what} {value!r} comes from a parameter, which is resolved only "
-                "for components whose command carries the executor input (Python components)")
         try:
-            resolved = placeholder_utils.replace_placeholders(
-                full_command=[value], executor_input_dict=document, pipeline_resource_name=task.run_name,
-                task_resource_name=task.task_path.rsplit("/", 1)[-1], pipeline_root=str(task.pipeline_root),
-                unique_pipeline_id=task.run_name)
-        except (ValueError, KeyError, IndexError, TypeError) as error:
+            resolved = task.resolve([value])
+        except (ValueError, KeyError, IndexError, TypeError) as error:  # kfp.local's placeholder errors
             raise TaskEnvironmentError(
                 f"--task-env docker: cannot resolve the task's {what} {value!r}: {error}") from None
         return resolved[0] if resolved else ""

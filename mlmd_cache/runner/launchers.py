@@ -54,7 +54,8 @@ class Launch:
 @dataclass
 class TaskLaunch:
     """A task as the launcher sees it: its resolved command and environment, its container spec
-    (image, resources, ``env``), its directory, the pipeline root, and who it is. ``command`` is
+    (image, resources, ``env``), its directory, the pipeline root, its input artifacts' URIs, and
+    who it is; ``resolve`` resolves the placeholders of any words of its spec. ``command`` is
     the container's command then its args, resolved; the first ``entrypoint`` words are the
     command's (what replaces an image's ENTRYPOINT), the rest its args."""
 
@@ -67,6 +68,8 @@ class TaskLaunch:
     run_name: str
     task_path: str
     execution_id: int
+    resolve: Callable[[list[str]], list[str]] = list  # placeholders of the container spec (an image from a parameter)
+    input_uris: tuple[str, ...] = ()  # the URIs of the task's input artifacts
 
 
 class Launcher:

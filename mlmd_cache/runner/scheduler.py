@@ -635,7 +635,9 @@ class Scheduler:
             self.cache.fail(started)
             return self._end(dag, node, TaskReport(path, FAILED, started.id, fingerprint=started.fingerprint,
                                                    error=f"cannot prepare the task: {error}", task_dir=str(task_dir)))
-        launch = TaskLaunch(command, len(entrypoint), env, container, task_dir, self.pipeline_root, self.run.name, path, started.id)
+        uris = tuple(artifact.uri for artifacts in message.inputs.artifacts.values() for artifact in artifacts.artifacts)
+        launch = TaskLaunch(command, len(entrypoint), env, container, task_dir, self.pipeline_root, self.run.name, path,
+                            started.id, resolve=resolve, input_uris=uris)
         self._launch(_Attempt(dag, node, started, message, launch, began))
 
     def _reserve(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any, task: Task,
