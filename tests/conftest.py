@@ -12,8 +12,9 @@ from hypothesis import settings
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, TaskExecution, connect
 from tests.backends import BACKENDS, Backends
 
-# The `compose` backend: docker-compose.yml's MLMD server via pytest-docker (fixtures in tests/compose.py).
-pytest_plugins = ["tests.compose"]
+# The `compose` backend: docker-compose.yml's MLMD server via pytest-docker (fixtures in tests/compose.py);
+# the Python image of the --task-env docker tests (tests/docker_images.py).
+pytest_plugins = ["tests.compose", "tests.docker_images"]
 
 PIPELINE = "chain"
 

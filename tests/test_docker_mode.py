@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import pytest
 from kfp import compiler, dsl, kubernetes
@@ -25,51 +25,19 @@ from mlmd_cache import ExecutionCache, connect
 from mlmd_cache.pipeline_spec import UnsupportedPipelineError, load_pipeline
 from mlmd_cache.runner import CACHED, COMPLETE, FAILED, run_pipeline
 from mlmd_cache.runner.docker import LABEL_RUN, cpus, memory_bytes
-from tests.compose import docker_unavailable
+from tests.docker_images import docker
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
 
 ROOT = Path(__file__).resolve().parent.parent
 SDK_DATA = ROOT / "tests" / "data" / "sdk"
-BUILD_HINT = 'build a stand-in without a registry: eval "$(bash scripts/build_local_images.sh python)"'
 # Not root: the user whose files the ownership test expects (any unused ID will do).
 OTHER_UID = 4321
 
 
-def _docker(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def _last_line(done: subprocess.CompletedProcess) -> str:
-    lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
-    return lines[-1] if lines else f"exit code {done.returncode}"
-
-
-@pytest.fixture(scope="module")
-def image() -> str:
-    """The Python image of the test pipelines, here (pulled if it must be); else skip, or fail under CI."""
-    if os.environ.get("MLMD_TEST_DOCKER") == "0":
-        pytest.skip("MLMD_TEST_DOCKER=0: the docker tests are switched off")
-    try:
-        done = _docker("info", "--format", "{{.ServerVersion}}", timeout=30)
-    except FileNotFoundError:
-        docker_unavailable("docker is not installed (bash scripts/docker.sh start installs and starts it)")
-    except subprocess.TimeoutExpired:
-        docker_unavailable("the Docker daemon does not answer within 30 s")
-    if done.returncode != 0:
-        docker_unavailable(f"no Docker daemon answers ({_last_line(done)}); bash scripts/docker.sh start starts one")
-    name = os.environ.get("MLMD_PYTHON_IMAGE") or "python:3.11"
-    if _docker("image", "inspect", name).returncode != 0:
-        pulled = _docker("pull", name, timeout=600)
-        if pulled.returncode != 0:
-            docker_unavailable(f"image {name} is not here and cannot be pulled ({_last_line(pulled)}); {BUILD_HINT}")
-    return name
-
-
 def _containers(run: str) -> list[str]:
     """The containers of a run, running or not."""
-    done = _docker("ps", "--all", "--quiet", "--filter", f"label={LABEL_RUN}={run}")
+    done = docker("ps", "--all", "--quiet", "--filter", f"label={LABEL_RUN}={run}")
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
 
@@ -393,7 +361,7 @@ def test_without_docker_the_run_is_refused_in_one_line(tmp_path: Path, breakage:
 
 
 def test_accelerators_without_a_gpu_runtime_are_refused_before_anything_is_written(image: str, tmp_path: Path) -> None:
-    if "nvidia" in _docker("info", "--format", "{{json .Runtimes}}").stdout.lower():
+    if "nvidia" in docker("info", "--format", "{{json .Runtimes}}").stdout.lower():
         pytest.skip("this Docker has a GPU runtime")
 
     @dsl.component(base_image=image)
@@ -464,20 +432,6 @@ def test_kill_9_of_the_runner_leaves_no_container(image: str, tmp_path: Path) ->
     process.kill()
     process.communicate(timeout=30)
     _wait_for(lambda: _containers(run) == [], 10, "the watchdog removed the containers")
-
-
-@pytest.fixture
-def python_3_11(image: str) -> Iterator[str]:
-    """python:3.11 here, as the committed SDK pipelines name it: the image under test, tagged so for
-    the test if no python:3.11 is here (one that is, official or not, is used as it is)."""
-    if _docker("image", "inspect", "python:3.11").returncode == 0:
-        yield "python:3.11"
-        return
-    assert _docker("tag", image, "python:3.11").returncode == 0
-    try:
-        yield "python:3.11"
-    finally:
-        _docker("rmi", "python:3.11")
 
 
 def test_a_pipeline_of_todays_sdk_runs_unchanged(python_3_11: str, tmp_path: Path) -> None:

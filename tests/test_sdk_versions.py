@@ -5,7 +5,6 @@ the installed kfp-pipeline-spec (0.6.0) does not know are ignored when harmless 
 line, by name, when they change what runs. Real MLMD (SQLite), real uv environments."""
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -232,51 +231,72 @@ def artifact_contents(store, report) -> dict[str, Optional[str]]:
     return contents
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_every_sdk_version_runs_in_venv_mode_with_the_same_results(name, env_dir, tmp_path):
-    """Each SDK's compiled pipeline runs in its own store with task_env="venv" (kfp 2.14+'s preamble
-    asks for kfp==<its version>: a uv environment, never the dev venv): every task that runs is
-    COMPLETE (branches not taken SKIPPED), a second run is all CACHED from the first run's
-    executions (but the exit task: :data:`EXECUTES_AGAIN`), and the results (the run's output parameters, each task's output parameters, the
-    artifacts' contents, the metrics) are the same for every SDK version."""
+def run_every_version(name: str, versions: tuple, tmp_path: Path, **options) -> dict[str, tuple]:
+    """Each SDK's compiled pipeline in its own store: every task that runs is COMPLETE (branches
+    not taken SKIPPED), a second run is all CACHED from the first run's executions (but the exit
+    task: :data:`EXECUTES_AGAIN`). Returns, per version, what must be the same for every SDK: the
+    states, the run's output parameters, each task's output parameters, the artifacts' contents,
+    the metrics, and the container tasks' fingerprints."""
     from mlmd_cache.runner import run_pipeline
 
     results: dict[str, tuple] = {}
-    fingerprints: dict[str, dict[str, Optional[str]]] = {}
-    for version in VERSIONS:
+    for version in versions:
         url = f"sqlite:///{tmp_path / version / 'mlmd.sqlite'}"
         cache = ExecutionCache(connect(url))
         pipeline = load_pipeline(str(DATA / f"kfp-{version}" / f"{name}.yaml"))
         first = run_pipeline(cache, pipeline, {}, run_name="first", pipeline_root=tmp_path / version / "root",
-                             task_env="venv", env_dir=env_dir)
+                             **options)
         states = {path: task.state for path, task in first.tasks.items()}
         assert first.succeeded, (version, {path: task.error for path, task in first.tasks.items() if task.error})
         containers = {path for path, task in first.tasks.items() if task.kind == "container" and task.state != "SKIPPED"}
         assert containers and {states[path] for path in containers} == {"COMPLETE"}, (version, states)
         assert sorted(path for path, state in states.items() if state == "SKIPPED") == SKIPPED[name], version
         second = run_pipeline(cache, pipeline, {}, run_name="second", pipeline_root=tmp_path / version / "root",
-                              task_env="venv", env_dir=env_dir)
+                              **options)
         for path in containers - set(EXECUTES_AGAIN[name]):
             assert second.tasks[path].state == "CACHED", (version, path, second.tasks[path].state)
             assert second.tasks[path].cached_execution_id == first.tasks[path].execution_id
         for path in EXECUTES_AGAIN[name]:
             assert second.tasks[path].state == "COMPLETE", (version, path, second.tasks[path].state)
         assert second.output_parameters == first.output_parameters
-        fingerprints[version] = {path: first.tasks[path].fingerprint for path in containers}
         results[version] = (
             states,
             first.output_parameters,
             {path: task.output_parameters for path, task in first.tasks.items()},
             artifact_contents(connect(url), first),
             sorted((metric.task, metric.output, sorted(metric.values.items())) for metric in first.metrics),
+            {path: first.tasks[path].fingerprint for path in containers},
         )
+    return results
+
+
+_PARTS = ("states", "run outputs", "task outputs", "artifact contents", "metrics")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_sdk_version_runs_in_venv_mode_with_the_same_results(name, env_dir, tmp_path):
+    """kfp 2.14+'s preamble asks for kfp==<its version>: a uv environment, never the dev venv; the
+    results are the same for every SDK version."""
+    results = run_every_version(name, VERSIONS, tmp_path, task_env="venv", env_dir=env_dir)
     reference = results[VERSIONS[0]]
     for version in VERSIONS[1:]:
-        for part, what in enumerate(("states", "run outputs", "task outputs", "artifact contents", "metrics")):
+        for part, what in enumerate(_PARTS):
             assert results[version][part] == reference[part], f"kfp {version} vs {VERSIONS[0]}: {what}"
     assert reference[1] == EXPECTED_OUTPUTS[name]
     if name == "container":  # no SDK version in its command: the same cache key from every SDK, as in KFP
-        assert len({tuple(sorted(keys.items())) for keys in fingerprints.values()}) == 1
+        assert len({tuple(sorted(result[5].items())) for result in results.values()}) == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_oldest_and_newest_sdk_run_in_docker_mode_with_venv_modes_results(name, python_3_11, env_dir, tmp_path):
+    """kfp 2.13.0 and 2.17.3 in their image (python:3.11, as compiled; the preamble installs that
+    kfp in the container): the same results, records and fingerprints as in venv mode."""
+    ends = (VERSIONS[0], VERSIONS[-1])
+    in_docker = run_every_version(name, ends, tmp_path / "docker", task_env="docker")
+    in_venv = run_every_version(name, ends, tmp_path / "venv", task_env="venv", env_dir=env_dir)
+    for version in ends:
+        for part, what in enumerate((*_PARTS, "fingerprints")):
+            assert in_docker[version][part] == in_venv[version][part], f"kfp {version}, docker vs venv: {what}"
 
 
 # The branches not taken (n=4 is "medium"): dsl.If's and dsl.Else's task, and their condition DAGs.
