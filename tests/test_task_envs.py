@@ -66,7 +66,8 @@ def where_am_i() -> str:
     import sys
 
     return json.dumps({"prefix": sys.prefix, "mlmd_cache": importlib.util.find_spec("mlmd_cache") is not None,
-                       "ml_metadata": importlib.util.find_spec("ml_metadata") is not None})
+                       "ml_metadata": importlib.util.find_spec("ml_metadata") is not None,
+                       "pip": importlib.util.find_spec("pip") is not None})
 
 
 @dsl.container_component
@@ -136,6 +137,7 @@ def test_a_task_sees_its_own_environment_not_the_runners(tmp_path: Path) -> None
     environments = Path(os.environ["MLMD_CACHE_ENV_DIR"]).resolve()
     assert Path(seen["prefix"]).resolve().parent == environments
     assert not seen["mlmd_cache"] and not seen["ml_metadata"]
+    assert not seen["pip"]  # the program cannot `sys.executable -m pip install` into a shared environment
     # A container component with no pip install: the empty set's environment, not the runner's Python.
     artifact_id = report.tasks["shell-python"].output_artifact_ids["out"][0]
     [artifact] = connect(db).get_artifacts_by_id([artifact_id])

@@ -6,11 +6,14 @@ Layout under the cache directory (:func:`default_cache_dir`)::
     KEY/                      an environment, ready: it holds ENV_RECORD
     KEY/mlmd-cache-env.json   the set it was built from, its Python, when
     KEY/.last-used            touched by every run that uses it (its mtime)
+    KEY/.compiled             its packages are byte-compiled (done beside the first run that uses it)
     .locks/KEY.lock           flock: exclusive while the set is built or pruned, shared while a run uses it
     .build-KEY-XXXX/          a build in progress (or one a killed process left: removed by the next build)
     builds.log                one line per build: when, which set, how long, by which process
 
-Built atomically: ``uv venv --relocatable`` in a temporary directory, the set's ``pip install``s
+Built atomically: ``uv venv --relocatable`` (no pip of its own: a task's ``pip`` is the shim of
+:mod:`mlmd_cache.runner.shims`, and a task's program that runs ``sys.executable -m pip install``
+cannot change an environment that other tasks share) in a temporary directory, the set's ``pip install``s
 run there with ``uv pip install`` in order, the record written last, then renamed into place, so
 that a directory named by a key is complete or absent. Built once under concurrency: the key's lock
 is exclusive across processes (``fcntl.flock``, one open file each, so threads of one process
@@ -48,6 +51,7 @@ __all__ = ["parse_size", "EnvironmentCache", "Environment", "EnvironmentInfo", "
 ENV_DIR_VARIABLE = "MLMD_CACHE_ENV_DIR"
 ENV_RECORD = "mlmd-cache-env.json"
 _LAST_USED = ".last-used"
+_COMPILED = ".compiled"
 _LOCKS = ".locks"
 _BUILD_PREFIX = ".build-"
 _TRASH_PREFIX = ".trash-"
@@ -154,6 +158,8 @@ class EnvironmentCache:
                         self._build(requirements, path, cancelled)
                     fcntl.flock(descriptor, fcntl.LOCK_SH)
                 _touch(path / _LAST_USED)
+                if not (path / _COMPILED).exists():
+                    self._compile(path)
             except BaseException:
                 os.close(descriptor)
                 raise
@@ -176,6 +182,30 @@ class EnvironmentCache:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def _compile(self, path: Path) -> None:
+        """Byte-compile the environment's packages beside the run, not in its build: uv writes no
+        ``.pyc`` files (compiling the 40 packages of kfp with its dependencies would double a build),
+        and a task that imports from source under ``PYTHONDONTWRITEBYTECODE`` pays for it on every
+        start. Nothing waits for it: CPython writes each ``.pyc`` atomically, and a compile cut off
+        when the run ends is done again by the next run that uses the environment."""
+        try:
+            process = subprocess.Popen([str(path / "bin" / "python"), "-m", "compileall", "-q", "-j", "0",
+                                        *(str(site) for site in path.glob("lib/python*/site-packages"))],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       start_new_session=True)
+        except OSError:
+            return
+        if self._on_process is not None:
+            self._on_process(process, True)
+
+        def wait() -> None:
+            if process.wait() == 0:
+                _touch(path / _COMPILED)
+            if self._on_process is not None:
+                self._on_process(process, False)
+
+        threading.Thread(target=wait, name="mlmd-cache-compileall", daemon=True).start()
 
     @staticmethod
     def _is_ready(path: Path) -> bool:
@@ -204,7 +234,7 @@ class EnvironmentCache:
         if uv is not None and self._runs(uv):
             work = Path(tempfile.mkdtemp(prefix=f"{_BUILD_PREFIX}{requirements.key}-", dir=self.root))
             try:
-                self._uv([uv, "venv", "--quiet", "--clear", "--relocatable", "--seed", "--python", self.interpreter, str(work)],
+                self._uv([uv, "venv", "--quiet", "--clear", "--relocatable", "--python", self.interpreter, str(work)],
                          requirements, None, cancelled)
                 for args in requirements.installs:
                     self._uv([uv, "pip", "install", "--quiet", "--python", str(work / "bin" / "python"),

@@ -37,14 +37,20 @@ def runner_bin() -> Optional[str]:
 
 
 def _write_shims(directory: Path, python: str, target: str) -> None:
-    python = shlex.quote(python)
+    """``python3``/``python``/``pip``/``pip3`` for a task: ``pip install`` asks the shim, other pip
+    commands (``pip list``, ``python3 -m pip freeze``) run the runner's pip on the task's Python."""
+    quoted = shlex.quote(python)
     # -S: the shim sets up the site directories only when it has no remembered answer (see _pip_shim)
     check = (f"{shlex.quote(sys.executable)} -I -S {shlex.quote(str(_PIP_SHIM))} "
              f"{shlex.quote(str(directory / _MEMO))} {shlex.quote(target)}")
+    pip = f"{shlex.quote(sys.executable)} -m pip"
+    if python != sys.executable:  # an environment without pip of its own (built without --seed)
+        pip += f" --python {quoted}"
+    pip_commands = f'if [ "$1" = "install" ]; then\n    shift\n    exec {check} "$@"\nfi\nexec {pip} "$@"\n'
     scripts = {
-        "python3": f'if [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ]; then\n'
-                   f'    shift 3\n    exec {check} "$@"\nfi\nexec {python} "$@"\n',
-        "pip": f'if [ "$1" = "install" ]; then\n    shift\n    exec {check} "$@"\nfi\nexec {python} -m pip "$@"\n',
+        "python3": 'if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then\n    shift 2\n'
+                   + "".join(f"    {line}\n" for line in pip_commands.splitlines()) + f'fi\nexec {quoted} "$@"\n',
+        "pip": pip_commands,
     }
     scripts["python"] = scripts["python3"]
     scripts["pip3"] = scripts["pip"]
