@@ -32,6 +32,9 @@ __all__ = ["RequirementSet", "requirement_set", "python_identity", "base_interpr
            "OPTIONS_WITH_VALUE"]
 
 _SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
+# How an environment is built (with or without pip of its own, ...): part of the key, so that an
+# environment an older mlmd-cache built is not taken for one of today's.
+_LAYOUT = 2
 _PUNCTUATION = frozenset("();<>|&\n")
 # pip install options that take a value as the next argument (``--index-url URL``).
 OPTIONS_WITH_VALUE = frozenset({
@@ -64,7 +67,7 @@ class RequirementSet:
     @property
     def key(self) -> str:
         """The name of the set's environment: a hash of everything that decides what it holds."""
-        text = json.dumps([self.python, [list(args) for args in self.installs]], separators=(",", ":"))
+        text = json.dumps([_LAYOUT, self.python, [list(args) for args in self.installs]], separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
