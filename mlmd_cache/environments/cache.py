@@ -151,12 +151,12 @@ class EnvironmentCache:
                 raise TaskEnvironmentError(f"cannot use the environment cache {self.root}: "
                                            f"{error.strerror or error}") from None
             try:
-                fcntl.flock(descriptor, fcntl.LOCK_SH)
+                _flock(descriptor, fcntl.LOCK_SH, cancelled)
                 if not self._is_ready(path):
-                    fcntl.flock(descriptor, fcntl.LOCK_EX)  # one builder; the others wait here, then find it
+                    _flock(descriptor, fcntl.LOCK_EX, cancelled)  # one builder; the others wait here, then find it
                     if not self._is_ready(path):
                         self._build(requirements, path, cancelled)
-                    fcntl.flock(descriptor, fcntl.LOCK_SH)
+                    _flock(descriptor, fcntl.LOCK_SH, cancelled)
                 _touch(path / _LAST_USED)
                 if not (path / _COMPILED).exists():
                     self._compile(path)
@@ -369,6 +369,20 @@ class EnvironmentCache:
 
 
 _EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
+
+
+def _flock(descriptor: int, mode: int, cancelled: Optional[threading.Event]) -> None:
+    """``flock`` that a stopped task gives up: another process's build may take a while, and a
+    worker thread blocked in ``flock`` would hold up the run's Ctrl-C until it ends."""
+    while True:
+        try:
+            fcntl.flock(descriptor, mode | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if cancelled is not None and cancelled.wait(0.05):
+                raise TaskEnvironmentError("the environment build was stopped") from None
+            if cancelled is None:
+                time.sleep(0.05)
 
 
 @contextlib.contextmanager
