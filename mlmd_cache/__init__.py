@@ -40,6 +40,8 @@ _EXPORTS = {
     "StoreFaultError": "errors",
     "NoStoreError": "errors",
     "StoreURLError": "errors",
+    "TaskEnvironmentError": "errors",
+    "EnvironmentCache": "environments",
     "CacheKey": "key",
     "custom_fingerprint": "key",
 }
@@ -62,6 +64,8 @@ __all__ = [
     "NoStoreError",
     "StoreURLError",
     "Task",
+    "TaskEnvironmentError",
+    "EnvironmentCache",
     "TaskExecution",
     "artifact_is_usable",
     "connect",
@@ -79,5 +83,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .cache import CacheHit, ExecutionCache, Outputs, PipelineRun, SourceIndex, Task, TaskExecution, artifact_is_usable
     from .connection import connect, default_store_path, default_store_url, redact_url
     from .errors import (CacheKeyError, ExecutionStateError, InvalidArgumentError, MlmdCacheError, NoStoreError,
-                         NotFoundError, OutputError, StoreConnectionError, StoreFaultError, StoreURLError)
+                         NotFoundError, OutputError, StoreConnectionError, StoreFaultError, StoreURLError,
+                         TaskEnvironmentError)
+    from .environments import EnvironmentCache
     from .key import CacheKey, custom_fingerprint
