@@ -403,3 +403,14 @@ def test_an_unknown_task_env_is_refused_before_anything_is_written(tmp_path: Pat
     with pytest.raises(Exception, match="task environment must be one of"):
         run(db, path, tmp_path, task_env="conda")
     assert not cache.store.get_contexts_by_type(records.RUN_CONTEXT_TYPE)
+
+
+def test_where_uv_cannot_run_venv_and_pip_build_the_environment(tmp_path: Path) -> None:
+    requirements = requirement_set(["sh", "-c", "python3 -m pip install --quiet --no-warn-script-location six==1.16.0"])
+    with EnvironmentCache(tmp_path / "envs", use_uv=False) as cache:
+        environment = cache.ensure(requirements)
+        version = subprocess.run([str(environment.python), "-c", "import six; print(six.__version__)"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        assert version == "1.16.0"
+        assert not list(environment.path.glob("lib/python*/site-packages/pip"))  # nothing to install with at run time
+    assert [info.requirements for info in EnvironmentCache(tmp_path / "envs").list()] == [("six==1.16.0",)]

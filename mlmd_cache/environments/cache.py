@@ -20,7 +20,7 @@ is exclusive across processes (``fcntl.flock``, one open file each, so threads o
 exclude each other too), and whoever gets it second finds the environment ready. Offline: when uv
 cannot reach an index it retries from its own cache (``--offline``); a ``--find-links`` folder
 (the task's, or ``UV_FIND_LINKS``) works either way. Where uv cannot run at all, ``python -m venv``
-and pip build it (not relocatable: in place, the record written last).
+and the runner's pip build it (not relocatable: in place, the record written last).
 
 ``fcntl`` rather than the ``filelock`` package: prune must tell an environment some run is using
 (a shared lock) from a free one, and ``filelock`` has exclusive locks only.
@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -120,11 +121,13 @@ def _uv() -> Optional[str]:
 
 class EnvironmentCache:
     """The environments under ``root``; :meth:`ensure` gives a set's (building it when missing)
-    and keeps it from being pruned until :meth:`close`. Safe to share between threads."""
+    and keeps it from being pruned until :meth:`close`. Safe to share between threads.
+    ``use_uv=False`` builds with ``python -m venv`` and pip, as where uv cannot run."""
 
     def __init__(self, root: Optional[os.PathLike] = None, *, python: Optional[str] = None,
-                 on_process: Optional[Callable[[subprocess.Popen, bool], None]] = None) -> None:
+                 on_process: Optional[Callable[[subprocess.Popen, bool], None]] = None, use_uv: bool = True) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.use_uv = use_uv
         self.interpreter = python or base_interpreter()
         self._on_process = on_process  # (process, started?): the runner's watchdog follows builds
         self._lock = threading.Lock()
@@ -230,7 +233,7 @@ class EnvironmentCache:
             shutil.rmtree(leftover, ignore_errors=True)
         if path.exists():  # incomplete (a killed in-place build) or its interpreter is gone
             _remove(path)
-        uv = _uv()
+        uv = _uv() if self.use_uv else None
         if uv is not None and self._runs(uv):
             work = Path(tempfile.mkdtemp(prefix=f"{_BUILD_PREFIX}{requirements.key}-", dir=self.root))
             try:
@@ -246,10 +249,11 @@ class EnvironmentCache:
                 if work.exists():
                     shutil.rmtree(work, ignore_errors=True)
         else:
-            self._run([self.interpreter, "-m", "venv", str(path)], requirements, None, cancelled)
+            # No pip inside either (as uv builds them): the runner's pip installs into it (pip >= 22.3).
+            self._run([self.interpreter, "-m", "venv", "--without-pip", str(path)], requirements, None, cancelled)
             for args in requirements.installs:
-                self._run([str(path / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                           "--disable-pip-version-check", *args], requirements, args, cancelled)
+                self._run([sys.executable, "-m", "pip", "--python", str(path / "bin" / "python"), "install",
+                           "--quiet", "--disable-pip-version-check", *args], requirements, args, cancelled)
             _write_record(path, requirements)
 
     @staticmethod
