@@ -10,11 +10,13 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import yaml
 from google.protobuf import json_format
-from kfp.local import utils as local_utils
-from kfp.pipeline_spec import pipeline_spec_pb2
 
 from . import ids, json_values
 from .errors import InvalidArgumentError
+# kfp-pipeline-spec's generated module (kfp.pipeline_spec.pipeline_spec_pb2), loaded without running
+# kfp/__init__.py (the whole SDK, its client and the Kubernetes client): see key._pipeline_spec_messages.
+# The runner takes it from here, so that a run whose tasks are all cached never imports the KFP SDK.
+from .key import pipeline_spec_pb2
 
 __all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "upstream_tasks", "UnsupportedPipelineError",
            "PipelineSpecError", "check_new_fields", "IGNORED_FIELDS", "REFUSED_FIELDS", "REFUSED_ENUM_VALUES"]
@@ -113,8 +115,7 @@ def load_pipeline(path: str) -> CompiledPipeline:
     except (json_format.ParseError, TypeError, ValueError, OverflowError, RecursionError) as error:
         raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: {(str(error).splitlines() or [type(error).__name__])[0]}") from None
     try:
-        executors = {name: local_utils.struct_to_executor_spec(struct)
-                     for name, struct in spec.deployment_spec["executors"].items()}
+        executors = {name: _executor_spec(struct) for name, struct in spec.deployment_spec["executors"].items()}
     except (ValueError, KeyError, TypeError, json_format.ParseError) as error:
         raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: its executors: {str(error).splitlines()[0]}") from None
     from .platform_spec import check_platform_spec, executor_timeouts  # it builds on this module
@@ -124,6 +125,12 @@ def load_pipeline(path: str) -> CompiledPipeline:
     pipeline = CompiledPipeline(spec, executors, executor_timeouts(platform_spec, pipeline.name))
     _check_supported(pipeline)
     return pipeline
+
+
+def _executor_spec(struct: Any) -> Any:
+    """An executor of the deployment spec (a Struct) as its message: kfp.local's
+    ``utils.struct_to_executor_spec``, without importing the KFP SDK."""
+    return json_format.ParseDict(json_format.MessageToDict(struct), ExecutorSpec())
 
 
 # == Fields of the IR that the installed kfp-pipeline-spec may not know ================================

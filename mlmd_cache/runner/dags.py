@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
-from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import records
 from ..cache import ExecutionCache, PipelineRun
+from ..pipeline_spec import pipeline_spec_pb2
 from ..writes import unique_events
 from ..recovery import RUNNER, runner_identity
 from .scope import ArtifactList, InputError, Scope, artifact_ids

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from kfp.pipeline_spec import pipeline_spec_pb2
 
 from ..errors import MlmdCacheError
+from ..pipeline_spec import pipeline_spec_pb2
 from . import expressions
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED
 from .scope import ArtifactList, InputError, Pending, Scope, artifact_ids

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import records
 from ..cache import ExecutionCache, PipelineRun, Task
 from ..key import CacheKey
-from ..pipeline_spec import CompiledPipeline
+from ..pipeline_spec import CompiledPipeline, pipeline_spec_pb2
 from . import containers, expressions, importers
 from .inputs import ResolvedInputs
 from .reports import CACHED, COMPLETE, TaskReport

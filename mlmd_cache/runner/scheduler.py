@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
-from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import dedup, leases, records
 from ..cache import ExecutionCache, PipelineRun, Task, TaskExecution
 from ..errors import ExecutionStateError, MlmdCacheError, StoreFaultError
-from ..pipeline_spec import CompiledPipeline, upstream_tasks
+from ..pipeline_spec import CompiledPipeline, pipeline_spec_pb2, upstream_tasks
 from . import containers, expressions, importers
 from .dags import DagRecorder, collect_outputs, dag_outputs
 from .inputs import ResolvedInputs, resolve_inputs

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping, Optional
 
-from kfp.pipeline_spec import pipeline_spec_pb2
 
 from ..errors import MlmdCacheError
+from ..pipeline_spec import pipeline_spec_pb2
 from .reports import TaskReport
 
 __all__ = ["Scope", "InputError", "ArtifactList", "artifact_ids", "Pending", "first_pending"]
