@@ -31,7 +31,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from kfp.local import executor_input_utils
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import json_values, limits, records
@@ -49,7 +48,7 @@ from .launchers import DEFAULT_TASK_ENV, TASK_ENV_MODES, HostLauncher, Launcher,
 from .watchdog import Watchdog
 from .values import RunPlaceholders, coerce, from_protobuf
 
-__all__ = ["run_pipeline", "check_task_names", "make_launcher", "TASK_ENV_MODES", "DEFAULT_TASK_ENV", "RunReport", "TaskReport", "Metrics", "RunInterrupted",
+__all__ = ["run_pipeline", "check_task_names", "make_launcher", "default_run_name", "TASK_ENV_MODES", "DEFAULT_TASK_ENV", "RunReport", "TaskReport", "Metrics", "RunInterrupted",
            "default_pipeline_root", "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED"]
 
 _METRICS_TYPE = "system.Metrics"
@@ -63,6 +62,13 @@ def default_pipeline_root(db_url: Optional[str]) -> Path:
             and config.sqlite.filename_uri != ":memory:":
         return Path(config.sqlite.filename_uri).parent / "pipeline-root"
     return default_store_path().parent / "pipeline-root"
+
+
+def default_run_name(pipeline_name: str) -> str:
+    """A run's name when none is given: ``<pipeline>-<local time, %Y-%m-%d-%H-%M-%S-%f>``, as kfp.local
+    names a local run (``executor_input_utils.get_local_pipeline_resource_name``), without importing
+    the KFP SDK: a run whose tasks are all cached never needs it."""
+    return f"{pipeline_name}-{datetime.datetime.now().strftime('%Y-%m-%d-%H-%M-%S-%f')}"
 
 
 def make_launcher(mode: str, *, env_dir: Optional[os.PathLike] = None, watchdog: Optional[Watchdog] = None
@@ -189,7 +195,7 @@ def run_pipeline(
                                     or parallelism < 1):
         raise InvalidArgumentError(f"parallelism must be a whole number of at least 1, not {parallelism!r}")
     root_spec = pipeline.spec.root
-    run_name = run_name or executor_input_utils.get_local_pipeline_resource_name(pipeline.name)
+    run_name = run_name or default_run_name(pipeline.name)
     task_staleness = dict(task_staleness or {})
     check_task_names(pipeline, task_staleness, "task staleness")
     root = (Path(pipeline_root) if pipeline_root is not None else default_pipeline_root(None)).resolve()

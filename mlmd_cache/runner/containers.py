@@ -2,7 +2,10 @@
 its placeholders resolved, the task's process, and the outputs it produced.
 
 Argument, placeholder and executor-output handling use the KFP SDK's own local-execution helpers
-(``kfp.local.executor_input_utils``, ``placeholder_utils``, ``executor_output_utils``).
+(``kfp.local.executor_input_utils``, ``placeholder_utils``, ``executor_output_utils``), imported when
+a task is about to execute: importing any of them runs ``kfp/__init__.py``, the whole SDK with its
+client and the Kubernetes client (about half a second), which a run whose tasks are all cached
+never needs. Its cache keys and its cached outputs need none of the SDK.
 """
 from __future__ import annotations
 
@@ -17,18 +20,16 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from google.protobuf import json_format, struct_pb2
-from kfp import dsl
-from kfp.local import executor_input_utils, executor_output_utils, placeholder_utils
-from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import records
 from ..cache import Outputs, Task, TaskExecution
 from ..key import CacheKey
+from ..pipeline_spec import pipeline_spec_pb2
 from .inputs import ResolvedInputs
 from .launchers import Launch, Launcher, TaskEnvironmentError, TaskLaunch
 from .paths import safe_name
-from .values import ParameterType, to_protobuf
+from .values import ParameterType, integer_outputs, to_protobuf
 from .watchdog import Watchdog, with_death_signal
 
 __all__ = ["cache_task", "executor_input", "command_line", "task_env", "TaskProcess", "produced_outputs",
@@ -96,6 +97,9 @@ def executor_input_dict(message: pipeline_spec_pb2.ExecutorInput, component: pip
     """The executor input as the task reads it (``{{$}}``): KFP's launcher writes it with Go's
     protojson, where a whole number is ``9``, not ``9.0``, at any depth (a list of ints collected from
     a loop stays a list of ints), and integer inputs are ints (``executor_input_to_dict``)."""
+    # Here, not at the top: kfp.local imports the whole KFP SDK (see the module's docstring).
+    from kfp.local import executor_input_utils
+
     document = executor_input_utils.executor_input_to_dict(message, component)
     values = document.get("inputs", {}).get("parameterValues")
     if values:
@@ -117,6 +121,8 @@ def command_line(arguments: list[str], message: pipeline_spec_pb2.ExecutorInput,
                  component: pipeline_spec_pb2.ComponentSpec, *, job_name: str, task_name: str, pipeline_root: str,
                  job_id: str) -> list[str]:
     """``arguments`` (the command and args, or an env value) with every placeholder resolved."""
+    from kfp.local import placeholder_utils  # here: the whole KFP SDK, for a task that executes (see above)
+
     return placeholder_utils.replace_placeholders(
         full_command=arguments,
         executor_input_dict=executor_input_dict(message, component),
@@ -233,6 +239,9 @@ class TaskProcess:
 
 def produced_outputs(component: pipeline_spec_pb2.ComponentSpec, message: pipeline_spec_pb2.ExecutorInput) -> Outputs:
     """What a task that exited 0 produced (its executor output file, or its output files)."""
+    from kfp import dsl  # here: the whole KFP SDK, for a task that executed (see the module's docstring)
+    from kfp.local import executor_output_utils
+
     produced = executor_output_utils.get_outputs_for_task(message, component)
     artifacts: dict[str, str] = {}
     metadata: dict[str, dict[str, Any]] = {}
@@ -263,8 +272,7 @@ def runtime_artifact(artifact: mlmd.Artifact, artifact_type: pipeline_spec_pb2.A
 
 def scope_outputs(done: TaskExecution, component: pipeline_spec_pb2.ComponentSpec) -> dict[str, Any]:
     """A finished (or cached) task's outputs as its DAG's scope holds them."""
-    outputs: dict[str, Any] = executor_output_utils.cast_protobuf_numbers(
-        dict(done.output_parameters), component.output_definitions.parameters)
+    outputs: dict[str, Any] = integer_outputs(dict(done.output_parameters), component.output_definitions.parameters)
     for output, artifacts in done.output_artifacts.items():
         spec = component.output_definitions.artifacts[output]
         outputs[output] = [runtime_artifact(artifact, spec.artifact_type) for artifact in artifacts]

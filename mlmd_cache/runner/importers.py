@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Union
 
 from google.protobuf import json_format
-from kfp.local import executor_input_utils, importer_handler, placeholder_utils
-from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import limits, records
 from ..cache import ExecutionCache, PipelineRun
 from ..errors import InvalidArgumentError
+from ..pipeline_spec import pipeline_spec_pb2
 from .containers import executor_input, runtime_artifact
 from .inputs import ResolvedInputs
 
@@ -56,6 +55,10 @@ def _artifact_of_uri(cache: ExecutionCache, uri: str, schema_title: str, reimpor
 
 def importer_uri(importer: Any, component: pipeline_spec_pb2.ComponentSpec, inputs: ResolvedInputs) -> str:
     """The URI an importer imports, with its inputs (a parameter may give it) resolved."""
+    # Here, not at the top: kfp.local runs kfp/__init__.py, the whole KFP SDK (about half a second),
+    # which a run that imports nothing (its tasks all cached) does not pay for.
+    from kfp.local import importer_handler
+
     return importer_handler.get_importer_uri(importer, executor_input(component, inputs, ""))
 
 
@@ -64,6 +67,8 @@ def run_importer(cache: ExecutionCache, run: PipelineRun, name: str, task_spec: 
                  parent_dag_id: int, pipeline_root: str) -> tuple[int, dict[str, list[pipeline_spec_pb2.RuntimeArtifact]]]:
     """Record the importer as KFP's importer launcher does: a ``system.ImporterExecution`` whose
     OUTPUT event ``artifact`` points at the artifact. Returns the execution ID and the outputs."""
+    from kfp.local import executor_input_utils, placeholder_utils  # here: the KFP SDK (see importer_uri)
+
     message = executor_input(component, inputs, "")
     uri = importer_uri(importer, component, inputs)
     metadata = placeholder_utils.recursively_resolve_json_dict_placeholders(

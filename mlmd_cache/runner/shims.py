@@ -66,9 +66,16 @@ class Shims:
     """A run's shim directories (removed by :meth:`close`) and the task environments they make."""
 
     def __init__(self) -> None:
-        self._directory = Path(tempfile.mkdtemp(prefix="mlmd-cache-shims-"))
+        self._root: Optional[Path] = None  # made for the first task that runs: a run of cached tasks makes none
         self._lock = threading.Lock()
         self._made: set[str] = set()
+
+    @property
+    def _directory(self) -> Path:
+        with self._lock:
+            if self._root is None:
+                self._root = Path(tempfile.mkdtemp(prefix="mlmd-cache-shims-"))
+            return self._root
 
     def host(self, base: Mapping[str, str]) -> dict[str, str]:
         """``base`` with the runner's own interpreter first on ``PATH`` (``--task-env host``)."""
@@ -101,4 +108,7 @@ class Shims:
         return env
 
     def close(self) -> None:
-        shutil.rmtree(self._directory, ignore_errors=True)
+        with self._lock:
+            root, self._root = self._root, None
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from google.protobuf import struct_pb2
-from kfp.pipeline_spec import pipeline_spec_pb2
 
 from .. import json_values
+from ..pipeline_spec import pipeline_spec_pb2
 from .expressions import value_text
 from .scope import Pending
 
-__all__ = ["ParameterType", "from_protobuf", "to_protobuf", "coerce", "RunPlaceholders"]
+__all__ = ["ParameterType", "from_protobuf", "to_protobuf", "coerce", "integer_outputs", "RunPlaceholders"]
 
 ParameterType = pipeline_spec_pb2.ParameterType.ParameterTypeEnum
 
@@ -68,6 +68,17 @@ def coerce(value: Any, parameter_type: int) -> Any:
         except json_values.JSONValueError:
             return value
     return value
+
+
+def integer_outputs(values: dict[str, Any], specs: Mapping[str, Any]) -> dict[str, Any]:
+    """A task's output parameter ``values`` (a dict, changed and returned) with those its component
+    declares NUMBER_INTEGER (``specs``: ``output_definitions.parameters``) made ints: a protobuf
+    Value holds every number as a float. kfp.local's ``executor_output_utils.cast_protobuf_numbers``,
+    without importing the KFP SDK (a cached task's outputs are read with it)."""
+    for name, spec in specs.items():
+        if spec.parameter_type == ParameterType.NUMBER_INTEGER and name in values:  # an output never written is absent
+            values[name] = int(values[name])
+    return values
 
 
 @dataclass(frozen=True)
