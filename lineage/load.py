@@ -35,7 +35,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import ids, invalidation, limits, records
+from mlmd_cache import ids, invalidation, limits, mlmd_compat, records
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
 from . import graph as lg
@@ -279,18 +279,12 @@ def load_subgraph(store: metadata_store.MetadataStore, start: Sequence[str], *, 
     if not nodes:
         return graph
     types = _Types(store)
-    options = mlmd.LineageSubgraphQueryOptions(max_num_hops=hops, direction=directions[direction])
-    if artifact_ids:
-        options.starting_artifacts.filter_query = f"id IN ({', '.join(map(str, artifact_ids))})"
-    if execution_ids:
-        options.starting_executions.filter_query = f"id IN ({', '.join(map(str, execution_ids))})"
-    if not cached:
-        options.ending_executions.filter_query = "last_known_state = CACHED"
-        options.ending_executions.include_ending_nodes = False
-    # contexts and attributions in the subgraph cost MLMD's core several times the rest: the few
-    # contexts are read by ID instead, and the runs of boundary artifacts one by one
-    subgraph = store.get_lineage_subgraph(
-        options, ["artifacts", "executions", "events"] + (["associations"] if runs else []))
+    if not mlmd_compat.has_filter_query():  # MLMD 1.21: no starting nodes without a filter; traced here
+        subgraph = mlmd_compat.lineage_subgraph(
+            store, artifact_ids, execution_ids, hops=hops, direction=direction, associations=runs,
+            stop_at=None if cached else (lambda e: e.last_known_state == mlmd.Execution.CACHED))
+    else:
+        subgraph = _mlmd_subgraph(store, artifact_ids, execution_ids, hops, directions[direction], cached, runs)
     run_type = types.context_type_id(records.RUN_CONTEXT_TYPE)
     pipeline_type = types.context_type_id(records.PIPELINE_CONTEXT_TYPE)
     context_ids = sorted({a.context_id for a in subgraph.associations})
@@ -305,6 +299,23 @@ def load_subgraph(store: metadata_store.MetadataStore, start: Sequence[str], *, 
         _boundary_artifact_runs(store, graph, run_type)
     _invalidations(store, graph, types)
     return graph
+
+
+def _mlmd_subgraph(store: metadata_store.MetadataStore, artifact_ids: list[int], execution_ids: list[int],
+                   hops: int, direction: int, cached: bool, runs: bool) -> mlmd.LineageGraph:
+    """The subgraph as MLMD traces it (server side), before MLMD 1.21."""
+    options = mlmd.LineageSubgraphQueryOptions(max_num_hops=hops, direction=direction)
+    if artifact_ids:
+        options.starting_artifacts.filter_query = f"id IN ({', '.join(map(str, artifact_ids))})"
+    if execution_ids:
+        options.starting_executions.filter_query = f"id IN ({', '.join(map(str, execution_ids))})"
+    if not cached:
+        options.ending_executions.filter_query = "last_known_state = CACHED"
+        options.ending_executions.include_ending_nodes = False
+    # contexts and attributions in the subgraph cost MLMD's core several times the rest: the few
+    # contexts are read by ID instead, and the runs of boundary artifacts one by one
+    return store.get_lineage_subgraph(
+        options, ["artifacts", "executions", "events"] + (["associations"] if runs else []))
 
 
 def _boundary_artifact_runs(store: metadata_store.MetadataStore, graph: nx.MultiDiGraph, run_type: Optional[int]) -> None:
@@ -329,7 +340,7 @@ def _invalidations(store: metadata_store.MetadataStore, graph: nx.MultiDiGraph, 
     if not ids:
         return
     for context in sorted(store.get_contexts_by_type(invalidation.INVALIDATION_CONTEXT_TYPE), key=lambda c: c.id):
-        if len(ids) <= 4 * _BATCH:
+        if len(ids) <= 4 * _BATCH and mlmd_compat.has_filter_query():
             members = [e.id for batch in _batches(ids) for e in store.get_executions_by_context(
                 context.id, list_options=metadata_store.ListOptions(filter_query=f"id IN ({', '.join(map(str, batch))})"))]
         else:
@@ -342,7 +353,10 @@ def _invalidations(store: metadata_store.MetadataStore, graph: nx.MultiDiGraph, 
         outputs = {m: [graph.nodes[a]["id"] for a in graph.successors(execution_node(m))] for m in members}
         every_output = sorted({a for values in outputs.values() for a in values})
         attributed: set[int] = set()
-        if record["cascade"] and every_output:
+        if record["cascade"] and every_output and not mlmd_compat.has_filter_query():
+            wanted_outputs = set(every_output)
+            attributed = {a.id for a in store.get_artifacts_by_context(context.id) if a.id in wanted_outputs}
+        elif record["cascade"] and every_output:
             attributed = {a.id for batch in _batches(every_output) for a in store.get_artifacts_by_context(
                 context.id, list_options=metadata_store.ListOptions(filter_query=f"id IN ({', '.join(map(str, batch))})"))}
         for member in members:
@@ -446,7 +460,7 @@ def _newest_run_contexts(store: metadata_store.MetadataStore, types: _Types, lim
     """The ``limit`` newest ``system.PipelineRun`` contexts (all when ``limit`` is None), newest first."""
     if types.context_type_id(records.RUN_CONTEXT_TYPE) is None:
         return []
-    if limit is not None and limit <= metadata_store.MAX_NUM_RESULT:
+    if limit is not None and limit <= metadata_store.MAX_NUM_RESULT and mlmd_compat.has_filter_query():
         # one page of MLMD's list query; each further page re-sorts every context, and reading
         # them all costs about as much as eight pages
         return store.get_contexts(list_options=metadata_store.ListOptions(
@@ -572,10 +586,14 @@ def load_dag(store: metadata_store.MetadataStore, execution_id: int) -> nx.Multi
     pipeline = next((c.name for c in contexts if c.type_id == types.context_type_id(records.PIPELINE_CONTEXT_TYPE)),
                     None)
     # the children, by a filter MLMD evaluates (within the run's context, which it indexes)
-    children_only = metadata_store.ListOptions(
-        filter_query=f"custom_properties.{records.PARENT_DAG_ID}.int_value = {execution_id}")
-    children = (store.get_executions_by_context(run.id, list_options=children_only) if run is not None
-                else store.get_executions(list_options=children_only))
+    if mlmd_compat.has_filter_query():
+        children_only = metadata_store.ListOptions(
+            filter_query=f"custom_properties.{records.PARENT_DAG_ID}.int_value = {execution_id}")
+        children = (store.get_executions_by_context(run.id, list_options=children_only) if run is not None
+                    else store.get_executions(list_options=children_only))
+    else:  # MLMD 1.21: no filters; the run's executions (or the store's) read and compared here
+        children = [e for e in (store.get_executions_by_context(run.id) if run is not None else store.get_executions())
+                    if records.read_property(e, records.PARENT_DAG_ID) == execution_id]
     parent = records.read_property(dag, records.PARENT_DAG_ID)
     parents = store.get_executions_by_id([parent]) if isinstance(parent, int) and 0 < parent <= ids.MAX_ID else []
     executions = [dag, *children, *parents]
@@ -616,6 +634,10 @@ def _earlier_of_task(store: metadata_store.MetadataStore, pipeline_id: int, task
     """IDs of the ``limit`` newest executions of the pipeline older than ``before`` whose task is
     ``task_name``. The filter finds them and maybe others (see :func:`records.filter_matching`), so
     each page is compared exactly, and read on until there are enough."""
+    if not mlmd_compat.has_filter_query():  # MLMD 1.21: no filters; the pipeline's executions compared here
+        older = [e.id for e in store.get_executions_by_context(pipeline_id)
+                 if e.id < before and records.read_property(e, records.TASK_NAME) == task_name]
+        return sorted(older, reverse=True)[:limit]
     condition = records.filter_matching(f"custom_properties.{records.TASK_NAME}.string_value", task_name)
     found: list[int] = []
     while len(found) < limit:

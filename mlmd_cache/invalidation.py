@@ -43,7 +43,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import limits, records
+from . import limits, mlmd_compat, records
 from .errors import InvalidArgumentError, NotFoundError
 
 __all__ = ["INVALIDATION_CONTEXT_TYPE", "FLAG_PREFIX", "InvalidatedSource", "Invalidation", "invalidate",
@@ -440,6 +440,9 @@ def _flag_source_keys(store: metadata_store.MetadataStore, invalidation_id: int,
     try:
         store.get_context_type(records.CACHE_SOURCE_CONTEXT_TYPE)
         contexts: list[mlmd.Context] = []
+        if not mlmd_compat.has_filter_query():  # MLMD 1.21: no filters; every key's context read, compared below
+            fingerprints = []
+            contexts = store.get_contexts_by_type(records.CACHE_SOURCE_CONTEXT_TYPE)
         # 100 at a time: MLMD returns 100 records a page and runs the query again for each page
         for start in range(0, len(fingerprints), 100):
             wanted = ", ".join(records.filter_string(f) for f in fingerprints[start:start + 100])

@@ -28,7 +28,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import records
+from . import mlmd_compat, records
 from .durations import parse_duration
 
 __all__ = ["RUNNER", "INTERRUPTED_REASON", "RECOVERED_AT", "ALIVE", "GONE", "UNKNOWN", "runner_identity",
@@ -166,7 +166,14 @@ class Recovery:
 
 
 def _running(store: metadata_store.MetadataStore, context_id: Optional[int] = None) -> list[mlmd.Execution]:
-    """RUNNING executions, by an indexed filter rather than a listing of the store."""
+    """RUNNING executions, by an indexed filter rather than a listing of the store (MLMD 1.21 has
+    no filters: there the executions are listed and compared here)."""
+    if not mlmd_compat.has_filter_query():
+        try:
+            listed = store.get_executions() if context_id is None else store.get_executions_by_context(context_id)
+        except mlmd_errors.NotFoundError:
+            return []
+        return [e for e in listed if e.last_known_state == mlmd.Execution.RUNNING]
     options = metadata_store.ListOptions(filter_query="last_known_state = RUNNING")
     try:
         if context_id is None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import datetime
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from . import limits, records
+from . import limits, mlmd_compat, records
 from .errors import NotFoundError
 
 __all__ = ["cache_stats", "CacheStats", "TaskMisses", "INVALIDATION_CONTEXT_TYPE"]
@@ -73,8 +73,15 @@ class CacheStats:
                 "invalidated_sources": self.invalidated_sources}
 
 
-def _pages(store: metadata_store.MetadataStore, context_id: int, condition: str) -> Iterator[list[mlmd.Execution]]:
-    """The executions of a context matching ``condition``, a page at a time, by ID (keyset paging)."""
+def _pages(store: metadata_store.MetadataStore, context_id: int, condition: str,
+           keep: Callable[[mlmd.Execution], bool]) -> Iterator[list[mlmd.Execution]]:
+    """The executions of a context matching ``condition``, a page at a time, by ID (keyset paging);
+    on MLMD 1.21, which has no filters, all of them read and those ``keep`` accepts (the same
+    condition in Python) kept."""
+    if not mlmd_compat.has_filter_query():
+        kept = sorted((e for e in store.get_executions_by_context(context_id) if keep(e)), key=lambda e: e.id)
+        yield from mlmd_compat.pages(kept, _PAGE)
+        return
     last_id = 0
     while True:
         page = store.get_executions_by_context(context_id, list_options=metadata_store.ListOptions(
@@ -114,14 +121,21 @@ def cache_stats(store: metadata_store.MetadataStore, *, pipeline: Optional[str] 
     time without ``since``). ``top``: how many of the tasks that miss most to list. Only reads."""
     contexts = _pipeline_contexts(store, pipeline)
     condition = f"type = {records.filter_string(records.CONTAINER_EXECUTION_TYPE)}"
+    cutoff = None
     if since is not None:
         cutoff = int(((time.time() if now is None else now) - since.total_seconds()) * 1000)
         condition += f" AND create_time_since_epoch >= {cutoff}"
+
+    def state_is(state: int) -> Callable[[mlmd.Execution], bool]:
+        return lambda e: (e.type == records.CONTAINER_EXECUTION_TYPE and e.last_known_state == state
+                          and (cutoff is None or e.create_time_since_epoch >= cutoff))
+
     executed = caching_off = cached = 0
     misses: dict[tuple[str, str], int] = {}
     reused: dict[int, int] = {}  # source execution ID -> how many hits reused it
     for context in contexts:
-        for page in _pages(store, context.id, f"{condition} AND last_known_state = COMPLETE"):
+        for page in _pages(store, context.id, f"{condition} AND last_known_state = COMPLETE",
+                           state_is(mlmd.Execution.COMPLETE)):
             for execution in page:
                 executed += 1
                 if not records.read_property(execution, records.CACHE_FINGERPRINT):
@@ -129,7 +143,8 @@ def cache_stats(store: metadata_store.MetadataStore, *, pipeline: Optional[str] 
                     continue
                 task = records.read_property(execution, records.TASK_NAME) or ""
                 misses[(context.name, task)] = misses.get((context.name, task), 0) + 1
-        for page in _pages(store, context.id, f"{condition} AND last_known_state = CACHED"):
+        for page in _pages(store, context.id, f"{condition} AND last_known_state = CACHED",
+                           state_is(mlmd.Execution.CACHED)):
             for execution in page:
                 cached += 1
                 source = records.read_property(execution, records.CACHED_EXECUTION_ID)
@@ -162,14 +177,18 @@ def _invalidated_sources(store: metadata_store.MetadataStore, pipelines: Optiona
         return 0
     cutoff = None if since is None else int(((time.time() if now is None else now) - since.total_seconds()) * 1000)
     condition = "id > 0"
+    keep: Callable[[mlmd.Execution], bool] = lambda e: True
     if pipelines is not None:
         [pipeline] = pipelines
+        if not mlmd_compat.has_filter_query():
+            in_pipeline = {e.id for e in store.get_executions_by_context(pipeline.id)}
+            keep = lambda e: e.id in in_pipeline
         condition = (f"contexts_p.type = {records.filter_string(records.PIPELINE_CONTEXT_TYPE)} AND "
                      f"contexts_p.name = {records.filter_string(pipeline.name)}")
     invalidated: set[int] = set()
     for context in invalidations:
         if _undone(context) or (cutoff is not None and context.create_time_since_epoch < cutoff):
             continue
-        for page in _pages(store, context.id, condition):
+        for page in _pages(store, context.id, condition, keep):
             invalidated.update(execution.id for execution in page)
     return len(invalidated)
