@@ -101,7 +101,14 @@ warnings.filterwarnings("ignore", category=FutureWarning)  # kfp's notices
 import kfp.local  # noqa: E402
 from kfp import compiler, dsl  # noqa: E402
 from kfp.local import config as kfp_local_config  # noqa: E402
-from kfp.local import dag_orchestrator, executor_input_utils, placeholder_utils  # noqa: E402
+from kfp.local import executor_input_utils, placeholder_utils  # noqa: E402
+
+try:  # kfp 2.13
+    from kfp.local.dag_orchestrator import make_task_arguments  # noqa: E402
+except ImportError:  # kfp 2.14 on: kfp.local.orchestrator
+    from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils  # noqa: E402
+
+    make_task_arguments = OrchestratorUtils.make_task_arguments
 from kfp.local import io as kfp_io  # noqa: E402
 
 from mlmd_cache import ExecutionCache, connect  # noqa: E402
@@ -146,6 +153,18 @@ def parallel_for_pipeline(tasks: int):
             echo(salt=salt, i=item)
 
     return parallel_for
+
+
+def chain_pipeline(tasks: int):
+    """``tasks`` tasks in a row, each given the one before's output (scripts/bench_startup.py's
+    cached re-run: every cache key waits for the lookup before it)."""
+    @dsl.pipeline(name="bench-runner-chain")
+    def chain(salt: str = "none"):
+        previous = echo(salt=salt, i=0)
+        for i in range(1, tasks):
+            previous = echo(salt=previous.output, i=i)
+
+    return chain
 
 
 PIPELINES = {"fan-out": fan_out_pipeline, "ParallelFor": parallel_for_pipeline}
@@ -236,7 +255,7 @@ def task_commands(path: Path, salt: str, root: Path) -> list[tuple[str, list[str
     for name, task_spec in pipeline.spec.root.dag.tasks.items():
         component = pipeline.components[task_spec.component_ref.name]
         container = pipeline.executors[component.executor_label].container
-        arguments = dag_orchestrator.make_task_arguments(task_spec.inputs, parents)
+        arguments = make_task_arguments(task_spec.inputs, parents)
         task_root = root / name
         task_root.mkdir(parents=True)
         executor_input = executor_input_utils.construct_executor_input(component, arguments, str(task_root),
