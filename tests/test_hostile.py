@@ -33,7 +33,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from lineage import cli as lineage_cli
 from lineage.load import load_task_history
 from mlmd_cache import cli as cache_cli
-from mlmd_cache import CacheKey, ExecutionCache, InvalidArgumentError, Outputs, Task, connect, records
+from mlmd_cache import CacheKey, ExecutionCache, InvalidArgumentError, Outputs, Task, connect, mlmd_compat, records
 from mlmd_cache.limits import MAX_NAME_BYTES
 from mlmd_cache.pipeline_spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
@@ -200,6 +200,8 @@ def test_filter_string_round_trips_text(direct_url):
     """An ``=`` filter made with filter_string finds exactly the record holding non-ASCII text,
     emoji, % and _, on every backend. (Quotes and backslashes are not exact in an ``=`` filter on
     MLMD 1.17.1: see records.filter_matching, tested through load_task_history below.)"""
+    if not mlmd_compat.has_filter_query():
+        pytest.skip("MLMD 1.21 has no filter_query: mlmd-cache compares such values in Python there")
     store = connect(direct_url)
     type_name = unique("T")
     type_id = store.put_execution_type(mlmd.ExecutionType(name=type_name))
