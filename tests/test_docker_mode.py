@@ -10,6 +10,7 @@ the container, which needs the package index (PyPI) from the container: the host
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -342,6 +343,8 @@ def test_a_missing_image_refuses_the_run_with_nothing_written(image: str, tmp_pa
     ({"PATH": "/nonexistent"}, "--task-env docker: docker is not installed"),
 ], ids=["daemon-down", "no-docker"])
 def test_without_docker_the_run_is_refused_in_one_line(tmp_path: Path, breakage: dict, expected: str) -> None:
+    if "DOCKER_HOST" in breakage and shutil.which("docker") is None:
+        pytest.skip("no docker command here: a daemon that is down cannot be told from a missing docker")
     @dsl.container_component
     def hello():
         return dsl.ContainerSpec(image="alpine:3.19", command=["echo", "hello"])
