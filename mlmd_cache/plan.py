@@ -26,14 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from kfp.local import executor_input_utils
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from . import records
 from .cache import ExecutionCache, PipelineRun
 from .errors import InvalidArgumentError
 from .pipeline_spec import CompiledPipeline
-from .runner import DEFAULT_TASK_ENV, check_task_names, default_pipeline_root, run_arguments
+from .runner import DEFAULT_TASK_ENV, check_task_names, default_pipeline_root, default_run_name, run_arguments
 from .runner.launchers import check_commands
 from .runner.containers import runtime_artifact
 from .runner.planning import UNKNOWN, Planner
@@ -127,7 +126,7 @@ def plan_pipeline(
     if run_name is not None and cache.store.get_context_by_type_and_name(records.RUN_CONTEXT_TYPE, run_name):
         raise InvalidArgumentError(f"a pipeline run named {run_name!r} is already in the store; "
                                    "a new run needs a new name")
-    name = run_name or executor_input_utils.get_local_pipeline_resource_name(pipeline.name)
+    name = run_name or default_run_name(pipeline.name)
     arguments, input_artifacts = run_arguments(cache, pipeline, parameters, artifacts, name, find_only=True)
     task_staleness = dict(task_staleness or {})
     check_task_names(pipeline, task_staleness, "task staleness")
