@@ -7,7 +7,7 @@ KFP's own driver finds sources with a filter over all executions; mlmd-cache fin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Mapping
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
@@ -55,7 +55,9 @@ def index_sources(store: metadata_store.MetadataStore, types: records.TypeRegist
         raise NotFoundError(f"no pipeline named {pipeline!r} in the store")
     sources = added = 0
     fingerprints: set[str] = set()
-    for page in _complete_pages(store, context.id):
+    complete = mlmd.Execution.COMPLETE
+    for page in mlmd_compat.executions_where(store, context.id, "last_known_state = COMPLETE",
+                                             lambda execution: execution.last_known_state == complete, _INDEX_PAGE):
         by_fingerprint: dict[str, list[int]] = {}
         for execution in page:
             fingerprint = records.read_property(execution, records.CACHE_FINGERPRINT)
@@ -66,24 +68,6 @@ def index_sources(store: metadata_store.MetadataStore, types: records.TypeRegist
         added += _join_sources(store, types, pipeline, by_fingerprint, dry_run)
     return SourceIndex(pipeline, sources, len(fingerprints), added, dry_run)
 
-
-def _complete_pages(store: metadata_store.MetadataStore, context_id: int) -> Iterator[list[mlmd.Execution]]:
-    """The COMPLETE executions of a context by ID, a page at a time (a pipeline may have millions):
-    by a filter with keyset paging, or, on MLMD 1.21 (no filters), all read and compared here."""
-    if not mlmd_compat.has_filter_query():
-        complete = sorted((e for e in store.get_executions_by_context(context_id)
-                           if e.last_known_state == mlmd.Execution.COMPLETE), key=lambda e: e.id)
-        yield from mlmd_compat.pages(complete, _INDEX_PAGE)
-        return
-    last_id = 0
-    while True:
-        page = store.get_executions_by_context(context_id, list_options=metadata_store.ListOptions(
-            limit=_INDEX_PAGE, order_by=metadata_store.OrderByField.ID, is_asc=True,
-            filter_query=f"last_known_state = COMPLETE AND id > {last_id}"))
-        if not page:
-            return
-        yield page
-        last_id = page[-1].id
 
 def _join_sources(store: metadata_store.MetadataStore, types: records.TypeRegistry, pipeline: str, by_fingerprint: Mapping[str, list[int]], dry_run: bool) -> int:
     """Associate executions with the source contexts of their fingerprints; the number that were not yet."""

@@ -17,7 +17,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-__all__ = ["has_filter_query", "pages", "lineage_subgraph", "UPSTREAM", "DOWNSTREAM", "BOTH"]
+__all__ = ["has_filter_query", "pages", "executions_where", "lineage_subgraph", "UPSTREAM", "DOWNSTREAM", "BOTH"]
 
 UPSTREAM, DOWNSTREAM, BOTH = "upstream", "downstream", "both"
 _INPUTS = (mlmd.Event.INPUT, mlmd.Event.DECLARED_INPUT, mlmd.Event.INTERNAL_INPUT)
@@ -44,6 +44,28 @@ def pages(records: Iterable, size: int) -> Iterator[list]:
             page = []
     if page:
         yield page
+
+
+def executions_where(store: metadata_store.MetadataStore, context_id: int, condition: str,
+                     keep: Callable[[mlmd.Execution], bool], size: int = 1000) -> Iterator[list[mlmd.Execution]]:
+    """The executions of a context matching ``condition``, a page at a time, by ID (keyset paging);
+    on MLMD 1.21, which has no filters, all of them read and those ``keep`` accepts (the same
+    condition in Python) kept."""
+    if not has_filter_query():
+        kept = sorted((e for e in store.get_executions_by_context(context_id) if keep(e)), key=lambda e: e.id)
+        yield from pages(kept, size)
+        return
+    last_id = 0
+    while True:
+        page = store.get_executions_by_context(context_id, list_options=metadata_store.ListOptions(
+            limit=size, order_by=metadata_store.OrderByField.ID, is_asc=True,
+            filter_query=f"{condition} AND id > {last_id}"))
+        if not page:
+            return
+        yield page
+        if len(page) < size:
+            return
+        last_id = page[-1].id
 
 
 def _batches(ids: Sequence[int]) -> Iterator[list[int]]:

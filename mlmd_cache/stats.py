@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
@@ -73,28 +73,6 @@ class CacheStats:
                 "invalidated_sources": self.invalidated_sources}
 
 
-def _pages(store: metadata_store.MetadataStore, context_id: int, condition: str,
-           keep: Callable[[mlmd.Execution], bool]) -> Iterator[list[mlmd.Execution]]:
-    """The executions of a context matching ``condition``, a page at a time, by ID (keyset paging);
-    on MLMD 1.21, which has no filters, all of them read and those ``keep`` accepts (the same
-    condition in Python) kept."""
-    if not mlmd_compat.has_filter_query():
-        kept = sorted((e for e in store.get_executions_by_context(context_id) if keep(e)), key=lambda e: e.id)
-        yield from mlmd_compat.pages(kept, _PAGE)
-        return
-    last_id = 0
-    while True:
-        page = store.get_executions_by_context(context_id, list_options=metadata_store.ListOptions(
-            limit=_PAGE, order_by=metadata_store.OrderByField.ID, is_asc=True,
-            filter_query=f"{condition} AND id > {last_id}"))
-        if not page:
-            return
-        yield page
-        if len(page) < _PAGE:
-            return
-        last_id = page[-1].id
-
-
 def _pipeline_contexts(store: metadata_store.MetadataStore, pipeline: Optional[str]) -> list[mlmd.Context]:
     if pipeline is not None:
         context = None
@@ -134,8 +112,8 @@ def cache_stats(store: metadata_store.MetadataStore, *, pipeline: Optional[str] 
     misses: dict[tuple[str, str], int] = {}
     reused: dict[int, int] = {}  # source execution ID -> how many hits reused it
     for context in contexts:
-        for page in _pages(store, context.id, f"{condition} AND last_known_state = COMPLETE",
-                           state_is(mlmd.Execution.COMPLETE)):
+        for page in mlmd_compat.executions_where(store, context.id, f"{condition} AND last_known_state = COMPLETE",
+                                                 state_is(mlmd.Execution.COMPLETE), _PAGE):
             for execution in page:
                 executed += 1
                 if not records.read_property(execution, records.CACHE_FINGERPRINT):
@@ -143,8 +121,8 @@ def cache_stats(store: metadata_store.MetadataStore, *, pipeline: Optional[str] 
                     continue
                 task = records.read_property(execution, records.TASK_NAME) or ""
                 misses[(context.name, task)] = misses.get((context.name, task), 0) + 1
-        for page in _pages(store, context.id, f"{condition} AND last_known_state = CACHED",
-                           state_is(mlmd.Execution.CACHED)):
+        for page in mlmd_compat.executions_where(store, context.id, f"{condition} AND last_known_state = CACHED",
+                                                 state_is(mlmd.Execution.CACHED), _PAGE):
             for execution in page:
                 cached += 1
                 source = records.read_property(execution, records.CACHED_EXECUTION_ID)
@@ -189,6 +167,6 @@ def _invalidated_sources(store: metadata_store.MetadataStore, pipelines: Optiona
     for context in invalidations:
         if _undone(context) or (cutoff is not None and context.create_time_since_epoch < cutoff):
             continue
-        for page in _pages(store, context.id, condition, keep):
+        for page in mlmd_compat.executions_where(store, context.id, condition, keep, _PAGE):
             invalidated.update(execution.id for execution in page)
     return len(invalidated)
