@@ -52,28 +52,9 @@ docker info >/dev/null 2>&1 || die "no Docker daemon answers (scripts/docker.sh 
 
 hash_of() { sha256sum "$@" | sha256sum | cut -c1-16; }
 
-# The mirror apt uses for $SUITE: deb822 .sources files (URIs:/Suites:) or one-line .list files.
-debian_mirror() {
-    if [ -n "${MLMD_DEBIAN_MIRROR:-}" ]; then echo "$MLMD_DEBIAN_MIRROR"; return; fi
-    local file mirror=""
-    for file in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$file" ] || continue
-        mirror=$(awk -v suite="$SUITE" '
-            function flush() { if (uri != "" && suites ~ "(^| )" suite "( |$)" && !found) { print uri; found = 1 } uri = ""; suites = "" }
-            /^[ \t]*$/ { flush(); next }
-            tolower($1) == "uris:" { uri = $2 }
-            tolower($1) == "suites:" { $1 = ""; suites = $0 " " }
-            END { flush() }' "$file" | head -n 1)
-        [ -n "$mirror" ] && { echo "$mirror"; return; }
-    done
-    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$file" ] || continue
-        mirror=$(sed -E 's/\[[^]]*\]//' "$file" | awk -v suite="$SUITE" '$1 == "deb" && $3 == suite { print $2; exit }')
-        [ -n "$mirror" ] && { echo "$mirror"; return; }
-    done
-    echo "http://deb.debian.org/debian"
-}
-MIRROR=$(debian_mirror)
+# shellcheck source=scripts/debian_mirror.sh
+. scripts/debian_mirror.sh  # the working directory is the checkout (cd above)
+MIRROR=$(debian_mirror "$SUITE")
 
 work=$(mktemp -d /var/tmp/mlmd-cache-images.XXXXXX)
 cleanup() {  # also after a failed build: unmount what the chroots still have mounted, then delete

@@ -45,30 +45,10 @@ versions_only=0 run_command=0
 if [ "${1:-}" = --versions ]; then versions_only=1; shift; fi
 if [ "${1:-}" = --run ]; then run_command=1; shift; fi  # --run COMMAND...: in /src in the root, not pytest
 
-# The mirror apt uses here (for this machine's own suite: the same mirror serves trixie), as in
-# scripts/build_local_images.sh, or $MLMD_DEBIAN_MIRROR.
-debian_mirror() {
-    if [ -n "${MLMD_DEBIAN_MIRROR:-}" ]; then echo "$MLMD_DEBIAN_MIRROR"; return; fi
-    local host_suite file mirror=""
-    host_suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-    for file in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$file" ] || continue
-        mirror=$(awk -v suite="$host_suite" '
-            function flush() { if (uri != "" && suites ~ "(^| )" suite "( |$)" && !found) { print uri; found = 1 } uri = ""; suites = "" }
-            /^[ \t]*$/ { flush(); next }
-            tolower($1) == "uris:" { uri = $2 }
-            tolower($1) == "suites:" { $1 = ""; suites = $0 " " }
-            END { flush() }' "$file" | head -n 1)
-        [ -n "$mirror" ] && { echo "$mirror"; return; }
-    done
-    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$file" ] || continue
-        mirror=$(sed -E 's/\[[^]]*\]//' "$file" | awk -v suite="$host_suite" '$1 == "deb" && $3 == suite { print $2; exit }')
-        [ -n "$mirror" ] && { echo "$mirror"; return; }
-    done
-    echo "http://deb.debian.org/debian"
-}
-MIRROR=$(debian_mirror)
+# The mirror apt uses here, for this machine's own suite (the same mirror serves trixie):
+# shellcheck source=scripts/debian_mirror.sh
+. scripts/debian_mirror.sh  # the working directory is the checkout (cd above)
+MIRROR=$(debian_mirror "$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")")
 
 # This machine's certificate authorities (an HTTPS proxy's, say): pip and uv in the root reach the
 # package index through whatever the host reaches it through.
