@@ -24,9 +24,11 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-_OPTIONS_WITH_VALUE = frozenset({
+# pip install options that take a value as the next argument (``--index-url URL``); also what
+# mlmd_cache.environments.requirements reads a command's pip install with.
+OPTIONS_WITH_VALUE = frozenset({
     "-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host", "-c", "--constraint",
-    "--platform", "--python-version", "--implementation", "--abi", "--progress-bar", "--cache-dir", "--src",
+    "-r", "--requirement", "-e", "--editable", "-t", "--target", "--prefix", "--root", "--platform", "--python-version", "--implementation", "--abi", "--progress-bar", "--cache-dir", "--src",
     "--upgrade-strategy", "--log", "--timeout", "--retries", "--proxy", "--only-binary", "--no-binary",
     "--global-option", "--config-settings", "-C", "--report", "--root-user-action", "--default-timeout",
 })
@@ -50,7 +52,7 @@ def first_missing(args: Sequence[str], paths: Optional[list[str]] = None) -> Opt
             option = arg.split("=", 1)[0]
             if option in _NEEDS_PIP:
                 return arg
-            if option in _OPTIONS_WITH_VALUE and "=" not in arg:
+            if option in OPTIONS_WITH_VALUE and "=" not in arg:
                 next(values, None)
             continue
         try:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 __all__ = ["CALL_TIMEOUT_SECONDS", "DATABASE_URLS", "TASK_ENV_MODES", "DEFAULT_TASK_ENV", "default_store_path",
-           "default_store_url"]
+           "default_store_url", "user_cache_dir"]
 
 CALL_TIMEOUT_SECONDS = 30.0
 """The deadline of one gRPC call (``--timeout``), and how long an unreachable server is retried."""
@@ -24,6 +24,15 @@ DATABASE_URLS = ("sqlite:///PATH, mysql://user:password@host:port/database (or m
 TASK_ENV_MODES = ("venv", "docker", "host")
 """Where ``run-pipeline`` runs a task (``--task-env``, :mod:`mlmd_cache.runner.launchers`)."""
 DEFAULT_TASK_ENV = "venv"
+
+
+def user_cache_dir(variable: str, name: str) -> Path:
+    """``$VARIABLE`` when set, else ``$XDG_CACHE_HOME/mlmd-cache/NAME`` (``~/.cache/mlmd-cache/NAME``):
+    where mlmd-cache keeps what it can build again (task environments, the containers' pip cache)."""
+    if os.environ.get(variable):
+        return Path(os.environ[variable])
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(cache_home) / "mlmd-cache" / name
 
 
 def default_store_path() -> Path:

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from ..defaults import user_cache_dir
 from ..errors import InvalidArgumentError, TaskEnvironmentError
 from .requirements import RequirementSet, base_interpreter, uv_arguments
 
@@ -63,10 +65,7 @@ _OFFLINE_SIGNS = ("Failed to fetch", "error sending request", "dns error", "Coul
 
 def default_cache_dir() -> Path:
     """``$MLMD_CACHE_ENV_DIR``, else ``$XDG_CACHE_HOME/mlmd-cache/envs`` (``~/.cache/mlmd-cache/envs``)."""
-    if os.environ.get(ENV_DIR_VARIABLE):
-        return Path(os.environ[ENV_DIR_VARIABLE])
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(cache_home) / "mlmd-cache" / "envs"
+    return user_cache_dir(ENV_DIR_VARIABLE, "envs")
 
 
 @dataclass(frozen=True)
@@ -161,14 +160,14 @@ class EnvironmentCache:
                         self._build(requirements, path, cancelled)
                     _flock(descriptor, fcntl.LOCK_SH, cancelled)
                 _touch(path / _LAST_USED)
+                environment = Environment(path, requirements)
                 if not (path / _COMPILED).exists():
-                    self._compile(path)
+                    self._compile(environment)
             except BaseException:
                 os.close(descriptor)
                 raise
             with self._lock:
                 self._held.append(descriptor)
-            environment = Environment(path, requirements)
             self._ready[requirements.key] = environment
             return environment
 
@@ -186,15 +185,15 @@ class EnvironmentCache:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _compile(self, path: Path) -> None:
+    def _compile(self, environment: Environment) -> None:
         """Byte-compile the environment's packages beside the run, not in its build: uv writes no
         ``.pyc`` files (compiling the 40 packages of kfp with its dependencies would double a build),
         and a task that imports from source under ``PYTHONDONTWRITEBYTECODE`` pays for it on every
         start. Nothing waits for it: CPython writes each ``.pyc`` atomically, and a compile cut off
         when the run ends is done again by the next run that uses the environment."""
         try:
-            process = subprocess.Popen([str(path / "bin" / "python"), "-m", "compileall", "-q", "-j", "0",
-                                        *(str(site) for site in path.glob("lib/python*/site-packages"))],
+            process = subprocess.Popen([str(environment.python), "-m", "compileall", "-q", "-j", "0",
+                                        *environment.site_packages()],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                        start_new_session=True)
         except OSError:
@@ -204,7 +203,7 @@ class EnvironmentCache:
 
         def wait() -> None:
             if process.wait() == 0:
-                _touch(path / _COMPILED)
+                _touch(environment.path / _COMPILED)
             if self._on_process is not None:
                 self._on_process(process, False)
 
@@ -464,8 +463,6 @@ def _size(path: Path) -> int:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
-    import signal
-
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except OSError:

@@ -28,6 +28,8 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
+from .._pip_shim import OPTIONS_WITH_VALUE
+
 __all__ = ["RequirementSet", "requirement_set", "python_identity", "base_interpreter", "uv_arguments",
            "OPTIONS_WITH_VALUE"]
 
@@ -36,14 +38,6 @@ _SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
 # environment an older mlmd-cache built is not taken for one of today's.
 _LAYOUT = 2
 _PUNCTUATION = frozenset("();<>|&\n")
-# pip install options that take a value as the next argument (``--index-url URL``).
-OPTIONS_WITH_VALUE = frozenset({
-    "-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--trusted-host", "-c", "--constraint",
-    "-r", "--requirement", "-e", "--editable", "-t", "--target", "--prefix", "--root", "--platform",
-    "--python-version", "--implementation", "--abi", "--progress-bar", "--cache-dir", "--src",
-    "--upgrade-strategy", "--log", "--timeout", "--retries", "--proxy", "--only-binary", "--no-binary",
-    "--global-option", "--config-settings", "-C", "--report", "--root-user-action", "--default-timeout",
-})
 # Options that change only pip's output or its own bookkeeping: no meaning for an environment built by uv.
 _DROPPED = frozenset({
     "-q", "--quiet", "-qq", "-qqq", "-v", "--verbose", "--no-warn-script-location", "--user",

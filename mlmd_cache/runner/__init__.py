@@ -48,8 +48,8 @@ from .launchers import DEFAULT_TASK_ENV, TASK_ENV_MODES, HostLauncher, Launcher,
 from .watchdog import Watchdog
 from .values import RunPlaceholders, coerce, from_protobuf
 
-__all__ = ["run_pipeline", "check_task_names", "make_launcher", "default_run_name", "TASK_ENV_MODES", "DEFAULT_TASK_ENV", "RunReport", "TaskReport", "Metrics", "RunInterrupted",
-           "default_pipeline_root", "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED"]
+__all__ = ["run_pipeline", "check_task_names", "make_launcher", "default_run_name", "TASK_ENV_MODES",
+           "DEFAULT_TASK_ENV", "RunReport", "TaskReport", "Metrics", "RunInterrupted", "default_pipeline_root", "COMPLETE", "CACHED", "FAILED", "NOT_RUN", "SKIPPED"]
 
 _METRICS_TYPE = "system.Metrics"
 
@@ -189,8 +189,6 @@ def run_pipeline(
     ``on_task``), and :class:`RunInterrupted` (a ``KeyboardInterrupt``) is raised with the report.
     """
     check_lease(lease_seconds, max_wait_seconds)
-    if task_env not in TASK_ENV_MODES:
-        raise InvalidArgumentError(f"task environment must be one of {', '.join(TASK_ENV_MODES)}, not {task_env!r}")
     if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
                                     or parallelism < 1):
         raise InvalidArgumentError(f"parallelism must be a whole number of at least 1, not {parallelism!r}")

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-
+from ..defaults import user_cache_dir
 from ..errors import TaskEnvironmentError
 from ..pipeline_spec import CompiledPipeline, UnsupportedPipelineError, iter_tasks
 from .launchers import Launch, Launcher, TaskLaunch
@@ -67,10 +67,7 @@ _CPU = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m)?$")
 
 def default_pip_cache_dir() -> Path:
     """``$MLMD_CACHE_PIP_DIR``, else ``$XDG_CACHE_HOME/mlmd-cache/pip`` (``~/.cache/mlmd-cache/pip``)."""
-    if os.environ.get(PIP_CACHE_VARIABLE):
-        return Path(os.environ[PIP_CACHE_VARIABLE])
-    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(cache_home) / "mlmd-cache" / "pip"
+    return user_cache_dir(PIP_CACHE_VARIABLE, "pip")
 
 
 def cpus(quantity: str) -> float:
@@ -273,8 +270,7 @@ class DockerLauncher(Launcher):
             if self._watchdog is not None:
                 self._watchdog.unregister_container(name)
 
-        return Launch(command, dict(os.environ), stop=stop, cleanup=cleanup,
-                      extra={"container": name, "image": image})
+        return Launch(command, dict(os.environ), stop=stop, cleanup=cleanup)
 
     def describe(self) -> str:
         return f"docker (Docker {self._version})" if self._version else "docker"

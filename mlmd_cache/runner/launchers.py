@@ -20,7 +20,7 @@ import os
 import shutil
 import subprocess
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -48,7 +48,6 @@ class Launch:
     env: dict[str, str]
     stop: Optional[Callable[[], None]] = None
     cleanup: Optional[Callable[[], None]] = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,16 +109,20 @@ def check_commands(pipeline: CompiledPipeline, path: str, mode: str) -> None:
                 f"{container.image!r})")
 
 
-class HostLauncher(Launcher):
+class _OnThisHost(Launcher):
+    """A mode whose tasks run programs of this host's ``PATH`` (python and pip are the shims')."""
+
+    def check(self, pipeline: CompiledPipeline) -> None:
+        check_commands(pipeline, os.environ.get("PATH", os.defpath), self.mode)
+
+
+class HostLauncher(_OnThisHost):
     """``--task-env host``: mlmd-cache's own interpreter, which a task may use but never install into."""
 
     mode = "host"
 
     def __init__(self) -> None:
         self._shims = Shims()
-
-    def check(self, pipeline: CompiledPipeline) -> None:
-        check_commands(pipeline, os.environ.get("PATH", os.defpath), self.mode)
 
     def launch(self, task: TaskLaunch, cancelled: threading.Event) -> Launch:
         return Launch(task.command, self._shims.host(task.env))
@@ -128,7 +131,7 @@ class HostLauncher(Launcher):
         self._shims.close()
 
 
-class VenvLauncher(Launcher):
+class VenvLauncher(_OnThisHost):
     """``--task-env venv``: each task in the cached environment of its requirement set."""
 
     mode = "venv"
@@ -142,13 +145,9 @@ class VenvLauncher(Launcher):
         if self._watchdog is not None:  # a build does not outlive the runner either
             (self._watchdog.register if started else self._watchdog.unregister)(process.pid)
 
-    def check(self, pipeline: CompiledPipeline) -> None:
-        check_commands(pipeline, os.environ.get("PATH", os.defpath), self.mode)
-
     def launch(self, task: TaskLaunch, cancelled: threading.Event) -> Launch:
         environment = self.environments.ensure(requirement_set(task.command), cancelled)
-        return Launch(task.command, self._shims.environment(task.env, environment),
-                      extra={"environment": str(environment.path)})
+        return Launch(task.command, self._shims.environment(task.env, environment))
 
     def close(self) -> None:
         self.environments.close()
