@@ -829,6 +829,7 @@ def envs(env_dir: Optional[str], prune: bool, older_than: Optional[str], max_siz
     age = parse_duration(older_than, "--older-than") if older_than is not None else None
     size = parse_size(max_size, "--max-size") if max_size is not None else None
     cache = EnvironmentCache(env_dir)
+    cache.check_root(writable=prune)
     if prune:
         if age is None and size is None:
             age = parse_duration("30d", "--older-than")

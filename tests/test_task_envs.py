@@ -416,3 +416,23 @@ def test_where_uv_cannot_run_venv_and_pip_build_the_environment(tmp_path: Path) 
         assert version == "1.16.0"
         assert not list(environment.path.glob("lib/python*/site-packages/pip"))  # nothing to install with at run time
     assert [info.requirements for info in EnvironmentCache(tmp_path / "envs").list()] == [("six==1.16.0",)]
+
+
+def test_an_env_dir_that_cannot_be_one_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    @dsl.pipeline(name="env-dir")
+    def env_dir():
+        where_am_i()
+
+    path = compile_to(tmp_path / "p.yaml", env_dir)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    db = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    for env_dir_arg, shown in ((a_file, f"environment cache {a_file} is not a directory"),
+                               (a_file / "envs", f"({a_file} is a file)")):
+        code, out, err = cli("run-pipeline", path, "--db", db, "--env-dir", str(env_dir_arg))
+        assert code == 2 and shown in err and len(err.strip().splitlines()) == 1, err
+        code, out, err = cli("envs", "--env-dir", str(env_dir_arg))
+        assert code == 2 and shown in err and len(err.strip().splitlines()) == 1, err
+    store = connect(db)
+    assert store.get_contexts() == [] and store.get_executions() == []
+    assert a_file.read_text() == "not a folder"

@@ -135,6 +135,19 @@ class EnvironmentCache:
         self._offline = False  # set when an index did not answer: later builds go to uv's cache at once
         self._held: list[int] = []  # shared flocks of the environments handed out
 
+    def check_root(self, *, writable: bool = True) -> None:
+        """Refuse (:class:`InvalidArgumentError`, one line) a cache directory that cannot be one: a
+        file, a path under a file, or (``writable``) a folder this user cannot write. Creates nothing:
+        a run whose tasks are all cached never makes the directory."""
+        existing = self.root
+        while not existing.exists() and existing.parent != existing:
+            existing = existing.parent
+        if not existing.is_dir():
+            where = "" if existing == self.root else f" ({existing} is a file)"
+            raise InvalidArgumentError(f"environment cache {self.root} is not a directory{where}")
+        if writable and not os.access(existing, os.W_OK | os.X_OK):
+            raise InvalidArgumentError(f"environment cache {self.root}: {existing} is not writable by this user")
+
     # ---------------------------------------------------------------- use
 
     def ensure(self, requirements: RequirementSet, cancelled: Optional[threading.Event] = None) -> Environment:

@@ -145,6 +145,10 @@ class VenvLauncher(_OnThisHost):
         if self._watchdog is not None:  # a build does not outlive the runner either
             (self._watchdog.register if started else self._watchdog.unregister)(process.pid)
 
+    def check(self, pipeline: CompiledPipeline) -> None:
+        self.environments.check_root()
+        super().check(pipeline)
+
     def launch(self, task: TaskLaunch, cancelled: threading.Event) -> Launch:
         environment = self.environments.ensure(requirement_set(task.command), cancelled)
         return Launch(task.command, self._shims.environment(task.env, environment))
