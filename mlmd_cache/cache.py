@@ -33,7 +33,7 @@ from .errors import ExecutionStateError, InvalidArgumentError, NotFoundError, Ou
 from .key import CacheKey, custom_fingerprint
 from .recovery import RUNNER, runner_identity
 
-__all__ = ["ExecutionCache", "PipelineRun", "Task", "CacheHit", "TaskExecution", "Outputs", "SourceIndex",
+__all__ = ["ExecutionCache", "PipelineRun", "Task", "CacheHit", "TaskExecution", "CachedRecord", "Outputs", "SourceIndex",
            "SourceRules", "Claim", "artifact_is_usable"]
 
 
@@ -157,6 +157,15 @@ class TaskExecution:
     @property
     def output_artifact_ids(self) -> dict[str, list[int]]:
         return {name: [artifact.id for artifact in artifacts] for name, artifacts in self.output_artifacts.items()}
+
+
+@dataclass(frozen=True)
+class CachedRecord:
+    """A CACHED execution built by :meth:`ExecutionCache.cached_record` and not yet written: ``done``
+    (its ID is set by :meth:`ExecutionCache.write_cached`) and its events, each naming its artifact."""
+
+    done: TaskExecution
+    events: list[mlmd.Event] = field(repr=False)
 
 
 class ExecutionCache:
@@ -285,22 +294,60 @@ class ExecutionCache:
         return sources.find_source(self.store, pipeline, fingerprint, rules)
 
     def reuse(self, run: PipelineRun, task: Task, hit: CacheHit) -> TaskExecution:
-        """Record a CACHED execution of ``task`` reusing ``hit``: one atomic ``put_execution`` with
-        ``cached_execution_id``, the source's ``outputs``, INPUT events for the task's inputs and
-        OUTPUT events to the source's very artifacts (same IDs, same path keys)."""
+        """Record a CACHED execution of ``task`` reusing ``hit``: the execution with
+        ``cached_execution_id`` and the source's ``outputs``, INPUT events for the task's inputs and
+        OUTPUT events to the source's very artifacts (same IDs, same path keys), in one transaction."""
+        record = self.cached_record(run, task, hit)
+        self.write_cached(run, [record])
+        return record.done
+
+    def cached_record(self, run: PipelineRun, task: Task, hit: CacheHit) -> CachedRecord:
+        """:meth:`reuse`'s record, checked (every input artifact exists) but not yet written: several
+        are written together by :meth:`write_cached`."""
         task = self.keyed(run, task)
         execution = writes.task_execution(self.store, self.types, task, mlmd.Execution.CACHED, task.fingerprint)
         execution.custom_properties[records.CACHED_EXECUTION_ID].string_value = str(hit.source.id)
         execution.custom_properties[records.OUTPUTS].CopyFrom(records.struct_value(hit.output_parameters))
-        events = writes.input_events(self.store, task) + [
-            (None, writes.event(mlmd.Event.OUTPUT, name, artifact.id))
+        events = [event for _, event in writes.input_events(self.store, task)] + [
+            writes.event(mlmd.Event.OUTPUT, name, artifact.id)
             for name, artifacts in hit.output_artifacts.items()
             for artifact in artifacts
         ]
-        execution.id, _, _ = self.store.put_execution(
-            execution, events, [run.pipeline_context, run.run_context], force_reuse_context=True
-        )
-        return TaskExecution(execution, run, task, hit.output_artifacts, dict(hit.output_parameters))
+        return CachedRecord(TaskExecution(execution, run, task, hit.output_artifacts, dict(hit.output_parameters)),
+                            events)
+
+    def write_cached(self, run: PipelineRun, pending: Sequence[CachedRecord]) -> None:
+        """Write CACHED records in one transaction (``put_lineage_subgraph``) and set their IDs: on a
+        disk-backed store each commit costs milliseconds, and a cached re-run is all such records.
+
+        The records are what ``put_execution`` writes for each, attributions included: every artifact
+        of an event is attributed to the run's contexts. ``put_lineage_subgraph`` attributes only the
+        artifacts it is given, and upserts them, so they are read just before and given as stored
+        (an unchanged upsert writes nothing), as are the two contexts."""
+        if not pending:
+            return
+        wanted = sorted({event.artifact_id for record in pending for event in record.events})
+        artifacts = self.store.get_artifacts_by_id(wanted) if wanted else []
+        index = {artifact.id: position for position, artifact in enumerate(artifacts)}
+        missing = [artifact_id for artifact_id in wanted if artifact_id not in index]
+        if missing:
+            raise NotFoundError(f"no MLMD artifact with ID {missing[0]}: it was in the store when the cache was "
+                                "looked up")
+        context_ids = [run.pipeline_context.id, run.run_context.id]
+        contexts = {context.id: context for context in self.store.get_contexts_by_id(context_ids)}
+        if len(contexts) != len(context_ids):
+            raise NotFoundError(f"the contexts of run {run.name!r} are gone from the store")
+        edges = []
+        for position, record in enumerate(pending):
+            for event in record.events:
+                edge = mlmd.Event()
+                edge.CopyFrom(event)
+                edge.ClearField("artifact_id")
+                edges.append((position, index[event.artifact_id], edge))
+        ids, _, _ = self.store.put_lineage_subgraph(
+            [record.done.execution for record in pending], artifacts, [contexts[i] for i in context_ids], edges)
+        for record, execution_id in zip(pending, ids):
+            record.done.execution.id = execution_id
 
     # -- a miss: start, publish, fail ---------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from mlmd_cache._pip_shim import first_missing
 from mlmd_cache.cli import main
 from mlmd_cache.pipeline_spec import PipelineSpecError, UnsupportedPipelineError, load_pipeline
 from mlmd_cache.runner import run_pipeline
+from tests.backends import BACKENDS
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
 
@@ -176,6 +177,36 @@ def test_records_are_kfps(db, chain_yaml, tmp_path):
     assert by_output == {"data": "system.Dataset", "model": "system.Model", "metrics": "system.Metrics"}
     assert {a.id for a in store.get_artifacts_by_context(run_context.id)} >= {
         i for name in ("make-data", "train") for ids in output_ids(store, tasks[name].id).values() for i in ids}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_cached_re_run_records_what_put_execution_records(backend, backends, chain_yaml, tmp_path):
+    # On every backend (put_lineage_subgraph upserts what it is given): a re-run's hits are written together (put_lineage_subgraph), not one put_execution each: the
+    # records must be the same, attributions of every event's artifact to the run included, and
+    # the reused artifacts left as they were.
+    with backends.fresh_store(backend, tmp_path / "store") as db:
+        _check_cached_re_run_records(db, chain_yaml, tmp_path)
+
+
+def _check_cached_re_run_records(db: str, chain_yaml: str, tmp_path: Path) -> None:
+    run(db, chain_yaml, tmp_path, run_name="r1", params={"n": 4})
+    store = connect(db)
+    artifacts_before = {a.id: a for a in store.get_artifacts()}
+    second = run(db, chain_yaml, tmp_path, run_name="r2", params={"n": 4})
+    assert {t.state for t in second.tasks.values()} == {"CACHED"}
+    pipeline_context = store.get_context_by_type_and_name("system.Pipeline", "chain")
+    run_context = store.get_context_by_type_and_name("system.PipelineRun", "r2")
+    in_pipeline = {e.id for e in store.get_executions_by_context(pipeline_context.id)}
+    event_artifacts = set()
+    for name, task in second.tasks.items():
+        assert task.execution_id in in_pipeline
+        events = store.get_events_by_execution_ids([task.execution_id])
+        source = store.get_events_by_execution_ids([task.cached_execution_id])
+        shape = lambda evs: sorted((e.type, e.path.steps[0].key, e.artifact_id) for e in evs)
+        assert shape(events) == shape(source), name
+        event_artifacts |= {e.artifact_id for e in events}
+    assert event_artifacts and {a.id for a in store.get_artifacts_by_context(run_context.id)} == event_artifacts
+    assert {a.id: a for a in store.get_artifacts()} == artifacts_before
 
 
 def test_cache_key_is_the_one_kfps_driver_builds(db, chain_yaml, tmp_path):

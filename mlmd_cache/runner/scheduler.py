@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import dedup, leases, records
-from ..cache import ExecutionCache, PipelineRun, Task, TaskExecution
+from ..cache import CachedRecord, ExecutionCache, PipelineRun, Task, TaskExecution
 from ..errors import ExecutionStateError, MlmdCacheError, StoreFaultError
 from ..pipeline_spec import CompiledPipeline, pipeline_spec_pb2, upstream_tasks
 from . import containers, expressions, importers
@@ -159,6 +159,7 @@ class Scheduler:
         self._open_dags: list[_Dag] = []
         self._open_loops: list[_Loop] = []
         self._dirty: deque[_Dag] = deque()
+        self._cached: list[tuple[CachedRecord, TaskReport]] = []  # hits not yet recorded (_write_cached)
         self._watchdog = watchdog or Watchdog()  # stops the task processes if this process is killed
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -237,9 +238,23 @@ class Scheduler:
         """Start all that can start: ready tasks, then waiting processes (whose failure to start may
         make more tasks ready); then write the DAGs that ended."""
         self._drain()
+        self._write_cached()  # before a miss starts: the records keep the order the tasks ended in
         while self._fill_slots():
             self._drain()
+            self._write_cached()
         self.dags.flush()
+
+    def _write_cached(self) -> None:
+        """Write the CACHED records of the hits since the last call in one transaction, then report
+        those tasks (a report names its execution's ID). Before the DAGs that ended: a DAG is never
+        recorded ended before its tasks."""
+        if not self._cached:
+            return
+        pending, self._cached = self._cached, []
+        self.cache.write_cached(self.run, [record for record, _ in pending])
+        for record, report in pending:
+            report.execution_id = record.done.id
+            self._report(report)
 
     def _drain(self) -> None:
         """Start every task whose upstream tasks have ended, in every DAG where something changed."""
@@ -263,6 +278,10 @@ class Scheduler:
                 attempt.process.stop()
         if not write:
             return
+        try:
+            self._write_cached()  # hits already taken are facts: a re-run need not look them up again
+        except Exception:  # the store is gone: the first error is the one to report
+            pass
         for attempt in [a for _, _, a in self._timers] + list(self._running_attempts.values()):
             try:
                 self.cache.fail(attempt.started)
@@ -379,10 +398,14 @@ class Scheduler:
 
     # -- a task's start and end --------------------------------------------------------------------
 
-    def _end(self, dag: _Dag, node: _Node, report: TaskReport, outputs: Optional[dict[str, Any]] = None) -> None:
+    def _end(self, dag: _Dag, node: _Node, report: TaskReport, outputs: Optional[dict[str, Any]] = None,
+             announce: bool = True) -> None:
+        """The task ended: its dependents may start. ``announce`` False: reported once recorded
+        (a hit, by :meth:`_write_cached`)."""
         node.report = report
         dag.scope.put(node.name, report, outputs)
-        self._report(report)
+        if announce:
+            self._report(report)
         self._dirty.append(dag)
 
     def _report(self, report: TaskReport) -> None:
@@ -580,9 +603,11 @@ class Scheduler:
         try:
             task = self.cache.keyed(self.run, task)  # by content in a key_by_content run: once, for lookup and start
             found = self.cache.look_up(self.run, task)
-            if found.hit is not None:
-                done = self.cache.reuse(self.run, task, found.hit)
-                return self._container_ended(dag, node, done, began, None, attempts=0)
+            if found.hit is not None:  # recorded with the other hits of this step (_write_cached)
+                record = self.cache.cached_record(self.run, task, found.hit)
+                report = self._container_ended(dag, node, record.done, began, None, attempts=0, announce=False)
+                self._cached.append((record, report))
+                return
         except StoreFaultError:  # the store is gone: the run ends, not the task
             raise
         except MlmdCacheError as error:  # e.g. an input artifact that no longer exists
@@ -713,13 +738,14 @@ class Scheduler:
                                         task_dir=str(attempt.task.task_dir), attempts=attempt.number))
 
     def _container_ended(self, dag: _Dag, node: _Node, done: TaskExecution, began: float, task_dir: Optional[str],
-                         attempts: int) -> None:
+                         attempts: int, announce: bool = True) -> TaskReport:
         outputs = containers.scope_outputs(done, node.component)
         report = TaskReport(dag.path + node.name, done.state, done.id, done.cached_execution_id, done.fingerprint,
                             time.monotonic() - began, task_dir=task_dir, output_artifact_ids=done.output_artifact_ids,
                             output_parameters={k: v for k, v in outputs.items() if k in done.output_parameters},
                             attempts=attempts)
-        self._end(dag, node, report, outputs)
+        self._end(dag, node, report, outputs, announce)
+        return report
 
 
 def _returncode(process: containers.TaskProcess) -> int:
