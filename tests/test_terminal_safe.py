@@ -1,0 +1,203 @@
+"""Terminal-safe output (issue 23, item 11): control characters in run and task names, artifact URIs,
+property values, invalidation reasons, a task's own error output and error messages that quote
+input are shown escaped (``\\x1b``, ``\\r``, ``\\n``) by every human-readable output of both CLIs and
+by run-pipeline's plain lines, summary and live table; ``--json`` keeps them exact. Everything runs
+through the CLIs on the real MLMD core (SQLite), the live table on a pseudo-terminal.
+(no `from __future__ import annotations`: KFP reads the components' annotations as types)"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import compiler, dsl
+from kfp.dsl import Dataset, Output
+
+from tests.pipelines import IMAGE
+from tests.test_hostile import run
+from tests.test_terminal import Terminal
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
+
+# ESC (a colour, an OSC that sets the window title ended by BEL), CR and LF (a forged line), BS, DEL,
+# a C1 CSI, the Unicode line separator and a right-to-left override
+PAYLOAD = "a\x1b[31mred\x1b]2;PWNED\x07\r\nforged\x08\x7f\x9b2J\u2028\u202eb"
+# ... as the terminal must show it, written out by hand
+SHOWN = r"a\x1b[31mred\x1b]2;PWNED\x07\r\nforged\x08\x7f\x9b2J\u2028\u202eb"
+RUN = "run-" + PAYLOAD
+TASK = "make-" + PAYLOAD
+REASON = "bad data " + PAYLOAD
+# What a terminal acts on: every C0 control but the line feed that ends each line, DEL, C1, the
+# Unicode separators and the bidirectional controls.
+RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+@dsl.component(base_image=IMAGE)
+def make(x: str, data: Output[Dataset]) -> str:
+    with open(data.path, "w") as file:
+        file.write(x)
+    return x
+
+
+@dsl.component(base_image=IMAGE)
+def complain(x: str):
+    import sys
+
+    sys.stderr.write("refused " + x + "\n")
+    sys.exit(3)
+
+
+@dsl.pipeline(name="controls")
+def controls(x: str):
+    made = make(x=x)
+    complain(x=made.outputs["Output"])
+
+
+def hostile_pipeline(directory: Path) -> Path:
+    """The pipeline with its first task named TASK (as a hand-edited IR could name it)."""
+    path = directory / "controls.yaml"
+    compiler.Compiler().compile(controls, str(path))
+    documents = list(yaml.safe_load_all(path.read_text()))
+
+    def rename(node):
+        if isinstance(node, dict):
+            return {(TASK if k == "make" else k): (TASK if k == "producerTask" and v == "make" else rename(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [TASK if v == "make" else rename(v) for v in node]
+        return node
+
+    spec = documents[0]
+    spec["root"]["dag"]["tasks"] = rename(spec["root"]["dag"]["tasks"])
+    spec["root"]["dag"]["tasks"][TASK]["taskInfo"]["name"] = TASK
+    path.write_text(yaml.safe_dump_all(documents, allow_unicode=True))
+    return path
+
+
+def assert_terminal_safe(text: str, *, shown: int = 1) -> None:
+    """Nothing in ``text`` acts on a terminal, and the payload is there, escaped, ``shown`` times or more."""
+    assert not RAW.search(text), f"raw control character: {text!r}"
+    assert text.count(SHOWN) >= shown, text
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One failed run of the hostile pipeline: hostile run and task names, parameter value, artifact
+    URIs (under a pipeline root named with the payload) and error output; the run's human output."""
+    directory = tmp_path_factory.mktemp("controls")
+    pipeline = hostile_pipeline(directory)
+    db = f"sqlite:///{directory / 'mlmd.sqlite'}"
+    root = directory / ("root-" + PAYLOAD)
+    common = [str(pipeline), "--db", db, "--pipeline-root", str(root), "--param", f"x={PAYLOAD}"]
+    code, out, err = run("mlmd-cache", "run-pipeline", *common, "--run-name", RUN)
+    assert code == 1, err  # complain fails, by design
+    code, as_json, err_json = run("mlmd-cache", "run-pipeline", *common, "--run-name", RUN + "-2", "--json")
+    report = json.loads(as_json)
+    return {"db": db, "pipeline": pipeline, "root": root, "common": common, "out": out, "err": err,
+            "report": report, "json_err": err_json}
+
+
+def test_run_pipeline_plain_lines_and_summary(store):
+    assert_terminal_safe(store["out"], shown=2)  # the task's line, the summary
+    assert f"run run-{SHOWN} of pipeline controls" in store["out"]
+    # the task's own stderr, a line each (it is text of many lines), what is in a line escaped
+    assert "    | refused a\\x1b[31mred\\x1b]2;PWNED\\x07\n    | forged\\x08\\x7f\\x9b2J\n" in store["out"]
+    assert_terminal_safe(store["err"] + store["json_err"], shown=0)
+    report = store["report"]  # --json: exact
+    assert report["run"] == RUN + "-2" and TASK in report["tasks"]
+
+
+def test_lineage_runs_and_show_run(store):
+    db = store["db"]
+    code, out, err = run("mlmd-lineage", "runs", "--db", db)
+    assert code == 0, err
+    assert_terminal_safe(out, shown=2)
+    assert len(out.splitlines()) == 3  # the header and two runs: no line forged by a name
+    code, out, err = run("mlmd-lineage", "runs", "--db", db, "--json")
+    assert {r["run"] for r in json.loads(out)["runs"]} == {RUN, RUN + "-2"}
+
+    code, out, err = run("mlmd-lineage", "show", "run", RUN, "--db", db)
+    assert code == 0, err
+    assert_terminal_safe(out, shown=2)  # the run, its task
+    code, out, err = run("mlmd-lineage", "show", "run", RUN, "--db", db, "--json")
+    shown = json.loads(out)
+    assert shown["run"] == RUN and TASK in {e["task"] for e in shown["executions"]}
+    assert any(PAYLOAD in a["uri"] for a in shown["artifacts"])
+
+
+def test_lineage_show_explain_upstream_downstream(store):
+    db = store["db"]
+    execution = store["report"]["tasks"][TASK]["execution_id"]
+    code, out, err = run("mlmd-lineage", "show", "execution", str(execution), "--db", db)
+    assert code == 0, err
+    assert_terminal_safe(out, shown=3)  # task, run, parameter x, the artifacts' runs and URIs
+    code, out, err = run("mlmd-lineage", "show", "execution", str(execution), "--db", db, "--json")
+    data = json.loads(out)
+    assert data["task_name"] == TASK and data["run"] == RUN + "-2"
+    assert data["properties"]["inputs"]["x"] == PAYLOAD
+    artifact = next(o for o in data["out"] if o["kind"] == "artifact" and o.get("uri"))
+    assert PAYLOAD in artifact["uri"]
+    for command in (["show", "artifact", str(artifact["id"])], ["explain", str(execution)],
+                    ["upstream", f"a:{artifact['id']}"], ["downstream", f"a:{artifact['id']}"]):
+        code, out, err = run("mlmd-lineage", *command, "--db", db)
+        assert code == 0, (command, err)
+        assert_terminal_safe(out + err, shown=1)
+
+
+def test_invalidate_and_its_list(store):
+    db = store["db"]
+    code, out, err = run("mlmd-cache", "invalidate", "--run", RUN, "--reason", REASON, "--db", db)
+    assert code == 0, err
+    assert_terminal_safe(out + err, shown=2)  # the run, the reason (and the task)
+    code, out, err = run("mlmd-cache", "invalidate", "--list", "--db", db)
+    assert code == 0, err
+    assert_terminal_safe(out, shown=1)
+    assert len(out.splitlines()) == 2  # the header and the invalidation
+    code, out, err = run("mlmd-cache", "invalidate", "--list", "--db", db, "--json")
+    [found] = json.loads(out)["invalidations"]
+    assert found["reason"] == REASON and RUN in found["target"]
+
+
+def test_plan_and_stats(store):
+    code, out, err = run("mlmd-cache", "plan", *store["common"])
+    assert code == 0, err
+    assert_terminal_safe(out + err, shown=1)
+    code, out, err = run("mlmd-cache", "plan", *store["common"], "--json")
+    assert TASK in {t["name"] if isinstance(t, dict) else t for t in json.loads(out)["tasks"]}
+    code, out, err = run("mlmd-cache", "stats", "--db", store["db"])
+    assert code == 0, err
+    assert not RAW.search(out + err)
+
+
+@pytest.mark.parametrize("command", [
+    ["mlmd-cache", "run-pipeline", "{tmp}/" + PAYLOAD + ".yaml"],
+    ["mlmd-cache", "lookup", "{tmp}/" + PAYLOAD, "--pipeline", "p"],
+    ["mlmd-cache", "fingerprint", "{tmp}/" + PAYLOAD],
+], ids=["run-pipeline", "lookup", "fingerprint"])
+def test_errors_that_quote_input_are_one_escaped_line(store, command, tmp_path):
+    """A path given on the command line, quoted by the error (click's own, or the project's)."""
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    code, out, err = run(*args, *(["--db", store["db"]] if args[1] != "fingerprint" else []))
+    assert code in (1, 2) and len(err.splitlines()) == 1 and err.startswith("Error"), err
+    assert not RAW.search(err), err
+    assert "PWNED" in err and "forged" in err  # the path is quoted, escaped
+
+
+def test_envs_shows_its_directory_escaped(tmp_path):
+    code, out, err = run("mlmd-cache", "envs", "--env-dir", str(tmp_path / PAYLOAD))
+    assert code == 0, err
+    assert_terminal_safe(out, shown=1)
+    assert len(out.splitlines()) == 1
+
+
+def test_the_live_table_on_a_terminal(store):
+    """run-pipeline on a pseudo-terminal: rich's live table and the task lines above it."""
+    terminal = Terminal(["run-pipeline", *store["common"], "--run-name", RUN + "-tty"])
+    code = terminal.finish()
+    assert code == 1, terminal.drawn[-2000:]
+    drawn = terminal.drawn
+    # rich draws its own escapes (colours, cursor moves); none of the payload's may get through
+    for raw in ("\x1b[31mred", "\x1b]2;PWNED\x07", "\x9b2J", "\u202e", "\r\nforged", "\x08"):
+        assert raw not in drawn, (raw, drawn[-2000:])
+    assert "PWNED" in drawn and "forged" in drawn  # the names are shown, escaped
