@@ -15,7 +15,7 @@ from mlmd_cache import ids
 from mlmd_cache.cli import _Commands as _OneLineUsageGroup
 from mlmd_cache.cli import RecordIdType, _OneLineUsageErrors, _reports_errors, db_option, group_db_options, open_store
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
-from mlmd_cache.terminal import echo, printable
+from mlmd_cache.terminal import echo, escape_warnings, printable
 
 # Only what building the commands needs (no networkx or ml_metadata): a command imports the rest.
 from .options import FORMATS, MAX_HOPS
@@ -91,6 +91,7 @@ def main() -> None:
     IDs: a:6 or #6 is artifact 6, e:6 execution 6 (MLMD numbers the two apart); a plain 6 is an
     artifact for show, upstream and downstream, an execution for explain, or the other kind when
     only that one has the ID."""
+    escape_warnings()  # a warning may quote stored text
 
 
 @main.command()

@@ -16,7 +16,7 @@ from .defaults import (CALL_TIMEOUT_SECONDS, DATABASE_URLS, DEFAULT_TASK_ENV, TA
                        default_store_url)
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
 from ._messages import _one_line
-from .terminal import echo, printable
+from .terminal import echo, escape_warnings, printable
 
 if TYPE_CHECKING:
     from .key import CacheKey
@@ -212,6 +212,7 @@ class _Commands(click.Group):
 @group_db_options
 def main() -> None:
     """KFP v2 step caching over any ML Metadata store."""
+    escape_warnings()  # a warning may quote stored text (the KFP SDK's quote an importer's URI)
 
 
 @main.command()

@@ -286,8 +286,9 @@ def input_digests(store: metadata_store.MetadataStore, artifact_ids: Mapping[str
         if recorded is not None:
             verified[artifact_id] = recorded
         else:
+            # the URI is stored text, escaped for the terminal
             log.warning("input artifact %d (%s) has no digest and is not local: it enters the cache key by its "
-                        "MLMD ID", artifact_id, printable(artifact.uri))  # a URI is stored text: escaped for the terminal
+                        "MLMD ID", artifact_id, printable(artifact.uri))
             verified[artifact_id] = f"id:{artifact_id}"
     return {name: [verified.get(artifact_id, f"id:{artifact_id}") for artifact_id in ids]
             for name, ids in artifact_ids.items()}

@@ -26,14 +26,15 @@ import re
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any
+import warnings
+from typing import IO, TYPE_CHECKING, Any, Optional, TextIO
 
 import click
 
 if TYPE_CHECKING:
     from .runner.reports import RunReport, TaskReport
 
-__all__ = ["RunDisplay", "state_word", "task_line", "summary_lines", "printable", "echo"]
+__all__ = ["RunDisplay", "state_word", "task_line", "summary_lines", "printable", "echo", "escape_warnings"]
 
 # What a terminal acts on instead of showing: C0 controls (ESC, CR, LF, TAB, BS, ...), DEL and the C1
 # controls (U+0080-U+009F: U+009B is CSI, an escape sequence by itself on some terminals), the
@@ -59,6 +60,23 @@ def printable(text: object) -> str:
 def echo(line: object = "", err: bool = False) -> None:
     """Print one human-readable line (:func:`printable`: a newline in it is shown escaped)."""
     click.echo(printable(line), err=err)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Optional[TextIO] = None, line: Optional[str] = None) -> None:
+    stream = file if file is not None else sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(warnings.formatwarning(printable(message), category, filename, lineno, line))
+    except OSError:
+        pass
+
+
+def escape_warnings() -> None:
+    """Python's warnings printed with their message escaped (:func:`printable`): the KFP SDK's quote
+    stored text (an importer's URI). Called by the CLIs' commands, not on import."""
+    warnings.showwarning = _show_warning
 
 _STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN",
                 "SKIPPED": "SKIPPED"}

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 from kfp import compiler, dsl
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Dataset, Input, Output
 
 from tests.pipelines import IMAGE
-from tests.test_hostile import run
+from tests.test_hostile import cli, run
 from tests.test_terminal import Terminal
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
@@ -189,6 +189,30 @@ def test_envs_shows_its_directory_escaped(tmp_path):
     assert code == 0, err
     assert_terminal_safe(out, shown=1)
     assert len(out.splitlines()) == 1
+
+
+@dsl.component(base_image=IMAGE)
+def use(data: Input[Dataset]) -> str:
+    return "used"
+
+
+@dsl.pipeline(name="remote-input")
+def remote_input(uri: str):
+    imported = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=True)
+    use(data=imported.output)
+
+
+def test_the_warning_of_a_remote_input_without_digest(tmp_path):
+    """--key-by-content: an imported gs:// artifact has no digest; mlmd-cache's warning and the KFP
+    SDK's (a Python warning) quote its URI. A process of its own: Python prints warnings there."""
+    path = tmp_path / "remote.yaml"
+    compiler.Compiler().compile(remote_input, str(path))
+    code, out, err = cli("mlmd-cache", "run-pipeline", str(path), "--db", f"sqlite:///{tmp_path / 'm.sqlite'}",
+                         "--pipeline-root", str(tmp_path / "root"), "--key-by-content",
+                         "--param", f"uri=gs://bucket/{PAYLOAD}")
+    assert code == 0, err
+    assert "has no digest and is not local" in err and "UserWarning: It looks like you're using the remote" in err
+    assert_terminal_safe(out + err, shown=2)
 
 
 def test_the_live_table_on_a_terminal(store):
