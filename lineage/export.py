@@ -137,7 +137,7 @@ def _quote(text: Any) -> str:
     """A DOT string. ``&`` is written ``&amp;``: Graphviz reads entities in every string (``&lt;``
     would be drawn ``<``, and an unknown ``&name;`` reaches the SVG undeclared), so text stays the
     text it is; control characters are shown escaped (``\\x1b``)."""
-    text = _NOT_TEXT.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+    text = _NOT_TEXT.sub(lambda m: f"\\x{ord(m.group()):02x}" if m.group() < "\u0100" else f"\\u{ord(m.group()):04x}",
                          str(text))
     return '"' + text.replace("&", "&amp;").replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
