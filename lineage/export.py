@@ -33,6 +33,7 @@ import networkx as nx
 from markupsafe import Markup, escape
 
 from mlmd_cache.errors import InvalidArgumentError, MlmdCacheError
+from mlmd_cache.terminal import printable
 
 from . import graph as lg
 from .options import FORMATS
@@ -128,17 +129,13 @@ def short_path(uri: str, width: int = 32) -> str:
     return uri
 
 
-# Characters XML cannot hold (C0 controls but the newline, U+FFFE, U+FFFF) and the other controls
-# (DEL, C1): Graphviz would copy them into the SVG, which no XML parser then reads. Shown escaped.
-_NOT_TEXT = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ufffe\uffff]")
-
-
 def _quote(text: Any) -> str:
     """A DOT string. ``&`` is written ``&amp;``: Graphviz reads entities in every string (``&lt;``
     would be drawn ``<``, and an unknown ``&name;`` reaches the SVG undeclared), so text stays the
-    text it is; control characters are shown escaped (``\\x1b``)."""
-    text = _NOT_TEXT.sub(lambda m: f"\\x{ord(m.group()):02x}" if m.group() < "\u0100" else f"\\u{ord(m.group()):04x}",
-                         str(text))
+    text it is. Control characters are drawn escaped as the terminal shows them (``\\x1b``, ``\\r``;
+    :func:`mlmd_cache.terminal.printable`): Graphviz would copy them into the SVG, which XML cannot
+    hold. A newline starts a new line of the label."""
+    text = "\n".join(printable(line) for line in str(text).split("\n"))
     return '"' + text.replace("&", "&amp;").replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 

@@ -39,9 +39,10 @@ __all__ = ["RunDisplay", "state_word", "task_line", "summary_lines", "printable"
 # What a terminal acts on instead of showing: C0 controls (ESC, CR, LF, TAB, BS, ...), DEL and the C1
 # controls (U+0080-U+009F: U+009B is CSI, an escape sequence by itself on some terminals), the
 # Unicode line and paragraph separators, and the bidirectional overrides and isolates, which
-# reorder the text shown after them ("Trojan Source"). Other format characters (the joiners of emoji
-# sequences) are text.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# reorder the text shown after them ("Trojan Source"); and U+FFFE and U+FFFF, which are no text (XML
+# cannot hold them: lineage drawings escape with this too). Other format characters (the joiners of
+# emoji sequences) are text.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffe\uffff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 

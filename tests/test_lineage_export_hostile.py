@@ -169,7 +169,9 @@ def check_page(browser: Browser, page: Path, title: str, nodes: set, tasks: dict
     labels = "\n".join(seen["labels"])
     for label, execution in tasks.items():
         payload = PAYLOADS[label]
-        assert f"t {payload}" in labels or f"run {payload}" in labels, (label, labels)
+        # drawn as written, the line separators shown escaped (as everywhere a name is drawn or printed)
+        drawn = payload.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        assert f"t {drawn}" in labels or f"run {drawn}" in labels, (label, labels)
         # the data: hovering a task shows its properties (the panel is text made by the page's script)
         panel = browser.evaluate(
             f"document.getElementById('e:{execution}').dispatchEvent(new MouseEvent('mouseover', {{bubbles: true}}));"

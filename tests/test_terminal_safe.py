@@ -7,6 +7,7 @@ through the CLIs on the real MLMD core (SQLite), the live table on a pseudo-term
 
 import json
 import re
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,28 @@ def test_envs_shows_its_directory_escaped(tmp_path):
     assert code == 0, err
     assert_terminal_safe(out, shown=1)
     assert len(out.splitlines()) == 1
+
+
+def test_drawings_show_control_characters_escaped(store, tmp_path):
+    """Graphviz copied a control character into the SVG, which XML cannot hold: the drawing (and the
+    HTML page made from it) could not be read. Drawn escaped, as the terminal shows it."""
+    from tests.browser import require_dot
+
+    require_dot()
+    code, out, err = run("mlmd-lineage", "export", "--run", RUN, "--format", "svg", "-o", str(tmp_path / "run.svg"),
+                         "--db", store["db"])
+    assert code == 0, err
+    svg = ElementTree.parse(tmp_path / "run.svg").getroot()
+    texts = [t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text")]
+    # the run's name: its line feed starts a new line of the label, the rest is escaped
+    assert ["run run-a\\x1b[31mred\\x1b]2;PWNED\\x07\\r", "forged\\x08\\x7f\\x9b2J\\u2028\\u202eb · pipeline controls"] \
+        == texts[:2], texts
+    assert not RAW.search("".join(texts))
+    code, out, err = run("mlmd-lineage", "export", "--run", RUN, "--format", "html", "-o", str(tmp_path / "run.html"),
+                         "--db", store["db"])
+    assert code == 0, err
+    code, out, err = run("mlmd-lineage", "export", "--run", RUN, "--format", "json", "-o", "-", "--db", store["db"])
+    assert RUN in {n.get("run") for n in json.loads(out[out.index("{"):])["nodes"]}  # exact in data formats
 
 
 @dsl.component(base_image=IMAGE)
