@@ -29,6 +29,7 @@ SHOWN = r"a\x1b[31mred\x1b]2;PWNED\x07\r\nforged\x08\x7f\x9b2J\u2028\u202eb"
 RUN = "run-" + PAYLOAD
 TASK = "make-" + PAYLOAD
 REASON = "bad data " + PAYLOAD
+PIPELINE = "controls-" + PAYLOAD
 # What a terminal acts on: every C0 control but the line feed that ends each line, DEL, C1, the
 # Unicode separators and the bidirectional controls.
 RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -56,7 +57,7 @@ def controls(x: str):
 
 
 def hostile_pipeline(directory: Path) -> Path:
-    """The pipeline with its first task named TASK (as a hand-edited IR could name it)."""
+    """The pipeline named PIPELINE, its first task TASK (as a hand-edited IR could name them)."""
     path = directory / "controls.yaml"
     compiler.Compiler().compile(controls, str(path))
     documents = list(yaml.safe_load_all(path.read_text()))
@@ -72,6 +73,7 @@ def hostile_pipeline(directory: Path) -> Path:
     spec = documents[0]
     spec["root"]["dag"]["tasks"] = rename(spec["root"]["dag"]["tasks"])
     spec["root"]["dag"]["tasks"][TASK]["taskInfo"]["name"] = TASK
+    spec["pipelineInfo"]["name"] = PIPELINE
     path.write_text(yaml.safe_dump_all(documents, allow_unicode=True))
     return path
 
@@ -101,7 +103,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_run_pipeline_plain_lines_and_summary(store):
     assert_terminal_safe(store["out"], shown=2)  # the task's line, the summary
-    assert f"run run-{SHOWN} of pipeline controls" in store["out"]
+    assert f"run run-{SHOWN} of pipeline controls-{SHOWN}: 1 executed, 1 failed" in store["out"]
     # the task's own stderr, a line each (it is text of many lines), what is in a line escaped
     assert "    | refused a\\x1b[31mred\\x1b]2;PWNED\\x07\n    | forged\\x08\\x7f\\x9b2J\n" in store["out"]
     assert_terminal_safe(store["err"] + store["json_err"], shown=0)
@@ -113,17 +115,17 @@ def test_lineage_runs_and_show_run(store):
     db = store["db"]
     code, out, err = run("mlmd-lineage", "runs", "--db", db)
     assert code == 0, err
-    assert_terminal_safe(out, shown=2)
+    assert_terminal_safe(out, shown=4)  # two runs, each of the pipeline
     assert len(out.splitlines()) == 3  # the header and two runs: no line forged by a name
     code, out, err = run("mlmd-lineage", "runs", "--db", db, "--json")
     assert {r["run"] for r in json.loads(out)["runs"]} == {RUN, RUN + "-2"}
 
     code, out, err = run("mlmd-lineage", "show", "run", RUN, "--db", db)
     assert code == 0, err
-    assert_terminal_safe(out, shown=2)  # the run, its task
+    assert_terminal_safe(out, shown=3)  # the run, its pipeline, its task
     code, out, err = run("mlmd-lineage", "show", "run", RUN, "--db", db, "--json")
     shown = json.loads(out)
-    assert shown["run"] == RUN and TASK in {e["task"] for e in shown["executions"]}
+    assert shown["run"] == RUN and shown["pipeline"] == PIPELINE and TASK in {e["task"] for e in shown["executions"]}
     assert any(PAYLOAD in a["uri"] for a in shown["artifacts"])
 
 
@@ -169,6 +171,15 @@ def test_plan_and_stats(store):
     code, out, err = run("mlmd-cache", "stats", "--db", store["db"])
     assert code == 0, err
     assert not RAW.search(out + err)
+    code, out, err = run("mlmd-cache", "stats", "--pipeline", PIPELINE, "--db", store["db"])
+    assert code == 0, err
+    assert_terminal_safe(out + err, shown=1)
+    code, out, err = run("mlmd-cache", "index", "--dry-run", "--db", store["db"])
+    assert code == 0, err
+    assert_terminal_safe(out + err, shown=1)
+    assert len(out.splitlines()) == 1
+    code, out, err = run("mlmd-cache", "index", "--dry-run", "--db", store["db"], "--json")
+    assert [p["pipeline"] for p in json.loads(out)["pipelines"]] == [PIPELINE]
 
 
 @pytest.mark.parametrize("command", [
@@ -204,8 +215,8 @@ def test_drawings_show_control_characters_escaped(store, tmp_path):
     svg = ElementTree.parse(tmp_path / "run.svg").getroot()
     texts = [t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text")]
     # the run's name: its line feed starts a new line of the label, the rest is escaped
-    assert ["run run-a\\x1b[31mred\\x1b]2;PWNED\\x07\\r", "forged\\x08\\x7f\\x9b2J\\u2028\\u202eb · pipeline controls"] \
-        == texts[:2], texts
+    first, rest = SHOWN.split("\\n")  # the payload's line feed
+    assert [f"run run-{first}", f"{rest} · pipeline controls-{first}", rest] == texts[:3], texts
     assert not RAW.search("".join(texts))
     code, out, err = run("mlmd-lineage", "export", "--run", RUN, "--format", "html", "-o", str(tmp_path / "run.html"),
                          "--db", store["db"])
