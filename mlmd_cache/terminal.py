@@ -79,6 +79,7 @@ def escape_warnings() -> None:
     stored text (an importer's URI). Called by the CLIs' commands, not on import."""
     warnings.showwarning = _show_warning
 
+
 _STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN",
                 "SKIPPED": "SKIPPED"}
 _STATE_STYLES = {"EXECUTED": "green", "CACHED": "cyan", "DONE": "green", "FAILED": "bold red", "NOT_RUN": "yellow",
@@ -221,7 +222,7 @@ class RunDisplay:
             self._known.add(task)
             self._running[task] = (time.monotonic(), f"waiting for execution {holder}")
         self._refresh()
-        self._print(f"{printable(task)}: waiting for execution {holder}, which holds its cache key", err=True)
+        self._print(f"{task}: waiting for execution {holder}, which holds its cache key", err=True)
 
     def finished(self, task: TaskReport) -> None:
         with self._lock:
@@ -247,7 +248,7 @@ class RunDisplay:
     # -- drawing -------------------------------------------------------------------------------------
 
     def _print(self, text: str, err: bool) -> None:
-        text = printable(text)
+        text = printable(text)  # it quotes stored text (a task's name, a URI)
         if self._console is not None and (err or self._stdout_on_console):
             self._console.print(text, overflow="fold")
         else:
