@@ -22,7 +22,6 @@ import base64
 import functools
 import hashlib
 import json
-import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ElementTree

@@ -205,7 +205,7 @@ def test_a_page_per_artifact_neighbourhood(store, browser, label):
     """Without the run's root DAG execution, the run's frame is named (and has its id) after the run."""
     selection = ["--artifact", str(store["artifacts"][label]), "--depth", "1"]
     page = export(store, f"{label}-artifact", *selection)
-    assert f'id="run:' in page.read_text()
+    assert 'id="run:' in page.read_text()
     check_page(browser, page, f"lineage of artifact #{store['artifacts'][label]}", exported_nodes(store, *selection),
                {label: store["tasks"][label]})
 
