@@ -15,6 +15,7 @@ import yaml
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Output
 
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
 from tests.pipelines import IMAGE
 from tests.test_hostile import cli, run
 from tests.test_terminal import Terminal
@@ -201,6 +202,26 @@ def test_envs_shows_its_directory_escaped(tmp_path):
     assert code == 0, err
     assert_terminal_safe(out, shown=1)
     assert len(out.splitlines()) == 1
+
+
+def test_lookup_of_a_hit(tmp_path):
+    """A cache source written through the library: its task's name and its output's URI are quoted
+    by lookup's answer."""
+    db = f"sqlite:///{tmp_path / 'm.sqlite'}"
+    cache = ExecutionCache(connect(db))
+    key = CacheKey.build(image="python:3.11", command=["echo", "x"], output_artifacts={"data": "system.Dataset"},
+                         output_parameters={"p": "STRING"})
+    cache.execute(cache.pipeline_run(PIPELINE, RUN), Task(TASK, key),
+                  lambda started: Outputs(artifacts={"data": f"gs://bucket/{PAYLOAD}"}, parameters={"p": PAYLOAD}))
+    (tmp_path / "key.json").write_text(key.to_json())
+    code, out, err = run("mlmd-cache", "lookup", str(tmp_path / "key.json"), "--pipeline", PIPELINE, "--db", db)
+    assert code == 0 and "hit: execution" in out, err
+    assert_terminal_safe(out + err, shown=2)  # the task, the output's URI (the parameter is JSON)
+    code, out, err = run("mlmd-cache", "lookup", str(tmp_path / "key.json"), "--pipeline", PIPELINE, "--db", db,
+                         "--json")
+    answer = json.loads(out)
+    assert answer["source_task"] == TASK and answer["output_parameters"]["p"] == PAYLOAD
+    assert answer["output_artifacts"]["data"][0]["uri"] == f"gs://bucket/{PAYLOAD}"
 
 
 def test_drawings_show_control_characters_escaped(store, tmp_path):
