@@ -15,6 +15,7 @@ from mlmd_cache import ids
 from mlmd_cache.cli import _Commands as _OneLineUsageGroup
 from mlmd_cache.cli import RecordIdType, _OneLineUsageErrors, _reports_errors, db_option, group_db_options, open_store
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
+from mlmd_cache.terminal import echo, escape_warnings, printable
 
 # Only what building the commands needs (no networkx or ml_metadata): a command imports the rest.
 from .options import FORMATS, MAX_HOPS
@@ -47,7 +48,8 @@ def _in_force(data: dict[str, Any]) -> list[int]:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    # escaped before the widths are measured, so that an escaped name keeps its column
+    cells = [[str(h) for h in headers]] + [["-" if c is None else printable(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
 
@@ -89,6 +91,7 @@ def main() -> None:
     IDs: a:6 or #6 is artifact 6, e:6 execution 6 (MLMD numbers the two apart); a plain 6 is an
     artifact for show, upstream and downstream, an execution for explain, or the other kind when
     only that one has the ID."""
+    escape_warnings()  # a warning may quote stored text
 
 
 @main.command()
@@ -106,12 +109,12 @@ def runs(limit: Optional[int], db_url: Optional[str], as_json: bool) -> None:
         _echo_json({"runs": summaries})
         return
     if not summaries:
-        click.echo("no pipeline runs")
+        echo("no pipeline runs")
         return
     rows = [(s["run"], s["pipeline"], _time(s["create_time"]), s["executed"], s["cached"], s["failed"], s["state"])
             for s in summaries]
     for line in _table(("RUN", "PIPELINE", "CREATED (UTC)", "EXECUTED", "CACHED", "FAILED", "STATE"), rows):
-        click.echo(line)
+        echo(line)
 
 
 def _edges_text(graph, node: str, incoming: bool) -> list[tuple[str, str]]:
@@ -157,13 +160,13 @@ def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -
             _echo_json({"run": name, "pipeline": pipeline, "executions": executions,
                         "artifacts": sorted(artifacts, key=lambda a: a["id"])})
             return
-        click.echo(f"run {name} of pipeline {pipeline}")
+        echo(f"run {name} of pipeline {pipeline}")
         rows = [(e["id"], e["task"], e["state"] + (f" (invalidated: {', '.join(map(str, e['invalidated_by']))})"
                                                    if e["invalidated_by"] else ""), e["cached_from"],
                  ", ".join(f"{k}=#{v}" for k, v in e["inputs"].items()),
                  ", ".join(f"{k}=#{v}" for k, v in e["outputs"].items())) for e in executions]
         for line in _table(("EXECUTION", "TASK", "STATE", "CACHED FROM", "INPUTS", "OUTPUTS"), rows):
-            click.echo("  " + line)
+            echo("  " + line)
         return
     node = load.resolve_node(store, record, prefer=ids.ARTIFACT)
     kind = "artifact" if node.startswith("a:") else "execution"
@@ -175,7 +178,7 @@ def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -
                     "in": [{"key": k, **_node_json(graph, n)} for k, n in inputs],
                     "out": [{"key": k, **_node_json(graph, n)} for k, n in outputs]})
         return
-    click.echo(_node_text(data))
+    echo(_node_text(data))
     fields = [("type", data.get("type")), ("state", data.get("state")), ("created", _time(data.get("create_time")))]
     if kind == "execution":
         fields.append(("pipeline", data.get("pipeline")))
@@ -189,14 +192,14 @@ def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -
         fields += [("parameter " + k, lx.format_value(v)) for k, v in sorted((props.get("inputs") or {}).items())]
     for label, value in fields:
         if value not in (None, ""):
-            click.echo(f"  {label + ':':<18} {value}")
+            echo(f"  {label + ':':<18} {value}")
     titles = ("inputs", "outputs") if kind == "execution" else ("produced by", "consumed by")
     for title, pairs in zip(titles, (inputs, outputs)):
-        click.echo(f"  {title}:")
+        echo(f"  {title}:")
         if not pairs:
-            click.echo("    (none)")
+            echo("    (none)")
         for key, other in pairs:
-            click.echo(f"    {key or '-':<12} {_node_text(graph.nodes[other])}")
+            echo(f"    {key or '-':<12} {_node_text(graph.nodes[other])}")
 
 
 def _tree_lines(graph, entry: dict[str, Any], prefix: str = "", last: bool = True, root: bool = True) -> list[str]:
@@ -235,7 +238,7 @@ def _closure_command(direction: str) -> Callable[..., Any]:
                         "nodes": lg.nodes_of(graph, closure | {node}), "tree": _tree_json(tree)})
             return
         for line in _tree_lines(graph, tree):
-            click.echo(line)
+            echo(line)
 
     command.__doc__ = (f"The {direction} lineage of an artifact or execution as a tree: "
                        f"{'what it was made from' if direction == 'upstream' else 'what was made from it'}. "
@@ -275,7 +278,7 @@ def explain_command(record_id: str, db_url: Optional[str], as_json: bool) -> Non
         _echo_json(result)
         return
     for line in lx.describe(result):
-        click.echo(line)
+        echo(line)
 
 
 @main.command()
@@ -319,5 +322,5 @@ def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt:
         sys.stdout.flush()
     else:
         lexport.write(graph, fmt, output, title)
-    click.echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to "
-               f"{'standard output' if output == '-' else output} ({fmt})", err=True)
+    echo(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to "
+         f"{'standard output' if output == '-' else output} ({fmt})", err=True)

@@ -18,16 +18,21 @@ digraph lineage {
 """
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import json
-import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ElementTree
 from importlib import resources
 from typing import Any, Iterator
 
 import networkx as nx
+from markupsafe import Markup, escape
 
 from mlmd_cache.errors import InvalidArgumentError, MlmdCacheError
+from mlmd_cache.terminal import printable
 
 from . import graph as lg
 from .options import FORMATS
@@ -124,7 +129,13 @@ def short_path(uri: str, width: int = 32) -> str:
 
 
 def _quote(text: Any) -> str:
-    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    """A DOT string. ``&`` is written ``&amp;``: Graphviz reads entities in every string (``&lt;``
+    would be drawn ``<``, and an unknown ``&name;`` reaches the SVG undeclared), so text stays the
+    text it is. Control characters are drawn escaped as the terminal shows them (``\\x1b``, ``\\r``;
+    :func:`mlmd_cache.terminal.printable`): Graphviz would copy them into the SVG, which XML cannot
+    hold. A newline starts a new line of the label."""
+    text = "\n".join(printable(line) for line in str(text).split("\n"))
+    return '"' + text.replace("&", "&amp;").replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _quote_left(text: str) -> str:
@@ -333,18 +344,73 @@ def render(dot_text: str, fmt: str) -> bytes:
     return done.stdout
 
 
-def _inline_json(value: Any) -> str:
-    """JSON that may stand inside an HTML ``<script>`` element (no ``</script>``, no comment opener)."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e") \
-        .replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+# What a Graphviz drawing is made of (its SVG output for our DOT, whatever the labels say): any other
+# element (a link, a script, foreignObject) or attribute (an event handler, href, style) is dropped.
+_SVG = "{http://www.w3.org/2000/svg}"
+_SVG_ELEMENTS = frozenset({"svg", "g", "title", "text", "tspan", "path", "polygon", "polyline", "ellipse", "circle",
+                           "line", "rect"})
+_SVG_ATTRIBUTES = frozenset({
+    "id", "class", "viewBox", "transform", "fill", "fill-opacity", "stroke", "stroke-width", "stroke-dasharray",
+    "stroke-opacity", "opacity", "d", "points", "cx", "cy", "rx", "ry", "r", "x", "y", "x1", "y1", "x2", "y2",
+    "text-anchor", "font-family", "font-size", "font-weight", "font-style", "text-decoration"})
+
+
+def _safe_svg(svg: bytes) -> Markup:
+    """Graphviz's SVG as markup to put in the page: parsed as XML and written again from the elements
+    and attributes a drawing has (:data:`_SVG_ELEMENTS`, :data:`_SVG_ATTRIBUTES`), every text and
+    attribute value escaped; the root has the page's ``id`` instead of a fixed size. User strings
+    are labels and ``id`` values in it: text, never markup, handlers or ``javascript:`` links."""
+    try:
+        root = ElementTree.fromstring(svg)  # expat: the DOCTYPE's external DTD is never fetched
+    except ElementTree.ParseError as error:
+        raise GraphvizError(f"dot -Tsvg wrote an SVG that cannot be read ({error})") from None
+    out: list[str] = []
+
+    def write(element: ElementTree.Element, top: bool) -> None:
+        tag = element.tag[len(_SVG):] if element.tag.startswith(_SVG) else None
+        if tag not in _SVG_ELEMENTS or (tag == "svg") != top:
+            return  # dropped with what it holds (its tail, text between siblings, is kept by the caller)
+        attributes = {k: v for k, v in element.attrib.items() if k in _SVG_ATTRIBUTES}
+        if top:
+            attributes = {"id": "lineage-svg", "viewBox": attributes.get("viewBox", "0 0 0 0"),
+                          "xmlns": "http://www.w3.org/2000/svg"}
+        out.append(f"<{tag}" + "".join(f' {k}="{escape(v)}"' for k, v in attributes.items()) + ">")
+        out.append(str(escape(element.text or "")))
+        for child in element:
+            write(child, False)
+            out.append(str(escape(child.tail or "")))
+        out.append(f"</{tag}>")
+
+    write(root, True)
+    return Markup("".join(out))
+
+
+def _csp_hash(text: str) -> str:
+    """A Content-Security-Policy source that allows exactly this inline script or style."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+@functools.lru_cache(maxsize=1)
+def _page_template() -> Any:
+    """lineage/export.html, compiled once. Jinja2 with autoescaping: every value put in the page is
+    escaped for where it goes (the title as HTML text, the data by ``tojson`` for its
+    ``<script type="application/json">`` element), in one pass, so no value is read again as part
+    of the page or of the template."""
+    from jinja2 import Environment, StrictUndefined
+
+    environment = Environment(autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
+    environment.filters["csp_hash"] = _csp_hash
+    return environment.from_string(resources.files("lineage").joinpath("export.html").read_text(encoding="utf-8"))
 
 
 def to_html(graph: nx.MultiDiGraph, title: str = "lineage") -> str:
     """One self-contained HTML page (nothing fetched when it opens): the SVG drawing of
-    :func:`to_dot`, panned and zoomed, each node's properties shown on a click, and a search box."""
-    svg = render(to_dot(graph), "svg").decode("utf-8")
-    svg = svg[svg.index("<svg"):]  # the XML declaration and DOCTYPE have no place inside HTML
-    svg = re.sub(r'<svg width="[^"]*" height="[^"]*"', '<svg id="lineage-svg"', svg, count=1)
+    :func:`to_dot`, panned and zoomed, each node's properties shown on a click, and a search box.
+
+    The page is the template lineage/export.html filled in one pass (:func:`_page_template`); its
+    Content-Security-Policy runs only the page's own script and style (by their hashes) and no
+    inline handler, and the drawing is rebuilt from what a drawing holds (:func:`_safe_svg`)."""
+    svg = _safe_svg(render(to_dot(graph), "svg"))
     data = {
         "nodes": {node: {("mlmd_id" if k == "id" else k): _plain(v) for k, v in attributes.items()}
                   for node, attributes in graph.nodes(data=True)},
@@ -352,10 +418,7 @@ def to_html(graph: nx.MultiDiGraph, title: str = "lineage") -> str:
         "not_run": {_not_run_key(dag): {"dag": dag, "tasks": _not_run_count(graph.nodes[dag], count)}
                     for dag, count in lg.tasks_not_run(graph).items()},
     }
-    page = resources.files("lineage").joinpath("export.html").read_text(encoding="utf-8")
-    escaped_title = title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return (page.replace("<!--TITLE-->", escaped_title).replace("<!--SVG-->", svg)
-            .replace("/*DATA*/null", _inline_json(data)))
+    return _page_template().render(title=title, svg=svg, data=data)
 
 
 def content(graph: nx.MultiDiGraph, fmt: str, title: str = "lineage") -> bytes:

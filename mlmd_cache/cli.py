@@ -16,6 +16,7 @@ from .defaults import (CALL_TIMEOUT_SECONDS, DATABASE_URLS, DEFAULT_TASK_ENV, TA
                        default_store_url)
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
 from ._messages import _one_line
+from .terminal import echo, escape_warnings, printable
 
 if TYPE_CHECKING:
     from .key import CacheKey
@@ -41,12 +42,12 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except MlmdCacheError as error:
-            click.echo(f"Error: {_one_line(error) or type(error).__name__}", err=True)
+            echo(f"Error: {_one_line(error) or type(error).__name__}", err=True)
             sys.exit(2 if isinstance(error, _USAGE_ERRORS) else 1)
         except _mlmd_errors() as error:
             from .store import store_fault
 
-            click.echo(f"Error: {store_fault(error)}", err=True)
+            echo(f"Error: {store_fault(error)}", err=True)
             sys.exit(1)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
@@ -54,8 +55,8 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
         except Exception as error:  # a defect: still one line, with what to do
             text = _one_line(error) or type(error).__name__
-            click.echo(f"Error: internal error ({type(error).__name__}: {text}); please report it "
-                       "with the command that caused it", err=True)
+            echo(f"Error: internal error ({type(error).__name__}: {text}); please report it "
+                 "with the command that caused it", err=True)
             sys.exit(1)
 
     return wrapper
@@ -179,8 +180,8 @@ def _read_key(key_file) -> CacheKey:
 
     stream = key_file or click.open_file("-", "rb")
     if stream.isatty():  # without this a forgotten FILE looks like a hang
-        click.echo("reading a cache key (KFP's JSON) from standard input: paste it and end with Ctrl-D, "
-                   "or give FILE", err=True)
+        echo("reading a cache key (KFP's JSON) from standard input: paste it and end with Ctrl-D, "
+             "or give FILE", err=True)
     return CacheKey.from_json(stream.read())
 
 
@@ -211,6 +212,7 @@ class _Commands(click.Group):
 @group_db_options
 def main() -> None:
     """KFP v2 step caching over any ML Metadata store."""
+    escape_warnings()  # a warning may quote stored text (the KFP SDK's quote an importer's URI)
 
 
 @main.command()
@@ -277,16 +279,16 @@ def lookup(key_file, pipeline: str, custom_key: Optional[str], component_name: s
 
 
 def _describe_lookup(result: dict[str, Any], pipeline: str) -> None:
-    click.echo(f"fingerprint {result['fingerprint']}")
+    echo(f"fingerprint {result['fingerprint']}")
     if not result["hit"]:
-        click.echo(f"miss: no valid cache source in pipeline {pipeline!r}")
+        echo(f"miss: no valid cache source in pipeline {pipeline!r}")
         return
-    click.echo(f"hit: execution {result['source_execution_id']} (task {result['source_task']})")
+    echo(f"hit: execution {result['source_execution_id']} (task {result['source_task']})")
     for name, artifacts in result["output_artifacts"].items():
         for artifact in artifacts:
-            click.echo(f"  output {name}: artifact #{artifact['id']} {artifact['uri']}")
+            echo(f"  output {name}: artifact #{artifact['id']} {artifact['uri']}")
     for name, value in result["output_parameters"].items():
-        click.echo(f"  parameter {name} = {json.dumps(value)}")
+        echo(f"  parameter {name} = {json.dumps(value)}")
 
 
 def _read_file(path: Optional[str], option: str) -> Optional[bytes]:
@@ -302,7 +304,7 @@ def _read_file(path: Optional[str], option: str) -> Optional[bytes]:
 class _OneLineUsageError(click.UsageError):
     def show(self, file: Any = None) -> None:
         hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
-        click.echo(f"Error: {self.format_message()}{hint}", err=True)
+        echo(f"Error: {self.format_message()}{hint}", err=True)
 
 
 class _OneLineUsageErrors(click.Command):
@@ -417,14 +419,14 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
             shape = f"{workers} workers"
         server.start()
     except KeyboardInterrupt:  # Ctrl-C while the database is being opened or the processes start
-        click.echo("mlmd-cache serve: interrupted", err=True)
+        echo("mlmd-cache serve: interrupted", err=True)
         sys.exit(130)
     stop_on_signals(server)  # before the line that tells the address: a signal from then on is graceful
     reach = "local connections only" if _is_loopback(host) else "open to other hosts, without authentication"
-    click.echo(f"mlmd-cache serve: {SERVICE_NAME} on {server.address} over {server.backend} ({shape}; {reach})",
-               err=True)
+    echo(f"mlmd-cache serve: {SERVICE_NAME} on {server.address} over {server.backend} ({shape}; {reach})",
+         err=True)
     code = server.wait()  # a server group's exit code; None for one server
-    click.echo("mlmd-cache serve: stopped", err=True)
+    echo("mlmd-cache serve: stopped", err=True)
     sys.exit(code or 0)
 
 
@@ -467,11 +469,11 @@ def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], as_j
              "already_indexed": r.already_indexed} for r in reports]}, sort_keys=True))
         return
     if not reports:
-        click.echo("no pipelines in the store")
+        echo("no pipelines in the store")
     verb = "would add" if dry_run else "added"
     for r in reports:
-        click.echo(f"pipeline {r.pipeline}: {_count(r.sources, 'cache source')} of {_count(r.keys, 'key')}: "
-                   f"{verb} {r.added}, {r.already_indexed} already indexed")
+        echo(f"pipeline {r.pipeline}: {_count(r.sources, 'cache source')} of {_count(r.keys, 'key')}: "
+             f"{verb} {r.added}, {r.already_indexed} already indexed")
 
 
 def _count(number: int, noun: str) -> str:
@@ -572,7 +574,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         except RunInterrupted as interrupted:
             report = interrupted.report
     except KeyboardInterrupt:  # before the run began: nothing of it was written
-        click.echo("run-pipeline: interrupted", err=True)
+        echo("run-pipeline: interrupted", err=True)
         sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -581,7 +583,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     else:
         display.summary(report)
     if report.interrupted:
-        click.echo("run-pipeline: interrupted; running tasks marked FAILED", err=True)
+        echo("run-pipeline: interrupted; running tasks marked FAILED", err=True)
         sys.exit(130)
     if not report.succeeded:
         sys.exit(1)
@@ -636,13 +638,13 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
     if as_json:
         click.echo(json.dumps(result.to_dict()))  # tasks in the order a run would end them
         return
-    width = max([24] + [len(name) + 1 for name in result.tasks])
+    width = max([24] + [len(printable(name)) + 1 for name in result.tasks])
     for task in result.tasks.values():
-        click.echo(f"{task.name:<{width}} {task.label:<28} {task.reason}".rstrip())
+        echo(f"{printable(task.name):<{width}} {task.label:<28} {task.reason}".rstrip())
     counts = result.counts()
     summary = ", ".join(f"{counts[status]} {status}" for status in ("hit", "run", "skipped", "unknown", "fails")
                         if status in counts) or "no tasks"
-    click.echo(f"plan for pipeline {result.pipeline}: {summary} (nothing was run or written)")
+    echo(f"plan for pipeline {result.pipeline}: {summary} (nothing was run or written)")
 
 
 @main.command()
@@ -666,19 +668,19 @@ def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optio
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
     scope = f"pipeline {pipeline}" if pipeline is not None else _count(result.pipelines, "pipeline")
-    click.echo(f"{scope}" + (f", executions of the last {since}" if since is not None else "") + ":")
+    echo(f"{scope}" + (f", executions of the last {since}" if since is not None else "") + ":")
     rate = f"{result.hit_rate:.1%}" if result.hit_rate is not None else "n/a"
-    click.echo(f"  executed      {result.executed}" + (f" ({result.caching_off} with caching off)"
-                                                        if result.caching_off else ""))
-    click.echo(f"  cached        {result.cached}")
-    click.echo(f"  hit rate      {rate} ({result.cached} of {result.cached + result.misses} lookups)")
-    click.echo(f"  time saved    {result.time_saved_seconds:.1f} s (the reused executions' durations)")
-    click.echo(f"  invalidated   {_count(result.invalidated_sources, 'cache source')}")
+    echo(f"  executed      {result.executed}" + (f" ({result.caching_off} with caching off)"
+                                                  if result.caching_off else ""))
+    echo(f"  cached        {result.cached}")
+    echo(f"  hit rate      {rate} ({result.cached} of {result.cached + result.misses} lookups)")
+    echo(f"  time saved    {result.time_saved_seconds:.1f} s (the reused executions' durations)")
+    echo(f"  invalidated   {_count(result.invalidated_sources, 'cache source')}")
     if result.top_misses:
-        click.echo("  tasks that miss most:")
+        echo("  tasks that miss most:")
         for task in result.top_misses:
             where = "" if pipeline is not None else f" (pipeline {task.pipeline})"
-            click.echo(f"    {task.task}{where}: {task.misses} miss{'' if task.misses == 1 else 'es'}")
+            echo(f"    {task.task}{where}: {task.misses} miss{'' if task.misses == 1 else 'es'}")
 
 
 @main.command()
@@ -709,13 +711,13 @@ def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_
     for item in result.interrupted:
         what = (f"DAG {item.task!r}" if item.task else "root DAG") if item.is_dag else f"task {item.task!r}"
         where = f" of run {item.run!r}" if item.run else ""
-        click.echo(f"execution {item.execution_id} ({what}{where}): {verb} FAILED: {item.reason}")
+        echo(f"execution {item.execution_id} ({what}{where}): {verb} FAILED: {item.reason}")
     summary = (f"{verb} {_count(len(result.interrupted), 'interrupted execution')} FAILED in "
                f"{_count(len(result.runs), 'run')}" if result.interrupted else "no interrupted executions")
     left = [f"{result.alive} with a live runner"] if result.alive else []
     if result.unknown:
         left.append(f"{result.unknown} whose runner cannot be checked from this host (see --older-than)")
-    click.echo(summary + (f"; left RUNNING: {', '.join(left)}" if left else ""))
+    echo(summary + (f"; left RUNNING: {', '.join(left)}" if left else ""))
 
 
 @main.command()
@@ -770,7 +772,7 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
             click.echo(json.dumps({"invalidations": [i.to_dict() for i in found]}, sort_keys=True))
             return
         if not found:
-            click.echo("no invalidations")
+            echo("no invalidations")
             return
         rows = [(str(i.id), invalidation.utc_text(i.invalidated_at), i.target, "yes" if i.cascade else "no",
                  str(i.count), "in force" if i.in_force else f"undone {invalidation.utc_text(i.undone_at)}", i.by,
@@ -784,8 +786,8 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
             click.echo(json.dumps(done.to_dict(), sort_keys=True))
             return
         verb = "would undo" if dry_run else "undid"
-        click.echo(f"{verb} invalidation {done.id} ({done.target}): its {_count(done.count, 'cache source')} "
-                   f"{'would be' if dry_run else 'are'} valid again unless another invalidation in force covers them")
+        echo(f"{verb} invalidation {done.id} ({done.target}): its {_count(done.count, 'cache source')} "
+             f"{'would be' if dry_run else 'are'} valid again unless another invalidation in force covers them")
         return
     result = invalidation.invalidate(store, artifact=artifact, execution=execution, run=run_name, pipeline=pipeline,
                                      fingerprint=fingerprint, cascade=cascade, reason=reason, dry_run=dry_run)
@@ -793,16 +795,16 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
     if not result.sources:
-        click.echo(f"nothing to invalidate: {result.note}")
+        echo(f"nothing to invalidate: {result.note}")
         return
     head = f"invalidation {result.id}" if result.id is not None else "dry run (nothing written)"
     verb = "would stop" if dry_run else "stopped"
     how = " with cascade" if cascade else ""
     why = f" (reason: {reason})" if reason else ""
-    click.echo(f"{head}: {result.target}{how}{why}: {verb} {_count(result.count, 'cache source')}")
+    echo(f"{head}: {result.target}{how}{why}: {verb} {_count(result.count, 'cache source')}")
     for source in result.sources:
         how = "chosen" if source.chosen else f"downstream of artifact {source.via}"
-        click.echo(f"  execution {source.execution_id:<8} task {source.task:<24} {how}")
+        echo(f"  execution {source.execution_id:<8} task {printable(source.task):<24} {how}")
 
 
 @main.command()
@@ -840,22 +842,22 @@ def envs(env_dir: Optional[str], prune: bool, older_than: Optional[str], max_siz
             return
         verb = "would remove" if dry_run else "removed"
         for info in removed:
-            click.echo(f"{verb} {info.key}  {_size_text(info.size)}  {', '.join(info.requirements) or '(no packages)'}")
+            echo(f"{verb} {info.key}  {_size_text(info.size)}  {', '.join(info.requirements) or '(no packages)'}")
         freed = _size_text(sum(info.size for info in removed))
-        click.echo(f"{verb} {_count(len(removed), 'environment')} ({freed}) from {cache.root}")
+        echo(f"{verb} {_count(len(removed), 'environment')} ({freed}) from {cache.root}")
         return
     found = cache.list()
     if as_json:
         click.echo(json.dumps({"root": str(cache.root), "environments": [info.to_dict() for info in found]}))
         return
     if not found:
-        click.echo(f"no environments in {cache.root}")
+        echo(f"no environments in {cache.root}")
         return
     rows = [(info.key, info.python, _size_text(info.size),
              info.last_used.astimezone().strftime("%Y-%m-%d %H:%M") if info.last_used else "-",
              "yes" if info.in_use else "no", ", ".join(info.requirements) or "(no packages)") for info in found]
     _echo_table(("KEY", "PYTHON", "SIZE", "LAST USED", "IN USE", "REQUIREMENTS"), rows)
-    click.echo(f"{_count(len(found), 'environment')}, {_size_text(sum(info.size for info in found))}, in {cache.root}")
+    echo(f"{_count(len(found), 'environment')}, {_size_text(sum(info.size for info in found))}, in {cache.root}")
 
 
 def _size_text(size: int) -> str:
@@ -866,7 +868,8 @@ def _size_text(size: int) -> str:
 
 
 def _echo_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """Columns as wide as their widest cell, two spaces apart."""
+    """Columns as wide as their widest cell, two spaces apart; cells escaped before they are measured."""
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
     widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
     for row in [headers, *rows]:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

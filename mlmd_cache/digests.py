@@ -57,6 +57,7 @@ from . import records
 from .errors import DigestError
 from .gojson import go_marshal
 from .key import CacheKey, CacheKeyMessage
+from .terminal import printable
 
 __all__ = ["Digest", "digest_path", "digest_file", "record_digest", "recorded_digest", "artifact_change",
            "input_digests", "remember", "content_fingerprint", "DIGEST", "SIZE", "KEY_MODE", "KEY_MODE_ID", "KEY_MODE_CONTENT",
@@ -285,8 +286,9 @@ def input_digests(store: metadata_store.MetadataStore, artifact_ids: Mapping[str
         if recorded is not None:
             verified[artifact_id] = recorded
         else:
+            # the URI is stored text, escaped for the terminal
             log.warning("input artifact %d (%s) has no digest and is not local: it enters the cache key by its "
-                        "MLMD ID", artifact_id, artifact.uri)
+                        "MLMD ID", artifact_id, printable(artifact.uri))
             verified[artifact_id] = f"id:{artifact_id}"
     return {name: [verified.get(artifact_id, f"id:{artifact_id}") for artifact_id in ids]
             for name, ids in artifact_ids.items()}

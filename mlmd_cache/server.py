@@ -90,7 +90,9 @@ def client_address(host: str, port: int, tls: bool) -> str:
 
 
 def _log(message: str) -> None:
-    print(f"mlmd-cache serve: {message}", file=sys.stderr, flush=True)
+    from .terminal import printable  # a message may quote a client's or the store's text
+
+    print(printable(f"mlmd-cache serve: {message}"), file=sys.stderr, flush=True)
 
 
 class _Stores:

@@ -8,22 +8,77 @@ the running tasks, with how long each has run and how many of the run's tasks ar
 the terminal's width and redrawn as it changes; each task that ends is printed above it, in the same
 columns, a long name folded within its column. The table is taken away when the run ends, also on
 Ctrl-C. ``rich`` is imported only here, so that the CLI's other commands start without it.
+
+Every human-readable line that both CLIs print goes through :func:`printable` (:func:`echo` prints
+one line through it): stored and user text (run, task and pipeline names, URIs, property values,
+reasons, error messages that quote input) may hold terminal escapes, carriage returns and newlines,
+which are shown escaped (``\\x1b``, ``\\r``, ``\\n``) instead of acting on the terminal.
+``--json`` and the other machine formats are written exactly (JSON escapes them itself).
+
+>>> printable("a\\x1b[31mred\\r\\nb\\x7f\\x9b\\u2028\\u202e é 😀 \\\\ ")
+'a\\\\x1b[31mred\\\\r\\\\nb\\\\x7f\\\\x9b\\\\u2028\\\\u202e é 😀 \\\\ '
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any
+import warnings
+from typing import IO, TYPE_CHECKING, Any, Optional, TextIO
 
 import click
 
 if TYPE_CHECKING:
     from .runner.reports import RunReport, TaskReport
 
-__all__ = ["RunDisplay", "state_word", "task_line", "summary_lines"]
+__all__ = ["RunDisplay", "state_word", "task_line", "summary_lines", "printable", "echo", "escape_warnings"]
+
+# What a terminal acts on instead of showing: C0 controls (ESC, CR, LF, TAB, BS, ...), DEL and the C1
+# controls (U+0080-U+009F: U+009B is CSI, an escape sequence by itself on some terminals), the
+# Unicode line and paragraph separators, and the bidirectional overrides and isolates, which
+# reorder the text shown after them ("Trojan Source"); and U+FFFE and U+FFFF, which are no text (XML
+# cannot hold them: lineage drawings escape with this too). Other format characters (the joiners of
+# emoji sequences) are text.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffe\uffff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: "re.Match[str]") -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def printable(text: object) -> str:
+    """``text`` safe to print on a terminal: control characters escaped as Python writes them
+    (``\\x1b``, ``\\r``, ``\\n``, ``\\u2028``), everything else as it is. A backslash is kept as it
+    is: names are shown as people wrote them, and ``--json`` tells the two apart exactly."""
+    return _UNPRINTABLE.sub(_escaped, str(text))
+
+
+def echo(line: object = "", err: bool = False) -> None:
+    """Print one human-readable line (:func:`printable`: a newline in it is shown escaped)."""
+    click.echo(printable(line), err=err)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Optional[TextIO] = None, line: Optional[str] = None) -> None:
+    stream = file if file is not None else sys.stderr
+    if stream is None:
+        return
+    try:
+        stream.write(warnings.formatwarning(printable(message), category, filename, lineno, line))
+    except OSError:
+        pass
+
+
+def escape_warnings() -> None:
+    """Python's warnings printed with their message escaped (:func:`printable`): the KFP SDK's quote
+    stored text (an importer's URI). Called by the CLIs' commands, not on import."""
+    warnings.showwarning = _show_warning
+
 
 _STATE_WORDS = {"COMPLETE": "EXECUTED", "CACHED": "CACHED", "FAILED": "FAILED", "NOT_RUN": "NOT_RUN",
                 "SKIPPED": "SKIPPED"}
@@ -52,26 +107,28 @@ def _execution_text(task: TaskReport) -> str:
 
 def _reason(task: TaskReport) -> str:
     """Why a task did not run (NOT_RUN, SKIPPED)."""
-    return f"({task.error})" if task.state in ("NOT_RUN", "SKIPPED") and task.error else ""
+    return f"({printable(task.error)})" if task.state in ("NOT_RUN", "SKIPPED") and task.error else ""
 
 
 def _error_lines(task: TaskReport) -> list[str]:
-    """The failure's text (its stderr's tail), under a FAILED task's line."""
+    """The failure's text (its stderr's tail, a line each, a task's own colours escaped too), under a
+    FAILED task's line."""
     if task.state == "FAILED" and task.error:
-        return [f"    | {text}" for text in task.error.splitlines()]
+        return [f"    | {printable(text)}" for text in task.error.splitlines()]
     return []
 
 
 def task_line(task: TaskReport) -> str:
     """The plain line of a task that ended: path, state, duration, execution, source of a hit."""
-    line = f"{task.name:<{_NAME_WIDTH}} {state_word(task):<8} {task.duration:7.2f}s  {_execution_text(task)}"
+    line = f"{printable(task.name):<{_NAME_WIDTH}} {state_word(task):<8} {task.duration:7.2f}s  {_execution_text(task)}"
     if _reason(task):
         line += f"  {_reason(task)}"
     return "\n".join([line, *_error_lines(task)])
 
 
 def summary_lines(report: RunReport) -> list[str]:
-    """The run's summary: counts, then the store, the pipeline's outputs and the metrics logged."""
+    """The run's summary: counts, then the store, the pipeline's outputs and the metrics logged; a
+    line each, control characters escaped (:func:`printable`)."""
     counts: dict[str, int] = {}
     for task in report.tasks.values():
         if task.kind not in _NESTED_KINDS:
@@ -91,7 +148,7 @@ def summary_lines(report: RunReport) -> list[str]:
     for metrics in report.metrics:
         values = ", ".join(f"{key} = {json.dumps(value)}" for key, value in metrics.values.items()) or "no values"
         lines.append(f"  metrics  {metrics.task}/{metrics.output} (artifact {metrics.artifact_id}): {values}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def _same_file(first: IO[Any], second: IO[Any]) -> bool:
@@ -191,6 +248,7 @@ class RunDisplay:
     # -- drawing -------------------------------------------------------------------------------------
 
     def _print(self, text: str, err: bool) -> None:
+        text = printable(text)  # it quotes stored text (a task's name, a URI)
         if self._console is not None and (err or self._stdout_on_console):
             self._console.print(text, overflow="fold")
         else:
@@ -208,7 +266,8 @@ class RunDisplay:
         width = self._console.width
         # The name column grows with the longest name yet, but leaves the execution room for
         # "execution 123 (from 45)"; a longer name folds within its column.
-        self._name_width = max(self._name_width, len(task.name))
+        name = printable(task.name)
+        self._name_width = max(self._name_width, len(name))
         name_width = max(12, min(self._name_width, width - 19 - 23))
         row = Table.grid(padding=(0, 1))
         row.add_column(width=name_width, overflow="fold")
@@ -216,7 +275,7 @@ class RunDisplay:
         row.add_column(width=8, justify="right", no_wrap=True)
         row.add_column(overflow="fold", ratio=1)
         word = state_word(task)
-        row.add_row(task.name, Text(word, style=_STATE_STYLES.get(word, "")), f"{task.duration:.2f}s",
+        row.add_row(name, Text(word, style=_STATE_STYLES.get(word, "")), f"{task.duration:.2f}s",
                     _execution_text(task))
         return row
 
@@ -238,7 +297,7 @@ class RunDisplay:
         tasks.add_column(justify="right", no_wrap=True)
         shown = running if len(running) <= room else running[:room - 1]
         for name, (started, what) in shown:
-            tasks.add_row(name, what, _elapsed(now - started))
+            tasks.add_row(printable(name), what, _elapsed(now - started))
         if len(shown) < len(running):
             tasks.add_row(f"… and {len(running) - len(shown)} more", "", "")
         progress = Table.grid(padding=(0, 1), expand=True)
