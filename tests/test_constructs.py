@@ -505,6 +505,9 @@ def _k8s_harmless(task, _):
     if has(kubernetes, "add_node_affinity"):  # preferred (weighted): a wish, never a requirement
         kubernetes.add_node_affinity(task, match_expressions=[{"key": "disk", "operator": "In", "values": ["ssd"]}],
                                      weight=10)
+    if has(kubernetes, "add_node_affinity_json"):  # a NodeAffinity with only preferred terms
+        kubernetes.add_node_affinity_json(task, {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]})
 
 
 @dsl.pipeline(name="c-k8s-create-pvc")
@@ -783,8 +786,9 @@ if hasattr(dsl.PipelineTask, "set_debug_pause"):
     COVERED_TASK["set_debug_pause"] = ["debug-pause"]
 if hasattr(dsl.PipelineTask, "register_pipeline_channels"):
     COVERED_TASK["register_pipeline_channels"] = ["registered-channels"]
-if has(kubernetes, "add_node_affinity"):
-    COVERED_KUBERNETES["add_node_affinity"] += ["k8s-harmless"]
+for name in ("add_node_affinity", "add_node_affinity_json"):
+    if has(kubernetes, name):  # required: refused; preferred: ignored
+        COVERED_KUBERNETES[name] += ["k8s-harmless"]
 
 
 # ---------------------------------------------------------------- the tests

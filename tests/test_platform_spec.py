@@ -83,6 +83,7 @@ REFUSED_CASES = [
     ("kubernetes.add_node_selector_json", lambda t, p: kubernetes.add_node_selector_json(t, {"disk": "ssd"})),
 ]
 # Not in kfp-kubernetes 2.13; in 2.17 (each end checks the functions of its own kfp-kubernetes).
+PREFERRED_TERM = {"weight": 3, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}
 if hasattr(kubernetes, "add_node_affinity"):
     REFUSED_CASES += [
         ("kubernetes.add_node_affinity", lambda t, p: kubernetes.add_node_affinity(
@@ -97,6 +98,10 @@ if hasattr(kubernetes, "add_node_affinity_json"):
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}})),
         ("kubernetes.add_node_affinity_json", lambda t, p: kubernetes.add_node_affinity_json(t, p)),
+        ("kubernetes.add_node_affinity_json", lambda t, p: kubernetes.add_node_affinity_json(t, {
+            "preferred_during_scheduling_ignored_during_execution": [PREFERRED_TERM],
+            "required_during_scheduling_ignored_during_execution": {"node_selector_terms": [
+                {"match_expressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}})),
     ]
 if hasattr(kubernetes, "set_security_context"):
     REFUSED_CASES += [
@@ -142,6 +147,19 @@ def test_a_preferred_node_affinity_is_ignored(tmp_path):
 
     pipeline, platform = compile_documents(tmp_path, one_task(configure))
     assert [term["weight"] for term in executor(platform)["nodeAffinity"]] == [10, 1]
+    check_platform_spec(platform, pipeline)
+
+
+@pytest.mark.skipif(not hasattr(kubernetes, "add_node_affinity_json"),
+                    reason="this kfp-kubernetes has no add_node_affinity_json")
+@pytest.mark.parametrize("affinity", [
+    {"preferredDuringSchedulingIgnoredDuringExecution": [PREFERRED_TERM]},
+    {"preferred_during_scheduling_ignored_during_execution": [PREFERRED_TERM],
+     "required_during_scheduling_ignored_during_execution": {}},
+], ids=["camel", "snake-with-an-empty-required"])
+def test_a_node_affinity_json_with_only_preferred_terms_is_ignored(tmp_path, affinity):
+    pipeline, platform = compile_documents(tmp_path, one_task(lambda t, p: kubernetes.add_node_affinity_json(t, affinity)))
+    assert "nodeAffinityJson" in executor(platform)["nodeAffinity"][0]
     check_platform_spec(platform, pipeline)
 
 
