@@ -399,6 +399,9 @@ def iter_tasks(pipeline: CompiledPipeline, dag: Optional[pipeline_spec_pb2.DagSp
             yield from iter_tasks(pipeline, component.dag, f"{prefix}{name}/")
 
 
+_WORKSPACE_PATH = "{{$.workspace_path}}"  # dsl.WORKSPACE_PATH_PLACEHOLDER of kfp 2.17
+
+
 def _check_supported(pipeline: CompiledPipeline) -> None:
     """Refuse, before anything runs, what the runner cannot do, naming the feature."""
     def refuse(task: str, feature: str) -> None:
@@ -433,6 +436,11 @@ def _check_supported(pipeline: CompiledPipeline) -> None:
                 and not executor.container.args:
             refuse(path, f"a container with no command or args (image {executor.container.image!r}: its "
                          "entrypoint is not known on the host)")
+        # A workspace itself is refused with the pipeline's config (check_new_fields); its placeholder
+        # left without one (a hand-edited file) would fail in kfp.local's resolver after the run began.
+        if executor.WhichOneof("spec") == "container" and any(
+                _WORKSPACE_PATH in item for item in (*executor.container.command, *executor.container.args)):
+            refuse(path, f"dsl.WORKSPACE_PATH_PLACEHOLDER ({_WORKSPACE_PATH}: the run's workspace volume)")
         for artifact in component.output_definitions.artifacts.values():
             if artifact.is_artifact_list:
                 refuse(path, "a list of output artifacts")

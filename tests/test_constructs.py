@@ -786,9 +786,9 @@ if hasattr(dsl.PipelineTask, "set_debug_pause"):
     COVERED_TASK["set_debug_pause"] = ["debug-pause"]
 if hasattr(dsl.PipelineTask, "register_pipeline_channels"):
     COVERED_TASK["register_pipeline_channels"] = ["registered-channels"]
-for name in ("add_node_affinity", "add_node_affinity_json"):
-    if has(kubernetes, name):  # required: refused; preferred: ignored
-        COVERED_KUBERNETES[name] += ["k8s-harmless"]
+for _function in ("add_node_affinity", "add_node_affinity_json"):
+    if has(kubernetes, _function):  # required: refused; preferred: ignored
+        COVERED_KUBERNETES[_function] += ["k8s-harmless"]
 
 
 # ---------------------------------------------------------------- the tests

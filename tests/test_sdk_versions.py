@@ -205,6 +205,21 @@ def test_a_components_field_names_the_first_task_that_runs_it_by_its_path(tmp_pa
                                        "task_config_passthroughs=...) (components.comp-train.taskConfigPassthroughs")
 
 
+@pytest.mark.parametrize("command", ["plan", "run-pipeline"])
+def test_a_workspace_placeholder_without_a_workspace_is_refused_naming_the_task(tmp_path, store, command):
+    """dsl.WORKSPACE_PATH_PLACEHOLDER in a file whose workspace was edited away (kfp refuses to compile
+    it without one): refused before anything is written, not failed by kfp.local's resolver mid-run."""
+    def edit(document):
+        document["deploymentSpec"]["executors"]["exec-train"]["container"]["args"] += [
+            "--workspace", "{{$.workspace_path}}/data"]
+
+    code, out, err = cli(command, edited(tmp_path, edit), "--db", store)
+    assert code == 2 and out == "", out + err
+    assert err.strip() == ("Error: pipeline 'sdk-chain', task 'train': dsl.WORKSPACE_PATH_PLACEHOLDER "
+                           "({{$.workspace_path}}: the run's workspace volume) is not supported by run-pipeline"), err
+    assert nothing_written(store)
+
+
 def test_a_pipeline_deadline_and_a_workspace_importer_are_refused(tmp_path):
     platform = {"platforms": {"kubernetes": {"pipelineConfig": {"activeDeadlineSeconds": 60,
                                                                 "resourceTtlOnSuccess": 10}}}}
