@@ -256,7 +256,8 @@ def check_new_fields(document: dict, platform_spec: Any = None) -> None:
     """Drop the harmless fields of :data:`IGNORED_FIELDS` (and unknown fields left at their default)
     from a raw compiled pipeline and its platform spec, in place; refuse, in one line, a set field of
     :data:`REFUSED_FIELDS`, an enum value of :data:`REFUSED_ENUM_VALUES`, and any other field or
-    enum value the installed kfp-pipeline-spec does not know, naming the SDK that compiled it."""
+    enum value the installed kfp-pipeline-spec does not know, naming the SDK that compiled it and, for
+    a field of a component or an executor, the first task that runs it."""
     found: list[_Finding] = []
     try:
         _walk(document, pipeline_spec_pb2.PipelineSpec.DESCRIPTOR, "", found)  # deploymentSpec: a Struct
@@ -278,15 +279,64 @@ def check_new_fields(document: dict, platform_spec: Any = None) -> None:
             if finding.key in IGNORED_FIELDS or _is_unset(finding.container[finding.name]):
                 del finding.container[finding.name]
                 continue
+        task = _task_of(document, finding.path)
+        where = f"{pipeline}, task {task!r}" if task is not None else pipeline
         listed = REFUSED_FIELDS.get(finding.key) or REFUSED_ENUM_VALUES.get(finding.key)
         if listed is not None:
             feature, needs = listed
-            raise UnsupportedPipelineError(f"{pipeline}: {feature} ({finding.path}, {written}) is not supported by "
+            raise UnsupportedPipelineError(f"{where}: {feature} ({finding.path}, {written}) is not supported by "
                                            f"run-pipeline: it needs {needs}")
         what = "enum value" if finding.container is None else "field"
         raise UnsupportedPipelineError(
-            f"{pipeline}: the {what} {finding.path} ({written}) is not supported by run-pipeline: the installed "
+            f"{where}: the {what} {finding.path} ({written}) is not supported by run-pipeline: the installed "
             f"kfp-pipeline-spec {_installed_pipeline_spec()} does not know it, and it may change what runs")
+
+
+def _task_of(document: dict, path: str) -> Optional[str]:
+    """The first task (by path, ``outer/inner``) that runs the component or executor a finding's path
+    is in (``components.comp-train...``, ``deploymentSpec.executors.exec-train...``): a component's
+    setting is the user's setting of a task. None for the pipeline's own fields, or an unused one."""
+    components = _field(document, "components", "components")
+    if not isinstance(components, dict):
+        return None
+
+    def owner(prefix: str, names: Any) -> Optional[str]:  # the longest key: a name may contain dots
+        matches = [name for name in names if isinstance(name, str) and path.startswith(f"{prefix}{name}.")]
+        return max(matches, key=len) if matches else None
+
+    wanted: set[str] = set()
+    component = owner("components.", components)
+    if component is not None:
+        wanted.add(component)
+    else:
+        executors = _field(_field(document, "deploymentSpec", "deployment_spec"), "executors", "executors")
+        executor = owner("deploymentSpec.executors.", executors if isinstance(executors, dict) else ())
+        if executor is None:
+            return None
+        wanted = {name for name, spec in components.items()
+                  if isinstance(spec, dict) and spec.get("executorLabel", spec.get("executor_label")) == executor}
+    paths: list[str] = []
+    seen: set[int] = set()
+
+    def visit(dag_owner: Any, prefix: str) -> None:
+        if id(dag_owner) in seen:  # a hand-made document may nest a component in itself
+            return
+        seen.add(id(dag_owner))
+        tasks = _field(_field(dag_owner, "dag", "dag"), "tasks", "tasks")
+        for name, task in (tasks.items() if isinstance(tasks, dict) else ()):
+            reference = _field(_field(task, "componentRef", "component_ref"), "name", "name")
+            if not isinstance(reference, str):
+                continue
+            if reference in wanted:
+                paths.append(f"{prefix}{name}")
+            visit(components.get(reference), f"{prefix}{name}/")
+        seen.discard(id(dag_owner))
+
+    try:
+        visit(_field(document, "root", "root"), "")
+    except RecursionError:
+        return None
+    return min(paths) if paths else None
 
 
 def _installed_pipeline_spec() -> str:
@@ -349,6 +399,9 @@ def iter_tasks(pipeline: CompiledPipeline, dag: Optional[pipeline_spec_pb2.DagSp
             yield from iter_tasks(pipeline, component.dag, f"{prefix}{name}/")
 
 
+_WORKSPACE_PATH = "{{$.workspace_path}}"  # dsl.WORKSPACE_PATH_PLACEHOLDER of kfp 2.17
+
+
 def _check_supported(pipeline: CompiledPipeline) -> None:
     """Refuse, before anything runs, what the runner cannot do, naming the feature."""
     def refuse(task: str, feature: str) -> None:
@@ -383,6 +436,11 @@ def _check_supported(pipeline: CompiledPipeline) -> None:
                 and not executor.container.args:
             refuse(path, f"a container with no command or args (image {executor.container.image!r}: its "
                          "entrypoint is not known on the host)")
+        # A workspace itself is refused with the pipeline's config (check_new_fields); its placeholder
+        # left without one (a hand-edited file) would fail in kfp.local's resolver after the run began.
+        if executor.WhichOneof("spec") == "container" and any(
+                _WORKSPACE_PATH in item for item in (*executor.container.command, *executor.container.args)):
+            refuse(path, f"dsl.WORKSPACE_PATH_PLACEHOLDER ({_WORKSPACE_PATH}: the run's workspace volume)")
         for artifact in component.output_definitions.artifacts.values():
             if artifact.is_artifact_list:
                 refuse(path, "a list of output artifacts")

@@ -109,7 +109,8 @@ def check_platform_spec(platform_spec: Optional[Mapping], pipeline: CompiledPipe
 
     Ignored (:data:`IGNORED`): pod labels and annotations, the image pull policy and pull secrets
     (images are never pulled here), tolerations (they permit, never require), the shared-memory
-    size; preferred (weighted) node or pod affinity terms, which a scheduler may ignore too.
+    size; preferred (weighted) node or pod affinity terms, which a scheduler may ignore too, and an
+    ``add_node_affinity_json`` constant with only preferred terms.
 
     Accepted for the runner (:data:`ACCEPTED`): ``set_timeout`` (``activeDeadlineSeconds``), which
     the runner must enforce: see :func:`executor_timeouts`.
@@ -230,9 +231,27 @@ def _is_empty(value: Any) -> bool:
 
 
 def _all_preferred(terms: Any) -> bool:
-    """Whether every affinity term is a preferred (weighted) one."""
-    return isinstance(terms, list) and all(isinstance(term, Mapping) and term.get("weight") is not None
-                                           and not any(_camel(k).endswith("Json") for k in term) for term in terms)
+    """Whether every affinity term is a preferred one: weighted, or a constant
+    ``add_node_affinity_json`` NodeAffinity that has only preferred terms."""
+    return isinstance(terms, list) and all(_preferred(term) for term in terms)
+
+
+def _preferred(term: Any) -> bool:
+    if not isinstance(term, Mapping):
+        return False
+    json_keys = [key for key in term if _camel(key).endswith("Json")]
+    if not json_keys:
+        return term.get("weight") is not None
+    if len(term) != 1:
+        return False
+    spec = term[json_keys[0]]
+    runtime = spec.get("runtimeValue", spec.get("runtime_value")) if isinstance(spec, Mapping) else None
+    affinity = runtime.get("constant") if isinstance(runtime, Mapping) else None
+    # A pipeline parameter's NodeAffinity is known only when the run starts: it may require a node.
+    # kfp-kubernetes reads the constant's keys in camelCase or snake_case (deserialize_dict_to_k8s_model_keys).
+    return isinstance(affinity, Mapping) and bool(affinity) and all(
+        _camel(key) == "preferredDuringSchedulingIgnoredDuringExecution" or _is_empty(value)
+        for key, value in affinity.items())
 
 
 def _timeout(value: Any, executor: str, pipeline_name: str) -> float:

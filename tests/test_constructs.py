@@ -1,11 +1,14 @@
-"""The crash test: every construct of kfp 2.13's DSL (and kfp-kubernetes) compiled into some pipeline
-here and run with the CLI, `mlmd-cache run-pipeline FILE --json`, as a user runs it (a subprocess).
+"""The crash test: every construct of the installed kfp's DSL (and kfp-kubernetes) compiled into some
+pipeline here and run with the CLI, `mlmd-cache run-pipeline FILE --json`, as a user runs it (a subprocess).
 
 Each pipeline either runs (exit 0, or 1 where it is meant to fail), or is refused before anything
 runs (exit 2, one line `Error: ...` on stderr naming the construct, no run in the store); never a
 traceback. The pipelines share one store (their names differ). `COVERED` maps every construct to
 the pipelines that use it, and `test_every_dsl_name_is_covered_or_is_no_construct` fails on a DSL
-name (a newer kfp) that is neither covered nor listed, with a reason, as no pipeline construct."""
+name (a newer kfp) that is neither covered nor listed, with a reason, as no pipeline construct.
+The pipelines of names that kfp 2.13 lacks (notebook components, TaskConfig, workspaces,
+set_debug_pause, add_node_affinity, ...) and their list entries exist only where the installed kfp
+has them: the host checks kfp 2.13's names, the Debian 13 root (scripts/trixie.sh) kfp 2.17's."""
 # (no `from __future__ import annotations`: KFP reads the components' annotations as types)
 
 import json
@@ -499,6 +502,12 @@ def _k8s_harmless(task, _):
     kubernetes.add_toleration(task, key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
     kubernetes.add_toleration_json(task, [{"key": "k", "operator": "Exists"}])
     kubernetes.set_timeout(task, 120)
+    if has(kubernetes, "add_node_affinity"):  # preferred (weighted): a wish, never a requirement
+        kubernetes.add_node_affinity(task, match_expressions=[{"key": "disk", "operator": "In", "values": ["ssd"]}],
+                                     weight=10)
+    if has(kubernetes, "add_node_affinity_json"):  # a NodeAffinity with only preferred terms
+        kubernetes.add_node_affinity_json(task, {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]})
 
 
 @dsl.pipeline(name="c-k8s-create-pvc")
@@ -530,6 +539,96 @@ K8S_REFUSED = {  # kfp-kubernetes function: how a pipeline uses it
     "add_node_selector": lambda t, p: kubernetes.add_node_selector(t, label_key="disk", label_value="ssd"),
     "add_node_selector_json": lambda t, p: kubernetes.add_node_selector_json(t, {"disk": "ssd"}),
 }
+
+
+def has(module, name: str) -> bool:
+    """Whether the installed kfp (or kfp-kubernetes) has ``name``: the constructs of a newer kfp are
+    compiled and listed only where it has them, so each end checks its own kfp's names."""
+    return module is not None and name in getattr(module, "__all__", ())
+
+
+if has(kubernetes, "add_node_affinity"):  # not in kfp-kubernetes 2.13; in 2.17
+    K8S_REFUSED["add_node_affinity"] = lambda t, p: kubernetes.add_node_affinity(
+        t, match_expressions=[{"key": "disk", "operator": "In", "values": ["ssd"]}])
+if has(kubernetes, "add_node_affinity_json"):
+    K8S_REFUSED["add_node_affinity_json"] = lambda t, p: kubernetes.add_node_affinity_json(t, {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}]}})
+if has(kubernetes, "set_security_context"):
+    K8S_REFUSED["set_security_context"] = lambda t, p: kubernetes.set_security_context(t, run_as_user=1000)
+
+
+@dsl.component(base_image=IMAGE)
+def env_of(name: str) -> str:
+    import os
+
+    return os.environ.get(name, "unset")
+
+
+NOTEBOOK = Path(__file__).parent / "data" / "notebooks" / "upper.ipynb"
+
+if has(dsl, "notebook_component"):  # not in kfp 2.13; in 2.17
+    @dsl.notebook_component(notebook_path=str(NOTEBOOK), base_image=IMAGE)
+    def notebook(text: str, out: Output[Dataset]):
+        dsl.run_notebook(text=text, out_path=out.path)
+
+    @dsl.pipeline(name="c-notebook")
+    def notebook_pipeline(text: str = "hello"):
+        """The notebook's parameters cell is overridden by run_notebook's arguments, and what the
+        notebook wrote is the task's output artifact."""
+        expect(actual=read(data=notebook(text=text).outputs["out"]).output, expected="HELLO from the notebook")
+
+if hasattr(dsl.PipelineTask, "set_debug_pause"):
+    @dsl.pipeline(name="c-debug-pause")
+    def debug_pause_pipeline():
+        """KFP keeps the pod for `kubectl exec` (Argo's wait container reads ARGO_DEBUG_PAUSE_*): the
+        task's environment has the variables, as in the pod, and the run goes on without a pause."""
+        expect(actual=env_of(name="ARGO_DEBUG_PAUSE_AFTER").set_debug_pause().output, expected="true")
+        expect(actual=env_of(name="ARGO_DEBUG_PAUSE_BEFORE").set_debug_pause(before=True, after=False).output,
+               expected="true")
+        expect(actual=env_of(name="ARGO_DEBUG_PAUSE_ON_ERROR").set_debug_pause(on_error=True).output,
+               expected="true")
+
+if hasattr(dsl.PipelineTask, "register_pipeline_channels"):
+    @dsl.component(base_image=IMAGE)
+    def broken() -> str:
+        raise SystemExit("deliberate failure")
+
+    @dsl.pipeline(name="c-registered-channels")
+    def registered_channels_pipeline(word: str = "w"):
+        """Channels registered on a task that takes none of them (kfp-kubernetes' hook for a setting
+        from a parameter or a task output): no input in the IR, a task output is a dependency
+        (dependentTasks), so the task runs unchanged after its producer, and not after a failed one."""
+        said = echo(x="a")
+        said.register_pipeline_channels([word, flip().output])
+        expect(actual=said.output, expected="a")
+        echo(x="b").register_pipeline_channels([broken().output])
+
+if has(dsl, "TaskConfig"):
+    @dsl.component(base_image=IMAGE, task_config_passthroughs=[
+        dsl.TaskConfigField.RESOURCES, dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True)])
+    def configured(config: dsl.TaskConfig) -> str:
+        return str(config.resources)
+
+    @dsl.component(base_image=IMAGE, task_config_passthroughs=[
+        dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=False)])
+    def passing_through() -> str:
+        return "env only for an external workload"
+
+    @dsl.pipeline(name="c-task-config")
+    def task_config_pipeline():
+        echo(x="first")
+        configured().set_cpu_limit("1")
+
+    @dsl.pipeline(name="c-task-config-passthrough")
+    def task_config_passthrough_pipeline():
+        passing_through().set_env_variable("A", "b")
+
+if has(dsl, "WorkspaceConfig"):
+    @dsl.pipeline(name="c-workspace", pipeline_config=dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(
+        size="1Gi", kubernetes=dsl.KubernetesWorkspaceConfig(pvcSpecPatch={"storageClassName": "standard"}))))
+    def workspace_pipeline():
+        echo(x=dsl.WORKSPACE_PATH_PLACEHOLDER)
 
 
 # ---------------------------------------------------------------- the cases
@@ -596,6 +695,21 @@ CASES: Dict[str, Case] = {
                            refused=f"kubernetes.{name}", kubernetes=True)
        for name, configure in K8S_REFUSED.items()},
 }
+# The constructs of a newer kfp, where the installed one has them (see `has`).
+if has(dsl, "notebook_component"):
+    CASES["notebook"] = Case(notebook_pipeline, params={"text": "hello"}, states={"notebook": "COMPLETE"})
+if hasattr(dsl.PipelineTask, "set_debug_pause"):
+    CASES["debug-pause"] = Case(debug_pause_pipeline, states={"env-of": "COMPLETE", "env-of-3": "COMPLETE"})
+if hasattr(dsl.PipelineTask, "register_pipeline_channels"):
+    CASES["registered-channels"] = Case(registered_channels_pipeline, exit_code=1, states={
+        "flip": "COMPLETE", "echo": "COMPLETE", "expect": "COMPLETE", "broken": "FAILED", "echo-2": "NOT_RUN"})
+if has(dsl, "TaskConfig"):
+    CASES["task-config"] = Case(task_config_pipeline, exit_code=2,
+                                refused="task 'configured': a dsl.TaskConfig input")
+    CASES["task-config-passthrough"] = Case(task_config_passthrough_pipeline, exit_code=2,
+                                            refused="task 'passing-through': dsl.component(task_config_passthroughs=")
+if has(dsl, "WorkspaceConfig"):
+    CASES["workspace"] = Case(workspace_pipeline, exit_code=2, refused="dsl.PipelineConfig(workspace=...)")
 
 # Every construct, and the cases whose pipelines use it.
 COVERED_DSL = {
@@ -659,6 +773,22 @@ COVERED_OTHER = {
     "@dsl.pipeline(pipeline_root=, display_name=, description=)": ["nested"],
     "task settings from pipeline parameters and task outputs": ["settings-from-params", "task-settings"],
 }
+
+if has(dsl, "notebook_component"):
+    COVERED_DSL.update(notebook_component=["notebook"], run_notebook=["notebook"])
+if has(dsl, "TaskConfig"):
+    COVERED_DSL.update(TaskConfig=["task-config"], TaskConfigField=["task-config", "task-config-passthrough"],
+                       TaskConfigPassthrough=["task-config", "task-config-passthrough"])
+if has(dsl, "WorkspaceConfig"):
+    COVERED_DSL.update(WorkspaceConfig=["workspace"], KubernetesWorkspaceConfig=["workspace"],
+                       WORKSPACE_PATH_PLACEHOLDER=["workspace"])
+if hasattr(dsl.PipelineTask, "set_debug_pause"):
+    COVERED_TASK["set_debug_pause"] = ["debug-pause"]
+if hasattr(dsl.PipelineTask, "register_pipeline_channels"):
+    COVERED_TASK["register_pipeline_channels"] = ["registered-channels"]
+for _function in ("add_node_affinity", "add_node_affinity_json"):
+    if has(kubernetes, _function):  # required: refused; preferred: ignored
+        COVERED_KUBERNETES[_function] += ["k8s-harmless"]
 
 
 # ---------------------------------------------------------------- the tests

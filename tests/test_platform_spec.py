@@ -82,6 +82,32 @@ REFUSED_CASES = [
      lambda t, p: kubernetes.add_node_selector(t, label_key="cloud.google.com/gke-accelerator", label_value="t4")),
     ("kubernetes.add_node_selector_json", lambda t, p: kubernetes.add_node_selector_json(t, {"disk": "ssd"})),
 ]
+# Not in kfp-kubernetes 2.13; in 2.17 (each end checks the functions of its own kfp-kubernetes).
+PREFERRED_TERM = {"weight": 3, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}
+if hasattr(kubernetes, "add_node_affinity"):
+    REFUSED_CASES += [
+        ("kubernetes.add_node_affinity", lambda t, p: kubernetes.add_node_affinity(
+            t, match_expressions=[{"key": "zone", "operator": "In", "values": ["a"]}])),
+        ("kubernetes.add_node_affinity", lambda t, p: kubernetes.add_node_affinity(  # a required term beside a preferred
+            kubernetes.add_node_affinity(t, match_fields=[{"key": "metadata.name", "operator": "In", "values": ["n"]}]),
+            match_expressions=[{"key": "zone", "operator": "In", "values": ["a"]}], weight=5)),
+    ]
+if hasattr(kubernetes, "add_node_affinity_json"):
+    REFUSED_CASES += [
+        ("kubernetes.add_node_affinity_json", lambda t, p: kubernetes.add_node_affinity_json(t, {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}})),
+        ("kubernetes.add_node_affinity_json", lambda t, p: kubernetes.add_node_affinity_json(t, p)),
+        ("kubernetes.add_node_affinity_json", lambda t, p: kubernetes.add_node_affinity_json(t, {
+            "preferred_during_scheduling_ignored_during_execution": [PREFERRED_TERM],
+            "required_during_scheduling_ignored_during_execution": {"node_selector_terms": [
+                {"match_expressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}})),
+    ]
+if hasattr(kubernetes, "set_security_context"):
+    REFUSED_CASES += [
+        ("kubernetes.set_security_context", lambda t, p: kubernetes.set_security_context(t, run_as_user=1000)),
+        ("kubernetes.set_security_context", lambda t, p: kubernetes.set_security_context(t, run_as_non_root=True)),
+    ]
 
 
 @pytest.mark.parametrize("feature, configure", REFUSED_CASES, ids=[f"{f}-{i}" for i, (f, _) in enumerate(REFUSED_CASES)])
@@ -108,6 +134,33 @@ def test_what_only_places_or_tags_the_pod_is_ignored(tmp_path, configure):
     pipeline, platform = compile_documents(tmp_path, one_task(configure))
     check_platform_spec(platform, pipeline)
     assert executor_timeouts(platform) == {}
+
+
+@pytest.mark.skipif(not hasattr(kubernetes, "add_node_affinity"), reason="this kfp-kubernetes has no add_node_affinity")
+def test_a_preferred_node_affinity_is_ignored(tmp_path):
+    """add_node_affinity with a weight: a preferred term, which a scheduler may ignore too."""
+    def configure(task, _):
+        kubernetes.add_node_affinity(task, match_expressions=[{"key": "zone", "operator": "In", "values": ["a"]}],
+                                     weight=10)
+        kubernetes.add_node_affinity(task, match_fields=[{"key": "metadata.name", "operator": "In", "values": ["n"]}],
+                                     weight=1)
+
+    pipeline, platform = compile_documents(tmp_path, one_task(configure))
+    assert [term["weight"] for term in executor(platform)["nodeAffinity"]] == [10, 1]
+    check_platform_spec(platform, pipeline)
+
+
+@pytest.mark.skipif(not hasattr(kubernetes, "add_node_affinity_json"),
+                    reason="this kfp-kubernetes has no add_node_affinity_json")
+@pytest.mark.parametrize("affinity", [
+    {"preferredDuringSchedulingIgnoredDuringExecution": [PREFERRED_TERM]},
+    {"preferred_during_scheduling_ignored_during_execution": [PREFERRED_TERM],
+     "required_during_scheduling_ignored_during_execution": {}},
+], ids=["camel", "snake-with-an-empty-required"])
+def test_a_node_affinity_json_with_only_preferred_terms_is_ignored(tmp_path, affinity):
+    pipeline, platform = compile_documents(tmp_path, one_task(lambda t, p: kubernetes.add_node_affinity_json(t, affinity)))
+    assert "nodeAffinityJson" in executor(platform)["nodeAffinity"][0]
+    check_platform_spec(platform, pipeline)
 
 
 def test_a_timeout_is_accepted_and_handed_to_the_runner(tmp_path):
@@ -262,6 +315,8 @@ COVERED = {"mount_pvc", "use_secret_as_env", "use_secret_as_volume", "use_config
            "use_field_path_as_env", "empty_dir_mount", "add_ephemeral_volume", "add_node_selector",
            "add_node_selector_json", "add_pod_label", "add_pod_annotation", "set_image_pull_policy",
            "set_image_pull_secrets", "add_toleration", "add_toleration_json", "set_timeout", "CreatePVC", "DeletePVC"}
+COVERED |= {name for name in ("add_node_affinity", "add_node_affinity_json", "set_security_context")
+            if any(feature == f"kubernetes.{name}" for feature, _ in REFUSED_CASES)}
 
 
 def test_every_function_of_kfp_kubernetes_is_tested():

@@ -147,7 +147,7 @@ def test_the_decision_table_covers_every_field_new_since_kfp_pipeline_spec_0_6_0
     ("workspace", "pipeline 'sdk-workspace': dsl.PipelineConfig(workspace=...) "
                   "(platforms.kubernetes.pipelineConfig.workspace, compiled by kfp-2.17.3) is not supported by "
                   "run-pipeline: it needs a volume shared by the run's tasks at dsl.WORKSPACE_PATH_PLACEHOLDER"),
-    ("task_config", "pipeline 'sdk-task-config': a dsl.TaskConfig input "
+    ("task_config", "pipeline 'sdk-task-config', task 'sized': a dsl.TaskConfig input "
                     "(components.comp-sized.inputDefinitions.parameters.config.parameterType: TASK_CONFIG, compiled "
                     "by kfp-2.17.3) is not supported by run-pipeline"),
 ])
@@ -164,28 +164,60 @@ def test_behavioural_new_fields_are_refused_in_one_line_with_nothing_written(nam
 
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d["components"]["comp-train"].__setitem__("taskConfigPassthroughs", [{"field": "RESOURCES"}]),
-     "dsl.component(task_config_passthroughs=...) (components.comp-train.taskConfigPassthroughs, compiled by "
+     ", task 'train': dsl.component(task_config_passthroughs=...) (components.comp-train.taskConfigPassthroughs, compiled by "
      "kfp-2.17.3) is not supported by run-pipeline"),
     (lambda d: d["components"]["comp-train"].__setitem__("futureSetting", {"replicas": 2}),
-     "the field components.comp-train.futureSetting (compiled by kfp-2.17.3) is not supported by run-pipeline: "
+     ", task 'train': the field components.comp-train.futureSetting (compiled by kfp-2.17.3) is not supported by run-pipeline: "
      f"the installed kfp-pipeline-spec {_SPEC_VERSION} does not know it, and it may change what runs"),
     (lambda d: d["deploymentSpec"]["executors"]["exec-train"]["container"].__setitem__("futureFlag", True),
-     "the field deploymentSpec.executors.exec-train.container.futureFlag (compiled by kfp-2.17.3)"),
+     ", task 'train': the field deploymentSpec.executors.exec-train.container.futureFlag (compiled by kfp-2.17.3)"),
     (lambda d: d["components"]["comp-train"]["inputDefinitions"]["parameters"]["lr"].__setitem__(
         "parameterType", "NUMBER_COMPLEX"),
-     "the enum value components.comp-train.inputDefinitions.parameters.lr.parameterType: NUMBER_COMPLEX "
+     ", task 'train': the enum value components.comp-train.inputDefinitions.parameters.lr.parameterType: NUMBER_COMPLEX "
      "(compiled by kfp-2.17.3)"),
     (lambda d: (d.__setitem__("sdkVersion", "kfp-2.99.0"), d["root"]["dag"]["tasks"]["train"].__setitem__(
         "gangScheduling", True)),
-     "the field root.dag.tasks.train.gangScheduling (compiled by kfp-2.99.0)"),
+     ": the field root.dag.tasks.train.gangScheduling (compiled by kfp-2.99.0)"),
     (lambda d: (d.pop("sdkVersion"), d.__setitem__("pipelineTimeout", 30)),
-     "the field pipelineTimeout (compiled by an unknown SDK (no sdkVersion))"),
+     ": the field pipelineTimeout (compiled by an unknown SDK (no sdkVersion))"),
 ], ids=["listed", "unknown-field", "unknown-executor-field", "unknown-enum-value", "future-sdk", "no-sdk-version"])
 def test_unknown_or_behavioural_fields_are_refused_by_name(tmp_path, edit, message):
     with pytest.raises(UnsupportedPipelineError) as error:
         load_pipeline(edited(tmp_path, edit))
-    assert str(error.value).startswith(f"pipeline 'sdk-chain': {message}")
+    assert str(error.value).startswith(f"pipeline 'sdk-chain'{message}")  # a component's field names its task
     assert "\n" not in str(error.value)
+
+
+def test_a_components_field_names_the_first_task_that_runs_it_by_its_path(tmp_path):
+    """Inside a nested DAG the task is named by its path; a hand-made component that contains itself
+    is walked once, not until the recursion limit."""
+    def edit(document):
+        document["components"]["comp-train"]["taskConfigPassthroughs"] = [{"field": "RESOURCES"}]
+        document["components"]["comp-wrapper"] = {"dag": {"tasks": {
+            "again": {"componentRef": {"name": "comp-wrapper"}, "taskInfo": {"name": "again"}},
+            "a-train": {"componentRef": {"name": "comp-train"}, "taskInfo": {"name": "a-train"}}}}}
+        document["root"]["dag"]["tasks"]["a-wrap"] = {"componentRef": {"name": "comp-wrapper"},
+                                                      "taskInfo": {"name": "a-wrap"}}
+
+    with pytest.raises(UnsupportedPipelineError) as error:
+        load_pipeline(edited(tmp_path, edit))
+    assert str(error.value).startswith("pipeline 'sdk-chain', task 'a-wrap/a-train': dsl.component("
+                                       "task_config_passthroughs=...) (components.comp-train.taskConfigPassthroughs")
+
+
+@pytest.mark.parametrize("command", ["plan", "run-pipeline"])
+def test_a_workspace_placeholder_without_a_workspace_is_refused_naming_the_task(tmp_path, store, command):
+    """dsl.WORKSPACE_PATH_PLACEHOLDER in a file whose workspace was edited away (kfp refuses to compile
+    it without one): refused before anything is written, not failed by kfp.local's resolver mid-run."""
+    def edit(document):
+        document["deploymentSpec"]["executors"]["exec-train"]["container"]["args"] += [
+            "--workspace", "{{$.workspace_path}}/data"]
+
+    code, out, err = cli(command, edited(tmp_path, edit), "--db", store)
+    assert code == 2 and out == "", out + err
+    assert err.strip() == ("Error: pipeline 'sdk-chain', task 'train': dsl.WORKSPACE_PATH_PLACEHOLDER "
+                           "({{$.workspace_path}}: the run's workspace volume) is not supported by run-pipeline"), err
+    assert nothing_written(store)
 
 
 def test_a_pipeline_deadline_and_a_workspace_importer_are_refused(tmp_path):
