@@ -289,6 +289,11 @@ def connect(
         # schema creation half done, not another application's database.
         with database.schema_lock():
             contents = database.contents()
+            if create and contents.state is StoreState.UNFINISHED:
+                # Under the lock no creator is midway: this one was cut off (MySQL commits each
+                # CREATE TABLE), and MLMD would refuse it for good. Dropped when empty, else refused.
+                database.clear_unfinished()
+                contents = database.contents()
             _check_contents(contents, shown, create, what)
             source.skip_db_creation = contents.state is StoreState.MLMD
             return _open(config, shown, upgrade)

@@ -8,6 +8,14 @@ database, into an MLMD store. So :func:`mlmd_cache.connect` looks first, with th
 client (:mod:`sqlite3`, PyMySQL, psycopg), and when a schema must be made holds the backend's own
 lock while MLMD makes it: ``flock`` on the SQLite file's directory, MySQL ``GET_LOCK``, a PostgreSQL
 advisory lock. A store whose schema exists is opened without any lock.
+
+MLMD creates its schema table by table and writes its version row last; on SQLite and PostgreSQL that
+is one transaction, but MySQL/MariaDB commit each ``CREATE TABLE`` at once, so a creator killed midway
+leaves some of MLMD's tables and no version, which MLMD then refuses for good ("MLMDEnv table exists
+but no schema_version can be found"). :meth:`ServerDatabase.contents` tells such a half-made schema
+(tables that are MLMD's, column for column, and no version row) from somebody else's tables, and
+:meth:`ServerDatabase.clear_unfinished` drops it under the creation lock when it holds no row, so that
+MLMD makes the schema again; one that holds rows is refused with the statement that clears it.
 """
 from __future__ import annotations
 
@@ -32,6 +40,31 @@ SCHEMA_LOCK_SECONDS = 120.0
 # The table MLMD writes its schema version into, last, when the schema is complete.
 _ENV_TABLE = "mlmdenv"
 _LOCK_NAME = "mlmd_cache.schema"
+
+# The tables of MLMD 1.17's schema (version 10) and their columns, the same on MySQL and PostgreSQL
+# (lower case): what a creation cut off midway leaves a subset of.
+MLMD_TABLES: dict[str, tuple[str, ...]] = {
+    "type": ("id", "name", "version", "type_kind", "description", "input_type", "output_type", "external_id"),
+    "typeproperty": ("type_id", "name", "data_type"),
+    "parenttype": ("type_id", "parent_type_id"),
+    "artifact": ("id", "type_id", "uri", "state", "name", "external_id", "create_time_since_epoch",
+                 "last_update_time_since_epoch"),
+    "artifactproperty": ("artifact_id", "name", "is_custom_property", "int_value", "double_value", "string_value",
+                         "byte_value", "proto_value", "bool_value"),
+    "execution": ("id", "type_id", "last_known_state", "name", "external_id", "create_time_since_epoch",
+                  "last_update_time_since_epoch"),
+    "executionproperty": ("execution_id", "name", "is_custom_property", "int_value", "double_value",
+                          "string_value", "byte_value", "proto_value", "bool_value"),
+    "context": ("id", "type_id", "name", "external_id", "create_time_since_epoch", "last_update_time_since_epoch"),
+    "contextproperty": ("context_id", "name", "is_custom_property", "int_value", "double_value", "string_value",
+                        "byte_value", "proto_value", "bool_value"),
+    "parentcontext": ("context_id", "parent_context_id"),
+    "event": ("id", "artifact_id", "execution_id", "type", "milliseconds_since_epoch"),
+    "eventpath": ("event_id", "is_index_step", "step_index", "step_key"),
+    "association": ("id", "context_id", "execution_id"),
+    "attribution": ("id", "context_id", "artifact_id"),
+    "mlmdenv": ("schema_version",),
+}
 
 
 class StoreState(enum.Enum):
@@ -177,7 +210,7 @@ class ServerDatabase:
                     cursor.execute(f"SELECT COUNT(*) FROM `{self.database}`.`{_mysql_env(tables)}`")
                     return bool(cursor.fetchone()[0])
 
-                return _contents(tables, has_version)
+                return self._half_made(_contents(tables, has_version), cursor)
         connection = self._connect(self.database)
         if connection is None:
             return Contents(StoreState.MISSING)
@@ -189,7 +222,66 @@ class ServerDatabase:
                 cursor.execute("SELECT COUNT(*) FROM mlmdenv")
                 return bool(cursor.fetchone()[0])
 
-            return _contents(tables, has_version)
+            return self._half_made(_contents(tables, has_version), cursor)
+
+    def _columns(self, cursor) -> dict[str, tuple[str, ...]]:
+        """Each table's columns (lower case, in order), keyed by the table's own name."""
+        if self.kind == "mysql":
+            cursor.execute("SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                           "ORDER BY TABLE_NAME, ORDINAL_POSITION", (self.database,))
+        else:
+            cursor.execute("SELECT table_name, column_name FROM information_schema.columns "
+                           "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position")
+        columns: dict[str, list[str]] = {}
+        for table, column in cursor.fetchall():
+            columns.setdefault(table, []).append(column.lower())
+        return {table: tuple(names) for table, names in columns.items()}
+
+    def _half_made(self, found: Contents, cursor) -> Contents:
+        """Tables without MLMD's MLMDEnv that are all MLMD's, column for column: MLMD's schema
+        creation cut off before its last table (MySQL commits each CREATE TABLE), not another
+        application's database."""
+        if found.state is not StoreState.FOREIGN:
+            return found
+        columns = self._columns(cursor)
+        if all(MLMD_TABLES.get(table.lower()) == columns.get(table) for table in found.tables):
+            return Contents(StoreState.UNFINISHED, found.tables)
+        return found
+
+    def _quoted(self, table: str) -> str:
+        return f"`{self.database}`.`{table}`" if self.kind == "mysql" else '"' + table.replace('"', '""') + '"'
+
+    def clear_unfinished(self) -> None:
+        """Drop an MLMD schema whose creation was cut off (:attr:`StoreState.UNFINISHED`) so that
+        MLMD creates it anew; call it holding :meth:`schema_lock`, so that no creator is midway.
+
+        Only when every table is MLMD's and none holds a row: else a one-line
+        :class:`StoreConnectionError` that says what is there and, for rows, the statement that
+        clears the database (nothing is dropped that holds data).
+        """
+        connection = self._connect(None if self.kind == "mysql" else self.database)
+        with contextlib.closing(connection), connection.cursor() as cursor:
+            columns = self._columns(cursor)
+            others = sorted(table for table, names in columns.items() if MLMD_TABLES.get(table.lower()) != names)
+            if others:
+                raise StoreConnectionError(
+                    f"{self.shown} is not an MLMD store: its MLMDEnv table holds no schema version and it also holds "
+                    f"other tables ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}) (refused, so that "
+                    "nothing is written into it)")
+            with_rows = []
+            for table in sorted(columns):
+                cursor.execute(f"SELECT 1 FROM {self._quoted(table)} LIMIT 1")
+                if cursor.fetchone() is not None:
+                    with_rows.append(table)
+            if with_rows:
+                drop = f"DROP DATABASE `{self.database}`" if self.kind == "mysql" else f'DROP DATABASE "{self.database}"'
+                raise StoreConnectionError(
+                    f"{self.shown} holds an MLMD schema whose creation was cut off ({len(columns)} of MLMD's "
+                    f"{len(MLMD_TABLES)} tables, no schema version) and rows in {', '.join(with_rows)}: refused, so "
+                    f"that nothing in it is lost; if those rows are not needed, run `{drop}` on the server, and "
+                    "the next command creates the store anew")
+            if columns:
+                cursor.execute("DROP TABLE IF EXISTS " + ", ".join(self._quoted(table) for table in sorted(columns)))
 
     @contextlib.contextmanager
     def schema_lock(self) -> Iterator[None]:
