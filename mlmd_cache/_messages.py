@@ -10,7 +10,7 @@ import tempfile
 import threading
 from typing import Optional
 
-__all__ = ["mlmd_stderr_captured", "reason"]
+__all__ = ["mlmd_stderr_captured", "reason", "store_cause"]
 
 
 # glog's lines: "E1128 21:52:04.214982  3071 file.cc:211] text", continued by tab-indented lines.
@@ -100,9 +100,59 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+# What the databases say (in MLMD's error text) for a fault of the store itself, not of the call.
+_CAUSES = (
+    ("full", re.compile(r"database or disk is full|no space left on device|disk full|table '[^']*' is full"
+                        r"|could not extend file|could not write to file", re.I)),
+    ("read-only", re.compile(r"attempt to write a readonly database|read-only (?:file system|transaction)"
+                             r"|--read-only option|readonly database", re.I)),
+    ("corrupt", re.compile(r"database disk image is malformed|file is not a database|file is encrypted"
+                           r"|database corruption|invalid page in block|could not read block", re.I)),
+    ("locked", re.compile(r"database is locked|database table is locked|lock wait timeout exceeded", re.I)),
+)
+
+
+def store_cause(text: str, config, shown: Optional[str] = None) -> Optional[str]:
+    """A plain sentence for a store fault that MLMD reports with its SQL (disk full, read-only,
+    corrupt, locked), naming the SQLite file or the server; None for any other error."""
+    from ml_metadata.proto import metadata_store_pb2 as mlmd  # here: the CLI imports this module for --help
+
+    kind = next((name for name, pattern in _CAUSES if pattern.search(text)), None)
+    if kind is None:
+        return None
+    sqlite = isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite")
+    if sqlite:
+        path = config.sqlite.filename_uri
+        return {
+            "full": f"the disk holding {path} is full: the store cannot grow (nothing of the refused write was "
+                    "kept); free some space and run the command again",
+            "read-only": f"{path} is read-only: SQLite cannot write to it (check the permissions and attributes "
+                         "of the file and its directory, and whether it is on a read-only mount)",
+            "corrupt": f"{path} is corrupt (SQLite: database disk image is malformed); restore it from a backup "
+                       f"(`sqlite3 {path} .recover` may save what it still holds)",
+            "locked": f"{path} stayed locked by another process (SQLite: database is locked); "
+                      "wait for it to end and run the command again",
+        }[kind]
+    if not shown:
+        where = "the database server"
+    elif isinstance(config, mlmd.MetadataStoreClientConfig):
+        where = f"the database behind {shown}"
+    else:
+        where = f"the database server of {shown}"
+    return {
+        "full": f"{where} is out of disk space: the store cannot grow (nothing of the refused write was kept)",
+        "read-only": f"{where} is read-only: it refuses every write",
+        "corrupt": f"{where} reports corrupt data; restore the database from a backup",
+        "locked": f"{where} kept a lock that another session holds; run the command again when it is released",
+    }[kind]
+
+
 def reason(error: Exception, config, stderr: str) -> str:
     """One line saying why MLMD could not open the store, without the password."""
     text = str(error).strip()
+    cause = store_cause(text, config)
+    if cause is not None:
+        return cause
     if config.HasField("postgresql"):
         # MLMD's exception only says "connection pointer is NULL"; libpq's reason went to stderr.
         logged = re.findall(r"\] (?:PostgreSQL error|Execution failed|Creating database .*? failure"

@@ -13,18 +13,24 @@
 Every case is a real ``mlmd-cache`` process against the real MLMD core and real databases.
 (no `from __future__ import annotations`: KFP reads the components' annotations as types)"""
 
+import contextlib
+import errno
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from kfp import dsl
 
 from .backends import fresh_database, run_sql
+from .pipelines import compile_to, say
 
 MLMD_TABLE_COUNT = 15  # MLMD 1.17's schema on MySQL: 14 tables, then MLMDEnv, then its version row
 
@@ -129,3 +135,123 @@ def test_a_table_of_an_mlmd_name_but_not_mlmds_is_still_somebody_elses():
         line = one_error_line(mlmd_cache("--db", url, "index"))
         assert "not an MLMD store" in line and "Event" in line, line
         assert run_sql(url, f"SHOW TABLES FROM `{database}`").split() == ["Event"]
+
+
+
+# -- item 9: a full disk, a read-only and a corrupt store name the cause ----------------------------------
+
+@dsl.pipeline(name="store-faults")
+def say_pipeline(message: str = "hello"):
+    say(message=message)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> tuple[Path, Path]:
+    """(the compiled pipeline, a SQLite store holding one run of it)."""
+    directory = tmp_path_factory.mktemp("template")
+    pipeline = Path(compile_to(directory / "say.yaml", say_pipeline))
+    store = directory / "store.sqlite"
+    done = run_pipeline(pipeline, f"sqlite:///{store}", "first", directory / "root")
+    assert done.returncode == 0, done
+    return pipeline, store
+
+
+def run_pipeline(pipeline: Path, db: str, run: str, root: Path) -> subprocess.CompletedProcess:
+    """A run whose task misses the cache (its message is the run's name): it writes, and executes."""
+    return subprocess.run([sys.executable, "-m", "mlmd_cache", "run-pipeline", str(pipeline), "--db", db,
+                           "--run-name", run, "--pipeline-root", str(root), "--param", f"message={run}"],
+                          capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+
+
+def assert_plain(line: str, path: Path, *words: str) -> None:
+    """A sentence naming the file and the cause, not MLMD's SQL."""
+    assert str(path) in line and all(word in line for word in words), line
+    assert "query:" not in line and "INSERT" not in line and "Internal" not in line, line
+
+
+@contextlib.contextmanager
+def small_filesystem(directory: Path, size: str = "1m") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``directory`` (root only), unmounted afterwards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+def fill(directory: Path) -> None:
+    """Fill the filesystem of ``directory`` to the last block."""
+    with open(directory / "filler", "wb", buffering=0) as file:
+        chunk = bytes(4096)
+        try:
+            while True:
+                file.write(chunk)
+                file.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+    assert os.statvfs(directory).f_bavail == 0
+
+
+def test_a_store_on_a_full_disk_is_named_in_a_plain_sentence(template, tmp_path):
+    pipeline, stored = template
+    with small_filesystem(tmp_path / "small") as small:
+        store = small / "store.sqlite"
+        shutil.copy(stored, store)
+        fill(small)
+        before = store.read_bytes()
+        line = one_error_line(run_pipeline(pipeline, f"sqlite:///{store}", "second", tmp_path / "root"))
+        assert_plain(line, store, "disk", "full")
+        assert store.read_bytes() == before
+
+
+def test_a_read_only_store_is_named_in_a_plain_sentence(template, tmp_path):
+    pipeline, stored = template
+    store = tmp_path / "store" / "store.sqlite"
+    store.parent.mkdir()
+    shutil.copy(stored, store)
+    if subprocess.run(["chattr", "+i", str(store)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here (root makes a file read-only no other way)")
+    try:
+        line = one_error_line(run_pipeline(pipeline, f"sqlite:///{store}", "second", tmp_path / "root"))
+    finally:
+        subprocess.run(["chattr", "-i", str(store)], check=True)
+    assert_plain(line, store, "read-only")
+
+
+def _root_page(store: Path, name: str) -> int:
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        return db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0]
+
+
+def test_a_store_corrupt_mid_file_is_refused_before_anything_is_written(template, tmp_path):
+    pipeline, stored = template
+    store = tmp_path / "store.sqlite"
+    shutil.copy(stored, store)
+    # An index this run never reads (its task has no output, so no event): MLMD alone writes the
+    # run into the corrupt file and reports success; the run must be refused before its first write.
+    page = _root_page(store, "idx_event_execution_id")
+    with open(store, "r+b") as file:
+        file.seek((page - 1) * 4096)
+        file.write(bytes([0xAB]) * 4096)
+    before = store.read_bytes()
+    line = one_error_line(run_pipeline(pipeline, f"sqlite:///{store}", "second", tmp_path / "root"))
+    assert_plain(line, store, "corrupt", "nothing was written")
+    assert store.read_bytes() == before
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_task_that_failed_on_a_full_disk_says_so(template, tmp_path):
+    pipeline, stored = template
+    store = tmp_path / "store.sqlite"
+    shutil.copy(stored, store)
+    with small_filesystem(tmp_path / "small") as small:
+        fill(small)
+        done = run_pipeline(pipeline, f"sqlite:///{store}", "second", small / "root")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done
+    failed = [line for line in done.stdout.splitlines() if "exit code" in line]
+    assert len(failed) == 1 and "is full (no space left on device)" in failed[0], done.stdout
+    assert str(small / "root") in failed[0], failed
