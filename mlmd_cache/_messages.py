@@ -1,7 +1,13 @@
 """MLMD's own messages when a store cannot be opened: captured from its C++ log, cut to one line,
-with the password hidden (also in the DEBUG record where MLMD logs its connection config)."""
+with the password hidden (also in the DEBUG record where MLMD logs its connection config).
+
+MLMD's C++ core logs to file descriptor 2 (e.g. each failed query while a PostgreSQL server restarts,
+even when the call is then retried and the run succeeds). Every call into it runs inside
+:class:`mlmd_stderr_captured`, which keeps those lines here (:func:`mlmd_log`) instead of passing
+them on: a command shows them (:func:`show_mlmd_log`) only when it fails."""
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -10,14 +16,33 @@ import tempfile
 import threading
 from typing import Optional
 
-__all__ = ["mlmd_stderr_captured", "reason", "store_cause"]
+__all__ = ["mlmd_stderr_captured", "mlmd_log", "reason", "show_mlmd_log", "store_cause"]
 
 
 # glog's lines: "E1128 21:52:04.214982  3071 file.cc:211] text", continued by tab-indented lines.
 _GLOG_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^ \]]+:\d+\] ?(.*)$")
 _GLOG_BANNER = "WARNING: Logging before InitGoogleLogging() is written to STDERR"
 _LIBPQ_NOTICE = "NOTICE:  "  # e.g. "NOTICE:  relation "type" already exists, skipping" from MLMD's DDL
-_stderr_lock = threading.Lock()
+# Reentrant: a captured block may call MLMD again (a reconnect inside a call's retry).
+_stderr_lock = threading.RLock()
+_MLMD_LOG_LINES = 200
+_mlmd_log: collections.deque[str] = collections.deque(maxlen=_MLMD_LOG_LINES)  # the latest lines
+
+
+def mlmd_log() -> list[str]:
+    """The warning and error lines MLMD's C++ core logged in this process (the latest
+    :data:`_MLMD_LOG_LINES`), except those of a failure whose exception already says why."""
+    return list(_mlmd_log)
+
+
+def show_mlmd_log() -> None:
+    """Write :func:`mlmd_log` to stderr under a heading, once (for a command that failed)."""
+    lines = mlmd_log()
+    _mlmd_log.clear()
+    if lines:
+        sys.stderr.write(f"MLMD's C++ core logged ({len(lines)} lines):\n" + "".join(
+            f"  {line.rstrip(chr(10))}\n" for line in lines))
+        sys.stderr.flush()
 
 
 class _Captured:
@@ -32,10 +57,11 @@ class _Captured:
 class mlmd_stderr_captured:
     """Collects what MLMD's C++ core writes to file descriptor 2 while the block runs.
 
-    On leaving, lines that are not MLMD's log are written on to the real stderr, as are MLMD's
-    warnings when the block succeeded; MLMD's INFO lines are dropped, and so are its warnings and
-    errors when the block failed (the exception carries the reason). Serialised by a lock, since
-    file descriptor 2 is the process's.
+    On leaving, lines that are not MLMD's log are written on to the real stderr; MLMD's INFO lines
+    are dropped, and so are its warnings and errors when the block raised or set ``failure`` (its
+    exception carries the reason); otherwise they are kept for :func:`show_mlmd_log`, never written as they
+    come. Serialised by a lock, since file descriptor 2 is the process's (no task process inherits
+    it: theirs go to files).
     """
 
     def __enter__(self) -> _Captured:
@@ -72,20 +98,20 @@ class mlmd_stderr_captured:
             self._close()
         finally:
             _stderr_lock.release()
-        keep, in_glog = [], False
+        keep, in_glog, keep_glog = [], False, False
         for line in self.captured.text().splitlines(keepends=True):
             match = _GLOG_LINE.match(line)
             if match:
                 in_glog = True
                 keep_glog = kind is None and self.captured.failure is None and match.group(1) != "I"
                 if keep_glog:
-                    keep.append(line)
+                    _mlmd_log.append(line)
                 continue
             if line.startswith(_GLOG_BANNER) or line.startswith(_LIBPQ_NOTICE):
                 continue
-            if in_glog and line.startswith(("\t", " ")):
+            if in_glog and _glog_continues(line):
                 if keep_glog:
-                    keep.append(line)
+                    _mlmd_log.append(line)
                 continue
             in_glog = False
             keep.append(line)
@@ -94,6 +120,17 @@ class mlmd_stderr_captured:
                 os.write(2, "".join(keep).encode("utf-8", "replace"))
             except OSError:
                 pass
+
+
+def _glog_continues(line: str) -> bool:
+    """Whether ``line``, after a glog line, still belongs to its message: indented, blank, or libpq's
+    own lines of a multi-line error ("server closed the connection unexpectedly")."""
+    return line.startswith(("\t", " ")) or not line.strip() or line.startswith(_LIBPQ_CONTINUATIONS)
+
+
+# The lines libpq adds to an error message that MLMD logs (they are not indented).
+_LIBPQ_CONTINUATIONS = ("server closed the connection", "connection to server", "could not connect",
+                        "FATAL:", "ERROR:", "DETAIL:", "HINT:", "no connection to the server", "SSL SYSCALL")
 
 
 def _one_line(text: object) -> str:

@@ -147,7 +147,8 @@ class Store(metadata_store.MetadataStore):
 
     def _pywrap_cc_call(self, method: Any, request: Any, response: Any) -> None:
         # MLMD decodes its error text strictly; some messages carry raw bytes of SQL.
-        response_bytes, error_message, status_code = method(self._metadata_store, request.SerializeToString())
+        with mlmd_stderr_captured():  # its C++ log (a failed query, a reconnect) is shown only if the command fails
+            response_bytes, error_message, status_code = method(self._metadata_store, request.SerializeToString())
         if status_code != 0:
             # Not make_exception: it logs every InternalError as a warning, retried or not.
             try:

@@ -16,11 +16,13 @@ Every case is a real ``mlmd-cache`` process against the real MLMD core and real 
 import contextlib
 import errno
 import os
+import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -29,8 +31,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from kfp import dsl
 
-from .backends import fresh_database, run_sql
-from .pipelines import compile_to, say
+from .backends import free_port, fresh_database, run_sql, unavailable
+from .pipelines import IMAGE, compile_to, say
 
 MLMD_TABLE_COUNT = 15  # MLMD 1.17's schema on MySQL: 14 tables, then MLMDEnv, then its version row
 
@@ -255,3 +257,105 @@ def test_a_task_that_failed_on_a_full_disk_says_so(template, tmp_path):
     failed = [line for line in done.stdout.splitlines() if "exit code" in line]
     assert len(failed) == 1 and "is full (no space left on device)" in failed[0], done.stdout
     assert str(small / "root") in failed[0], failed
+
+
+# -- item 10: MLMD's C++ log lines shown only when the run fails ----------------------------------------------
+
+@dsl.component(base_image=IMAGE)
+def gated_task(directory: str) -> str:
+    """Says it started, waits (at most 120 s) for ``directory/go``, and fails if ``directory/fail`` exists."""
+    import os
+    import time
+
+    open(os.path.join(directory, "started"), "w").close()
+    deadline = time.time() + 120
+    while not os.path.exists(os.path.join(directory, "go")) and time.time() < deadline:
+        time.sleep(0.05)
+    if os.path.exists(os.path.join(directory, "fail")):
+        raise SystemExit("asked to fail")
+    return "done"
+
+
+@dsl.pipeline(name="restart")
+def gated_restart(directory: str):
+    gated_task(directory=directory)
+
+
+def _postgresql_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if not found:
+        unavailable("PostgreSQL is not installed (bash scripts/databases.sh start installs it)")
+    return found[-1].parent
+
+
+@contextlib.contextmanager
+def private_postgresql() -> Iterator[tuple[str, callable]]:
+    """A PostgreSQL server of this test alone (restarting the shared one would disturb other tests),
+    trusting loopback logins: yields its postgresql:// URL and a function that stops it, calls a
+    function, and starts it again."""
+    bindir, port = _postgresql_bin(), free_port()
+    # Not under pytest's tmp_path: the server runs as the postgres user, who cannot enter it (as root).
+    data = Path(tempfile.mkdtemp(prefix="mlmd-cache-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "--auth=trust",
+                    "--no-sync"], check=True, capture_output=True)
+    control = [*as_owner, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-w", "-t", "60"]
+
+    def start() -> None:
+        subprocess.run([*control, "-l", str(data / "log"), "-o", f"-p {port} -h 127.0.0.1 -k {data} -F",
+                        "start"], check=True, capture_output=True)
+
+    def stop() -> None:
+        subprocess.run([*control, "-m", "fast", "stop"], check=True, capture_output=True)
+
+    def restart(while_down) -> None:
+        stop()
+        while_down()
+        start()
+
+    start()
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlmd_restart", restart
+    finally:
+        subprocess.run([*control, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+GLOG_LINE = re.compile(r"^\s*[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^ \]]+:\d+\]", re.M)
+
+
+@pytest.mark.parametrize("outcome", ["succeeds", "fails"])
+def test_mlmd_log_lines_of_a_postgresql_restart_are_shown_only_when_the_run_fails(tmp_path, outcome):
+    pipeline = compile_to(tmp_path / "restart.yaml", gated_restart)
+    directory = tmp_path / "gate"
+    directory.mkdir()
+    if outcome == "fails":
+        (directory / "fail").touch()
+    with private_postgresql() as (url, restart):
+        runner = subprocess.Popen([sys.executable, "-m", "mlmd_cache", "run-pipeline", pipeline, "--db", url,
+                                   "--run-name", "run-1", "--pipeline-root", str(tmp_path / "root"),
+                                   "--param", f"directory={directory}"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not (directory / "started").exists():
+            assert runner.poll() is None and time.monotonic() < deadline, runner.communicate()
+            time.sleep(0.05)
+
+        def task_ends_while_down() -> None:  # the runner's next calls meet a server that is away
+            (directory / "go").touch()
+            time.sleep(3)
+
+        restart(task_ends_while_down)
+        stdout, stderr = runner.communicate(timeout=180)
+    assert "Traceback" not in stderr, stderr
+    if outcome == "succeeds":
+        assert runner.returncode == 0, stderr
+        assert not GLOG_LINE.search(stdout + stderr), stdout + stderr
+    else:
+        assert runner.returncode == 1, stderr
+        assert "asked to fail" in stdout, stdout
+        # what MLMD logged while the server was away, under a heading
+        assert "MLMD's C++ core logged" in stderr and GLOG_LINE.search(stderr), stderr
