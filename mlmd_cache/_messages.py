@@ -149,12 +149,24 @@ _CAUSES = (
 )
 
 
+# Where, in MLMD's error text, the database's own message begins: before it MLMD dumps the records
+# it was writing (names and values a user chose), after it comes the SQL (values again).
+_DATABASE_SAYS = re.compile(r".*?(?:Error when executing query:|metadata source error:|Execution failed:)", re.S)
+
+
+def _database_said(text: str) -> str:
+    """The database's message in MLMD's error text, without the records and SQL around it, so that a
+    run named "disk full" is not taken for a full disk."""
+    return re.sub(r"\s+query:\s.*", "", _DATABASE_SAYS.sub("", text, count=1), flags=re.S)
+
+
 def store_cause(text: str, config, shown: Optional[str] = None) -> Optional[str]:
     """A plain sentence for a store fault that MLMD reports with its SQL (disk full, read-only,
     corrupt, locked), naming the SQLite file or the server; None for any other error."""
     from ml_metadata.proto import metadata_store_pb2 as mlmd  # here: the CLI imports this module for --help
 
-    kind = next((name for name, pattern in _CAUSES if pattern.search(text)), None)
+    said = _database_said(text)
+    kind = next((name for name, pattern in _CAUSES if pattern.search(said)), None)
     if kind is None:
         return None
     sqlite = isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite")
