@@ -246,6 +246,32 @@ def test_a_store_corrupt_mid_file_is_refused_before_anything_is_written(template
     assert not (tmp_path / "root").exists()
 
 
+def test_a_store_locked_by_another_process_is_named_in_a_plain_sentence(template, tmp_path):
+    from ml_metadata.proto import metadata_store_pb2 as mlmd
+
+    from mlmd_cache import connect
+    from mlmd_cache.errors import StoreFaultError
+
+    _, stored = template
+    store_path = tmp_path / "store.sqlite"
+    shutil.copy(stored, store_path)
+    store = connect(f"sqlite:///{store_path}")
+    store.retry_seconds = 1.0  # the default waits 60 s for the other writer
+    # Another process: SQLite's locks are not seen between two SQLite libraries of one process.
+    holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1], "
+                               "isolation_level=None); db.execute('BEGIN EXCLUSIVE'); print('held', flush=True); "
+                               "sys.stdin.read()", str(store_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreFaultError) as raised:
+            store.put_context_type(mlmd.ContextType(name="while-locked"))
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+    assert_plain(str(raised.value), store_path, "stayed locked")
+
+
 def test_a_task_that_failed_on_a_full_disk_says_so(template, tmp_path):
     pipeline, stored = template
     store = tmp_path / "store.sqlite"
