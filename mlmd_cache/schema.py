@@ -310,8 +310,8 @@ class ServerDatabase:
                 raise StoreConnectionError(
                     f"{self.shown} holds an MLMD schema whose creation was cut off ({len(columns)} of MLMD's "
                     f"{len(MLMD_TABLES)} tables, no schema version) and rows in {', '.join(with_rows)}: refused, so "
-                    f"that nothing in it is lost; if those rows are not needed, run `{drop}` on the server, and "
-                    "the next command creates the store anew")
+                    f"that nothing in it is lost; if those rows are not needed, drop the database on the server "
+                    f"({drop}) and the next command creates the store anew")
             if columns:
                 cursor.execute("DROP TABLE IF EXISTS " + ", ".join(self._quoted(table) for table in sorted(columns)))
 
