@@ -59,9 +59,9 @@ class mlmd_stderr_captured:
 
     On leaving, lines that are not MLMD's log are written on to the real stderr; MLMD's INFO lines
     are dropped, and so are its warnings and errors when the block raised or set ``failure`` (its
-    exception carries the reason); otherwise they are kept for :func:`show_mlmd_log`, never written as they
-    come. Serialised by a lock, since file descriptor 2 is the process's (no task process inherits
-    it: theirs go to files).
+    exception carries the reason); otherwise they are kept for :func:`show_mlmd_log`, never written
+    as they come. Serialised by a (reentrant) lock, since file descriptor 2 is the process's: every
+    thread's MLMD calls take turns. No task process inherits it while captured: theirs go to files.
     """
 
     def __enter__(self) -> _Captured:

@@ -306,7 +306,8 @@ class ServerDatabase:
                 if cursor.fetchone() is not None:
                     with_rows.append(table)
             if with_rows:
-                drop = f"DROP DATABASE `{self.database}`" if self.kind == "mysql" else f'DROP DATABASE "{self.database}"'
+                quoted = f"`{self.database}`" if self.kind == "mysql" else f'"{self.database}"'
+                drop = f"DROP DATABASE {quoted}"
                 raise StoreConnectionError(
                     f"{self.shown} holds an MLMD schema whose creation was cut off ({len(columns)} of MLMD's "
                     f"{len(MLMD_TABLES)} tables, no schema version) and rows in {', '.join(with_rows)}: refused, so "
