@@ -25,6 +25,7 @@ _GLOG_BANNER = "WARNING: Logging before InitGoogleLogging() is written to STDERR
 _LIBPQ_NOTICE = "NOTICE:  "  # e.g. "NOTICE:  relation "type" already exists, skipping" from MLMD's DDL
 # Reentrant: a captured block may call MLMD again (a reconnect inside a call's retry).
 _stderr_lock = threading.RLock()
+_depth = threading.local()  # how many captures this thread is inside
 _MLMD_LOG_LINES = 200
 _mlmd_log: collections.deque[str] = collections.deque(maxlen=_MLMD_LOG_LINES)  # the latest lines
 
@@ -68,6 +69,10 @@ class mlmd_stderr_captured:
         self.captured = _Captured()
         _stderr_lock.acquire()
         self.saved = self.file = None
+        self.nested = getattr(_depth, "value", 0) > 0
+        _depth.value = getattr(_depth, "value", 0) + 1
+        if self.nested:  # inside another capture of this thread: its output is the outer block's to judge
+            return self.captured
         try:
             for stream in (sys.stderr, sys.__stderr__):
                 if stream is not None:
@@ -97,7 +102,10 @@ class mlmd_stderr_captured:
         try:
             self._close()
         finally:
+            _depth.value -= 1
             _stderr_lock.release()
+        if self.nested:
+            return
         keep, in_glog, keep_glog = [], False, False
         for line in self.captured.text().splitlines(keepends=True):
             match = _GLOG_LINE.match(line)
