@@ -1,7 +1,13 @@
 """MLMD's own messages when a store cannot be opened: captured from its C++ log, cut to one line,
-with the password hidden (also in the DEBUG record where MLMD logs its connection config)."""
+with the password hidden (also in the DEBUG record where MLMD logs its connection config).
+
+MLMD's C++ core logs to file descriptor 2 (e.g. each failed query while a PostgreSQL server restarts,
+even when the call is then retried and the run succeeds). Every call into it runs inside
+:class:`mlmd_stderr_captured`, which keeps those lines here (:func:`mlmd_log`) instead of passing
+them on: a command shows them (:func:`mlmd_cache.terminal.show_mlmd_log`) only when it fails."""
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -10,14 +16,32 @@ import tempfile
 import threading
 from typing import Optional
 
-__all__ = ["mlmd_stderr_captured", "reason"]
+__all__ = ["mlmd_stderr_captured", "mlmd_log", "reason", "store_cause", "take_mlmd_log"]
 
 
 # glog's lines: "E1128 21:52:04.214982  3071 file.cc:211] text", continued by tab-indented lines.
 _GLOG_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^ \]]+:\d+\] ?(.*)$")
 _GLOG_BANNER = "WARNING: Logging before InitGoogleLogging() is written to STDERR"
 _LIBPQ_NOTICE = "NOTICE:  "  # e.g. "NOTICE:  relation "type" already exists, skipping" from MLMD's DDL
-_stderr_lock = threading.Lock()
+# Reentrant: a captured block may call MLMD again (a reconnect inside a call's retry).
+_stderr_lock = threading.RLock()
+_depth = threading.local()  # how many captures this thread is inside
+_MLMD_LOG_LINES = 200
+_mlmd_log: collections.deque[str] = collections.deque(maxlen=_MLMD_LOG_LINES)  # the latest lines
+
+
+def mlmd_log() -> list[str]:
+    """The warning and error lines MLMD's C++ core logged in this process (the latest
+    :data:`_MLMD_LOG_LINES`), except those of a failure whose exception already says why."""
+    return list(_mlmd_log)
+
+
+def take_mlmd_log() -> list[str]:
+    """:func:`mlmd_log`, then forgotten: what a command that failed shows
+    (:func:`mlmd_cache.terminal.show_mlmd_log`), once."""
+    lines = mlmd_log()
+    _mlmd_log.clear()
+    return lines
 
 
 class _Captured:
@@ -32,16 +56,21 @@ class _Captured:
 class mlmd_stderr_captured:
     """Collects what MLMD's C++ core writes to file descriptor 2 while the block runs.
 
-    On leaving, lines that are not MLMD's log are written on to the real stderr, as are MLMD's
-    warnings when the block succeeded; MLMD's INFO lines are dropped, and so are its warnings and
-    errors when the block failed (the exception carries the reason). Serialised by a lock, since
-    file descriptor 2 is the process's.
+    On leaving, lines that are not MLMD's log are written on to the real stderr; MLMD's INFO lines
+    are dropped, and so are its warnings and errors when the block raised or set ``failure`` (its
+    exception carries the reason); otherwise they are kept for :func:`take_mlmd_log`, never written
+    as they come. Serialised by a (reentrant) lock, since file descriptor 2 is the process's: every
+    thread's MLMD calls take turns. No task process inherits it while captured: theirs go to files.
     """
 
     def __enter__(self) -> _Captured:
         self.captured = _Captured()
         _stderr_lock.acquire()
         self.saved = self.file = None
+        self.nested = getattr(_depth, "value", 0) > 0
+        _depth.value = getattr(_depth, "value", 0) + 1
+        if self.nested:  # inside another capture of this thread: its output is the outer block's to judge
+            return self.captured
         try:
             for stream in (sys.stderr, sys.__stderr__):
                 if stream is not None:
@@ -71,21 +100,24 @@ class mlmd_stderr_captured:
         try:
             self._close()
         finally:
+            _depth.value -= 1
             _stderr_lock.release()
-        keep, in_glog = [], False
+        if self.nested:
+            return
+        keep, in_glog, keep_glog = [], False, False
         for line in self.captured.text().splitlines(keepends=True):
             match = _GLOG_LINE.match(line)
             if match:
                 in_glog = True
                 keep_glog = kind is None and self.captured.failure is None and match.group(1) != "I"
                 if keep_glog:
-                    keep.append(line)
+                    _mlmd_log.append(line)
                 continue
             if line.startswith(_GLOG_BANNER) or line.startswith(_LIBPQ_NOTICE):
                 continue
-            if in_glog and line.startswith(("\t", " ")):
+            if in_glog and _glog_continues(line):
                 if keep_glog:
-                    keep.append(line)
+                    _mlmd_log.append(line)
                 continue
             in_glog = False
             keep.append(line)
@@ -96,13 +128,86 @@ class mlmd_stderr_captured:
                 pass
 
 
+def _glog_continues(line: str) -> bool:
+    """Whether ``line``, after a glog line, still belongs to its message: indented, blank, or libpq's
+    own lines of a multi-line error ("server closed the connection unexpectedly")."""
+    return line.startswith(("\t", " ")) or not line.strip() or line.startswith(_LIBPQ_CONTINUATIONS)
+
+
+# The lines libpq adds to an error message that MLMD logs (they are not indented).
+_LIBPQ_CONTINUATIONS = ("server closed the connection", "connection to server", "could not connect",
+                        "FATAL:", "ERROR:", "DETAIL:", "HINT:", "no connection to the server", "SSL SYSCALL")
+
+
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
+
+
+# What the databases say (in MLMD's error text) for a fault of the store itself, not of the call.
+_CAUSES = (
+    ("full", re.compile(r"database or disk is full|no space left on device|disk full|table '[^']*' is full"
+                        r"|could not extend file|could not write to file", re.I)),
+    ("read-only", re.compile(r"attempt to write a readonly database|read-only (?:file system|transaction)"
+                             r"|--read-only option|readonly database", re.I)),
+    ("corrupt", re.compile(r"database disk image is malformed|file is not a database|file is encrypted"
+                           r"|database corruption|invalid page in block|could not read block", re.I)),
+    ("locked", re.compile(r"database is locked|database table is locked|lock wait timeout exceeded", re.I)),
+)
+
+
+# Where, in MLMD's error text, the database's own message begins: before it MLMD dumps the records
+# it was writing (names and values a user chose), after it comes the SQL (values again).
+_DATABASE_SAYS = re.compile(r".*?(?:Error when executing query:|metadata source error:|Execution failed:)", re.S)
+
+
+def _database_said(text: str) -> str:
+    """The database's message in MLMD's error text, without the records and SQL around it, so that a
+    run named "disk full" is not taken for a full disk."""
+    return re.sub(r"\s+query:\s.*", "", _DATABASE_SAYS.sub("", text, count=1), flags=re.S)
+
+
+def store_cause(text: str, config, shown: Optional[str] = None) -> Optional[str]:
+    """A plain sentence for a store fault that MLMD reports with its SQL (disk full, read-only,
+    corrupt, locked), naming the SQLite file or the server; None for any other error."""
+    from ml_metadata.proto import metadata_store_pb2 as mlmd  # here: the CLI imports this module for --help
+
+    said = _database_said(text)
+    kind = next((name for name, pattern in _CAUSES if pattern.search(said)), None)
+    if kind is None:
+        return None
+    sqlite = isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite")
+    if sqlite:
+        path = config.sqlite.filename_uri
+        return {
+            "full": f"the disk holding {path} is full: the store cannot grow (nothing of the refused write was "
+                    "kept); free some space and run the command again",
+            "read-only": f"{path} is read-only: SQLite cannot write to it (check the permissions and attributes "
+                         "of the file and its directory, and whether it is on a read-only mount)",
+            "corrupt": f"{path} is corrupt (SQLite: database disk image is malformed); restore it from a backup "
+                       f"(`sqlite3 {path} .recover` may save what it still holds)",
+            "locked": f"{path} stayed locked by another process (SQLite: database is locked); "
+                      "wait for it to end and run the command again",
+        }[kind]
+    if not shown:
+        where = "the database server"
+    elif isinstance(config, mlmd.MetadataStoreClientConfig):
+        where = f"the database behind {shown}"
+    else:
+        where = f"the database server of {shown}"
+    return {
+        "full": f"{where} is out of disk space: the store cannot grow (nothing of the refused write was kept)",
+        "read-only": f"{where} is read-only: it refuses every write",
+        "corrupt": f"{where} reports corrupt data; restore the database from a backup",
+        "locked": f"{where} kept a lock that another session holds; run the command again when it is released",
+    }[kind]
 
 
 def reason(error: Exception, config, stderr: str) -> str:
     """One line saying why MLMD could not open the store, without the password."""
     text = str(error).strip()
+    cause = store_cause(text, config)
+    if cause is not None:
+        return cause
     if config.HasField("postgresql"):
         # MLMD's exception only says "connection pointer is NULL"; libpq's reason went to stderr.
         logged = re.findall(r"\] (?:PostgreSQL error|Execution failed|Creating database .*? failure"

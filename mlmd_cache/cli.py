@@ -16,7 +16,7 @@ from .defaults import (CALL_TIMEOUT_SECONDS, DATABASE_URLS, DEFAULT_TASK_ENV, TA
                        default_store_url)
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
 from ._messages import _one_line
-from .terminal import echo, escape_warnings, printable
+from .terminal import echo, escape_warnings, printable, show_mlmd_log
 
 if TYPE_CHECKING:
     from .key import CacheKey
@@ -42,11 +42,13 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except MlmdCacheError as error:
+            show_mlmd_log()
             echo(f"Error: {_one_line(error) or type(error).__name__}", err=True)
             sys.exit(2 if isinstance(error, _USAGE_ERRORS) else 1)
         except _mlmd_errors() as error:
             from .store import store_fault
 
+            show_mlmd_log()
             echo(f"Error: {store_fault(error)}", err=True)
             sys.exit(1)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
@@ -586,6 +588,7 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         echo("run-pipeline: interrupted; running tasks marked FAILED", err=True)
         sys.exit(130)
     if not report.succeeded:
+        show_mlmd_log()  # MLMD's C++ log of the run (e.g. a database that restarted): only when it failed
         sys.exit(1)
 
 

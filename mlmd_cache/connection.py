@@ -63,7 +63,7 @@ from ._messages import _one_line, mlmd_stderr_captured, reason
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
 from .defaults import DATABASE_URLS, default_store_path, default_store_url
 from .errors import NoStoreError, StoreConnectionError, StoreURLError
-from .schema import Contents, ServerDatabase, StoreState, sqlite_contents, sqlite_schema_lock
+from .schema import Contents, ServerDatabase, StoreState, sqlite_contents, sqlite_integrity, sqlite_schema_lock
 from .store import CALL_TIMEOUT_SECONDS, RETRY_SECONDS, Store
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
     "DATABASE_URLS",
     "check_database_url",
+    "check_integrity",
     "connect",
     "connection_config",
     "default_store_path",
@@ -289,6 +290,11 @@ def connect(
         # schema creation half done, not another application's database.
         with database.schema_lock():
             contents = database.contents()
+            if create and contents.state is StoreState.UNFINISHED:
+                # Under the lock no creator is midway: this one was cut off (MySQL commits each
+                # CREATE TABLE), and MLMD would refuse it for good. Dropped when empty, else refused.
+                database.clear_unfinished()
+                contents = database.contents()
             _check_contents(contents, shown, create, what)
             source.skip_db_creation = contents.state is StoreState.MLMD
             return _open(config, shown, upgrade)
@@ -305,6 +311,16 @@ def _check_contents(contents: Contents, shown: str, create: bool, what: str, for
                    StoreState.UNFINISHED: "holds an MLMD schema that was never finished"}[contents.state]
         raise NoStoreError(f"no MLMD store at {shown}: {what} {missing} (this command creates "
                                    "no store; check the path or URL)")
+
+
+def check_integrity(store: Store) -> None:
+    """Refuse (:class:`StoreConnectionError`, one line) a SQLite store that SQLite's quick check finds
+    corrupt, before anything is written to it (:func:`mlmd_cache.schema.sqlite_integrity`). Database
+    servers check their own pages; a ``grpc://`` store is its server's to check."""
+    config = getattr(store, "_config", None)
+    if isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite") \
+            and config.sqlite.filename_uri != ":memory:":
+        sqlite_integrity(config.sqlite.filename_uri)
 
 
 def _connect_sqlite(config: mlmd.ConnectionConfig, shown: str, *, read_only: bool, create: bool,

@@ -8,6 +8,14 @@ database, into an MLMD store. So :func:`mlmd_cache.connect` looks first, with th
 client (:mod:`sqlite3`, PyMySQL, psycopg), and when a schema must be made holds the backend's own
 lock while MLMD makes it: ``flock`` on the SQLite file's directory, MySQL ``GET_LOCK``, a PostgreSQL
 advisory lock. A store whose schema exists is opened without any lock.
+
+MLMD creates its schema table by table and writes its version row last; on SQLite and PostgreSQL that
+is one transaction, but MySQL/MariaDB commit each ``CREATE TABLE`` at once, so a creator killed midway
+leaves some of MLMD's tables and no version, which MLMD then refuses for good ("MLMDEnv table exists
+but no schema_version can be found"). :meth:`ServerDatabase.contents` tells such a half-made schema
+(tables that are MLMD's, column for column, and no version row) from somebody else's tables, and
+:meth:`ServerDatabase.clear_unfinished` drops it under the creation lock when it holds no row, so that
+MLMD makes the schema again; one that holds rows is refused with the statement that clears it.
 """
 from __future__ import annotations
 
@@ -23,15 +31,44 @@ from typing import Callable, Iterator, Optional
 
 from .errors import StoreConnectionError
 
-__all__ = ["StoreState", "Contents", "SCHEMA_LOCK_SECONDS", "sqlite_contents", "sqlite_schema_lock",
-           "ServerDatabase"]
+__all__ = ["StoreState", "Contents", "SCHEMA_LOCK_SECONDS", "QUICK_CHECK_SECONDS", "sqlite_contents",
+           "sqlite_integrity", "sqlite_schema_lock", "ServerDatabase"]
 
 SCHEMA_LOCK_SECONDS = 120.0
 """How long a process waits for another one that is creating the same store's schema."""
 
+QUICK_CHECK_SECONDS = 5.0
+"""How long :func:`sqlite_integrity` reads a store before a run writes to it: ``PRAGMA quick_check``
+reads every page once (measured: 0.6 s for a 217 MB file); a larger store is checked this long."""
+
 # The table MLMD writes its schema version into, last, when the schema is complete.
 _ENV_TABLE = "mlmdenv"
 _LOCK_NAME = "mlmd_cache.schema"
+
+# The tables of MLMD 1.17's schema (version 10) and their columns, the same on MySQL and PostgreSQL
+# (lower case): what a creation cut off midway leaves a subset of.
+MLMD_TABLES: dict[str, tuple[str, ...]] = {
+    "type": ("id", "name", "version", "type_kind", "description", "input_type", "output_type", "external_id"),
+    "typeproperty": ("type_id", "name", "data_type"),
+    "parenttype": ("type_id", "parent_type_id"),
+    "artifact": ("id", "type_id", "uri", "state", "name", "external_id", "create_time_since_epoch",
+                 "last_update_time_since_epoch"),
+    "artifactproperty": ("artifact_id", "name", "is_custom_property", "int_value", "double_value", "string_value",
+                         "byte_value", "proto_value", "bool_value"),
+    "execution": ("id", "type_id", "last_known_state", "name", "external_id", "create_time_since_epoch",
+                  "last_update_time_since_epoch"),
+    "executionproperty": ("execution_id", "name", "is_custom_property", "int_value", "double_value",
+                          "string_value", "byte_value", "proto_value", "bool_value"),
+    "context": ("id", "type_id", "name", "external_id", "create_time_since_epoch", "last_update_time_since_epoch"),
+    "contextproperty": ("context_id", "name", "is_custom_property", "int_value", "double_value", "string_value",
+                        "byte_value", "proto_value", "bool_value"),
+    "parentcontext": ("context_id", "parent_context_id"),
+    "event": ("id", "artifact_id", "execution_id", "type", "milliseconds_since_epoch"),
+    "eventpath": ("event_id", "is_index_step", "step_index", "step_key"),
+    "association": ("id", "context_id", "execution_id"),
+    "attribution": ("id", "context_id", "artifact_id"),
+    "mlmdenv": ("schema_version",),
+}
 
 
 class StoreState(enum.Enum):
@@ -97,6 +134,34 @@ def sqlite_contents(path: str, shown: str) -> Contents:
         except sqlite3.DatabaseError as error:
             raise StoreConnectionError(f"{shown} is not a usable SQLite database ({error})") from None
     raise StoreConnectionError(f"cannot read {shown}: the file stayed locked by another process")
+
+
+def sqlite_integrity(path: str, seconds: float = QUICK_CHECK_SECONDS) -> None:
+    """A :class:`StoreConnectionError` if SQLite's ``PRAGMA quick_check`` finds the file at ``path``
+    corrupt: checked before a run's first write, so that a corrupt store gets nothing written (MLMD
+    reads only the pages a call touches, and a run wrote its context and a RUNNING execution before
+    it reached a corrupt page). Read-only; a check that takes longer than ``seconds`` (a store of
+    gigabytes) or that a writer keeps locked is left unfinished, what it read being sound."""
+    deadline = time.monotonic() + seconds
+    try:
+        connection = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return  # opening it is MLMD's to fail, with its own message
+    connection.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)  # true: interrupt
+    try:
+        problems = [row[0] for row in connection.execute("PRAGMA quick_check(3)").fetchall()]
+    except sqlite3.OperationalError as error:
+        if any(word in str(error) for word in ("interrupted", "locked", "busy")):
+            return
+        problems = [str(error)]
+    except sqlite3.DatabaseError as error:  # "database disk image is malformed", "file is not a database"
+        problems = [str(error)]
+    finally:
+        connection.close()
+    if problems != ["ok"]:
+        raise StoreConnectionError(
+            f"{path} is corrupt (SQLite's quick_check: {' '.join(problems[0].split())}); nothing was written to it; "
+            f"restore it from a backup (`sqlite3 {path} .recover` may save what it still holds)")
 
 
 def _uri_path(path: str) -> str:
@@ -177,7 +242,7 @@ class ServerDatabase:
                     cursor.execute(f"SELECT COUNT(*) FROM `{self.database}`.`{_mysql_env(tables)}`")
                     return bool(cursor.fetchone()[0])
 
-                return _contents(tables, has_version)
+                return self._half_made(_contents(tables, has_version), cursor)
         connection = self._connect(self.database)
         if connection is None:
             return Contents(StoreState.MISSING)
@@ -189,7 +254,67 @@ class ServerDatabase:
                 cursor.execute("SELECT COUNT(*) FROM mlmdenv")
                 return bool(cursor.fetchone()[0])
 
-            return _contents(tables, has_version)
+            return self._half_made(_contents(tables, has_version), cursor)
+
+    def _columns(self, cursor) -> dict[str, tuple[str, ...]]:
+        """Each table's columns (lower case, in order), keyed by the table's own name."""
+        if self.kind == "mysql":
+            cursor.execute("SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                           "ORDER BY TABLE_NAME, ORDINAL_POSITION", (self.database,))
+        else:
+            cursor.execute("SELECT table_name, column_name FROM information_schema.columns "
+                           "WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position")
+        columns: dict[str, list[str]] = {}
+        for table, column in cursor.fetchall():
+            columns.setdefault(table, []).append(column.lower())
+        return {table: tuple(names) for table, names in columns.items()}
+
+    def _half_made(self, found: Contents, cursor) -> Contents:
+        """Tables without MLMD's MLMDEnv that are all MLMD's, column for column: MLMD's schema
+        creation cut off before its last table (MySQL commits each CREATE TABLE), not another
+        application's database."""
+        if found.state is not StoreState.FOREIGN:
+            return found
+        columns = self._columns(cursor)
+        if all(MLMD_TABLES.get(table.lower()) == columns.get(table) for table in found.tables):
+            return Contents(StoreState.UNFINISHED, found.tables)
+        return found
+
+    def _quoted(self, table: str) -> str:
+        return f"`{self.database}`.`{table}`" if self.kind == "mysql" else '"' + table.replace('"', '""') + '"'
+
+    def clear_unfinished(self) -> None:
+        """Drop an MLMD schema whose creation was cut off (:attr:`StoreState.UNFINISHED`) so that
+        MLMD creates it anew; call it holding :meth:`schema_lock`, so that no creator is midway.
+
+        Only when every table is MLMD's and none holds a row: else a one-line
+        :class:`StoreConnectionError` that says what is there and, for rows, the statement that
+        clears the database (nothing is dropped that holds data).
+        """
+        connection = self._connect(None if self.kind == "mysql" else self.database)
+        with contextlib.closing(connection), connection.cursor() as cursor:
+            columns = self._columns(cursor)
+            others = sorted(table for table, names in columns.items() if MLMD_TABLES.get(table.lower()) != names)
+            if others:
+                raise StoreConnectionError(
+                    f"{self.shown} is not an MLMD store: its MLMDEnv table holds no schema version and it also holds "
+                    f"other tables ({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}) (refused, so that "
+                    "nothing is written into it)")
+            with_rows = []
+            for table in sorted(columns):
+                cursor.execute(f"SELECT 1 FROM {self._quoted(table)} LIMIT 1")
+                if cursor.fetchone() is not None:
+                    with_rows.append(table)
+            if with_rows:
+                quoted = f"`{self.database}`" if self.kind == "mysql" else f'"{self.database}"'
+                drop = f"DROP DATABASE {quoted}"
+                raise StoreConnectionError(
+                    f"{self.shown} holds an MLMD schema whose creation was cut off ({len(columns)} of MLMD's "
+                    f"{len(MLMD_TABLES)} tables, no schema version) and rows in {', '.join(with_rows)}: refused, so "
+                    f"that nothing in it is lost; if those rows are not needed, drop the database on the server "
+                    f"({drop}) and the next command creates the store anew")
+            if columns:
+                cursor.execute("DROP TABLE IF EXISTS " + ", ".join(self._quoted(table) for table in sorted(columns)))
 
     @contextlib.contextmanager
     def schema_lock(self) -> Iterator[None]:

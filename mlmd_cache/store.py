@@ -15,11 +15,15 @@ What MLMD 1.17.1's client does on a fault, and what :class:`Store` does instead:
   not there (``UNAVAILABLE``, e.g. restarting) until that timeout.
 
 What cannot be retried raises :class:`~mlmd_cache.errors.StoreFaultError`, one line naming the store
-and the call. MLMD's other errors (``NotFoundError``, ``AlreadyExistsError``, ...) pass through.
+and the call. So does a fault of the store itself that MLMD reports with the SQL it ran (a full disk,
+a read-only or corrupt SQLite file, a lock held elsewhere): a plain sentence naming the file or the
+server instead (:func:`mlmd_cache._messages.store_cause`). MLMD's other errors (``NotFoundError``,
+``AlreadyExistsError``, ...) pass through.
 """
 from __future__ import annotations
 
 import random
+import re
 import time
 from typing import Any, Callable, Optional, TypeVar
 
@@ -30,7 +34,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as pywrap
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from ._messages import _one_line, mlmd_stderr_captured
+from ._messages import _one_line, mlmd_stderr_captured, store_cause
 from .defaults import CALL_TIMEOUT_SECONDS
 from .errors import StoreFaultError
 
@@ -51,6 +55,11 @@ def _lost_connection(error: Exception) -> bool:
     message = str(error).lower()
     return message.strip() in ("postgresql metadata source error:", "") or any(
         part in message for part in _CONNECTION_LOST)
+
+
+def _without_sql(error: Exception) -> str:
+    """MLMD's message cut before the SQL it ran ("... query: INSERT INTO ...")."""
+    return _one_line(re.sub(r"\s*query:\s.*", "", str(error), flags=re.S)) or type(error).__name__
 
 
 class Store(metadata_store.MetadataStore):
@@ -87,8 +96,11 @@ class Store(metadata_store.MetadataStore):
                 return attempt()
             except mlmd_errors.AbortedError as error:
                 if time.monotonic() - started > self.retry_seconds:
-                    raise StoreFaultError(f"{self.shown}: {method_name} kept conflicting with other writers for "
-                                          f"{self.retry_seconds:g} s: {_one_line(error)}") from None
+                    where = (self._config.sqlite.filename_uri if self._using_db_connection
+                             and self._config.HasField("sqlite") else self.shown)
+                    raise StoreFaultError(f"{where} stayed locked by other writers: {method_name} kept conflicting "
+                                          f"with them for {self.retry_seconds:g} s ({_without_sql(error)}); "
+                                          "run the command again when they are done") from None
             except (mlmd_errors.UnavailableError, mlmd_errors.DeadlineExceededError) as error:
                 if self._using_db_connection:
                     raise
@@ -103,6 +115,9 @@ class Store(metadata_store.MetadataStore):
             except mlmd_errors.InternalError as error:
                 if not (self._using_db_connection and self._config.WhichOneof("config") in ("mysql", "postgresql")
                         and _lost_connection(error)):
+                    cause = store_cause(str(error), self._config, self.shown)
+                    if cause is not None:
+                        raise StoreFaultError(cause) from None
                     raise
                 # Never call the old handle again: after a reconnect that failed inside MLMD (the
                 # server still down) its MySQL connection is null, and the next call crashes the process.
@@ -132,7 +147,8 @@ class Store(metadata_store.MetadataStore):
 
     def _pywrap_cc_call(self, method: Any, request: Any, response: Any) -> None:
         # MLMD decodes its error text strictly; some messages carry raw bytes of SQL.
-        response_bytes, error_message, status_code = method(self._metadata_store, request.SerializeToString())
+        with mlmd_stderr_captured():  # its C++ log (a failed query, a reconnect) is shown only if the command fails
+            response_bytes, error_message, status_code = method(self._metadata_store, request.SerializeToString())
         if status_code != 0:
             # Not make_exception: it logs every InternalError as a warning, retried or not.
             try:

@@ -31,6 +31,8 @@ from typing import IO, TYPE_CHECKING, Any, Optional, TextIO
 
 import click
 
+from ._messages import take_mlmd_log
+
 if TYPE_CHECKING:
     from .runner.reports import RunReport, TaskReport
 
@@ -49,6 +51,16 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 def _escaped(match: "re.Match[str]") -> str:
     char = match.group()
     return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+def show_mlmd_log() -> None:
+    """What MLMD's C++ core logged during the command (:mod:`mlmd_cache._messages` keeps it), on
+    stderr under a heading, escaped like any stored text (its SQL quotes names): for a command that failed."""
+    lines = take_mlmd_log()
+    if lines:
+        echo(f"MLMD's C++ core logged ({len(lines)} lines):", err=True)
+        for line in lines:
+            echo(f"  {line.rstrip(chr(10))}", err=True)
 
 
 def printable(text: object) -> str:

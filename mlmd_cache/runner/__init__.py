@@ -35,7 +35,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from .. import json_values, limits, records
 from ..cache import ExecutionCache
-from ..connection import connection_config, default_store_path, default_store_url
+from ..connection import check_integrity, connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
 from ..leases import DEFAULT_LEASE_SECONDS, check_lease
 from ..pipeline_spec import CompiledPipeline, PipelineSpecError, iter_tasks
@@ -201,6 +201,7 @@ def run_pipeline(
     launcher = make_launcher(task_env, env_dir=env_dir, watchdog=watchdog)
     with contextlib.ExitStack() as stack:
         stack.enter_context(contextlib.closing(launcher))
+        check_integrity(cache.store)  # a corrupt store gets nothing of the run written
         launcher.check(pipeline)  # before anything is written (an image pulled, a command found)
         arguments, input_artifacts = run_arguments(cache, pipeline, parameters, artifacts, run_name)
         stop = stack.enter_context(deferred_stop_signals())

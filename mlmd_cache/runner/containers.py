@@ -9,8 +9,10 @@ never needs. Its cache keys and its cached outputs need none of the SDK.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import errno
 import os
 import signal
 import subprocess
@@ -33,9 +35,12 @@ from .values import ParameterType, integer_outputs, to_protobuf
 from .watchdog import Watchdog, with_death_signal
 
 __all__ = ["cache_task", "executor_input", "command_line", "task_env", "TaskProcess", "produced_outputs",
-           "scope_outputs", "runtime_artifact", "stderr_tail", "executor_input_dict"]
+           "scope_outputs", "runtime_artifact", "stderr_tail", "disk_full", "executor_input_dict"]
 
 _STDERR_TAIL_LINES = 20
+# What a task's stderr says when a write failed for want of space (Python, coreutils, libc).
+_NO_SPACE = ("No space left on device", "[Errno 28]", "ENOSPC", "Disk quota exceeded", "[Errno 122]")
+_PROBE_BYTES = 64 * 1024
 _EXECUTOR_OUTPUT_FILE = "executor_output.json"
 # Artifacts whose content is their metadata (``metrics.log_metric(...)``): a task often never writes
 # their file. The runner then leaves an empty file at the URI, so that the execution stays a valid
@@ -285,3 +290,28 @@ def stderr_tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def disk_full(task_dir: Path, stderr_text: str) -> Optional[str]:
+    """Why a failed task failed, when it is a full disk under its directory: its stderr names
+    ENOSPC, or a small write there fails with it now. A task on a full disk usually cannot write
+    its stderr either, so it exits 1 with nothing to show; None when the disk has room."""
+    said = any(words in stderr_text for words in _NO_SPACE)
+    if not said:
+        probe = None
+        try:
+            descriptor, probe = tempfile.mkstemp(prefix=".space-", dir=task_dir)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(bytes(_PROBE_BYTES))
+                file.flush()
+                os.fsync(file.fileno())  # delayed allocation: the space is only taken here on some filesystems
+        except OSError as error:
+            said = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        finally:
+            if probe is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(probe)
+    if not said:
+        return None
+    return (f"the disk holding {task_dir} is full (no space left on device): the task could not write its "
+            "outputs or its log; free some space and run it again")

@@ -721,7 +721,9 @@ class Scheduler:
         elif attempt.process.timed_out:
             error = f"stopped after {attempt.process.timeout:g} s (kubernetes.set_timeout)"
         else:
-            error = f"exit code {returncode}\n" + containers.stderr_tail(attempt.process.stderr_path)
+            tail = containers.stderr_tail(attempt.process.stderr_path)
+            full = containers.disk_full(attempt.task.task_dir, tail)
+            error = f"exit code {returncode}" + (f"; {full}" if full else "") + "\n" + tail
         retrying = attempt.number <= node.retry.max_retry_count
         try:
             self.cache.fail(started, keep_reservation=retrying)
