@@ -12,6 +12,7 @@ import yaml
 from google.protobuf import json_format
 
 from . import ids, json_values
+from ._protobuf import is_repeated
 from .errors import InvalidArgumentError
 # kfp-pipeline-spec's generated module (kfp.pipeline_spec.pipeline_spec_pb2), loaded without running
 # kfp/__init__.py (the whole SDK, its client and the Kubernetes client): see key._pipeline_spec_messages.
@@ -230,7 +231,7 @@ def _walk(message: Any, descriptor: Any, path: str, found: list[_Finding]) -> No
             value_field = field.message_type.fields_by_name["value"]
             for key, item in (value.items() if isinstance(value, dict) else ()):
                 _walk_value(item, value_field, f"{where}.{key}", found)
-        elif field.label == field.LABEL_REPEATED:
+        elif is_repeated(field):
             for index, item in enumerate(value if isinstance(value, list) else ()):
                 _walk_value(item, field, f"{where}[{index}]", found)
         else:

@@ -46,13 +46,14 @@ from concurrent import futures
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import grpc
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as core
 from ml_metadata.proto import metadata_store_pb2, metadata_store_service_pb2
 
 from ._messages import mlmd_stderr_captured
+from ._protobuf import is_repeated
 from .cache_service import CACHE_SERVICE_NAME, CallCounter, cache_service_handler
 from .connection import check_database_url, connect, connection_config, redact_url
 from .errors import MlmdCacheError, StoreConnectionError
@@ -190,7 +191,7 @@ def _unusable_value(message: Message, path: str = "") -> Optional[str]:
             continue
         if field.message_type.GetOptions().map_entry:
             items = [(f"{path}{field.name}[{key!r}]", item) for key, item in content.items()]
-        elif field.label == FieldDescriptor.LABEL_REPEATED:
+        elif is_repeated(field):
             items = [(f"{path}{field.name}[{index}]", item) for index, item in enumerate(content)]
         else:
             items = [(f"{path}{field.name}", content)]

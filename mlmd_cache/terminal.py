@@ -36,7 +36,8 @@ from ._messages import take_mlmd_log
 if TYPE_CHECKING:
     from .runner.reports import RunReport, TaskReport
 
-__all__ = ["RunDisplay", "state_word", "task_line", "summary_lines", "printable", "echo", "escape_warnings"]
+__all__ = ["RunDisplay", "state_word", "task_line", "summary_lines", "printable", "echo", "escape_warnings",
+           "show_mlmd_log"]
 
 # What a terminal acts on instead of showing: C0 controls (ESC, CR, LF, TAB, BS, ...), DEL and the C1
 # controls (U+0080-U+009F: U+009B is CSI, an escape sequence by itself on some terminals), the
