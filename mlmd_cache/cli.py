@@ -392,11 +392,11 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     if mysql_config_host or mysql_config_database:
         if not (mysql_config_host and mysql_config_database):
             raise click.UsageError("--mysql_config_host and --mysql_config_database go together")
-        if db_url and db_given(click.get_current_context()):
+        if db_url is not None and db_given(click.get_current_context()):
             raise click.UsageError("give either --db or the --mysql_config_* flags, not both")
         db_url = mysql_url(mysql_config_host, mysql_config_port, mysql_config_database, mysql_config_user,
                            mysql_config_password)
-    url = db_url or default_store_url()
+    url = default_store_url() if db_url is None else db_url
     try:
         if processes > 1:
             from .server_processes import ServerGroup
