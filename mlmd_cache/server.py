@@ -369,8 +369,9 @@ class MetadataStoreServer:
 
 def stop_on_signals(server: MetadataStoreServer | ServerGroup, grace: float = 10.0,
                     log: Callable[[str], None] = _log) -> None:
-    """Stop ``server`` on SIGTERM and SIGINT (call from the main thread): the first signal stops
-    it gracefully (calls in flight may finish within ``grace`` seconds), a second one at once."""
+    """Stop ``server`` on SIGTERM, SIGINT and SIGHUP (call from the main thread; a signal ignored
+    from the start, as nohup ignores SIGHUP, stays ignored): the first signal stops it gracefully
+    (calls in flight may finish within ``grace`` seconds), a second one at once."""
     received = []
 
     def handle(signum: int, frame: object) -> None:
@@ -383,5 +384,6 @@ def stop_on_signals(server: MetadataStoreServer | ServerGroup, grace: float = 10
             log(f"{name}: stopping now (calls in flight are cancelled)")
             server.stop_async(None)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handle)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handle)

@@ -3,8 +3,8 @@ loop, never in the middle of a store write.
 
 Python raises ``KeyboardInterrupt`` wherever the main thread happens to be when SIGINT arrives: between
 the two writes of a task's start, say, which would leave a half-written record. So for the run's
-duration the Python handlers of SIGINT and SIGTERM (``KeyboardInterrupt``'s default one, or the CLI's
-that makes SIGTERM stop a run as Ctrl-C does) only note the signal and wake the loop; the loop then
+duration the Python handlers of SIGINT, SIGTERM and SIGHUP (``KeyboardInterrupt``'s default one, or the
+CLI's that makes SIGTERM and SIGHUP stop a run as Ctrl-C does) only note the signal and wake the loop; the loop then
 calls the noted handler itself (:meth:`DeferredStop.check`) where nothing is half done, and stops the
 run. Signals left to the system (``SIG_DFL``, ``SIG_IGN``) are left alone, and so is everything when
 the run is not on the main thread (where Python delivers no signal anyway).
@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 
 __all__ = ["DeferredStop", "deferred_stop_signals"]
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class DeferredStop:
@@ -45,7 +45,7 @@ class DeferredStop:
 
 @contextlib.contextmanager
 def deferred_stop_signals() -> Iterator[DeferredStop]:
-    """Defer SIGINT and SIGTERM to :meth:`DeferredStop.check` for the ``with`` block."""
+    """Defer SIGINT, SIGTERM and SIGHUP to :meth:`DeferredStop.check` for the ``with`` block."""
     stop = DeferredStop()
     if threading.current_thread() is not threading.main_thread():
         yield stop
