@@ -35,6 +35,7 @@ EXIT_CODE = 130  # as for Ctrl-C, whichever signal it was (run-pipeline has alwa
 
 _received: list[int] = []
 _active = False  # the handlers of this module are the process's (not so under click's CliRunner, say)
+_prog = ""  # the command's name as the console script has it (click's is "python -m mlmd_cache" under -m)
 
 
 def interrupted_line(prog: str) -> str:
@@ -70,6 +71,7 @@ def exit_interrupted(prog: str) -> NoReturn:
     """End a command that a stop signal interrupted: one line on stderr, exit code 130; a further
     signal while the command unwinds ends the process at once, without another line."""
     if _active:
+        prog = _prog
         _install(_quiet_exit)
     try:
         sys.stdout.flush()
@@ -93,8 +95,8 @@ def _run(prog: str, module: str) -> NoReturn:
     import importlib
 
     main = importlib.import_module(module).main
-    global _active
-    _active = True
+    global _active, _prog
+    _active, _prog = True, prog
     _install(interrupt)
     try:
         main()  # click's standalone mode: always ends in SystemExit

@@ -97,7 +97,7 @@ EARLY = [step * 0.010 + _RANDOM.uniform(0, 0.010) for step in range(15)]
 def test_ctrl_c_at_any_early_moment_is_one_line(silent_server: str, name: str) -> None:
     command, stdin = commands(silent_server)[name]
     prog = "mlmd-lineage" if name.startswith("lineage") else "mlmd-cache"
-    for delay in [0.0] + EARLY:
+    for delay in [0.0] + EARLY + [0.5, 1.0]:  # and surely in the command's own wait
         code, out, seen = signalled(command, signal.SIGINT, delay, stdin)
         assert seen, f"{name}: the stop signals' handling was never installed; output: {out}"
         assert "Traceback" not in out and "Aborted" not in out, (delay, out)
@@ -108,7 +108,7 @@ def test_ctrl_c_at_any_early_moment_is_one_line(silent_server: str, name: str) -
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_sigterm_and_sighup_at_early_moments_are_one_line(silent_server: str, signum: int) -> None:
     command, stdin = commands(silent_server)["lookup"]
-    for delay in [0.0] + EARLY[::3]:
+    for delay in [0.0] + EARLY[::3] + [1.0]:
         code, out, seen = signalled(command, signum, delay, stdin)
         assert seen and out == f"mlmd-cache: interrupted by {signal.Signals(signum).name}\n", (delay, out)
         assert code == 130, (delay, code, out)
