@@ -28,7 +28,8 @@ import sys
 from types import FrameType
 from typing import Callable, NoReturn, Optional
 
-__all__ = ["STOP_SIGNALS", "exit_interrupted", "interrupted_line", "mlmd_cache", "mlmd_lineage"]
+__all__ = ["STOP_SIGNALS", "exit_interrupted", "interrupted_line", "leave_a_hung_up_terminal", "mlmd_cache",
+           "mlmd_lineage"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_CODE = 130  # as for Ctrl-C, whichever signal it was (run-pipeline has always said 130 for SIGTERM too)
@@ -49,6 +50,26 @@ def _write_line(text: str) -> None:
         os.write(2, (text + "\n").encode("utf-8", "replace"))
     except OSError:
         pass
+
+
+def leave_a_hung_up_terminal() -> None:
+    """Point standard output and error at /dev/null where they are a terminal that has gone away
+    (SIGHUP's usual cause: every write to it fails with EIO), so that what a command does as it
+    stops (a run stops its tasks and marks its executions) does not fail on telling it."""
+    import errno
+    import termios
+
+    for fd in (1, 2):
+        try:  # (not os.isatty first: it says False for a hung-up terminal too)
+            termios.tcgetattr(fd)
+        except (OSError, termios.error) as error:  # ENOTTY: not a terminal, left as it is
+            if error.args and error.args[0] == errno.EIO:
+                try:
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, fd)
+                    os.close(null)
+                except OSError:
+                    pass
 
 
 def _install(handler: Callable[[int, Optional[FrameType]], None]) -> None:
@@ -84,11 +105,15 @@ def exit_interrupted(prog: str) -> NoReturn:
 def _run(prog: str, module: str) -> NoReturn:
     def exit_now(signum: int, frame: Optional[FrameType]) -> None:  # while the CLI is imported
         _received.append(signum)
+        if signum == signal.SIGHUP:
+            leave_a_hung_up_terminal()
         _write_line(interrupted_line(prog))
         os._exit(EXIT_CODE)
 
     def interrupt(signum: int, frame: Optional[FrameType]) -> None:  # while the command runs
         _received.append(signum)
+        if signum == signal.SIGHUP:
+            leave_a_hung_up_terminal()
         raise KeyboardInterrupt
 
     _install(exit_now)

@@ -52,6 +52,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as core
 from ml_metadata.proto import metadata_store_pb2, metadata_store_service_pb2
 
+from ._entry import leave_a_hung_up_terminal
 from ._messages import mlmd_stderr_captured
 from .cache_service import CACHE_SERVICE_NAME, CallCounter, cache_service_handler
 from .connection import check_database_url, connect, connection_config, redact_url
@@ -376,6 +377,8 @@ def stop_on_signals(server: MetadataStoreServer | ServerGroup, grace: float = 10
 
     def handle(signum: int, frame: object) -> None:
         received.append(signum)
+        if signum == signal.SIGHUP:  # a closed terminal: the log lines below must not fail on it
+            leave_a_hung_up_terminal()
         name = signal.Signals(signum).name
         if len(received) == 1:
             log(f"{name}: stopping (calls in flight may finish within {grace:g} s)")

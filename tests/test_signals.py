@@ -193,3 +193,41 @@ def test_sighup_stops_serve_as_sigterm_does(tmp_path: Path) -> None:
     assert process.wait(timeout=30) == 0, rest
     assert rest.splitlines() == ["mlmd-cache serve: SIGHUP: stopping (calls in flight may finish within 10 s)",
                                  "mlmd-cache serve: stopped"], rest
+
+
+def test_a_closed_terminal_stops_a_run_as_sigterm_does(tmp_path: Path) -> None:
+    """The real SIGHUP: the run's controlling terminal goes away (an ssh session dropped): the kernel
+    hangs it up, so that every write to it fails (EIO), and sends SIGHUP. The run still stops its
+    task and marks it FAILED, and exits 130 (it used to fail with an internal error on its summary)."""
+    import fcntl
+    import select
+    import termios
+
+    pipeline = tmp_path / "hangup.yaml"
+    compiler.Compiler().compile(hangup_pipeline, str(pipeline))
+    db, pid_file = f"sqlite:///{tmp_path / 'store.sqlite'}", tmp_path / "task.pid"
+    master, slave = os.openpty()
+    process = subprocess.Popen([str(BIN / "mlmd-cache"), "run-pipeline", str(pipeline), "--db", db, "--task-env", "host",
+                                "--pipeline-root", str(tmp_path / "root"), "--param", f"pid_file={pid_file}"],
+                               stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                               preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # its controlling terminal
+    os.close(slave)
+    shown = bytearray()
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline and process.poll() is None:
+        if select.select([master], [], [], 0.05)[0]:  # the terminal's reader (a full pty would block the run)
+            try:
+                shown.extend(os.read(master, 65536))
+            except OSError:
+                break
+    assert pid_file.exists(), bytes(shown)
+    task_pid = int(pid_file.read_text())
+    os.close(master)  # the terminal is gone: the kernel hangs it up and sends SIGHUP to the run
+    assert process.wait(timeout=60) == 130, bytes(shown)
+    states = [execution.last_known_state for execution in connect(db, read_only=True).get_executions()]
+    assert states and mlmd.Execution.RUNNING not in states, states
+    assert states.count(mlmd.Execution.FAILED) == 2, states
+    deadline = time.monotonic() + 10
+    while alive(task_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(task_pid)

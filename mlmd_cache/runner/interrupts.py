@@ -17,6 +17,8 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Iterator, Optional
 
+from .._entry import leave_a_hung_up_terminal
+
 __all__ = ["DeferredStop", "deferred_stop_signals"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -31,6 +33,8 @@ class DeferredStop:
         self._noted: list[int] = []
 
     def note(self, signum: int, frame: Optional[FrameType]) -> None:
+        if signum == signal.SIGHUP:  # now, not at the next step: the display writes in between
+            leave_a_hung_up_terminal()
         self._noted.append(signum)
         if self.wake is not None:
             self.wake()
