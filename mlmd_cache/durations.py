@@ -27,7 +27,7 @@ def parse_duration(text: str, what: str = "duration") -> datetime.timedelta:
     """
     value = str(text).strip()
     seconds: Optional[float] = None
-    if not value.isascii():  # float() reads any Unicode digit (a ١d as a day): 0-9 only
+    if not str(text).isascii():  # float() reads any Unicode digit (a ١d as a day), strip() any space
         seconds = None
     elif _SHORT.fullmatch(value.lower()):
         seconds = sum(float(number) * _UNITS[unit] for number, unit in _SHORT_PART.findall(value.lower()))

@@ -196,6 +196,7 @@ BAD_DURATIONS = [
     ("--task-staleness", "show=\uff11h"),  # a fullwidth 1
     ("--lease", "\u0663\u0660s"),
     ("--max-wait", "1\u0660m"),
+    ("--lease", "\u200330s"),  # an em space, which str.strip() would take away
 ]
 
 
