@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as core
 from ml_metadata.proto import metadata_store_pb2, metadata_store_service_pb2
 
@@ -249,6 +249,33 @@ def _handler(method: str, stores: _Stores, calls: CallCounter) -> grpc.RpcMethod
     return grpc.unary_unary_rpc_method_handler(call)
 
 
+def _health_handler(servicer: health.HealthServicer) -> grpc.GenericRpcHandler:
+    """``grpc.health.v1.Health`` of ``servicer``, its requests parsed here, as the cache service
+    parses its own: a deserializer given to gRPC that raises makes it answer INTERNAL and log a
+    traceback for every malformed request; this answers INVALID_ARGUMENT and logs nothing."""
+
+    def parse(data: bytes, context: grpc.ServicerContext) -> health_pb2.HealthCheckRequest:
+        try:
+            return health_pb2.HealthCheckRequest.FromString(data)
+        except DecodeError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Could not parse proto: not a grpc.health.v1.HealthCheckRequest")
+
+    def check(data: bytes, context: grpc.ServicerContext) -> health_pb2.HealthCheckResponse:
+        return servicer.Check(parse(data, context), context)
+
+    def watch(data: bytes, context: grpc.ServicerContext):
+        request = parse(data, context)
+        yield from servicer.Watch(request, context)
+
+    def serialize(message: Message) -> bytes:
+        return message.SerializeToString()
+
+    return grpc.method_handlers_generic_handler(health.SERVICE_NAME, {
+        "Check": grpc.unary_unary_rpc_method_handler(check, response_serializer=serialize),
+        "Watch": grpc.unary_stream_rpc_method_handler(watch, response_serializer=serialize),
+    })
+
+
 def _check_tls(cert: bytes, key: bytes) -> None:
     """Raise ServerStartError unless ``cert`` and ``key`` are a matching PEM certificate and key
     (gRPC would only log its complaint and fail to open the port)."""
@@ -315,7 +342,7 @@ class MetadataStoreServer:
         self.services = (SERVICE_NAME, CACHE_SERVICE_NAME) if cache_service else (SERVICE_NAME,)
         self._server.add_generic_rpc_handlers(generic)
         self._health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._server.add_generic_rpc_handlers([_health_handler(self._health)])
         self.port = self._bind(host, port, tls_cert, tls_key)
         self.tls = tls_cert is not None
 

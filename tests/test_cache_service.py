@@ -298,9 +298,9 @@ def undecodable(request_class: type, count: int, seed: int) -> list[bytes]:
 
 @pytest.mark.parametrize("seed", [23, 2323])
 def test_undecodable_requests_are_invalid_argument_and_log_nothing(tmp_path: Path, seed: int) -> None:
-    """As MLMD's own service does: raw bytes that are no request answer INVALID_ARGUMENT, and the
-    server's log gets nothing for them (gRPC's deserializer answered INTERNAL and logged a
-    traceback per request)."""
+    """As MLMD's own service does: raw bytes that are no request (to the cache service, and to the
+    health service on the same port) answer INVALID_ARGUMENT, and the server's log gets nothing for
+    them (gRPC's deserializer answered INTERNAL and logged a traceback per request)."""
     log: list[str] = []
     with serving("--db", f"sqlite:///{tmp_path / 'store.sqlite'}", log=log) as (process, url):
         with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
@@ -317,6 +317,18 @@ def test_undecodable_requests_are_invalid_argument_and_log_nothing(tmp_path: Pat
                         call(data, timeout=10)
                     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data)
                     assert "Could not parse proto" in raised.value.details(), raised.value.details()
+            for method in ("Check", "Watch"):  # the health service on the same port, likewise
+                call = (channel.unary_unary if method == "Check" else channel.unary_stream)(f"/grpc.health.v1.Health/{method}")
+                for data in undecodable(health_pb2.HealthCheckRequest, 4, seed):
+                    with pytest.raises(grpc.RpcError) as raised:
+                        list(call(data, timeout=10)) if method == "Watch" else call(data, timeout=10)
+                    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data)
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest(service=CACHE_SERVICE_NAME), timeout=10).status == \
+                health_pb2.HealthCheckResponse.SERVING
+            watched = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert next(watched).status == health_pb2.HealthCheckResponse.SERVING
+            watched.cancel()
             # and the server still answers well-formed requests
             answer = channel.unary_unary(f"/{CACHE_SERVICE_NAME}/Lookup", request_serializer=LookupRequest.SerializeToString,
                                          response_deserializer=LookupResponse.FromString)(
