@@ -12,7 +12,7 @@ import click
 # Only what building the commands needs: a command imports what it uses (ml_metadata, grpc, the KFP
 # SDK: most of a second), so that --help and usage errors answer at once.
 from . import ids
-from ._entry import exit_interrupted
+from ._entry import exit_interrupted, leave_a_hung_up_terminal
 from .defaults import (CALL_TIMEOUT_SECONDS, DATABASE_URLS, DEFAULT_TASK_ENV, TASK_ENV_MODES, default_store_path,
                        default_store_url)
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
@@ -546,6 +546,8 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     from .terminal import RunDisplay
 
     def interrupt(signum: int, frame: Any) -> None:  # SIGTERM and SIGHUP stop a run as Ctrl-C does
+        if signum == signal.SIGHUP:  # a closed terminal: what the run tells as it stops must not fail on it
+            leave_a_hung_up_terminal()
         raise KeyboardInterrupt
 
     # (also when main() is called without the console script's handling, mlmd_cache._entry)
