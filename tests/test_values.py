@@ -228,6 +228,18 @@ def test_an_empty_db_url_is_refused_not_read_as_the_default_store(tmp_path, pipe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no pipeline root, no store made elsewhere
 
 
+def test_mlmd_lineage_refuses_an_empty_db_url_too(tmp_path, monkeypatch):
+    from lineage.cli import main as lineage_main
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("MLMD_DB", raising=False)
+    connect(f"sqlite:///{tmp_path / 'data' / 'mlmd-cache' / 'metadata.sqlite'}")  # the default store works
+    for args in (["runs", "--db", ""], ["--db", "", "runs"]):
+        result = CliRunner().invoke(lineage_main, args)
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert result.stderr.startswith("Error: an empty store URL") and len(result.stderr.splitlines()) == 1
+
+
 # -- constants in the pipeline file ---------------------------------------------------------------
 
 def _default(name, value):
