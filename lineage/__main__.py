@@ -1,4 +1,4 @@
-"""``python -m lineage``: the ``mlmd-lineage`` command."""
-from .cli import main
+"""``python -m lineage``: the ``mlmd-lineage`` command, with the console script's signal handling."""
+from mlmd_cache._entry import mlmd_lineage
 
-main()
+mlmd_lineage()

@@ -1,4 +1,4 @@
-"""``python -m mlmd_cache``: the ``mlmd-cache`` command."""
-from .cli import main
+"""``python -m mlmd_cache``: the ``mlmd-cache`` command, with the console script's signal handling."""
+from ._entry import mlmd_cache
 
-main()
+mlmd_cache()

@@ -26,7 +26,8 @@ own)::
       uint32 version = 1;      // PROTOCOL_VERSION of the client (1)
       string pipeline = 2;     // the key: pipeline name and cache fingerprint
       string fingerprint = 3;
-      uint32 limit = 4;        // read the newest `limit` executions of the key's CacheSource context,
+      uint32 limit = 4;        // read the newest `limit` executions of the key's CacheSource context
+                               // (1 to MAX_LOOKUP_LIMIT; a larger one is read as MAX_LOOKUP_LIMIT),
       uint32 skip = 5;         // and examine those after the first `skip` (read by earlier rounds)
     }
     message LookupResponse {
@@ -73,6 +74,13 @@ be ``mlmd_cache.v2``. A request's ``version`` tells the server what the client u
 Errors are MLMD's status codes (the client raises MLMD's exceptions, retried as every call of
 :class:`mlmd_cache.store.Store` is); an answer too large for one message is ``RESOURCE_EXHAUSTED``,
 and the client then makes that round with plain MLMD calls.
+
+Requests are validated as ``MetadataStoreService`` validates its own: bytes that are not the
+method's request message answer ``INVALID_ARGUMENT`` (MLMD's core says "Could not parse proto"),
+and nothing is logged for them. A ``Lookup`` reads at most :data:`MAX_LOOKUP_LIMIT` executions: a
+larger ``limit`` is read as that many, as MLMD clamps a list call's ``max_result_size`` to 100 (and
+refuses 0 and below, as ``limit`` 0 is refused here), so that one request cannot make the server read
+a whole store. The client never asks for more: a deeper round is read with MLMD's paged calls.
 """
 from __future__ import annotations
 
@@ -82,6 +90,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
@@ -90,7 +99,7 @@ from . import leases, records, sources
 from .errors import StoreConnectionError
 from .sources import CandidateRound
 
-__all__ = ["CACHE_SERVICE_NAME", "PROTOCOL_VERSION", "CacheServiceClient", "CallCounter", "CoreStore",
+__all__ = ["CACHE_SERVICE_NAME", "MAX_LOOKUP_LIMIT", "PROTOCOL_VERSION", "CacheServiceClient", "CallCounter", "CoreStore",
            "cache_service_handler", "messages"]
 
 CACHE_SERVICE_NAME = "mlmd_cache.v1.CacheService"
@@ -99,6 +108,9 @@ METHODS = ("Lookup", "Info", "Reservation")
 # Larger answers are refused (RESOURCE_EXHAUSTED) below gRPC's default 4 MiB limit of a message,
 # and the client reads that round with MLMD's paged calls instead.
 MAX_RESPONSE_BYTES = 3 * 1024 * 1024
+# A Lookup's `limit` is clamped to this: the client's rounds grow 4, 16, 64, 256, 1024 executions,
+# so the first five rounds of a key are one call each; a deeper one uses MLMD's paged calls.
+MAX_LOOKUP_LIMIT = 1024
 
 
 # ---------------------------------------------------------------- the messages
@@ -231,7 +243,8 @@ def _lookup(store: CoreStore, contexts: _SourceContextIds, request: Any) -> Any:
     context = contexts.context(store, request.pipeline, request.fingerprint)
     if context is None:
         return response
-    found = sources.read_round(store, request.pipeline, request.fingerprint, request.limit, request.skip, context)
+    limit = min(request.limit, MAX_LOOKUP_LIMIT)  # clamped, as MLMD clamps a list call's max_result_size
+    found = sources.read_round(store, request.pipeline, request.fingerprint, limit, request.skip, context)
     assert found is not None  # given the context, a round always has one
     response.found = True
     response.context.CopyFrom(found.context)
@@ -305,14 +318,25 @@ def cache_service_handler(call: Callable[[Callable, bytes, bool], tuple[bytes, b
             response.calls.add(method=method, count=count)
         return response
 
-    def handler(function: Callable, request_class: type) -> grpc.RpcMethodHandler:
-        return grpc.unary_unary_rpc_method_handler(function, request_deserializer=request_class.FromString,
-                                                   response_serializer=lambda message: message.SerializeToString())
+    def handler(method: str, function: Callable, request_class: type) -> grpc.RpcMethodHandler:
+        # The request is parsed here, not by gRPC: a request_deserializer that raises makes gRPC
+        # answer INTERNAL and log a traceback per request; MLMD's own service answers bytes that
+        # are not its request INVALID_ARGUMENT and logs nothing, and so does this one.
+        def parsed(data: bytes, context: grpc.ServicerContext) -> Any:
+            try:
+                request = request_class.FromString(data)
+            except DecodeError:
+                calls.add(f"{CACHE_SERVICE_NAME}/{method}")
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"Could not parse proto: not a {request_class.DESCRIPTOR.full_name}")
+            return function(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(parsed, response_serializer=lambda message: message.SerializeToString())
 
     return grpc.method_handlers_generic_handler(CACHE_SERVICE_NAME, {
-        "Lookup": handler(lookup, LookupRequest),
-        "Info": handler(info, InfoRequest),
-        "Reservation": handler(reservation, ReservationRequest),
+        "Lookup": handler("Lookup", lookup, LookupRequest),
+        "Info": handler("Info", info, InfoRequest),
+        "Reservation": handler("Reservation", reservation, ReservationRequest),
     })
 
 
@@ -386,7 +410,10 @@ class CacheServiceClient:
     def lookup(self, pipeline: str, fingerprint: str, limit: int, skip: int = 0,
                context: Optional[mlmd.Context] = None) -> Optional[CandidateRound]:
         """:func:`mlmd_cache.sources.read_round` in one round trip (``context`` is only used when
-        the round is read with plain MLMD calls)."""
+        the round is read with plain MLMD calls). A round deeper than the service reads
+        (:data:`MAX_LOOKUP_LIMIT`) is read with MLMD's paged calls."""
+        if limit > MAX_LOOKUP_LIMIT:
+            return sources.read_round(self._store, pipeline, fingerprint, limit, skip, context)
         request = LookupRequest(version=PROTOCOL_VERSION, pipeline=pipeline, fingerprint=fingerprint,
                                 limit=limit, skip=skip)
         try:

@@ -12,6 +12,7 @@ import click
 # Only what building the commands needs: a command imports what it uses (ml_metadata, grpc, the KFP
 # SDK: most of a second), so that --help and usage errors answer at once.
 from . import ids
+from ._entry import exit_interrupted, leave_a_hung_up_terminal
 from .defaults import (CALL_TIMEOUT_SECONDS, DATABASE_URLS, DEFAULT_TASK_ENV, TASK_ENV_MODES, default_store_path,
                        default_store_url)
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
@@ -190,7 +191,9 @@ def _read_key(key_file) -> CacheKey:
 class _Commands(click.Group):
     """Every subcommand's usage errors in one line, as serve's (:class:`_OneLineUsageErrors`): a
     subcommand parses its arguments inside the group's invoke; the group's own (``--db``,
-    ``--timeout`` before the subcommand) in its make_context."""
+    ``--timeout`` before the subcommand) in its make_context. A stop signal (Ctrl-C, and SIGTERM
+    and SIGHUP under the console scripts, :mod:`mlmd_cache._entry`) that no command handled ends
+    it in one line too, where click would write an empty line and ``Aborted!``."""
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
@@ -199,6 +202,8 @@ class _Commands(click.Group):
             if isinstance(error, _OneLineUsageError):
                 raise
             raise _OneLineUsageError(error.format_message(), error.ctx) from None
+        except KeyboardInterrupt:
+            exit_interrupted(info_name or "mlmd-cache")
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -207,6 +212,8 @@ class _Commands(click.Group):
             if isinstance(error, _OneLineUsageError):
                 raise
             raise _OneLineUsageError(error.format_message(), error.ctx or ctx) from None
+        except KeyboardInterrupt:
+            exit_interrupted(ctx.find_root().info_name or "mlmd-cache")
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -378,8 +385,8 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     Accepts the official metadata_store_server's flags (--grpc_port, --mysql_config_*,
     --enable_database_upgrade, --grpc_channel_arguments), so KFP-style manifests work unchanged.
     Also offers mlmd_cache.v1.CacheService, which mlmd-cache's clients use for a lookup in one
-    round trip (--no-cache-service: not). Answers standard gRPC health checks. Stops cleanly on SIGTERM or SIGINT, letting calls in
-    flight finish (a second signal cancels them).
+    round trip (--no-cache-service: not). Answers standard gRPC health checks. Stops cleanly on SIGTERM, SIGINT or SIGHUP, letting
+    calls in flight finish (a second signal cancels them).
     """
     from .connection import mysql_url
     from .server import SERVICE_NAME, MetadataStoreServer, stop_on_signals
@@ -396,11 +403,11 @@ def serve(db_url: Optional[str], host: Optional[str], port: Optional[int], grpc_
     if mysql_config_host or mysql_config_database:
         if not (mysql_config_host and mysql_config_database):
             raise click.UsageError("--mysql_config_host and --mysql_config_database go together")
-        if db_url and db_given(click.get_current_context()):
+        if db_url is not None and db_given(click.get_current_context()):
             raise click.UsageError("give either --db or the --mysql_config_* flags, not both")
         db_url = mysql_url(mysql_config_host, mysql_config_port, mysql_config_database, mysql_config_user,
                            mysql_config_password)
-    url = db_url or default_store_url()
+    url = default_store_url() if db_url is None else db_url
     try:
         if processes > 1:
             from .server_processes import ServerGroup
@@ -530,8 +537,8 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     another run is executing waits for it and reuses its outputs. One line per task as it ends, on
     a terminal below it a live table of the running tasks; then a summary: the store, the
     pipeline's outputs and the metrics logged. Exit code 1 when a task fails (its descendants are
-    NOT_RUN), 2 for an unusable pipeline or parameter, 130 on Ctrl-C or SIGTERM (the running tasks
-    are stopped and FAILED, the rest NOT_RUN).
+    NOT_RUN), 2 for an unusable pipeline or parameter, 130 on Ctrl-C, SIGTERM or SIGHUP (the running
+    tasks are stopped and FAILED, the rest NOT_RUN).
     """
     import signal
 
@@ -542,10 +549,14 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     from .runner import RunInterrupted, check_task_names, default_pipeline_root, run_pipeline as run
     from .terminal import RunDisplay
 
-    def interrupt(signum: int, frame: Any) -> None:  # SIGTERM stops a run as Ctrl-C does
+    def interrupt(signum: int, frame: Any) -> None:  # SIGTERM and SIGHUP stop a run as Ctrl-C does
+        if signum == signal.SIGHUP:  # a closed terminal: what the run tells as it stops must not fail on it
+            leave_a_hung_up_terminal()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    # (also when main() is called without the console script's handling, mlmd_cache._entry)
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(signum) is not signal.SIG_IGN}  # nohup's SIGHUP stays ignored
     try:
         pipeline = load_pipeline(pipeline_file)
         arguments = pipeline.parse_parameters(parse_assignments(params))
@@ -579,7 +590,8 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
         echo("run-pipeline: interrupted", err=True)
         sys.exit(130)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if as_json:
         click.echo(json.dumps(report.to_dict()))
     else:

@@ -144,6 +144,9 @@ def connection_config(url: str):
 
 def _parse(url: str):
     """(config, (host, port) of a server or None)."""
+    if url == "":  # e.g. --db '' or --db "$UNSET": a mistake, not a request for the default store
+        raise StoreURLError("an empty store URL (expected sqlite:///PATH, mysql://, postgresql://, grpc:// or "
+                            "grpcs://; leave --db out for the default store)")
     if not isinstance(url, str) or "://" not in url:
         raise StoreURLError(
             f"not a store URL: {redact_url(str(url))!r} (expected sqlite:///PATH, mysql://, postgresql://, grpc:// "
@@ -248,7 +251,7 @@ def connect(
     url: Optional[str] = None, *, upgrade: bool = False, timeout: float = CONNECT_TIMEOUT_SECONDS,
     read_only: bool = False, create: bool = True, call_timeout: float = CALL_TIMEOUT_SECONDS,
 ) -> Store:
-    """Open the MLMD store a URL names (``None``: :func:`default_store_url`).
+    """Open the MLMD store a URL names (``None``: :func:`default_store_url`; ``""`` is refused).
 
     ``read_only=True`` (the commands that only read) opens an existing MLMD store and nothing else:
     a missing file, folder or database, or one without MLMD's schema, is an error, and nothing is
@@ -262,7 +265,7 @@ def connect(
     messages are one line and show no password. A server that does not answer fails within
     about ``timeout`` seconds; a gRPC call fails after ``call_timeout`` seconds (:mod:`mlmd_cache.store`).
     """
-    url = url or default_store_url()
+    url = default_store_url() if url is None else url
     create = create and not read_only
     config, address = _parse(url)
     shown = redact_url(url)

@@ -10,10 +10,11 @@ from .errors import InvalidArgumentError
 __all__ = ["parse_duration", "parse_task_durations", "format_duration"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_SHORT = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
-_SHORT_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+# re.ASCII: \d is 0-9, not any Unicode digit
+_SHORT = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+", re.ASCII)
+_SHORT_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])", re.ASCII)
 _ISO = re.compile(r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
-                  r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+                  r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?", re.ASCII)
 
 
 def parse_duration(text: str, what: str = "duration") -> datetime.timedelta:
@@ -26,7 +27,9 @@ def parse_duration(text: str, what: str = "duration") -> datetime.timedelta:
     """
     value = str(text).strip()
     seconds: Optional[float] = None
-    if _SHORT.fullmatch(value.lower()):
+    if not str(text).isascii():  # float() reads any Unicode digit (a ١d as a day), strip() any space
+        seconds = None
+    elif _SHORT.fullmatch(value.lower()):
         seconds = sum(float(number) * _UNITS[unit] for number, unit in _SHORT_PART.findall(value.lower()))
     else:
         match = _ISO.fullmatch(value.upper())

@@ -6,7 +6,8 @@ MLMD stores it inside an execution's ``inputs`` struct. So, before anything is w
 
 * ``NaN``, ``Infinity`` and ``-Infinity`` are refused: JSON has no such numbers, and protojson
   (KFP's Go and Python's protobuf alike) refuses to write them. Python's ``json`` would accept them.
-* A number whose literal overflows a float64 (``1e400``) is refused, not turned into infinity.
+* A number whose literal overflows a float64 (``1e400``) is refused, not turned into infinity, and
+  so is one that underflows it (``1e-400``), not turned into 0: its fingerprint would be 0's.
 * An integer that a float64 would change is refused, not rounded: every integer up to 2**53 in
   magnitude passes, a larger one only if it is exactly a float64 or is the shortest decimal form of
   one, as Go writes them (``2**60`` and ``1152921504606847000`` pass, ``2**53 + 1`` and ``10**400`` do
@@ -36,7 +37,7 @@ from typing import Any, Optional, Union
 
 from .errors import InvalidArgumentError, MlmdCacheError
 
-__all__ = ["MAX_DEPTH", "JSONValueError", "parse", "validate", "loads", "check", "message"]
+__all__ = ["MAX_DEPTH", "JSONValueError", "parse", "parse_number", "validate", "loads", "check", "message"]
 
 # Measured on ml-metadata 1.17.1: 29 nested objects is the deepest parameter value whose execution
 # (its stored cache key: cacheKey.inputParameterValues.NAME.<value>) protobuf still parses. Lower, so
@@ -46,6 +47,11 @@ MAX_DEPTH = 25
 _EXACT_INTEGERS = 2 ** 53
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Numbers as JSON and Go's strconv (KFP's backend) write them: ASCII digits only ([0-9], not \d,
+# which is any Unicode digit), no underscores, no spaces; an optional sign, fraction and exponent.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NONZERO_DIGIT = re.compile(r"[1-9]")
 
 
 class JSONValueError(ValueError):
@@ -77,6 +83,9 @@ def _float(text: str) -> Union[float, _Bad]:
     number = float(text)
     if math.isinf(number):
         return _Bad(f"{_short(text)} is beyond the range of a float64, in which KFP keeps every number")
+    if number == 0 and _NONZERO_DIGIT.search(re.split("[eE]", text)[0]):
+        return _Bad(f"{_short(text)} is too small for a float64, in which KFP keeps every number (it would be "
+                    "read as 0)")
     return number
 
 
@@ -103,6 +112,32 @@ def _int(text: str) -> Union[int, float, _Bad]:
         return _Bad(f"{_short(text)} is beyond the range of a float64, in which KFP keeps every number")
     problem = _integer_problem(number, text)
     return _Bad(problem) if problem else number
+
+
+def parse_number(text: str, integer: bool = False) -> Union[int, float]:
+    """A number given as text (a ``--param`` of type NUMBER_INTEGER, ``integer=True``, or
+    NUMBER_DOUBLE) in the syntax JSON and Go's ``strconv`` share: an optional sign, ASCII digits and,
+    unless ``integer``, an optional fraction and exponent. Underscores, spaces, other digits than
+    0-9, hexadecimal, ``Infinity`` and ``NaN`` are not numbers there, nor a value a float64 cannot
+    hold. Raises :class:`JSONValueError` (``syntax``: the text is no number at all).
+
+    >>> parse_number("-12", integer=True), parse_number("1.5e3"), parse_number(".5")
+    (-12, 1500.0, 0.5)
+    >>> parse_number("1_000", integer=True)
+    Traceback (most recent call last):
+    ...
+    mlmd_cache.json_values.JSONValueError: '1_000' is not a number as JSON and KFP write one
+    """
+    if not isinstance(text, str) or not (_INTEGER if integer else _DECIMAL).fullmatch(text):
+        raise JSONValueError(f"{_short(str(text))!r} is not a number as JSON and KFP write one", syntax=True)
+    value = _float(text) if not integer else (int(text) if len(text) < 4000 else _Bad(
+        f"{_short(text)} is beyond the range of a float64, in which KFP keeps every number"))
+    if isinstance(value, int) and not isinstance(value, bool):
+        problem = _integer_problem(value, text)
+        value = _Bad(problem) if problem else value
+    if isinstance(value, _Bad):
+        raise JSONValueError(value.problem)
+    return value
 
 
 def parse(text: Union[str, bytes], max_depth: int = MAX_DEPTH) -> Any:

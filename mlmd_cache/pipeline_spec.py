@@ -504,28 +504,22 @@ def _parse_value(name: str, text: str, parameter_type: int) -> Any:
     if parameter_type == ParameterType.STRING:
         json_values.check(text, f"parameter {name!r}", error=PipelineSpecError)  # undecodable bytes of argv
         return text
-    if parameter_type == ParameterType.NUMBER_INTEGER:
+    if parameter_type in (ParameterType.NUMBER_INTEGER, ParameterType.NUMBER_DOUBLE):
+        integer = parameter_type == ParameterType.NUMBER_INTEGER
         try:
-            value = int(text)
-        except ValueError:
-            raise bad("an integer") from None
-        json_values.check(value, f"parameter {name!r}", error=PipelineSpecError)  # beyond what a float64 holds
-        return value
-    if parameter_type == ParameterType.NUMBER_DOUBLE:
-        try:
-            value = float(text)
-        except ValueError:
-            raise bad("a number") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise bad("a finite number")
-        return value
+            return json_values.parse_number(text, integer=integer)
+        except json_values.JSONValueError as error:
+            if error.syntax:
+                raise bad("an integer (ASCII digits and a sign, as JSON writes one)" if integer else
+                          "a number (ASCII digits, a sign, a fraction and an exponent, as JSON writes one)") from None
+            raise PipelineSpecError(json_values.message(f"parameter {name!r}", error)) from None
     if parameter_type == ParameterType.BOOLEAN:
-        lowered = text.strip().lower()
-        if lowered in ("true", "1", "yes"):
-            return True
-        if lowered in ("false", "0", "no"):
-            return False
-        raise bad("a boolean (true/false)")
+        # As KFP's SDK reads a bool pipeline argument given as text (kfp run create, from 2.16):
+        # true or false in any letter case; 1/0/yes/no would reach KFP as a number or a string,
+        # which its API server refuses for a bool parameter.
+        if text.isascii() and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise bad("a boolean (true or false)")
     if parameter_type in (ParameterType.LIST, ParameterType.STRUCT):
         expected_type, expected = (list, "a JSON list") if parameter_type == ParameterType.LIST else (dict, "a JSON object")
         try:

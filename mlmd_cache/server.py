@@ -48,10 +48,11 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import grpc
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as core
 from ml_metadata.proto import metadata_store_pb2, metadata_store_service_pb2
 
+from ._entry import leave_a_hung_up_terminal
 from ._messages import mlmd_stderr_captured
 from ._protobuf import is_repeated
 from .cache_service import CACHE_SERVICE_NAME, CallCounter, cache_service_handler
@@ -251,6 +252,33 @@ def _handler(method: str, stores: _Stores, calls: CallCounter) -> grpc.RpcMethod
     return grpc.unary_unary_rpc_method_handler(call)
 
 
+def _health_handler(servicer: health.HealthServicer) -> grpc.GenericRpcHandler:
+    """``grpc.health.v1.Health`` of ``servicer``, its requests parsed here, as the cache service
+    parses its own: a deserializer given to gRPC that raises makes it answer INTERNAL and log a
+    traceback for every malformed request; this answers INVALID_ARGUMENT and logs nothing."""
+
+    def parse(data: bytes, context: grpc.ServicerContext) -> health_pb2.HealthCheckRequest:
+        try:
+            return health_pb2.HealthCheckRequest.FromString(data)
+        except DecodeError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Could not parse proto: not a grpc.health.v1.HealthCheckRequest")
+
+    def check(data: bytes, context: grpc.ServicerContext) -> health_pb2.HealthCheckResponse:
+        return servicer.Check(parse(data, context), context)
+
+    def watch(data: bytes, context: grpc.ServicerContext):
+        request = parse(data, context)
+        yield from servicer.Watch(request, context)
+
+    def serialize(message: Message) -> bytes:
+        return message.SerializeToString()
+
+    return grpc.method_handlers_generic_handler(health.SERVICE_NAME, {
+        "Check": grpc.unary_unary_rpc_method_handler(check, response_serializer=serialize),
+        "Watch": grpc.unary_stream_rpc_method_handler(watch, response_serializer=serialize),
+    })
+
+
 def _check_tls(cert: bytes, key: bytes) -> None:
     """Raise ServerStartError unless ``cert`` and ``key`` are a matching PEM certificate and key
     (gRPC would only log its complaint and fail to open the port)."""
@@ -317,7 +345,7 @@ class MetadataStoreServer:
         self.services = (SERVICE_NAME, CACHE_SERVICE_NAME) if cache_service else (SERVICE_NAME,)
         self._server.add_generic_rpc_handlers(generic)
         self._health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._server.add_generic_rpc_handlers([_health_handler(self._health)])
         self.port = self._bind(host, port, tls_cert, tls_key)
         self.tls = tls_cert is not None
 
@@ -372,12 +400,15 @@ class MetadataStoreServer:
 
 def stop_on_signals(server: MetadataStoreServer | ServerGroup, grace: float = 10.0,
                     log: Callable[[str], None] = _log) -> None:
-    """Stop ``server`` on SIGTERM and SIGINT (call from the main thread): the first signal stops
-    it gracefully (calls in flight may finish within ``grace`` seconds), a second one at once."""
+    """Stop ``server`` on SIGTERM, SIGINT and SIGHUP (call from the main thread; a signal ignored
+    from the start, as nohup ignores SIGHUP, stays ignored): the first signal stops it gracefully
+    (calls in flight may finish within ``grace`` seconds), a second one at once."""
     received = []
 
     def handle(signum: int, frame: object) -> None:
         received.append(signum)
+        if signum == signal.SIGHUP:  # a closed terminal: the log lines below must not fail on it
+            leave_a_hung_up_terminal()
         name = signal.Signals(signum).name
         if len(received) == 1:
             log(f"{name}: stopping (calls in flight may finish within {grace:g} s)")
@@ -386,5 +417,6 @@ def stop_on_signals(server: MetadataStoreServer | ServerGroup, grace: float = 10
             log(f"{name}: stopping now (calls in flight are cancelled)")
             server.stop_async(None)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handle)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handle)

@@ -32,7 +32,7 @@ __all__ = ["ServerGroup"]
 
 START_TIMEOUT_SECONDS = 60.0
 # The lines a server process writes as it starts and stops: the group writes its own instead.
-_LIFECYCLE = ("SIGTERM: stopping", "SIGINT: stopping", "stopped")
+_LIFECYCLE = ("SIGTERM: stopping", "SIGINT: stopping", "SIGHUP: stopping", "stopped")
 _PREFIX = "mlmd-cache serve: "
 
 

@@ -8,18 +8,20 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Iterator
+from typing import Iterator, Optional
 
 _STARTED = re.compile(r"on grpcs?://(?P<host>[^ ]+):(?P<port>\d+) over ")
 
 
 @contextlib.contextmanager
-def serving(*args: str, timeout: float = 30.0) -> Iterator[tuple[subprocess.Popen, str]]:
+def serving(*args: str, timeout: float = 30.0, log: Optional[list[str]] = None
+            ) -> Iterator[tuple[subprocess.Popen, str]]:
     """Start ``mlmd-cache serve ARGS --port 0`` and yield (process, "grpc://host:port") once it
-    listens; stop it with SIGTERM afterwards (and fail if it does not stop)."""
+    listens; stop it with SIGTERM afterwards (and fail if it does not stop). ``log`` (a list) gets
+    the server's stderr lines as they come."""
     command = [sys.executable, "-m", "mlmd_cache", "serve", "--port", "0", *args]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    lines = []
+    lines = log if log is not None else []
     try:
         for line in process.stderr:
             lines.append(line)

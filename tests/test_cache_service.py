@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import random
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator, NamedTuple, Optional
@@ -21,7 +23,8 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, invalidation, records, sources
-from mlmd_cache.cache_service import CACHE_SERVICE_NAME, LookupRequest
+from mlmd_cache.cache_service import (CACHE_SERVICE_NAME, MAX_LOOKUP_LIMIT, InfoRequest, LookupRequest, LookupResponse,
+                                      ReservationRequest)
 from mlmd_cache.leases import RESERVATION_CONTEXT_TYPE
 from mlmd_cache.server import MetadataStoreServer
 from tests.backends import MYSQL_VARIABLE, fresh_database
@@ -269,6 +272,103 @@ def test_a_bad_request_is_refused(ways: Ways) -> None:
             with pytest.raises(grpc.RpcError) as raised:
                 lookup(request, timeout=10)
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
+
+
+def undecodable(request_class: type, count: int, seed: int) -> list[bytes]:
+    """Byte strings that are not a ``request_class`` (seeded): a truncated varint, a field of the
+    wrong wire type, a string that is not UTF-8, a length beyond the end, and random bytes that
+    protobuf refuses too (random bytes are often a valid message of unknown fields)."""
+    def refused(data: bytes) -> bool:
+        try:
+            request_class.FromString(data)
+        except Exception:  # DecodeError: what protobuf refuses is what the test wants
+            return True
+        return False
+
+    made = [data for data in (b"\x08", b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x12\x02\xff\xfe",
+                              b"\x12\x7f" + b"p" * 10, b"\x0f", b"\xff" * 16) if refused(data)]
+    assert len(made) >= 4
+    rng = random.Random(seed)
+    while len(made) < count:
+        data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+        if refused(data):
+            made.append(data)
+    return made
+
+
+@pytest.mark.parametrize("seed", [23, 2323])
+def test_undecodable_requests_are_invalid_argument_and_log_nothing(tmp_path: Path, seed: int) -> None:
+    """As MLMD's own service does: raw bytes that are no request (to the cache service, and to the
+    health service on the same port) answer INVALID_ARGUMENT, and the server's log gets nothing for
+    them (gRPC's deserializer answered INTERNAL and logged a traceback per request)."""
+    log: list[str] = []
+    with serving("--db", f"sqlite:///{tmp_path / 'store.sqlite'}", log=log) as (process, url):
+        with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
+            stock = channel.unary_unary("/ml_metadata.MetadataStoreService/GetContexts")  # raw bytes both ways
+            for data in undecodable(LookupRequest, 8, seed):
+                with pytest.raises(grpc.RpcError) as raised:
+                    stock(data, timeout=10)
+                assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # MLMD's answer, to match
+            for method, request_class in (("Lookup", LookupRequest), ("Reservation", ReservationRequest),
+                                          ("Info", InfoRequest)):
+                call = channel.unary_unary(f"/{CACHE_SERVICE_NAME}/{method}")  # no serializer: the bytes as given
+                for data in undecodable(request_class, 12, seed):
+                    with pytest.raises(grpc.RpcError) as raised:
+                        call(data, timeout=10)
+                    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data)
+                    assert "Could not parse proto" in raised.value.details(), raised.value.details()
+            for method in ("Check", "Watch"):  # the health service on the same port, likewise
+                call = (channel.unary_unary if method == "Check" else channel.unary_stream)(f"/grpc.health.v1.Health/{method}")
+                for data in undecodable(health_pb2.HealthCheckRequest, 4, seed):
+                    with pytest.raises(grpc.RpcError) as raised:
+                        list(call(data, timeout=10)) if method == "Watch" else call(data, timeout=10)
+                    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data)
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest(service=CACHE_SERVICE_NAME), timeout=10).status == \
+                health_pb2.HealthCheckResponse.SERVING
+            watched = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)
+            assert next(watched).status == health_pb2.HealthCheckResponse.SERVING
+            watched.cancel()
+            # and the server still answers well-formed requests
+            answer = channel.unary_unary(f"/{CACHE_SERVICE_NAME}/Lookup", request_serializer=LookupRequest.SerializeToString,
+                                         response_deserializer=LookupResponse.FromString)(
+                LookupRequest(version=1, pipeline="p", fingerprint="f", limit=4), timeout=10)
+            assert not answer.found
+        time.sleep(0.5)  # what the server would log for the last request has reached the pipe (no assert on time)
+        written = list(log)
+    assert len(written) == 1 and " on grpc://" in written[0], written  # the start line, nothing per request
+
+
+def test_a_lookup_limit_is_clamped_as_mlmd_clamps_max_result_size(tmp_path: Path) -> None:
+    """A Lookup reads at most MAX_LOOKUP_LIMIT executions whatever ``limit`` asks (2**32 - 1 made
+    the server read the whole key); the client still finds a source deeper than that, with MLMD's
+    paged calls. MLMD's own list calls clamp max_result_size the same way (and refuse 0, as limit 0 is)."""
+    database = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    key = new_key()
+    cache = ExecutionCache(connect(database))
+    source = make_source(cache, key, tmp_path / "model")
+    store = connect(database)
+    context = store.get_context_by_type_and_name(records.CACHE_SOURCE_CONTEXT_TYPE,
+                                                 records.cache_source_context_name(key.pipeline, key.task.fingerprint))
+    type_id = store.put_execution_type(mlmd.ExecutionType(name="filler"))
+    newer = store.put_executions([mlmd.Execution(type_id=type_id) for _ in range(MAX_LOOKUP_LIMIT + 100)])
+    store.put_attributions_and_associations([], [mlmd.Association(context_id=context.id, execution_id=execution)
+                                                 for execution in newer])
+    with serving("--db", database) as (_, url):
+        with grpc.insecure_channel(url.removeprefix("grpc://")) as channel:
+            lookup = channel.unary_unary(f"/{LOOKUP}", request_serializer=LookupRequest.SerializeToString,
+                                         response_deserializer=LookupResponse.FromString)
+            for limit in (MAX_LOOKUP_LIMIT + 1, 2 ** 31, 2 ** 32 - 1):
+                answer = lookup(LookupRequest(version=1, pipeline=key.pipeline, fingerprint=key.task.fingerprint,
+                                              limit=limit), timeout=30)
+                assert answer.found and answer.executions_read == MAX_LOOKUP_LIMIT, limit
+            answer = lookup(LookupRequest(version=1, pipeline=key.pipeline, fingerprint=key.task.fingerprint,
+                                          limit=MAX_LOOKUP_LIMIT), timeout=30)
+            assert answer.executions_read == MAX_LOOKUP_LIMIT and len(answer.candidates.executions) == 0
+        # the source is older than the newest MAX_LOOKUP_LIMIT executions: found all the same
+        over_grpc = connect(url)
+        assert sources.find_source(over_grpc, key.pipeline, key.task.fingerprint).source_execution_id == source
+        assert over_grpc.cache_service.offered is True
 
 
 # ---------------------------------------------------------------- the stock client

@@ -1,7 +1,11 @@
-"""Parameter values KFP and MLMD cannot hold (NaN, Infinity, 1e400, inexact integers, lone surrogates,
-deep nesting, invalid UTF-8): every way in (`run-pipeline --param`, pipeline constants, `fingerprint`
-and `lookup` key files, the library) refuses them with one line, exit code 2, and writes nothing.
-And -0 keeps its sign all the way into MLMD."""
+"""Parameter values KFP and MLMD cannot hold (NaN, Infinity, 1e400, 1e-400, inexact integers, lone
+surrogates, deep nesting, invalid UTF-8): every way in (`run-pipeline --param`, pipeline constants,
+`fingerprint` and `lookup` key files, the library) refuses them with one line, exit code 2, and writes
+nothing. And -0 keeps its sign all the way into MLMD.
+
+Values as KFP reads them: a --param number in the syntax of JSON and Go (no spaces, underscores or
+other digits than 0-9), a bool true or false, a duration in ASCII, and --db '' refused, not read
+as the default store."""
 # (no `from __future__ import annotations`: KFP reads the components' annotations as types)
 
 import copy
@@ -27,13 +31,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's defaul
 
 
 @dsl.container_component
-def show(l: List[int], s: Dict[str, int], i: int, f: float, t: str):
+def show(l: List[int], s: Dict[str, int], i: int, f: float, t: str, b: bool = False):
     return dsl.ContainerSpec(image="alpine:3.19", command=["echo"], args=[t])
 
 
 @dsl.pipeline(name="values")
-def values_pipeline(l: List[int] = [1], s: Dict[str, int] = {"a": 1}, i: int = 1, f: float = 1.0, t: str = "x"):
-    show(l=l, s=s, i=i, f=f, t=t)
+def values_pipeline(l: List[int] = [1], s: Dict[str, int] = {"a": 1}, i: int = 1, f: float = 1.0, t: str = "x",
+                    b: bool = False):
+    show(l=l, s=s, i=i, f=f, t=t, b=b)
 
 
 def nested(depth: int) -> str:
@@ -58,8 +63,35 @@ BAD_PARAMS = [
     (f"i={10 ** 400}", "parameter 'i': 100000000000...0000 (401 characters) is beyond the range"),
     (f"i={2 ** 53 + 1}", "parameter 'i': 9007199254740993 is an integer a float64 cannot hold exactly"),
     (f"l=[{2 ** 53 + 1}]", "parameter 'l', at [0]: 9007199254740993 is an integer a float64 cannot hold exactly"),
-    ("f=nan", "parameter 'f': 'nan' is not a finite number (declared NUMBER_DOUBLE)"),
-    ("f=1e400", "parameter 'f': '1e400' is not a finite number"),
+    ("f=nan", "parameter 'f': 'nan' is not a number (ASCII digits, a sign, a fraction and an exponent, as JSON "
+              "writes one) (declared NUMBER_DOUBLE)"),
+    ("f=Infinity", "parameter 'f': 'Infinity' is not a number"),
+    ("f=1e400", "parameter 'f': 1e400 is beyond the range of a float64"),
+    ("f=-1e400", "parameter 'f': -1e400 is beyond the range of a float64"),
+    # what Python's int() and float() read, and KFP does not: JSON/Go syntax, ASCII digits only
+    ("i= 5 ", "parameter 'i': ' 5 ' is not an integer (ASCII digits and a sign, as JSON writes one) "
+              "(declared NUMBER_INTEGER)"),
+    ("i=1_000", "parameter 'i': '1_000' is not an integer"),
+    ("i=\u0661\u0662\u0663", "is not an integer"),  # Arabic-Indic 123
+    ("i=\uff15", "is not an integer"),  # a fullwidth 5
+    ("i=5.0", "parameter 'i': '5.0' is not an integer"),
+    ("i=0x10", "parameter 'i': '0x10' is not an integer"),
+    ("i=", "parameter 'i': '' is not an integer"),
+    ("f=1_0.5", "parameter 'f': '1_0.5' is not a number"),
+    ("f=\t1.5", "is not a number"),
+    ("f=\u0661.\u0665", "is not a number"),
+    ("f=0x1p3", "parameter 'f': '0x1p3' is not a number"),
+    # a float64 underflow is refused, not read as 0 (whose fingerprint it would then have)
+    ("f=1e-400", "parameter 'f': 1e-400 is too small for a float64, in which KFP keeps every number (it would "
+                 "be read as 0)"),
+    ("f=-2e-324", "parameter 'f': -2e-324 is too small for a float64"),
+    ("l=[1e-400]", "parameter 'l', at [0]: 1e-400 is too small for a float64"),
+    # bools as KFP's SDK reads them: true or false, nothing else
+    ("b=yes", "parameter 'b': 'yes' is not a boolean (true or false) (declared BOOLEAN)"),
+    ("b=1", "parameter 'b': '1' is not a boolean"),
+    ("b=0", "parameter 'b': '0' is not a boolean"),
+    ("b= true", "parameter 'b': ' true' is not a boolean"),
+    ("b=\uff54rue", "is not a boolean"),  # a fullwidth t
     ('l=["\\ud800"]', "parameter 'l', at [0]: the string holds \\ud800, a lone surrogate"),
     ('s={"\\udc00": 1}', "parameter 's': an object key holds \\udc00, a lone surrogate"),
     ("t=caf\udce9", "parameter 't': the string holds \\udce9, a lone surrogate"),  # Latin-1 bytes in argv
@@ -136,6 +168,78 @@ def test_a_real_process_with_undecodable_argv_and_stdin(tmp_path, pipeline_yaml,
     assert store.read_bytes() == before
 
 
+# (--param NAME=VALUE, the value the run records): what KFP reads these as
+GOOD_PARAMS = [
+    ("i=-12", -12), ("i=+7", 7), ("i=007", 7), ("f=.5", 0.5), ("f=1E3", 1000.0), ("f=5.", 5.0), ("f=2.5e-324", 5e-324),
+    ("b=true", True), ("b=false", False), ("b=TRUE", True), ("b=False", False),
+]
+
+
+def test_values_as_kfp_reads_them(tmp_path, pipeline_yaml):
+    db = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    pipeline = load_pipeline(str(pipeline_yaml))
+    for param, expected in GOOD_PARAMS:
+        name, _, text = param.partition("=")
+        value = pipeline.parse_parameters({name: text})[name]
+        assert value == expected and type(value) is type(expected), param
+    code, _, err = cli("run-pipeline", str(pipeline_yaml), "--db", db, "--pipeline-root", str(tmp_path / "root"),
+                       "--param", "i=+7", "--param", "b=TRUE", "--param", "f=.5")
+    assert code == 0, err
+    [task] = [e for e in connect(db).get_executions() if records.read_property(e, records.TASK_NAME) == "show"]
+    inputs = records.read_property(task, records.INPUTS)
+    assert (inputs["i"], inputs["b"], inputs["f"]) == (7, True, 0.5)
+
+
+BAD_DURATIONS = [
+    ("--max-cache-staleness", "\u0661d"),  # an Arabic-Indic 1
+    ("--max-cache-staleness", "P\u0661D"),
+    ("--task-staleness", "show=\uff11h"),  # a fullwidth 1
+    ("--lease", "\u0663\u0660s"),
+    ("--max-wait", "1\u0660m"),
+    ("--lease", "\u200330s"),  # an em space, which str.strip() would take away
+]
+
+
+@pytest.mark.parametrize("option, value", BAD_DURATIONS, ids=[o for o, _ in BAD_DURATIONS])
+def test_a_duration_is_ascii(tmp_path, pipeline_yaml, store, option, value):
+    before = store.read_bytes()
+    code, out, err = cli("run-pipeline", str(pipeline_yaml), "--db", f"sqlite:///{store}",
+                         "--pipeline-root", str(tmp_path / "root"), "--run-name", "bad", option, value)
+    assert_one_line_error(code, err, "not a duration")
+    assert out == "" and store.read_bytes() == before
+    code, _, err = cli("stats", "--db", f"sqlite:///{store}", "--since", value.rpartition("=")[2])
+    assert_one_line_error(code, err, "--since")
+
+
+@pytest.mark.parametrize("command", [["index"], ["stats"], ["invalidate", "--list"], ["recover"],
+                                     ["run-pipeline", "PIPELINE"], ["plan", "PIPELINE"], ["serve", "--port", "0"]])
+def test_an_empty_db_url_is_refused_not_read_as_the_default_store(tmp_path, pipeline_yaml, monkeypatch, command):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # where the default store would be
+    monkeypatch.delenv("MLMD_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    default = tmp_path / "data" / "mlmd-cache" / "metadata.sqlite"
+    connect(f"sqlite:///{default}")  # a default store that works, so a command that used it would succeed
+    before = default.read_bytes()
+    args = [str(pipeline_yaml) if arg == "PIPELINE" else arg for arg in command]
+    for where in ("after", "before"):  # --db of the subcommand, and of the group
+        code, out, err = cli(*(args + ["--db", ""] if where == "after" else ["--db", ""] + args))
+        assert_one_line_error(code, err, "an empty store URL")
+        assert out == "" and default.read_bytes() == before, where
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no pipeline root, no store made elsewhere
+
+
+def test_mlmd_lineage_refuses_an_empty_db_url_too(tmp_path, monkeypatch):
+    from lineage.cli import main as lineage_main
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("MLMD_DB", raising=False)
+    connect(f"sqlite:///{tmp_path / 'data' / 'mlmd-cache' / 'metadata.sqlite'}")  # the default store works
+    for args in (["runs", "--db", ""], ["--db", "", "runs"]):
+        result = CliRunner().invoke(lineage_main, args)
+        assert result.exit_code == 2 and result.stdout == "", result.output
+        assert result.stderr.startswith("Error: an empty store URL") and len(result.stderr.splitlines()) == 1
+
+
 # -- constants in the pipeline file ---------------------------------------------------------------
 
 def _default(name, value):
@@ -195,6 +299,8 @@ BAD_KEY_VALUES = [
     ("Infinity", "Infinity is not a valid parameter value"),
     ("[-Infinity]", "at inputParameterValues.p[0]: -Infinity"),
     ("1e400", "1e400 is beyond the range of a float64"),
+    ("1e-400", "1e-400 is too small for a float64"),  # else it would have 0's fingerprint
+    ("[-0.1e-330]", "at inputParameterValues.p[0]: -0.1e-330 is too small for a float64"),
     (str(10 ** 400), "(401 characters) is beyond the range of a float64"),
     (str(-(2 ** 53 + 1)), "-9007199254740993 is an integer a float64 cannot hold exactly"),
     ('"\\ud800"', "the string holds \\ud800, a lone surrogate"),
@@ -284,7 +390,9 @@ def test_run_pipeline_library_refuses_bad_values_before_writing(tmp_path, pipeli
 
 
 def test_the_validator_itself():
-    assert json_values.parse(b'{"a": [-0, -0.0, 1e-400, 2, 1.5]}') == {"a": [-0.0, -0.0, 0.0, 2, 1.5]}
+    assert json_values.parse(b'{"a": [-0, -0.0, 0e-400, 2, 1.5]}') == {"a": [-0.0, -0.0, 0.0, 2, 1.5]}
+    with pytest.raises(json_values.JSONValueError, match=r"^at a\[0\]: 1e-400 is too small for a float64"):
+        json_values.parse('{"a": [1e-400]}')  # an underflow is not 0
     assert math.copysign(1, json_values.parse("-0")) == -1
     assert isinstance(json_values.parse("2"), int)
     json_values.check({"ok": [None, True, "é🎉", 2 ** 60, -(2 ** 53), 1e308]}, "value")

@@ -57,7 +57,7 @@ _METRICS_TYPE = "system.Metrics"
 def default_pipeline_root(db_url: Optional[str]) -> Path:
     """Beside the store: ``<directory of the SQLite file>/pipeline-root``; for a server store, beside
     the embedded default store."""
-    config = connection_config(db_url or default_store_url())
+    config = connection_config(default_store_url() if db_url is None else db_url)
     if isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite") \
             and config.sqlite.filename_uri != ":memory:":
         return Path(config.sqlite.filename_uri).parent / "pipeline-root"

@@ -3,8 +3,8 @@ loop, never in the middle of a store write.
 
 Python raises ``KeyboardInterrupt`` wherever the main thread happens to be when SIGINT arrives: between
 the two writes of a task's start, say, which would leave a half-written record. So for the run's
-duration the Python handlers of SIGINT and SIGTERM (``KeyboardInterrupt``'s default one, or the CLI's
-that makes SIGTERM stop a run as Ctrl-C does) only note the signal and wake the loop; the loop then
+duration the Python handlers of SIGINT, SIGTERM and SIGHUP (``KeyboardInterrupt``'s default one, or the
+CLI's that makes SIGTERM and SIGHUP stop a run as Ctrl-C does) only note the signal and wake the loop; the loop then
 calls the noted handler itself (:meth:`DeferredStop.check`) where nothing is half done, and stops the
 run. Signals left to the system (``SIG_DFL``, ``SIG_IGN``) are left alone, and so is everything when
 the run is not on the main thread (where Python delivers no signal anyway).
@@ -17,9 +17,11 @@ import threading
 from types import FrameType
 from typing import Any, Callable, Iterator, Optional
 
+from .._entry import leave_a_hung_up_terminal
+
 __all__ = ["DeferredStop", "deferred_stop_signals"]
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class DeferredStop:
@@ -31,6 +33,8 @@ class DeferredStop:
         self._noted: list[int] = []
 
     def note(self, signum: int, frame: Optional[FrameType]) -> None:
+        if signum == signal.SIGHUP:  # now, not at the next step: the display writes in between
+            leave_a_hung_up_terminal()
         self._noted.append(signum)
         if self.wake is not None:
             self.wake()
@@ -45,7 +49,7 @@ class DeferredStop:
 
 @contextlib.contextmanager
 def deferred_stop_signals() -> Iterator[DeferredStop]:
-    """Defer SIGINT and SIGTERM to :meth:`DeferredStop.check` for the ``with`` block."""
+    """Defer SIGINT, SIGTERM and SIGHUP to :meth:`DeferredStop.check` for the ``with`` block."""
     stop = DeferredStop()
     if threading.current_thread() is not threading.main_thread():
         yield stop

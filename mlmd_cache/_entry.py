@@ -1,0 +1,142 @@
+"""The console scripts ``mlmd-cache`` and ``mlmd-lineage`` (and ``python -m``): SIGINT, SIGTERM and
+SIGHUP end any command in one line, from the first moment on.
+
+Importing a CLI takes a tenth of a second (click and the commands' modules) and a command then
+imports what it uses (ml_metadata, grpc, the KFP SDK: most of a second). Python's own SIGINT handler
+raises ``KeyboardInterrupt`` wherever that is, a traceback of fifteen lines; SIGTERM and SIGHUP (a
+closed terminal, a dropped ssh) would kill the process where it stands, leaving a run's executions
+RUNNING as ``kill -9`` does. So this module, which imports only ``os``, ``signal`` and ``sys``,
+installs the handling before anything else is imported:
+
+* while the CLI is imported, a stop signal ends the process at once with one line (exit 130):
+  nothing has been done yet;
+* while the command runs, it raises ``KeyboardInterrupt`` (SIGTERM and SIGHUP as Ctrl-C does), which
+  a command that opened something handles (run-pipeline stops its tasks and marks them FAILED,
+  serve stops serving), and which else ends the command with one line and exit code 130
+  (:func:`exit_interrupted`, called by the command groups);
+* once the command is done, a late one ends the process without a word.
+
+A signal that was ignored when the process started (``nohup`` ignores SIGHUP) stays ignored. The
+only moment left to Python is its own start-up, before this module runs (the interpreter and
+``site``, a few milliseconds): there Python's handler still answers Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+from typing import Callable, NoReturn, Optional
+
+__all__ = ["STOP_SIGNALS", "exit_interrupted", "interrupted_line", "leave_a_hung_up_terminal", "mlmd_cache",
+           "mlmd_lineage"]
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_CODE = 130  # as for Ctrl-C, whichever signal it was (run-pipeline has always said 130 for SIGTERM too)
+
+_received: list[int] = []
+_active = False  # the handlers of this module are the process's (not so under click's CliRunner, say)
+_prog = ""  # the command's name as the console script has it (click's is "python -m mlmd_cache" under -m)
+
+
+def interrupted_line(prog: str) -> str:
+    """``PROG: interrupted``, naming the signal unless it was SIGINT (Ctrl-C)."""
+    signum = _received[-1] if _received else signal.SIGINT
+    return f"{prog}: interrupted" + ("" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}")
+
+
+def _write_line(text: str) -> None:
+    try:  # straight to the file descriptor: no buffer to flush; a hung-up terminal (EIO) is no reason to fail
+        os.write(2, (text + "\n").encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def leave_a_hung_up_terminal() -> None:
+    """Point standard output and error at /dev/null where they are a terminal that has gone away
+    (SIGHUP's usual cause: every write to it fails with EIO), so that what a command does as it
+    stops (a run stops its tasks and marks its executions) does not fail on telling it."""
+    import errno
+    import termios
+
+    for fd in (1, 2):
+        try:  # (not os.isatty first: it says False for a hung-up terminal too)
+            termios.tcgetattr(fd)
+        except (OSError, termios.error) as error:  # ENOTTY: not a terminal, left as it is
+            if error.args and error.args[0] == errno.EIO:
+                try:
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, fd)
+                    os.close(null)
+                except OSError:
+                    pass
+
+
+def _install(handler: Callable[[int, Optional[FrameType]], None]) -> None:
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup's SIGHUP, a background job's SIGINT
+            signal.signal(signum, handler)
+
+
+def _quiet_exit(signum: int, frame: Optional[FrameType]) -> None:
+    """After the command (or after its one line was written): end now, without another word."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed pipe or a hung-up terminal: nothing more to say anyway
+            pass
+    os._exit(EXIT_CODE)
+
+
+def exit_interrupted(prog: str) -> NoReturn:
+    """End a command that a stop signal interrupted: one line on stderr, exit code 130; a further
+    signal while the command unwinds ends the process at once, without another line."""
+    if _active:
+        prog = _prog
+        _install(_quiet_exit)
+    try:
+        sys.stdout.flush()
+    except Exception:  # a closed pipe: the line below still goes to stderr
+        pass
+    _write_line(interrupted_line(prog))
+    sys.exit(EXIT_CODE)
+
+
+def _run(prog: str, module: str) -> NoReturn:
+    def exit_now(signum: int, frame: Optional[FrameType]) -> None:  # while the CLI is imported
+        _received.append(signum)
+        if signum == signal.SIGHUP:
+            leave_a_hung_up_terminal()
+        _write_line(interrupted_line(prog))
+        os._exit(EXIT_CODE)
+
+    def interrupt(signum: int, frame: Optional[FrameType]) -> None:  # while the command runs
+        _received.append(signum)
+        if signum == signal.SIGHUP:
+            leave_a_hung_up_terminal()
+        raise KeyboardInterrupt
+
+    _install(exit_now)
+    import importlib
+
+    main = importlib.import_module(module).main
+    global _active, _prog
+    _active, _prog = True, prog
+    _install(interrupt)
+    try:
+        main()  # click's standalone mode: always ends in SystemExit
+    except KeyboardInterrupt:  # one that came before or after the command groups' own handling
+        exit_interrupted(prog)
+    finally:
+        _install(_quiet_exit)
+    sys.exit(0)
+
+
+def mlmd_cache() -> NoReturn:
+    """The ``mlmd-cache`` command (:mod:`mlmd_cache.cli`)."""
+    _run("mlmd-cache", "mlmd_cache.cli")
+
+
+def mlmd_lineage() -> NoReturn:
+    """The ``mlmd-lineage`` command (:mod:`lineage.cli`)."""
+    _run("mlmd-lineage", "lineage.cli")
