@@ -504,7 +504,7 @@ def _count(number: int, noun: str) -> str:
               help="Do not reserve cache keys: runs racing on one store may each execute the same task.")
 @click.option("--lease", metavar="DURATION", default="30s", show_default=True,
               help="How long a reserved key stays held without its runner's heartbeat (e.g. 10s, PT1M; at "
-                   "least 1s: five heartbeats).")
+                   "least 2s: five heartbeats).")
 @click.option("--max-wait", metavar="DURATION",
               help="How long a task waits for the run that holds its key before it runs anyway. Default: no limit.")
 @task_env_option

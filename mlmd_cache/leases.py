@@ -63,10 +63,11 @@ GENERATION = "generation"
 DEFAULT_LEASE_SECONDS = 30.0
 BEATS_PER_LEASE = 5
 """Heartbeats per lease: a holder keeps its key however late its beats are, up to four of them."""
-MIN_LEASE_SECONDS = 1.0
-"""The shortest lease: five beats of 0.2 s. Shorter ones are refused: a loaded machine delays a
-beat by a good part of a second (``scripts/bench_dedup.py`` measures the shortest lease at which
-racing runs beside a CPU hog all succeed; :data:`DEFAULT_LEASE_SECONDS` is many times that)."""
+MIN_LEASE_SECONDS = 2.0
+"""The shortest lease: five beats of 0.4 s. Shorter ones are refused: a loaded machine delays a
+beat by up to a second (``scripts/bench_dedup.py`` measures the shortest lease at which racing runs
+beside a CPU hog all succeed: 1 s for 8 runs, 2 s for 16 on a 2-core machine;
+:data:`DEFAULT_LEASE_SECONDS` is 15 times that)."""
 
 HELD, DONE, FREE = "held", "done", "free"
 
@@ -366,7 +367,24 @@ class Heartbeats:
                     self._wake.notify()
                 return False
 
+    def _connect(self) -> None:
+        """Open the heartbeat's connection now, before the first beat is due: opening one under
+        contention (a busy SQLite file, many runners starting at once) takes a while, and a beat
+        must not wait for it. Tried again every 50 ms while a lease is held; never raises."""
+        while self._connection is None and not self._broken:
+            with self._writing:
+                try:
+                    self._connection = self._open()
+                    return
+                except Exception:  # the server is away, the file busy: the beats try again too
+                    pass
+            with self._lock:
+                if not self._held:
+                    return
+            time.sleep(0.05)
+
     def _beat(self) -> None:
+        self._connect()
         with self._lock:
             while self._held and not self._broken:
                 now = time.monotonic()

@@ -206,11 +206,11 @@ def test_a_holder_beating_on_a_skewed_clock_keeps_its_key(sqlite_db, tmp_path):
 def test_a_bad_lease_through_the_python_api_is_refused(sqlite_db):
     cache = ExecutionCache(connect(sqlite_db))
     task = Task("train", CacheKey.build(image="python:3.11", command=["train"]))
-    with pytest.raises(InvalidArgumentError, match=r"^a lease must be at least 1 s \(5 heartbeats of 0.2 s\), "
+    with pytest.raises(InvalidArgumentError, match=r"^a lease must be at least 2 s \(5 heartbeats of 0.4 s\), "
                                                    r"not 0.0001 s$"):
         cache.execute(cache.pipeline_run("p", "r"), task, lambda started: Outputs(), lease_seconds=0.0001)
-    with pytest.raises(InvalidArgumentError, match="^a lease must be at least 1 s"):
-        cache.claim(cache.pipeline_run("p", "r"), task, lease_seconds=0.5)
+    with pytest.raises(InvalidArgumentError, match="^a lease must be at least 2 s"):
+        cache.claim(cache.pipeline_run("p", "r"), task, lease_seconds=1.5)
     assert reservations(sqlite_db) == []
 
 
@@ -367,9 +367,9 @@ def test_a_retried_holder_keeps_its_key_and_a_failed_one_releases_it(db, tmp_pat
 
 
 @pytest.mark.parametrize("option, message", [
-    (("--lease", "0s"), "Error: a lease must be at least 1 s (5 heartbeats of 0.2 s), not 0 s"),
-    (("--lease", "0.0001s"), "Error: a lease must be at least 1 s (5 heartbeats of 0.2 s), not 0.0001 s"),
-    (("--lease", "0.99s"), "Error: a lease must be at least 1 s (5 heartbeats of 0.2 s), not 0.99 s"),
+    (("--lease", "0s"), "Error: a lease must be at least 2 s (5 heartbeats of 0.4 s), not 0 s"),
+    (("--lease", "0.0001s"), "Error: a lease must be at least 2 s (5 heartbeats of 0.4 s), not 0.0001 s"),
+    (("--lease", "1.9s"), "Error: a lease must be at least 2 s (5 heartbeats of 0.4 s), not 1.9 s"),
     (("--lease", "soon"), "Error: --lease 'soon': not a duration"),
     (("--max-wait", "-1s"), "Error: --max-wait '-1s': not a duration"),
 ])
