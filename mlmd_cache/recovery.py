@@ -15,8 +15,9 @@ exactly (:func:`runner_status`); a different boot ID means the machine restarted
 gone; anywhere else (another host, another PID namespace, a record of an older version without
 ``pidns`` whose PID is not visible here) the runner is *unknown*: nothing about it is decided from
 a PID, only from its lease of a cache key (:mod:`.leases`: recover closes a holder whose lease
-expired a whole lease ago) or an age (``--older-than``). :func:`find_interrupted` lists what is gone, :func:`mark_failed` marks it FAILED with the
-reason in ``interrupted_reason`` and the time in ``recovered_at``. A FAILED execution is never a
+expired a whole lease ago) or an age (``--older-than``). :func:`find_interrupted` lists what is
+gone, :func:`mark_failed` marks it FAILED with the reason in ``interrupted_reason`` and the time in
+``recovered_at``. A FAILED execution is never a
 cache source (:meth:`mlmd_cache.ExecutionCache.find_source` takes COMPLETE ones only), so a re-run
 executes the task anew.
 """

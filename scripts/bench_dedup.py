@@ -118,8 +118,6 @@ def race(directory: Path, runs: int, dedup: bool, lease: Optional[float] = None)
             lines = err.strip().splitlines() or ["(no message)"]
             failures.append(next((line for line in lines if "Error" in line or "error" in line or "meanwhile" in line),
                                  lines[-1]))
-            if os.environ.get("BENCH_DEDUP_VERBOSE"):
-                print(err, file=sys.stderr)
     seconds = time.monotonic() - began
     executions = connect(db).get_executions_by_type(records.CONTAINER_EXECUTION_TYPE)
     return sum(e.last_known_state == mlmd.Execution.COMPLETE for e in executions), seconds, failures
@@ -192,7 +190,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             passed = shortest is not None and DEFAULT_LEASE_SECONDS >= 10 * shortest
             ok &= passed
             minimum = " (the minimum: shorter is refused)" if shortest == MIN_LEASE_SECONDS else ""
-            print(f"    {runs:2d} runs: shortest lease {'none tried' if shortest is None else f'{shortest:g} s'}{minimum}; "
+            found = "none of those tried" if shortest is None else f"{shortest:g} s{minimum}"
+            print(f"    {runs:2d} runs: shortest lease {found}; "
                   f"default {DEFAULT_LEASE_SECONDS:g} s >= 10x  {'ok' if passed else 'FAILED'}", flush=True)
     return 0 if ok else 1
 
