@@ -479,7 +479,10 @@ class ExecutionCache:
         key (:meth:`claim`): while another runner holds it, this one waits (``on_wait`` is told the
         holder's execution ID) and then reuses the holder's result, or takes the key over if the
         holder failed or its lease of ``lease_seconds`` ran out without a heartbeat. After
-        ``max_wait_seconds`` (default: no limit) it runs the work anyway."""
+        ``max_wait_seconds`` (default: no limit) it runs the work anyway. A lease shorter than
+        :data:`~.leases.MIN_LEASE_SECONDS` is refused (:class:`~.errors.InvalidArgumentError`)."""
+        if dedup:
+            leases.check_lease(lease_seconds, max_wait_seconds)
         task = self.keyed(run, task)
         found = self.look_up(run, task)
         if found.hit is not None:

@@ -514,7 +514,8 @@ def _count(number: int, noun: str) -> str:
 @click.option("--no-dedup", is_flag=True,
               help="Do not reserve cache keys: runs racing on one store may each execute the same task.")
 @click.option("--lease", metavar="DURATION", default="30s", show_default=True,
-              help="How long a reserved key stays held without its runner's heartbeat (e.g. 10s, PT1M).")
+              help="How long a reserved key stays held without its runner's heartbeat (e.g. 10s, PT1M; at "
+                   "least 2s: five heartbeats).")
 @click.option("--max-wait", metavar="DURATION",
               help="How long a task waits for the run that holds its key before it runs anyway. Default: no limit.")
 @task_env_option
@@ -700,16 +701,19 @@ def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optio
 
 @main.command()
 @click.option("--older-than", metavar="DURATION",
-              help="Also recover RUNNING executions whose runner cannot be checked from here (another host, "
-                   "no runner record) last written longer ago than DURATION: 30m, 2h, 7d, or ISO 8601 PT2H, P7D.")
+              help="Also recover RUNNING executions whose runner cannot be checked from here (another host or "
+                   "PID namespace, no runner record) last written longer ago than DURATION: 30m, 2h, 7d, or "
+                   "ISO 8601 PT2H, P7D.")
 @click.option("--dry-run", is_flag=True, help="List what would be recovered; write nothing.")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_reports_errors
 def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_json: bool) -> None:
     """Mark FAILED the RUNNING executions (tasks and DAGs) left by a runner that was killed: on this
-    host, those whose runner process has ended (or the machine restarted since). Each records why in
-    interrupted_reason, and a re-run executes their tasks anew. A live runner's work is never touched."""
+    host and in this PID namespace, those whose runner process has ended (or the machine restarted
+    since); elsewhere (another host, a container), those that hold a cache key whose lease ran out a
+    whole lease ago. Each records why in interrupted_reason, and a re-run executes their tasks anew.
+    A live runner's work is never touched."""
     from . import recovery
 
     age = recovery.parse_duration(older_than, "--older-than") if older_than is not None else None

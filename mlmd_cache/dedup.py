@@ -60,6 +60,7 @@ def claim(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason
     which the newest is found. A free reservation (released, expired, its runner ended) is taken
     over: a holder still RUNNING is marked FAILED with the reason, and the next generation is
     reserved. Of several runners that try the same generation, MLMD lets one write it."""
+    leases.check_lease(lease_seconds)
     task = cache.keyed(run, task)
     store, fingerprint = cache.store, task.fingerprint
     type_id = cache.types.context_type(leases.RESERVATION_CONTEXT_TYPE)
@@ -126,6 +127,7 @@ def claim_or_wait(cache: "ExecutionCache", run: "PipelineRun", task: "Task", mis
     :func:`~.leases.wait_delays` backoff; ``on_wait`` is called with each new holder's execution ID).
     After ``max_wait_seconds`` (None: as long as the holder keeps its lease) the task is started
     without a reservation: the work is done twice rather than not at all."""
+    leases.check_lease(lease_seconds, max_wait_seconds)
     waiting = Waiting(lease_seconds, max_wait_seconds)
     while True:
         found = claim(cache, run, task, miss_reason, lease_seconds, waiting.generation)

@@ -4,14 +4,20 @@ A runner that is killed (``kill -9``, a lost machine) cannot mark its executions
 RUNNING for ever. So every RUNNING execution the runner writes (task and DAG) carries a custom
 property ``runner`` naming the process that runs it::
 
-    host:build-7 boot:802bc29b-0353-4bb7-9ae3-e50dbe6b9779 pid:4242 start:1893307
+    host:build-7 boot:802bc29b-0353-4bb7-9ae3-e50dbe6b9779 pidns:4026531836 pid:4242 start:1893307
 
 ``start`` is the process's start time in clock ticks since boot (``/proc/<pid>/stat``), so that a
-PID reused by another process does not count as the runner. On the same host and boot that record
-is checked exactly (:func:`runner_status`); a different boot ID means the machine restarted, so
-the runner is gone; on another host nothing can be checked, and only an age (``--older-than``)
-decides. :func:`find_interrupted` lists what is gone, :func:`mark_failed` marks it FAILED with the
-reason in ``interrupted_reason`` and the time in ``recovered_at``. A FAILED execution is never a
+PID reused by another process does not count as the runner; ``pidns`` is the inode of its PID
+namespace (``/proc/self/ns/pid``), as a PID means a process only within one namespace: a container,
+a CI job or ``unshare --pid`` on the same host sees other PIDs, and must not take a live runner's
+missing PID for its end. Only on the same host, boot and PID namespace is that record checked
+exactly (:func:`runner_status`); a different boot ID means the machine restarted, so the runner is
+gone; anywhere else (another host, another PID namespace, a record of an older version without
+``pidns`` whose PID is not visible here) the runner is *unknown*: nothing about it is decided from
+a PID, only from its lease of a cache key (:mod:`.leases`: recover closes a holder whose lease
+expired a whole lease ago) or an age (``--older-than``). :func:`find_interrupted` lists what is
+gone, :func:`mark_failed` marks it FAILED with the reason in ``interrupted_reason`` and the time in
+``recovered_at``. A FAILED execution is never a
 cache source (:meth:`mlmd_cache.ExecutionCache.find_source` takes COMPLETE ones only), so a re-run
 executes the task anew.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -56,6 +63,14 @@ def _boot_id() -> str:
     return _read(_BOOT_ID).strip()
 
 
+def _pid_namespace() -> str:
+    """The inode of this process's PID namespace, or "-" where there is none to read (not Linux)."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
 def _stat(pid: int) -> Optional[tuple[str, str]]:
     """(state letter, start time in ticks) of a process, from ``/proc/<pid>/stat``; None if there is none."""
     text = _read(f"/proc/{pid}/stat")
@@ -74,8 +89,10 @@ def runner_identity(pid: Optional[int] = None) -> str:
     pid = os.getpid() if pid is None else pid
     if pid not in _identities:
         stat = _stat(pid)
-        _identities[pid] = (f"host:{socket.gethostname()} boot:{_boot_id() or '-'} pid:{pid} "
-                            f"start:{stat[1] if stat else '-'}")
+        # a process of this namespace: another PID (a child) is in it too, or in one made under it,
+        # which sees none of ours; a child's record is written by that child anyway
+        _identities[pid] = (f"host:{socket.gethostname()} boot:{_boot_id() or '-'} pidns:{_pid_namespace()} "
+                            f"pid:{pid} start:{stat[1] if stat else '-'}")
     return _identities[pid]
 
 
@@ -87,25 +104,37 @@ def _parse_runner(runner: str) -> Optional[dict[str, str]]:
 
 
 def runner_status(runner: Optional[str]) -> str:
-    """:data:`ALIVE`, :data:`GONE` or :data:`UNKNOWN` (no record, or another host) for a ``runner``
-    property. A zombie (dead, not yet reaped by its parent) is gone."""
+    """:data:`ALIVE`, :data:`GONE` or :data:`UNKNOWN` for a ``runner`` property. Gone is said only
+    where it is certain: the same host after a restart (another boot ID), or the same host, boot
+    and PID namespace with no such process (or another one under its PID, or a zombie: dead, not
+    yet reaped). A runner that cannot be seen from here (no record, another host, another PID
+    namespace, or a record without ``pidns`` whose process is not visible) is unknown."""
     parts = _parse_runner(runner) if runner else None
     if parts is None or parts["host"] != socket.gethostname():
         return UNKNOWN
     boot = _boot_id()
     if boot and parts["boot"] != "-" and parts["boot"] != boot:
         return GONE  # the machine restarted since
+    namespace, theirs = _pid_namespace(), parts.get("pidns", "-")
+    # Without namespaces to read on either side (not Linux) a PID means one process on the host.
+    same_namespace = theirs == namespace and (theirs != "-" or sys.platform != "linux")
     pid = int(parts["pid"])
     stat = _stat(pid)
-    if stat is None:  # no such process, or /proc hides it (hidepid, not Linux): then whether the PID exists
+    if stat is None:  # no such process here, or /proc hides it (hidepid, not Linux): then whether the PID exists
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return GONE
+            return GONE if same_namespace else UNKNOWN
         except OSError:  # it exists, as another user's
             pass
-        return ALIVE
+        return ALIVE if same_namespace else UNKNOWN
     state, start = stat
+    if parts["start"] != "-" and start == parts["start"] and state not in ("Z", "X"):
+        # the very process (a PID and start tick of another namespace's process matching both is
+        # a coincidence a record of an older version, without pidns, is allowed)
+        return ALIVE if same_namespace or theirs == "-" else UNKNOWN
+    if not same_namespace:
+        return UNKNOWN  # that PID here is some other process; theirs is not visible from here
     if state in ("Z", "X") or (parts["start"] != "-" and start != parts["start"]):
         return GONE
     return ALIVE
@@ -149,7 +178,8 @@ class Interrupted:
 class Recovery:
     """What :func:`recover` found: the interrupted executions (marked FAILED unless ``dry_run``), and
     the RUNNING ones left alone: ``alive`` (their runner runs) and ``unknown`` (their runner cannot
-    be checked from here: another host, or no ``runner`` record; ``--older-than`` decides for them)."""
+    be checked from here: another host or PID namespace, or no ``runner`` record; a lapsed lease or
+    ``--older-than`` decides for them)."""
 
     interrupted: list[Interrupted] = field(default_factory=list)
     alive: int = 0
@@ -197,9 +227,10 @@ def _describe(seconds: float) -> str:
 
 def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optional[datetime.timedelta] = None,
                      now: Optional[float] = None) -> Recovery:
-    """The RUNNING executions (tasks and DAGs) whose runner is gone, and, with ``older_than``, those
-    whose runner cannot be checked from this host (another host, or no ``runner`` record) and that
-    were last written longer ago than that. An execution whose runner is alive here is never
+    """The RUNNING executions (tasks and DAGs) whose runner is gone; those whose runner cannot be
+    checked from here (another host or PID namespace, or no ``runner`` record) that hold a cache
+    key whose lease ran out a whole lease ago; and, with ``older_than``, the other unchecked ones
+    that were last written longer ago than that. An execution whose runner is alive here is never
     taken, however old: its runner will still end it. A run with an interrupted execution has its
     other RUNNING DAG executions taken too (unless their runner is alive): that run cannot end."""
     now_ms = int((time.time() if now is None else now) * 1000)
@@ -209,6 +240,7 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
     unknown: set[int] = set()  # or cannot be checked from here
     runs: dict[int, str] = {}  # run context ID -> name, of the executions taken
     run_type = _run_type_id(store)
+    reservation_type = _reservation_type_id(store)
 
     def run_of(execution_id: int) -> Optional[mlmd.Context]:
         return next((c for c in store.get_contexts_by_execution(execution_id) if c.type_id == run_type), None)
@@ -228,6 +260,8 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
             take(execution, runner, _gone_reason(runner))
         elif status == ALIVE:
             alive.add(execution.id)
+        elif (lapsed := _lapsed_lease(store, reservation_type, execution.id, runner, now_ms / 1000)) is not None:
+            take(execution, runner, lapsed)
         elif older_than is not None and _age(execution, now_ms) >= older_than.total_seconds():
             where = "on another host" if runner else "with no runner record"
             take(execution, runner, f"RUNNING {where} for {_describe(_age(execution, now_ms))} "
@@ -248,9 +282,32 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
                     len(unknown - set(found)))
 
 
+def _lapsed_lease(store: metadata_store.MetadataStore, reservation_type: Optional[int], execution_id: int,
+                  runner: str, now: float) -> Optional[str]:
+    """Why an execution whose runner cannot be checked from here is interrupted all the same: it
+    holds a reservation of a cache key whose lease ran out a whole lease ago (:func:`.leases.lapsed`:
+    its heartbeat stopped, so its runner did); else None."""
+    from . import leases  # leases imports this module
+
+    if reservation_type is None:  # nothing was ever reserved
+        return None
+    for context in store.get_contexts_by_execution(execution_id):
+        late = leases.lapsed(context, now) if context.type_id == reservation_type else None
+        if late is not None:
+            return f"its lease of a cache key ran out {_describe(late)} ago: no heartbeat from {leases._who(runner)}"
+    return None
+
+
 def _run_type_id(store: metadata_store.MetadataStore) -> Optional[int]:
     try:
         return store.get_context_type(records.RUN_CONTEXT_TYPE).id
+    except mlmd_errors.NotFoundError:
+        return None
+
+
+def _reservation_type_id(store: metadata_store.MetadataStore) -> Optional[int]:
+    try:
+        return store.get_context_type("mlmd_cache.Reservation").id  # leases.RESERVATION_CONTEXT_TYPE
     except mlmd_errors.NotFoundError:
         return None
 

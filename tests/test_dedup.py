@@ -7,6 +7,7 @@ its lease can tell) is taken over by a waiter, and its RUNNING execution is mark
 the reason. (no `from __future__ import annotations`: KFP reads the components' annotations as types)"""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from kfp import dsl
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, records
-from mlmd_cache.leases import LEASE_EXPIRES_AT, RESERVATION_CONTEXT_TYPE
+from mlmd_cache.errors import InvalidArgumentError
+from mlmd_cache.leases import LEASE_EXPIRES_AT, MIN_LEASE_SECONDS, RESERVATION_CONTEXT_TYPE
 from mlmd_cache.recovery import INTERRUPTED_REASON
 from tests.pipelines import IMAGE, RunRecords, cli, compile_to, prop
 
@@ -125,6 +127,91 @@ def test_eight_racing_runs_execute_each_task_once_and_all_succeed(db, tmp_path):
     assert len(containers) == RUNS * len(tasks)
     assert sorted(mlmd.Execution.State.Name(e.last_known_state) for e in containers).count("COMPLETE") == len(tasks)
     assert len(reservations(db)) == len(tasks)  # one generation per key: nobody took over
+
+
+@pytest.fixture
+def cpu_hog() -> Iterator[None]:
+    """A busy process per CPU beside the runs: heartbeats and polls come late, as on a loaded machine."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "mysql"])
+def test_eight_racing_runs_at_the_shortest_lease_on_a_loaded_machine_all_succeed(backend, backends, cpu_hog,
+                                                                                  tmp_path):
+    """No holder that is alive and beating loses its key, however short the lease may be."""
+    work = tmp_path / "work"
+    work.mkdir()
+    path = compile_to(tmp_path / "race.yaml", race)
+    with backends.fresh_store(backend, tmp_path / "store") as db:
+        lease = f"{MIN_LEASE_SECONDS:g}s"
+        processes = [runner(db, path, tmp_path, f"run-{n}", "--param", f"directory={work}", "--param", "seconds=0.2",
+                            "--lease", lease) for n in range(RUNS)]
+        errors = [process.communicate(timeout=4 * DEADLINE)[1] for process in processes]
+        failed = [err for process, err in zip(processes, errors) if process.returncode != 0]
+        assert not failed, f"{len(failed)} of {RUNS} runs failed: {failed[0]}"
+        for name in ["prepare", "train", "evaluate", "report"]:  # and the work was done once
+            assert len((work / f"{name}.log").read_text().splitlines()) == 1, name
+
+
+def test_a_holder_beating_on_a_skewed_clock_keeps_its_key(sqlite_db, tmp_path):
+    """A holder whose clock is an hour behind (another host) writes a lease_expires_at that is always
+    past by the waiter's clock: expiry is judged by whether its beats go on, so the waiter waits."""
+    cache = ExecutionCache(connect(sqlite_db))
+    task = Task("train", CacheKey.build(image="python:3.11", command=["train"]))
+    claimed = cache.claim(cache.pipeline_run("p", "holder"), task, lease_seconds=2)
+    reservation = claimed.started.reservation
+    cache.heartbeats.stop(reservation.id)  # this test beats instead, on the skewed clock
+
+    def beat() -> None:
+        reservation.custom_properties[LEASE_EXPIRES_AT].double_value = time.time() - 3600 + 2
+        cache.store.put_contexts([reservation])
+
+    script = textwrap.dedent("""
+        import sys
+        from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
+        db, waiting = sys.argv[1:]
+        cache = ExecutionCache(connect(db))
+        task = Task("train", CacheKey.build(image="python:3.11", command=["train"]))
+        done = cache.execute(cache.pipeline_run("p", "waiter"), task, lambda started: Outputs(), lease_seconds=2,
+                             on_wait=lambda holder: open(waiting, "w").close())
+        print(done.state)
+    """)
+    waiting = tmp_path / "waiting"
+    beat()
+    waiter = subprocess.Popen([sys.executable, "-c", script, sqlite_db, str(waiting)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: waiting.exists() or waiter.poll() is not None, "the waiter to look")
+        until = time.monotonic() + 3 * 2  # three leases
+        while time.monotonic() < until:
+            assert waiter.poll() is None, waiter.communicate()  # it took the key over
+            beat()
+            time.sleep(0.3)
+        done = cache.publish(claimed.started, Outputs())
+        out, err = waiter.communicate(timeout=DEADLINE)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+    assert (waiter.returncode, out.strip()) == (0, "CACHED"), err
+    assert mlmd.Execution.State.Name(done.execution.last_known_state) == "COMPLETE"
+    assert len(reservations(sqlite_db)) == 1  # nobody took over
+
+
+def test_a_bad_lease_through_the_python_api_is_refused(sqlite_db):
+    cache = ExecutionCache(connect(sqlite_db))
+    task = Task("train", CacheKey.build(image="python:3.11", command=["train"]))
+    with pytest.raises(InvalidArgumentError, match=r"^a lease must be at least 2 s \(5 heartbeats of 0.4 s\), "
+                                                   r"not 0.0001 s$"):
+        cache.execute(cache.pipeline_run("p", "r"), task, lambda started: Outputs(), lease_seconds=0.0001)
+    with pytest.raises(InvalidArgumentError, match="^a lease must be at least 2 s"):
+        cache.claim(cache.pipeline_run("p", "r"), task, lease_seconds=1.5)
+    assert reservations(sqlite_db) == []
 
 
 def test_two_processes_executing_one_key_do_the_work_once(db, tmp_path):
@@ -260,9 +347,10 @@ def test_a_retried_holder_keeps_its_key_and_a_failed_one_releases_it(db, tmp_pat
     cache = ExecutionCache(connect(db))
     task = Task("train", CacheKey.build(image="python:3.11", command=["train"]))
     first, second = cache.pipeline_run("p", "run-1"), cache.pipeline_run("p", "run-2")
-    claimed = cache.claim(first, task, lease_seconds=0.6)
+    claimed = cache.claim(first, task, lease_seconds=MIN_LEASE_SECONDS)
     assert claimed.started is not None and claimed.generation == 1
-    time.sleep(1.5)  # longer than the lease: the heartbeat keeps it
+    assert cache.claim(second, task).held.holder_id == claimed.started.id
+    time.sleep(2.5 * MIN_LEASE_SECONDS)  # longer than the lease since that look: the heartbeat keeps it
     assert cache.claim(second, task).held.holder_id == claimed.started.id
     failed = cache.fail(claimed.started, keep_reservation=True)  # another attempt follows
     assert cache.claim(second, task).held is not None
@@ -279,7 +367,9 @@ def test_a_retried_holder_keeps_its_key_and_a_failed_one_releases_it(db, tmp_pat
 
 
 @pytest.mark.parametrize("option, message", [
-    (("--lease", "0s"), "Error: a lease must be longer than 0 s, not 0 s"),
+    (("--lease", "0s"), "Error: a lease must be at least 2 s (5 heartbeats of 0.4 s), not 0 s"),
+    (("--lease", "0.0001s"), "Error: a lease must be at least 2 s (5 heartbeats of 0.4 s), not 0.0001 s"),
+    (("--lease", "1.9s"), "Error: a lease must be at least 2 s (5 heartbeats of 0.4 s), not 1.9 s"),
     (("--lease", "soon"), "Error: --lease 'soon': not a duration"),
     (("--max-wait", "-1s"), "Error: --max-wait '-1s': not a duration"),
 ])

@@ -178,6 +178,53 @@ def test_mariadb_restarted_under_a_direct_runner_records_the_task_complete(gate,
         assert set(_states(url, "run-1").values()) == {"COMPLETE"}
 
 
+@pytest.mark.parametrize("down", [20, 60, "for good"])
+def test_mariadb_down_under_a_dedup_runner_never_crashes_it(down, gate, tmp_path):
+    """The lease heartbeat (a thread of its own, beating every 1.2 s here) talks to the store while
+    it is away: it must reconnect as the runner's calls do, and never call a dead MySQL handle (that
+    was exit 139). Down 20 s: the run completes. Down 60 s (as long as a call is retried): it
+    completes or ends in one line. Down for good: one line, exit 1. Then the store is recoverable."""
+    pipeline, directory = gate
+    with private_mariadb(tmp_path / "mariadb") as (url, restart):
+        runner = _runner(url, pipeline, tmp_path, "run-1", "--param", f"directory={directory}", "--lease", "6s")
+        _wait_for(directory / "started", runner)
+        ended: list = []
+
+        def task_ends_while_down() -> None:  # the task ends (its publish meets the fault) 5 s into it
+            time.sleep(5)
+            (directory / "go").touch()
+            if down == "for good":
+                ended.append(runner.communicate(timeout=240))
+            else:
+                time.sleep(down - 5)
+
+        restart(task_ends_while_down)
+        stdout, stderr = ended[0] if ended else runner.communicate(timeout=240)
+        assert runner.returncode in (0, 1), (runner.returncode, stderr)  # -11: a segfault
+        if down == 20:
+            assert runner.returncode == 0, stderr
+        if runner.returncode == 0:
+            assert "Traceback" not in stderr
+            assert set(_states(url, "run-1").values()) == {"COMPLETE"}
+            return
+        assert down != 20 and ("lost the connection" in _error_line(stderr)), stderr
+        code, out, err = _recover(url)  # the store is recoverable: what the fault left RUNNING is closed
+        assert code == 0, err
+        assert "RUNNING" not in set(_states(url, "run-1").values()), out
+        (directory / "go").unlink()
+        (directory / "started").unlink()
+        (directory / "go").touch()
+        again = _runner(url, pipeline, tmp_path, "run-2", "--param", f"directory={directory}")
+        stdout, stderr = again.communicate(timeout=120)
+        assert again.returncode == 0, stderr
+        assert set(_states(url, "run-2").values()) == {"COMPLETE"}
+
+
+def _recover(url: str) -> tuple[int, str, str]:
+    done = subprocess.run([sys.executable, "-m", "mlmd_cache", "recover", "--db", url], capture_output=True, text=True)
+    return done.returncode, done.stdout, done.stderr
+
+
 def test_postgresql_connections_ended_mid_run_are_reconnected(gate, tmp_path):
     pipeline, directory = gate
     with fresh_database("MLMD_TEST_POSTGRESQL_URL") as url:

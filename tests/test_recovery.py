@@ -9,6 +9,7 @@ through the library (ExecutionCache) and left alone unless --older-than says oth
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -280,3 +281,91 @@ def test_recover_on_a_missing_store_is_one_line_and_creates_nothing(tmp_path):
     code, out, err = cli("recover", "--db", f"sqlite:///{store}")
     assert code == 1 and len(err.splitlines()) == 1 and err.startswith("Error: no MLMD store at ")
     assert not store.parent.exists()
+
+
+# -- PID namespaces (containers, CI jobs, unshare): a PID seen from elsewhere proves nothing ------------
+
+def _unshare() -> list[str]:
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                                                         capture_output=True).returncode:
+        pytest.skip("unshare --pid needs root (or user namespaces) and util-linux")
+    return ["unshare", "--pid", "--fork", "--mount-proc"]
+
+
+def _recover_json(db: str, *prefix: str) -> dict:
+    done = subprocess.run([*prefix, sys.executable, "-m", "mlmd_cache", "recover", "--db", db, "--json"],
+                          capture_output=True, text=True, timeout=DEADLINE)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_recover_from_another_pid_namespace_leaves_a_live_run_alone(tmp_path):
+    """The runner's PID is not visible from the new namespace: unknown there, not gone."""
+    namespace = _unshare()
+    db = f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+    runner, _ = start_runner(db, tmp_path, "r1")
+    found = _recover_json(db, *namespace)
+    assert found["interrupted"] == [] and found["left_running"]["alive"] == 0, found
+    assert found["left_running"]["unknown"] == len(states(db, "r1")) >= 2, found  # the task and its DAGs
+    assert {state for _, state in states(db, "r1").values()} == {"RUNNING"}
+    assert _recover_json(db)["left_running"]["alive"] >= 2  # from the runner's own namespace: alive
+    (tmp_path / "release").touch()
+    assert runner.wait(timeout=DEADLINE) == 0, (tmp_path / "r1.log").read_text()
+    assert {state for _, state in states(db, "r1").values()} == {"COMPLETE"}
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def test_a_dead_runner_in_another_pid_namespace_is_closed_only_after_its_lease_ran_out(tmp_path):
+    """Killed in its namespace, the runner cannot be checked from here: its lease (10 s) decides,
+    a whole lease after it ran out (at the earliest 18 s after the kill, its last beat at most 2 s
+    before it): recover right after the kill leaves it alone, recover later closes it and its run."""
+    namespace = _unshare()
+    db = f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+    path = compile_to(tmp_path / "held.yaml", held)
+    info = tmp_path / "r1.json"
+    log = open(tmp_path / "r1.log", "wb")
+    outer = subprocess.Popen([*namespace, sys.executable, "-m", "mlmd_cache", "run-pipeline", path, "--db", db,
+                              "--pipeline-root", str(tmp_path / "root"), "--run-name", "r1", "--lease", "10s",
+                              "--param", f"info={info}", "--param", f"release={tmp_path / 'release'}"],
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        wait_for(lambda: info.exists() or outer.poll() is not None, "the task to start")
+        assert outer.poll() is None, (tmp_path / "r1.log").read_text()
+        [runner] = _children(outer.pid)  # PID 1 of the new namespace: killing it ends everything in it
+        os.kill(runner, signal.SIGKILL)
+        killed = time.monotonic()
+        outer.wait(timeout=DEADLINE)
+    finally:
+        if outer.poll() is None:
+            outer.kill()
+    task = RunRecords(db, "r1").one("hold")
+    found = _recover_json(db)
+    if time.monotonic() - killed < 18:  # else this machine is too slow to tell: the lease may be over
+        assert found["interrupted"] == [] and found["left_running"]["unknown"] >= 3, found
+    time.sleep(max(0.0, killed + 21 - time.monotonic()))  # the lease ran out a whole lease ago
+    found = _recover_json(db)
+    taken = {item["execution_id"]: item["reason"] for item in found["interrupted"]}
+    assert taken[task.id].startswith("its lease of a cache key ran out ") and "no heartbeat from its runner (pid 1" \
+        in taken[task.id], taken
+    assert {state for _, state in states(db, "r1").values()} == {"FAILED"}  # the task and its run's DAGs
+    assert _recover_json(db)["interrupted"] == []
+
+
+def test_records_of_older_versions_without_a_pid_namespace_are_read_sensibly(tmp_path):
+    """An older runner record (no ``pidns``) is alive when its very process (PID and start time) is
+    visible here; a PID that is not visible is unknown: it may be a live runner in a container."""
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as ended:
+        pass
+    cache = ExecutionCache(connect(f"sqlite:///{tmp_path / 'mlmd.sqlite'}"))
+    legacy = " ".join(part for part in runner_identity().split() if not part.startswith("pidns:"))
+    live = _running_execution(cache, "live", legacy)
+    unseen = _running_execution(cache, "unseen", legacy.replace(f"pid:{os.getpid()}", f"pid:{ended.pid}"))
+    found = _recover_json(f"sqlite:///{tmp_path / 'mlmd.sqlite'}")
+    assert found["interrupted"] == [] and found["left_running"] == {"alive": 1, "unknown": 1}, found
+    state = {e.id: e.last_known_state for e in cache.store.get_executions()}
+    assert state == {live: mlmd.Execution.RUNNING, unseen: mlmd.Execution.RUNNING}

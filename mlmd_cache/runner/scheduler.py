@@ -3,7 +3,8 @@ the tasks after it.
 
 One thread — the caller's — decides everything and does every MLMD read and write, so the store
 sees one writer whatever the backend (SQLite included); the one exception is the heartbeat of the
-cache keys this run reserved (:mod:`mlmd_cache.leases`), a write every third of a lease. Worker
+cache keys this run reserved (:mod:`mlmd_cache.leases`), a write every fifth of a lease over a
+connection of its own. Worker
 threads only run task processes, at most ``parallelism`` at a time, and hand each exit code back
 through a queue; retries, and tasks waiting for a key another run holds (:mod:`mlmd_cache.dedup`),
 wait on timers in the same loop. A DAG (the root, a nested pipeline, a condition branch, an exit handler
