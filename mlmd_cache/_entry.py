@@ -36,6 +36,7 @@ EXIT_CODE = 130  # as for Ctrl-C, whichever signal it was (run-pipeline has alwa
 
 _received: list[int] = []
 _active = False  # the handlers of this module are the process's (not so under click's CliRunner, say)
+_interrupting = False  # a stop signal raises KeyboardInterrupt (while a command runs)
 _prog = ""  # the command's name as the console script has it (click's is "python -m mlmd_cache" under -m)
 
 
@@ -91,6 +92,8 @@ def _quiet_exit(signum: int, frame: Optional[FrameType]) -> None:
 def exit_interrupted(prog: str) -> NoReturn:
     """End a command that a stop signal interrupted: one line on stderr, exit code 130; a further
     signal while the command unwinds ends the process at once, without another line."""
+    global _interrupting
+    _interrupting = False
     if _active:
         prog = _prog
         _install(_quiet_exit)
@@ -100,6 +103,22 @@ def exit_interrupted(prog: str) -> NoReturn:
         pass
     _write_line(interrupted_line(prog))
     sys.exit(EXIT_CODE)
+
+
+def _raise_interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    if _interrupting:  # not once the command is unwinding or done
+        raise KeyboardInterrupt
+
+
+def _unraisable(report: "sys.UnraisableHookArgs", default: Callable = sys.__unraisablehook__) -> None:
+    """A stop signal's ``KeyboardInterrupt`` raised where Python cannot pass it on (a weakref callback
+    of the import machinery, a ``__del__``) would be printed as "Exception ignored" with a traceback,
+    and the command would go on: it is raised again 5 ms later, where it can propagate."""
+    if issubclass(report.exc_type, KeyboardInterrupt) and _interrupting:
+        signal.signal(signal.SIGALRM, _raise_interrupt)
+        signal.setitimer(signal.ITIMER_REAL, 0.005)
+        return
+    default(report)
 
 
 def _run(prog: str, module: str) -> NoReturn:
@@ -120,14 +139,16 @@ def _run(prog: str, module: str) -> NoReturn:
     import importlib
 
     main = importlib.import_module(module).main
-    global _active, _prog
-    _active, _prog = True, prog
+    global _active, _prog, _interrupting
+    _active, _prog, _interrupting = True, prog, True
+    sys.unraisablehook = _unraisable
     _install(interrupt)
     try:
         main()  # click's standalone mode: always ends in SystemExit
     except KeyboardInterrupt:  # one that came before or after the command groups' own handling
         exit_interrupted(prog)
     finally:
+        _interrupting = False
         _install(_quiet_exit)
     sys.exit(0)
 

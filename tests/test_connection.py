@@ -128,7 +128,7 @@ def test_grpcs_url_reads_its_pem_files(tmp_path):
 @pytest.mark.parametrize(
     "url, expected",
     [
-        ("", "not a store URL"),
+        ("", "an empty store URL"),
         ("metadata.sqlite", "not a store URL"),
         ("ftp://host/x", "unsupported store URL scheme 'ftp'"),
         ("sqlite://host/x.sqlite", "has no host"),

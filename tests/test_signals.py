@@ -231,3 +231,28 @@ def test_a_closed_terminal_stops_a_run_as_sigterm_does(tmp_path: Path) -> None:
     while alive(task_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(task_pid)
+
+
+def test_a_stop_signal_python_cannot_pass_on_still_ends_the_command_in_one_line(tmp_path: Path) -> None:
+    # A signal that lands in a weakref callback (as importlib's module-lock callbacks are, while a
+    # command imports what it uses) raises KeyboardInterrupt where Python can only print it as
+    # "Exception ignored" with a traceback and go on. The console scripts' entry point is given a
+    # command that receives SIGINT exactly there, deterministically.
+    (tmp_path / "callback_cli.py").write_text(
+        "import gc, os, signal, time, weakref\n"
+        "class Node: pass\n"
+        "def main():\n"
+        "    node = Node()\n"
+        "    def callback(_):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        for _ in range(1000): pass  # the handler runs here, inside the callback\n"
+        "    ref = weakref.ref(node, callback)\n"
+        "    del node\n"
+        "    time.sleep(5)\n"
+        "    print('the command went on')\n"
+        "    raise SystemExit(0)\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "from mlmd_cache._entry import _run; _run('mlmd-cache', 'callback_cli')"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
+        capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "mlmd-cache: interrupted\n")
