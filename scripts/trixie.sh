@@ -64,6 +64,7 @@ TARBALL=$CACHE_DIR/$SUITE-root-$key.tar
 mkdir -p "$CACHE_DIR/cache" "$CACHE_DIR/task-envs"
 
 root=$(mktemp -d /var/tmp/mlmd-cache-trixie.XXXXXX)
+chmod 755 "$root"  # the root's / (mktemp made it 0700): the postgres user of tests/test_store_faults.py must enter it
 cleanup() {  # also after a failure: unmount what is mounted under the root (deepest first), delete it
     local dir
     for dir in $(awk -v root="$root/" 'index($2, root) == 1 { print $2 }' /proc/mounts | sort -r); do
@@ -123,10 +124,11 @@ prepare() {  # debootstrap, packages, certificates, the venv; then the tarball
     mount_root
     in_root update-ca-certificates >/dev/null 2>&1 || die "update-ca-certificates failed in the root"
     # dot: the SVG/PNG exports; chattr (e2fsprogs): tests/test_hostile.py; the clients: tests/backends.py makes and drops databases with them;
-    # MariaDB's server programs: tests/test_faults.py starts a private server of its own.
+    # MariaDB's and PostgreSQL's server programs: tests/test_faults.py and tests/test_store_faults.py start
+    # private servers of their own (and restart them under a runner).
     in_root apt-get -o APT::Sandbox::User=root update -qq >&2
     in_root apt-get -o APT::Sandbox::User=root install -y -qq --no-install-recommends e2fsprogs graphviz mariadb-client mariadb-server \
-        postgresql-client >"$root.apt.log" 2>&1 ||
+        postgresql-client postgresql >"$root.apt.log" 2>&1 ||
         { tail -n 30 "$root.apt.log" >&2; rm -f "$root.apt.log"; die "apt-get install in the root failed (log above)"; }
     rm -f "$root.apt.log"
     log "  $((SECONDS - started))s: packages installed"
