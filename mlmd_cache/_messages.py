@@ -16,7 +16,8 @@ import tempfile
 import threading
 from typing import IO, Optional
 
-__all__ = ["mlmd_stderr_captured", "mlmd_log", "reason", "store_cause", "take_mlmd_log"]
+__all__ = ["mlmd_stderr_captured", "mlmd_log", "reason", "store_cause", "take_mlmd_log",
+           "without_sql"]
 
 
 # glog's lines: "E1128 21:52:04.214982  3071 file.cc:211] text", continued by tab-indented lines.
@@ -36,6 +37,8 @@ def _capture_file() -> int:
     if _capture is None:
         _capture = tempfile.TemporaryFile()
     return _capture.fileno()
+
+
 _MLMD_LOG_LINES = 200
 _mlmd_log: collections.deque[str] = collections.deque(maxlen=_MLMD_LOG_LINES)  # the latest lines
 
@@ -172,10 +175,15 @@ _CAUSES = (
 _DATABASE_SAYS = re.compile(r".*?(?:Error when executing query:|metadata source error:|Execution failed:)", re.S)
 
 
+def without_sql(text: str) -> str:
+    """MLMD's error text cut before the SQL it ran (``... query: INSERT INTO ...``)."""
+    return re.sub(r"\s+query:\s.*", "", text, flags=re.S)
+
+
 def _database_said(text: str) -> str:
     """The database's message in MLMD's error text, without the records and SQL around it, so that a
     run named "disk full" is not taken for a full disk."""
-    return re.sub(r"\s+query:\s.*", "", _DATABASE_SAYS.sub("", text, count=1), flags=re.S)
+    return without_sql(_DATABASE_SAYS.sub("", text, count=1))
 
 
 def store_cause(text: str, config, shown: Optional[str] = None) -> Optional[str]:

@@ -23,7 +23,6 @@ server instead (:func:`mlmd_cache._messages.store_cause`). MLMD's other errors (
 from __future__ import annotations
 
 import random
-import re
 import time
 from typing import Any, Callable, Optional, TypeVar
 
@@ -34,7 +33,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as pywrap
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from ._messages import _one_line, mlmd_stderr_captured, store_cause
+from ._messages import _one_line, mlmd_stderr_captured, store_cause, without_sql
 from .defaults import CALL_TIMEOUT_SECONDS
 from .errors import StoreFaultError
 
@@ -55,11 +54,6 @@ def _lost_connection(error: Exception) -> bool:
     message = str(error).lower()
     return message.strip() in ("postgresql metadata source error:", "") or any(
         part in message for part in _CONNECTION_LOST)
-
-
-def _without_sql(error: Exception) -> str:
-    """MLMD's message cut before the SQL it ran ("... query: INSERT INTO ...")."""
-    return _one_line(re.sub(r"\s*query:\s.*", "", str(error), flags=re.S)) or type(error).__name__
 
 
 class Store(metadata_store.MetadataStore):
@@ -98,8 +92,9 @@ class Store(metadata_store.MetadataStore):
                 if time.monotonic() - started > self.retry_seconds:
                     where = (self._config.sqlite.filename_uri if self._using_db_connection
                              and self._config.HasField("sqlite") else self.shown)
+                    said = _one_line(without_sql(str(error))) or type(error).__name__
                     raise StoreFaultError(f"{where} stayed locked by other writers: {method_name} kept conflicting "
-                                          f"with them for {self.retry_seconds:g} s ({_without_sql(error)}); "
+                                          f"with them for {self.retry_seconds:g} s ({said}); "
                                           "run the command again when they are done") from None
             except (mlmd_errors.UnavailableError, mlmd_errors.DeadlineExceededError) as error:
                 if self._using_db_connection:

@@ -172,3 +172,12 @@ class Browser:
             if self.process.stderr:
                 self.process.stderr.close()
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    """One headless Chromium (1200x800) for a test module's pages (a pytest plugin: tests/conftest.py)."""
+    chromium_path()
+    opened = Browser(1200, 800)
+    yield opened
+    opened.close()

@@ -13,8 +13,9 @@ from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, TaskExecution, c
 from tests.backends import BACKENDS, Backends
 
 # The `compose` backend: docker-compose.yml's MLMD server via pytest-docker (fixtures in tests/compose.py);
-# the Python image of the --task-env docker tests (tests/docker_images.py).
-pytest_plugins = ["tests.compose", "tests.docker_images"]
+# the Python image of the --task-env docker tests (tests/docker_images.py); the headless Chromium of the
+# HTML export tests (tests/browser.py).
+pytest_plugins = ["tests.browser", "tests.compose", "tests.docker_images"]
 
 PIPELINE = "chain"
 

@@ -20,7 +20,7 @@ from lineage import load
 from lineage.cli import main
 from mlmd_cache import ExecutionCache, connect
 from tests import pipelines as p
-from tests.browser import Browser, chromium_path, require_dot, screenshot
+from tests.browser import require_dot, screenshot
 from tests.test_lineage import Scenario
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
@@ -279,14 +279,6 @@ def page_file(scenario, tmp_path_factory) -> Path:
     code, _, err = cli("export", "--format", "html", "-o", str(path), "--db", scenario.db)
     assert code == 0, err
     return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium_path()
-    opened = Browser(1200, 800)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

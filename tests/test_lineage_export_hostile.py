@@ -110,14 +110,6 @@ def exported_nodes(store: dict, *args: str) -> set:
     return {n["id"] for n in json.loads(out[out.index("{"):])["nodes"] if n["type"] != "system.DAGExecution"}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    chromium_path()
-    opened = Browser(1200, 800)
-    yield opened
-    opened.close()
-
-
 # What a page may hold, read through DevTools (the page's own script plays no part in it)
 INSPECT = """(function () {
   var all = Array.from(document.querySelectorAll('*'));
