@@ -50,17 +50,14 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from . import records
 from ._messages import mlmd_stderr_captured
 from .errors import InvalidArgumentError
-from .recovery import Interrupted, RUNNER, mark_failed, runner_gone
+from .lease_records import (DEFAULT_LEASE_SECONDS, GENERATION, LEASE_EXPIRES_AT, LEASE_SECONDS, RESERVATION_CONTEXT_TYPE,
+                            lapsed, lease_of, expires_at as _expires_at)
+from .recovery import Interrupted, RUNNER, describe_runner as _who, mark_failed, runner_gone
 
 __all__ = ["check_lease", "RESERVATION_CONTEXT_TYPE", "LEASE_EXPIRES_AT", "DEFAULT_LEASE_SECONDS", "MIN_LEASE_SECONDS",
            "BEATS_PER_LEASE", "HELD", "DONE", "FREE", "Reservation", "reservation_name", "newest", "read_newest", "status",
            "lapsed", "new_reservation", "take_over", "Heartbeats", "wait_delays"]
 
-RESERVATION_CONTEXT_TYPE = "mlmd_cache.Reservation"
-LEASE_EXPIRES_AT = "lease_expires_at"
-LEASE_SECONDS = "lease_seconds"
-GENERATION = "generation"
-DEFAULT_LEASE_SECONDS = 30.0
 BEATS_PER_LEASE = 5
 """Heartbeats per lease: a holder keeps its key however late its beats are, up to four of them."""
 MIN_LEASE_SECONDS = 2.0
@@ -153,17 +150,6 @@ def read_newest(store: metadata_store.MetadataStore, pipeline: str, fingerprint:
     return generation, context, holders
 
 
-def _expires_at(context: mlmd.Context) -> float:
-    value = context.custom_properties.get(LEASE_EXPIRES_AT)
-    return value.double_value if value is not None else 0.0
-
-
-def _lease_of(context: mlmd.Context) -> float:
-    """The holder's lease (every version writes it; a context without it counts as the default)."""
-    value = context.custom_properties.get(LEASE_SECONDS)
-    return value.double_value if value is not None and value.double_value > 0 else DEFAULT_LEASE_SECONDS
-
-
 # context ID -> (the lease_expires_at last seen, when this process first saw it, on its monotonic clock)
 _seen: dict[int, tuple[float, float]] = {}
 _seen_lock = threading.Lock()
@@ -200,27 +186,12 @@ def status(store: metadata_store.MetadataStore, context: mlmd.Context, generatio
         return Reservation(context, generation, holder, FREE, "released by its holder")
     if runner and runner_gone(runner):
         return Reservation(context, generation, holder, FREE, f"{_who(runner)} has ended")
-    silent, lease = _unchanged_for(context), _lease_of(context)
+    silent, lease = _unchanged_for(context), lease_of(context)
     if silent >= lease:
         return Reservation(context, generation, holder, FREE,
                            f"its lease expired: no heartbeat from {_who(runner)} for {silent:.1f} s "
                            f"(its lease is {lease:g} s)")
     return Reservation(context, generation, holder, HELD)
-
-
-def lapsed(context: mlmd.Context, now: Optional[float] = None) -> Optional[float]:
-    """Seconds since a reservation's lease ran out, when that was a whole lease ago or more by this
-    host's clock (else None): for a single look (``recover``), which cannot watch the beats."""
-    expires_at, lease = _expires_at(context), _lease_of(context)
-    late = _now(now) - expires_at
-    return late if expires_at > 0 and late >= lease else None
-
-
-def _who(runner: str) -> str:
-    parts = dict(part.partition(":")[::2] for part in runner.split())
-    if "pid" in parts and "host" in parts:
-        return f"its runner (pid {parts['pid']} on {parts['host']})"
-    return "its runner"
 
 
 def new_reservation(type_id: int, pipeline: str, fingerprint: str, generation: int, lease_seconds: float,

@@ -37,9 +37,10 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from . import mlmd_compat, records
 from .durations import parse_duration
+from .lease_records import RESERVATION_CONTEXT_TYPE, lapsed
 
 __all__ = ["RUNNER", "INTERRUPTED_REASON", "RECOVERED_AT", "ALIVE", "GONE", "UNKNOWN", "runner_identity",
-           "runner_status", "runner_gone", "parse_duration", "Interrupted", "Recovery", "find_interrupted", "mark_failed",
+           "runner_status", "runner_gone", "describe_runner", "parse_duration", "Interrupted", "Recovery", "find_interrupted", "mark_failed",
            "recover"]
 
 RUNNER = "runner"
@@ -285,17 +286,23 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
 def _lapsed_lease(store: metadata_store.MetadataStore, reservation_type: Optional[int], execution_id: int,
                   runner: str, now: float) -> Optional[str]:
     """Why an execution whose runner cannot be checked from here is interrupted all the same: it
-    holds a reservation of a cache key whose lease ran out a whole lease ago (:func:`.leases.lapsed`:
+    holds a reservation of a cache key whose lease ran out a whole lease ago (:func:`.lease_records.lapsed`:
     its heartbeat stopped, so its runner did); else None."""
-    from . import leases  # leases imports this module
-
     if reservation_type is None:  # nothing was ever reserved
         return None
     for context in store.get_contexts_by_execution(execution_id):
-        late = leases.lapsed(context, now) if context.type_id == reservation_type else None
+        late = lapsed(context, now) if context.type_id == reservation_type else None
         if late is not None:
-            return f"its lease of a cache key ran out {_describe(late)} ago: no heartbeat from {leases._who(runner)}"
+            return f"its lease of a cache key ran out {_describe(late)} ago: no heartbeat from {describe_runner(runner)}"
     return None
+
+
+def describe_runner(runner: str) -> str:
+    """``its runner (pid 4242 on build-7)`` for a ``runner`` property, ``its runner`` when it names neither."""
+    parts = dict(part.partition(":")[::2] for part in runner.split())
+    if "pid" in parts and "host" in parts:
+        return f"its runner (pid {parts['pid']} on {parts['host']})"
+    return "its runner"
 
 
 def _run_type_id(store: metadata_store.MetadataStore) -> Optional[int]:
@@ -307,7 +314,7 @@ def _run_type_id(store: metadata_store.MetadataStore) -> Optional[int]:
 
 def _reservation_type_id(store: metadata_store.MetadataStore) -> Optional[int]:
     try:
-        return store.get_context_type("mlmd_cache.Reservation").id  # leases.RESERVATION_CONTEXT_TYPE
+        return store.get_context_type(RESERVATION_CONTEXT_TYPE).id
     except mlmd_errors.NotFoundError:
         return None
 
