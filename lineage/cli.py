@@ -11,9 +11,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
-from mlmd_cache import ids
-from mlmd_cache.cli import _Commands as _OneLineUsageGroup
-from mlmd_cache.cli import RecordIdType, _OneLineUsageErrors, _reports_errors, db_option, group_db_options, open_store
+from mlmd_cache.store import ids
+from mlmd_cache.cli.commands import _Commands as _OneLineUsageGroup
+from mlmd_cache.cli.commands import (RecordIdType, _OneLineUsageErrors, _reports_errors, db_option, group_db_options,
+                                     open_store)
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 from mlmd_cache.terminal import echo, escape_warnings, printable
 
@@ -135,7 +136,7 @@ _KINDS = ("run", "execution", "artifact")
 def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -> None:
     """Show a run (by name), an execution or an artifact with its neighbours: `execution 6`,
     `artifact 6`, or one ID (e:6; a:6 or #6; 6: the artifact, else the execution)."""
-    from mlmd_cache import invalidation
+    from mlmd_cache.cache import invalidation
 
     from . import explain as lx, graph as lg, load
 

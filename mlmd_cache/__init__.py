@@ -18,18 +18,18 @@ __version__ = "0.1.0"
 # ml_metadata (with grpc) takes a few hundred milliseconds to import, and `mlmd-cache --help`,
 # `mlmd_cache.errors` or a cache key need none of it.
 _EXPORTS = {
-    "CacheHit": "cache",
-    "ExecutionCache": "cache",
-    "Outputs": "cache",
-    "PipelineRun": "cache",
-    "SourceIndex": "cache",
-    "Task": "cache",
-    "TaskExecution": "cache",
-    "artifact_is_usable": "cache",
-    "connect": "connection",
-    "default_store_path": "connection",
-    "default_store_url": "connection",
-    "redact_url": "connection",
+    "CacheHit": "cache.execution_cache",
+    "ExecutionCache": "cache.execution_cache",
+    "Outputs": "cache.execution_cache",
+    "PipelineRun": "cache.execution_cache",
+    "SourceIndex": "cache.execution_cache",
+    "Task": "cache.execution_cache",
+    "TaskExecution": "cache.execution_cache",
+    "artifact_is_usable": "cache.execution_cache",
+    "connect": "store.connection",
+    "default_store_path": "store.connection",
+    "default_store_url": "store.connection",
+    "redact_url": "store.connection",
     "CacheKeyError": "errors",
     "ExecutionStateError": "errors",
     "InvalidArgumentError": "errors",
@@ -42,8 +42,8 @@ _EXPORTS = {
     "StoreURLError": "errors",
     "TaskEnvironmentError": "errors",
     "EnvironmentCache": "environments",
-    "CacheKey": "key",
-    "custom_fingerprint": "key",
+    "CacheKey": "key.cache_key",
+    "custom_fingerprint": "key.cache_key",
 }
 
 __all__ = [
@@ -80,10 +80,11 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .cache import CacheHit, ExecutionCache, Outputs, PipelineRun, SourceIndex, Task, TaskExecution, artifact_is_usable
-    from .connection import connect, default_store_path, default_store_url, redact_url
+    from .cache.execution_cache import (CacheHit, ExecutionCache, Outputs, PipelineRun, SourceIndex, Task,
+                                        TaskExecution, artifact_is_usable)
+    from .store.connection import connect, default_store_path, default_store_url, redact_url
     from .errors import (CacheKeyError, ExecutionStateError, InvalidArgumentError, MlmdCacheError, NoStoreError,
                          NotFoundError, OutputError, StoreConnectionError, StoreFaultError, StoreURLError,
                          TaskEnvironmentError)
     from .environments import EnvironmentCache
-    from .key import CacheKey, custom_fingerprint
+    from .key.cache_key import CacheKey, custom_fingerprint

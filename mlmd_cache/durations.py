@@ -49,7 +49,7 @@ def parse_task_durations(assignments: Sequence[str], what: str) -> dict[str, dat
     >>> parse_task_durations(["train=12h", "outer/eval=P1D"], "--task-staleness")["outer/eval"].days
     1
     """
-    from .pipeline_spec import parse_assignments  # --param's NAME=VALUE rules; imported here, as it loads KFP
+    from .pipeline.spec import parse_assignments  # --param's NAME=VALUE rules; imported here, as it loads KFP
 
     return {task: parse_duration(text, f"{what} {task}=") for task, text in parse_assignments(assignments, what).items()}
 

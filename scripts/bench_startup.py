@@ -122,9 +122,9 @@ RERUN_SHARES = """
 import json, sys, time
 began = time.perf_counter()
 from mlmd_cache.cli import main
-import mlmd_cache.cache, mlmd_cache.durations, mlmd_cache.leases, mlmd_cache.pipeline_spec, mlmd_cache.runner
+import mlmd_cache.cache.execution_cache, mlmd_cache.durations, mlmd_cache.cache.leases, mlmd_cache.pipeline.spec, mlmd_cache.runner
 imported = time.perf_counter()
-mlmd_cache.pipeline_spec.load_pipeline(sys.argv[1])
+mlmd_cache.pipeline.spec.load_pipeline(sys.argv[1])
 loaded = time.perf_counter()
 import yaml
 text = open(sys.argv[1], encoding="utf-8").read()

@@ -33,12 +33,13 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import json_values, limits, records
-from ..cache import ExecutionCache
-from ..connection import check_integrity, connection_config, default_store_path, default_store_url
+from ..key import json_values
+from ..store import limits, records
+from ..cache.execution_cache import ExecutionCache
+from ..store.connection import check_integrity, connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
-from ..leases import DEFAULT_LEASE_SECONDS, check_lease
-from ..pipeline_spec import CompiledPipeline, PipelineSpecError, iter_tasks
+from ..cache.leases import DEFAULT_LEASE_SECONDS, check_lease
+from ..pipeline.spec import CompiledPipeline, PipelineSpecError, iter_tasks
 from .importers import pipeline_input_artifacts, write_input_artifacts
 from .interrupts import deferred_stop_signals
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, Metrics, RunInterrupted, RunReport, TaskReport
@@ -98,7 +99,7 @@ def run_arguments(cache: ExecutionCache, pipeline: CompiledPipeline, parameters:
                   ) -> tuple[dict[str, Any], dict[str, mlmd.Artifact]]:
     """The root DAG's parameters (given ones coerced into their declared types, defaults filled in)
     and input artifacts (see :func:`~.importers.pipeline_input_artifacts`), every value checked
-    before anything is written. A run and its plan (:mod:`mlmd_cache.plan`, ``find_only``) share it."""
+    before anything is written. A run and its plan (:mod:`mlmd_cache.runner.plan`, ``find_only``) share it."""
     root_spec = pipeline.spec.root
     given = dict(parameters or {})
     unknown = set(given) - set(root_spec.input_definitions.parameters)
@@ -142,7 +143,7 @@ def run_pipeline(
     task_env: str = DEFAULT_TASK_ENV,
     env_dir: Optional[os.PathLike] = None,
 ) -> RunReport:
-    """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
+    """Run ``pipeline`` (see :func:`mlmd_cache.pipeline.spec.load_pipeline`) with ``parameters``
     (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
 
     ``artifacts`` are the pipeline's input artifacts: an MLMD artifact ID, or a URI imported as
@@ -166,10 +167,10 @@ def run_pipeline(
     ``digest=True`` records each output's SHA-256 and size and refuses cache sources whose outputs'
     bytes changed since; ``key_by_content=True`` (implies ``digest``) keys input artifacts by digest
     instead of MLMD ID, so a re-run producer that writes the same bytes leaves its consumers cached
-    (see :mod:`mlmd_cache.digests`).
+    (see :mod:`mlmd_cache.cache.digests`).
 
     ``dedup`` (on by default): a task that misses reserves its cache key before its process
-    starts, so that runs racing on one store do its work once (see :mod:`mlmd_cache.dedup`): a
+    starts, so that runs racing on one store do its work once (see :mod:`mlmd_cache.cache.dedup`): a
     task whose key another run holds waits, holding no slot, and is then CACHED from the holder's
     execution (``on_wait`` is called with its path and the holder's execution ID); if the holder
     fails, or its runner is killed and its lease of ``lease_seconds`` runs out, one waiter takes

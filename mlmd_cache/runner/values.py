@@ -12,9 +12,9 @@ from typing import Any, Mapping, Optional
 
 from google.protobuf import struct_pb2
 
-from .. import json_values
-from ..pipeline_spec import pipeline_spec_pb2
-from .expressions import value_text
+from ..key import json_values
+from ..pipeline.spec import pipeline_spec_pb2
+from ..pipeline.expressions import value_text
 from .scope import Pending
 
 __all__ = ["ParameterType", "from_protobuf", "to_protobuf", "coerce", "integer_outputs", "RunPlaceholders"]
