@@ -25,8 +25,8 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
 from mlmd_cache.cache import invalidation, sources
 from mlmd_cache.store import records
-from mlmd_cache.server.cache_service import (CACHE_SERVICE_NAME, MAX_LOOKUP_LIMIT, InfoRequest, LookupRequest,
-                                             LookupResponse, ReservationRequest)
+from mlmd_cache.store.cache_service import (CACHE_SERVICE_NAME, MAX_LOOKUP_LIMIT, InfoRequest, LookupRequest,
+                                            LookupResponse, ReservationRequest)
 from mlmd_cache.cache.leases import RESERVATION_CONTEXT_TYPE
 from mlmd_cache.server.mlmd_service import MetadataStoreServer
 from tests.backends import MYSQL_VARIABLE, fresh_database

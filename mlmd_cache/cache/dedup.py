@@ -21,19 +21,34 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from ml_metadata import errors as mlmd_errors
+from ml_metadata.metadata_store import metadata_store
 
-from . import leases
 from ..errors import ExecutionStateError
+from ..store import records
+from . import leases, lookup, writes
 from .leases import DEFAULT_LEASE_SECONDS, Reservation
-from .sources import CacheHit
+from .model import CacheHit, PipelineRun, Task, TaskExecution
 
-if TYPE_CHECKING:
-    from .execution_cache import ExecutionCache, PipelineRun, Task, TaskExecution
+__all__ = ["CacheRecords", "Claim", "Waiting", "claim", "claim_or_wait"]
 
-__all__ = ["Claim", "Waiting", "claim", "claim_or_wait"]
+
+class CacheRecords(Protocol):
+    """What dedup needs of a cache (an :class:`~.execution_cache.ExecutionCache` is one): the store,
+    its type registry and the heartbeat of the reservations held. Dedup looks up, starts and
+    reserves through :mod:`.lookup`, :mod:`.writes` and :mod:`.leases` itself: it never calls the
+    cache back."""
+
+    @property
+    def store(self) -> metadata_store.MetadataStore: ...
+
+    @property
+    def types(self) -> records.TypeRegistry: ...
+
+    @property
+    def heartbeats(self) -> leases.Heartbeats: ...
 
 _CLAIM_TRIES = 20  # each lost race means another runner won the generation: someone is making progress
 
@@ -44,7 +59,7 @@ class Claim:
     work, then publish or fail it), ``hit`` (reuse it) and ``held`` (wait for its holder).
     ``taken_over`` is the ID of the RUNNING execution of a holder that was marked FAILED."""
 
-    started: Optional["TaskExecution"] = None
+    started: Optional[TaskExecution] = None
     hit: Optional[CacheHit] = None
     held: Optional[Reservation] = None
     generation: int = 0
@@ -52,7 +67,7 @@ class Claim:
     miss_reason: Optional[str] = None
 
 
-def claim(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason: Optional[str] = None,
+def claim(cache: CacheRecords, run: PipelineRun, task: Task, miss_reason: Optional[str] = None,
           lease_seconds: float = DEFAULT_LEASE_SECONDS, known: int = 0) -> Claim:
     """Reserve ``task``'s key in ``run`` and start its execution, unless a holder has it or is done.
 
@@ -61,7 +76,7 @@ def claim(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason
     over: a holder still RUNNING is marked FAILED with the reason, and the next generation is
     reserved. Of several runners that try the same generation, MLMD lets one write it."""
     leases.check_lease(lease_seconds)
-    task = cache.keyed(run, task)
+    task = lookup.keyed(cache.store, run, task)
     store, fingerprint = cache.store, task.fingerprint
     type_id = cache.types.context_type(leases.RESERVATION_CONTEXT_TYPE)
     taken_over = None
@@ -72,7 +87,7 @@ def claim(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason
             if reservation.state == leases.HELD:
                 return Claim(held=reservation, generation=generation, miss_reason=miss_reason)
             if reservation.state == leases.DONE:
-                found = cache.look_up(run, task)
+                found = lookup.look_up(store, run, task)
                 if found.hit is not None:
                     return Claim(hit=found.hit, generation=generation)
                 miss_reason = found.miss_reason  # done, yet not a source this run may reuse
@@ -80,7 +95,7 @@ def claim(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason
                 taken_over = leases.take_over(store, reservation) or taken_over
         wanted = leases.new_reservation(type_id, run.pipeline, fingerprint, generation + 1, lease_seconds)
         try:
-            started = cache.start(run, task, miss_reason, reservation=wanted)
+            started = writes.start(store, cache.types, run, task, miss_reason, reservation=wanted)
         except mlmd_errors.AlreadyExistsError:  # another runner wrote this generation first
             known = generation + 1
             continue
@@ -114,13 +129,13 @@ class Waiting:
         """Whether the limit is reached ``after`` seconds from now."""
         return self.deadline is not None and time.monotonic() + after >= self.deadline
 
-    def start_anyway(self, cache: "ExecutionCache", run: "PipelineRun", task: "Task") -> "TaskExecution":
+    def start_anyway(self, cache: CacheRecords, run: PipelineRun, task: Task) -> TaskExecution:
         """Start the task without a reservation, its miss reason saying how long it waited for whom."""
-        return cache.start(run, task, f"waited {self.max_wait_seconds:g} s for execution {self.holder}, "
-                                      "which still held the cache key")
+        reason = f"waited {self.max_wait_seconds:g} s for execution {self.holder}, which still held the cache key"
+        return writes.start(cache.store, cache.types, run, lookup.keyed(cache.store, run, task), reason)
 
 
-def claim_or_wait(cache: "ExecutionCache", run: "PipelineRun", task: "Task", miss_reason: Optional[str] = None,
+def claim_or_wait(cache: CacheRecords, run: PipelineRun, task: Task, miss_reason: Optional[str] = None,
                   lease_seconds: float = DEFAULT_LEASE_SECONDS, max_wait_seconds: Optional[float] = None,
                   on_wait: Optional[Callable[[int], None]] = None) -> Claim:
     """:func:`claim`, waiting while another runner holds the key (polling with

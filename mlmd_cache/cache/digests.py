@@ -58,6 +58,7 @@ from ..errors import DigestError
 from ..key.gojson import go_marshal
 from ..key.cache_key import CacheKey, CacheKeyMessage
 from ..terminal import printable
+from .uris import local_path
 
 __all__ = ["Digest", "digest_path", "digest_file", "record_digest", "recorded_digest", "artifact_change",
            "input_digests", "remember", "content_fingerprint", "DIGEST", "SIZE", "KEY_MODE", "KEY_MODE_ID", "KEY_MODE_CONTENT",
@@ -162,18 +163,12 @@ def digest_path(path: str | os.PathLike) -> Digest:
     raise DigestError(f"{path} is neither a file, a directory nor a link")
 
 
-def _local_path(uri: str) -> Optional[str]:
-    from .sources import local_path  # sources imports this module: late, to keep the import order free
-
-    return local_path(uri)
-
-
 def record_digest(artifact: mlmd.Artifact, what: str) -> Optional[Digest]:
     """Set the digest and size of a (not yet stored) artifact with a local URI as its custom
     properties; None, and nothing set, for a remote URI or a path where nothing is (KFP's own rule
     already refuses such a source). ``what`` names the output in the :class:`DigestError` raised
     when the bytes cannot be read."""
-    path = _local_path(artifact.uri)
+    path = local_path(artifact.uri)
     if path is None:
         return None
     try:
@@ -214,7 +209,7 @@ def remember(verified: dict[int, str], artifacts: Mapping[str, Sequence[mlmd.Art
     for listed in artifacts.values():
         for artifact in listed:
             recorded = recorded_digest(artifact)
-            if recorded is not None and _local_path(artifact.uri) is not None:
+            if recorded is not None and local_path(artifact.uri) is not None:
                 verified[artifact.id] = recorded
 
 
@@ -228,7 +223,7 @@ def artifact_change(artifact: mlmd.Artifact) -> Optional[str]:
     a shared writable mmap leaves those unchanged until later. Only a size that differs is taken as
     a change without hashing, which is exact."""
     recorded = recorded_digest(artifact)
-    path = _local_path(artifact.uri)
+    path = local_path(artifact.uri)
     if recorded is None or path is None:
         return None
     changed = f"output artifact {artifact.id}'s bytes changed since it was recorded"
@@ -269,7 +264,7 @@ def input_digests(store: metadata_store.MetadataStore, artifact_ids: Mapping[str
         artifact = artifacts.get(artifact_id)
         if artifact is None:
             continue  # not in the store: the task's INPUT events refuse it with a NotFoundError
-        path = _local_path(artifact.uri)
+        path = local_path(artifact.uri)
         if path is not None:
             try:
                 verified[artifact_id] = digest_path(path).text

@@ -13,9 +13,9 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from ..store import limits, mlmd_compat, records
-from . import sources
 from ..errors import NotFoundError
+from ..store import limits, mlmd_compat, records
+from ..store.source_records import new_source_context
 
 __all__ = ["SourceIndex", "index_sources"]
 
@@ -84,7 +84,7 @@ def _join_sources(store: metadata_store.MetadataStore, types: records.TypeRegist
             continue
         if source is None:
             try:
-                [source_id] = store.put_contexts([sources.new_source_context(types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE), pipeline, fingerprint)])
+                [source_id] = store.put_contexts([new_source_context(types.context_type(records.CACHE_SOURCE_CONTEXT_TYPE), pipeline, fingerprint)])
             except mlmd_errors.AlreadyExistsError:  # another writer made it first
                 source_id = store.get_context_by_type_and_name(records.CACHE_SOURCE_CONTEXT_TYPE, name).id
         else:

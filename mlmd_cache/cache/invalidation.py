@@ -43,8 +43,9 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from ..store import limits, mlmd_compat, records
 from ..errors import InvalidArgumentError, NotFoundError
+from ..store import limits, mlmd_compat, records
+from ..store.source_records import new_source_context
 
 __all__ = ["INVALIDATION_CONTEXT_TYPE", "FLAG_PREFIX", "InvalidatedSource", "Invalidation", "invalidate",
            "list_invalidations", "undo", "from_context", "utc_text", "in_force_at", "invalidation_problem", "invalidations_of", "describe", "resolve_source"]
@@ -471,8 +472,6 @@ def _flag_source_keys(store: metadata_store.MetadataStore, invalidation_id: int,
 
 def _new_flagged_context(store: metadata_store.MetadataStore, source: mlmd.Execution, flag: str, value: str,
                          mask: list[str]) -> None:
-    from .sources import new_source_context
-
     try:
         pipeline_type = store.get_context_type(records.PIPELINE_CONTEXT_TYPE).id
     except mlmd_errors.NotFoundError:

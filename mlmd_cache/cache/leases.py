@@ -51,7 +51,8 @@ from ..store import records
 from .._messages import mlmd_stderr_captured
 from ..errors import InvalidArgumentError
 from ..store.lease_records import (DEFAULT_LEASE_SECONDS, GENERATION, LEASE_EXPIRES_AT, LEASE_SECONDS,
-                                   RESERVATION_CONTEXT_TYPE, lapsed, lease_of, expires_at as _expires_at)
+                                   RESERVATION_CONTEXT_TYPE, lapsed, lease_of, expires_at as _expires_at, newest,
+                                   read_newest, reservation_name)
 from .recovery import Interrupted, RUNNER, describe_runner as _who, mark_failed, runner_gone
 
 __all__ = ["check_lease", "RESERVATION_CONTEXT_TYPE", "LEASE_EXPIRES_AT", "DEFAULT_LEASE_SECONDS", "MIN_LEASE_SECONDS",
@@ -79,11 +80,6 @@ def check_lease(lease_seconds: float, max_wait_seconds: Optional[float] = None) 
         raise InvalidArgumentError(f"a wait limit must not be negative, not {max_wait_seconds:g} s")
 
 
-def reservation_name(pipeline: str, fingerprint: str, generation: int) -> str:
-    """The context name of a key's reservation ``generation`` (fixed length, as the cache-source one)."""
-    return f"{records.cache_source_context_name(pipeline, fingerprint)}.{generation}"
-
-
 @dataclass(frozen=True)
 class Reservation:
     """A generation of a key's reservation as last read: its context, its holder execution (None
@@ -103,51 +99,6 @@ class Reservation:
 
 def _now(now: Optional[float] = None) -> float:
     return time.time() if now is None else now
-
-
-def _read(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str, generation: int
-          ) -> Optional[mlmd.Context]:
-    return store.get_context_by_type_and_name(RESERVATION_CONTEXT_TYPE, reservation_name(pipeline, fingerprint,
-                                                                                          generation))
-
-
-def newest(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str, known: int = 0
-           ) -> tuple[int, Optional[mlmd.Context]]:
-    """The newest generation of the key's reservation and its context ((0, None) when it was never
-    reserved), galloping up from ``known`` (a generation that exists) and bisecting back."""
-    low = max(known, 0)
-    low_context = _read(store, pipeline, fingerprint, low) if low else None
-    if low and low_context is None:  # not there after all: look from the start
-        low = 0
-    step = 1
-    high = low + step
-    high_context = _read(store, pipeline, fingerprint, high)
-    while high_context is not None:
-        low, low_context = high, high_context
-        step *= 2
-        high = low + step
-        high_context = _read(store, pipeline, fingerprint, high)
-    while high - low > 1:  # low exists (or is 0), high does not
-        middle = (low + high) // 2
-        middle_context = _read(store, pipeline, fingerprint, middle)
-        if middle_context is None:
-            high = middle
-        else:
-            low, low_context = middle, middle_context
-    return low, low_context
-
-
-def read_newest(store: metadata_store.MetadataStore, pipeline: str, fingerprint: str, known: int = 0, *,
-                via_service: bool = True) -> tuple[int, Optional[mlmd.Context], list[mlmd.Execution]]:
-    """:func:`newest` and the executions associated with it (its holder): over ``serve``, one
-    ``Reservation`` call of its cache service (:mod:`mlmd_cache.server.cache_service`), unless
-    ``via_service`` is false or the server has none."""
-    service = getattr(store, "cache_service", None) if via_service else None
-    if service is not None:
-        return service.reservation(pipeline, fingerprint, known)
-    generation, context = newest(store, pipeline, fingerprint, known)
-    holders = store.get_executions_by_context(context.id) if context is not None else []
-    return generation, context, holders
 
 
 # context ID -> (the lease_expires_at last seen, when this process first saw it, on its monotonic clock)

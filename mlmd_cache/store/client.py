@@ -67,7 +67,7 @@ class Store(metadata_store.MetadataStore):
         self.retry_seconds = retry_seconds
         self._upgrade = upgrade
         self.cache_service: Optional[Any] = None
-        """The client of ``mlmd_cache.v1.CacheService`` (:mod:`mlmd_cache.server.cache_service`) for a
+        """The client of ``mlmd_cache.v1.CacheService`` (:mod:`mlmd_cache.store.cache_service`) for a
         ``grpc://`` store opened by :func:`mlmd_cache.connect`, else None: lookups
         (:mod:`mlmd_cache.cache.sources`) ask it first and use plain MLMD calls when the server lacks it."""
 

@@ -398,7 +398,7 @@ def _connect_grpc(config: mlmd.MetadataStoreClientConfig, shown: str, timeout: f
             if mismatch:
                 raise StoreConnectionError(f"no gRPC connection to {shown}: {mismatch}") from None
             raise StoreConnectionError(f"{shown} is not a working MLMD server: {details}") from None
-    from ..server.cache_service import CacheServiceClient  # here: a command on a database store need not import it
+    from .cache_service import CacheServiceClient  # here: a command on a database store need not import it
 
     store = Store(config, shown=shown)
     # Lookups ask mlmd-cache serve's cache service first; its first answer tells whether the server has it.
