@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterator, Mapping, Optional
 
-from .spec import CompiledPipeline, PipelineSpecError, UnsupportedPipelineError, iter_tasks
+from .compiled import CompiledPipeline, PipelineSpecError, UnsupportedPipelineError, iter_tasks
 
 __all__ = ["check_platform_spec", "executor_timeouts", "REFUSED", "IGNORED", "ACCEPTED", "PVC_STEPS"]
 
@@ -94,9 +94,9 @@ def check_platform_spec(platform_spec: Optional[Mapping], pipeline: CompiledPipe
 
     ``platform_spec`` is the compiled YAML file's second document (``{"platforms": {...}}``), or
     ``None`` when there is none; ``pipeline`` is the first document, loaded. Raises
-    :class:`~mlmd_cache.pipeline.spec.UnsupportedPipelineError` with a one-line message naming the
+    :class:`~mlmd_cache.pipeline.compiled.UnsupportedPipelineError` with a one-line message naming the
     feature as the user wrote it and the task (its path, the IR task key inside nested DAGs:
-    ``condition-1/train``), or :class:`~mlmd_cache.pipeline.spec.PipelineSpecError` for a second
+    ``condition-1/train``), or :class:`~mlmd_cache.pipeline.compiled.PipelineSpecError` for a second
     document that is not a platform spec.
 
     Refused (:data:`REFUSED`): anything that gives the task something only a cluster has: volumes

@@ -39,6 +39,7 @@ from ..cache.execution_cache import ExecutionCache
 from ..store.connection import check_integrity, connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
 from ..cache.leases import DEFAULT_LEASE_SECONDS, check_lease
+from ..pipeline.limits import check_pipeline
 from ..pipeline.spec import CompiledPipeline, PipelineSpecError, iter_tasks
 from .importers import pipeline_input_artifacts, write_input_artifacts
 from .interrupts import deferred_stop_signals
@@ -112,8 +113,8 @@ def run_arguments(cache: ExecutionCache, pipeline: CompiledPipeline, parameters:
     for name, spec in root_spec.input_definitions.parameters.items():
         if name not in arguments and spec.HasField("default_value"):
             arguments[name] = coerce(from_protobuf(spec.default_value), spec.parameter_type)
-    limits.check_pipeline(pipeline, run_name, limits.store_backend(cache.store),
-                          [uri for uri in (artifacts or {}).values() if isinstance(uri, str)])
+    check_pipeline(pipeline, run_name, limits.store_backend(cache.store),
+                   [uri for uri in (artifacts or {}).values() if isinstance(uri, str)])
     input_artifacts = pipeline_input_artifacts(cache, root_spec, dict(artifacts or {}), pipeline.name,
                                                find_only=find_only)
     return arguments, input_artifacts

@@ -36,14 +36,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import ssl
-import sys
 import tempfile
 import threading
 import time
 from concurrent import futures
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import grpc
 from google.protobuf.descriptor import Descriptor
@@ -52,21 +50,18 @@ from grpc_health.v1 import health, health_pb2
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as core
 from ml_metadata.proto import metadata_store_pb2, metadata_store_service_pb2
 
-from .._entry import leave_a_hung_up_terminal
 from .._messages import mlmd_stderr_captured
 from .._protobuf import is_repeated
-from .cache_service import CACHE_SERVICE_NAME, CallCounter, cache_service_handler
+from ..errors import StoreConnectionError
 from ..store.connection import check_database_url, connect, connection_config, redact_url
-from ..errors import MlmdCacheError, StoreConnectionError
+from .cache_service import CACHE_SERVICE_NAME, CallCounter, cache_service_handler
+from .common import ServerStartError, client_address, host_port, log, stop_on_signals
 
 __all__ = ["IDLE_CHECK_SECONDS", "MetadataStoreServer", "SERVICE_NAME", "ServerStartError", "stop_on_signals"]
 
 SERVICE_NAME = "ml_metadata.MetadataStoreService"
 IDLE_CHECK_SECONDS = 1.0
 """A worker's database connection idle for longer is checked before it serves the next call."""
-
-if TYPE_CHECKING:
-    from .processes import ServerGroup
 
 _SERVICE = metadata_store_service_pb2.DESCRIPTOR.services_by_name["MetadataStoreService"]
 _VALUE = metadata_store_pb2.Value.DESCRIPTOR
@@ -75,26 +70,6 @@ _INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 # An empty GetContextTypesByID still runs a transaction on the database: the cheapest liveness check.
 _PROBE = metadata_store_service_pb2.GetContextTypesByIDRequest().SerializeToString()
 _BIND_ERROR = re.compile(r"Error in bind for address '[^']*': ([^)]+)\)")
-
-
-class ServerStartError(MlmdCacheError):
-    """The server could not start: the port is taken, a TLS file is unusable, ..."""
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port``, an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def client_address(host: str, port: int, tls: bool) -> str:
-    """The ``grpc://`` (``grpcs://`` with TLS) URL a client reaches a server on ``host:port`` by."""
-    return f"{'grpcs' if tls else 'grpc'}://{host_port(host, port)}"
-
-
-def _log(message: str) -> None:
-    from ..terminal import printable  # a message may quote a client's or the store's text
-
-    print(printable(f"mlmd-cache serve: {message}"), file=sys.stderr, flush=True)
 
 
 class _Stores:
@@ -322,7 +297,7 @@ class MetadataStoreServer:
         tls_cert: Optional[bytes] = None,
         tls_key: Optional[bytes] = None,
         options: Sequence[tuple[str, object]] = (),
-        log: Callable[[str], None] = _log,
+        log: Callable[[str], None] = log,
         shared_port: bool = False,
         cache_service: bool = True,
     ) -> None:
@@ -398,25 +373,3 @@ class MetadataStoreServer:
         self._server.wait_for_termination()
 
 
-def stop_on_signals(server: MetadataStoreServer | ServerGroup, grace: float = 10.0,
-                    log: Callable[[str], None] = _log) -> None:
-    """Stop ``server`` on SIGTERM, SIGINT and SIGHUP (call from the main thread; a signal ignored
-    from the start, as nohup ignores SIGHUP, stays ignored): the first signal stops it gracefully
-    (calls in flight may finish within ``grace`` seconds), a second one at once."""
-    received = []
-
-    def handle(signum: int, frame: object) -> None:
-        received.append(signum)
-        if signum == signal.SIGHUP:  # a closed terminal: the log lines below must not fail on it
-            leave_a_hung_up_terminal()
-        name = signal.Signals(signum).name
-        if len(received) == 1:
-            log(f"{name}: stopping (calls in flight may finish within {grace:g} s)")
-            server.stop_async(grace)
-        else:
-            log(f"{name}: stopping now (calls in flight are cancelled)")
-            server.stop_async(None)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, handle)

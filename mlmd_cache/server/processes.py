@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 from ..store.connection import check_database_url, connect, connection_config, redact_url
 from ..errors import InvalidArgumentError
-from .mlmd_service import ServerStartError, _log, client_address, host_port
+from .common import ServerStartError, client_address, host_port, log
 
 __all__ = ["ServerGroup"]
 
@@ -71,7 +71,7 @@ class ServerGroup:
         tls_cert: Optional[str] = None,
         tls_key: Optional[str] = None,
         channel_arguments: Optional[str] = None,
-        log: Callable[[str], None] = _log,
+        log: Callable[[str], None] = log,
         cache_service: bool = True,
     ) -> None:
         if processes < 2:
@@ -152,7 +152,7 @@ class ServerGroup:
 
     def stop_async(self, grace: Optional[float] = 10.0) -> None:
         """Ask every process to stop, as :meth:`MetadataStoreServer.stop_async` stops one server
-        (so :func:`~mlmd_cache.server.mlmd_service.stop_on_signals` serves both): each process is signalled, and
+        (so :func:`~mlmd_cache.server.common.stop_on_signals` serves both): each process is signalled, and
         its calls in flight may finish within its grace period (10 s); asked again (``grace=None``
         from a second signal), the processes are signalled again and cancel them."""
         self._stopping = True

@@ -20,17 +20,14 @@ Measured on ml-metadata 1.17.1 (see tests/test_hostile.py, which checks each rul
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import Optional
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from ..errors import InvalidArgumentError
 
-if TYPE_CHECKING:  # pipeline_spec imports the KFP SDK, which the lineage and cache commands need not load
-    from ..pipeline.spec import CompiledPipeline
-
-__all__ = ["MAX_NAME_BYTES", "store_backend", "check_text", "check_name", "check_pipeline", "storable", "storable_text", "text_problem",
+__all__ = ["MAX_NAME_BYTES", "store_backend", "check_text", "check_name", "storable", "storable_text", "text_problem",
            "shown"]
 
 MAX_NAME_BYTES = 255
@@ -95,33 +92,6 @@ def check_name(what: str, value: object, backend: Optional[str] = None) -> None:
         raise InvalidArgumentError(
             f"{what} is {len(value)} characters{in_bytes}; MLMD stores names of at most {MAX_NAME_BYTES} "
             f"characters ({MAX_NAME_BYTES} bytes of UTF-8, MySQL's limit, kept on every backend)")
-
-
-def check_pipeline(pipeline: CompiledPipeline, run_name: str, backend: Optional[str] = None,
-                   artifact_uris: Iterable[object] = ()) -> None:
-    """Every name and text of a run of ``pipeline`` that becomes an MLMD name or property, checked
-    before the run writes anything: the pipeline and run names, each task's path (KFP's
-    ``task_name``) and display name, each image, the artifact types' names, and the URIs of the
-    pipeline's input artifacts."""
-    from ..pipeline.spec import iter_tasks
-
-    check_name("pipeline name", pipeline.name, backend)
-    check_name("run name", run_name, backend)
-    for path, task, component in iter_tasks(pipeline):
-        check_text("task name", path, backend)
-        check_text(f"task {path!r}: display name", task.task_info.name, backend)
-        if component.WhichOneof("implementation") == "executor_label":
-            spec = pipeline.executors.get(component.executor_label)
-            if spec is not None and spec.WhichOneof("spec") == "container":
-                check_text(f"task {path!r}: image", spec.container.image, backend)
-    for name, component in [("pipeline", pipeline.spec.root), *pipeline.components.items()]:
-        for definitions in (component.input_definitions, component.output_definitions):
-            for output, artifact in definitions.artifacts.items():
-                check_text(f"component {name!r}: artifact name", output, backend)  # its artifacts' display name
-                if artifact.artifact_type.schema_title:
-                    check_name(f"component {name!r}: artifact type", artifact.artifact_type.schema_title, backend)
-    for uri in artifact_uris:
-        check_text("input artifact URI", uri, backend)
 
 
 def shown(value: object) -> str:
