@@ -1,5 +1,24 @@
 """mlmd-cache: Kubeflow Pipelines v2 step caching over any ML Metadata store.
 
+The packages are the architecture, each importing only from the layers below it (checked by
+``tests/test_architecture.py``, which also finds any import cycle):
+
+* :mod:`mlmd_cache.cli` (top): the ``mlmd-cache`` commands, one module per command group;
+* :mod:`mlmd_cache.runner` (run a compiled pipeline locally, with its run display),
+  :mod:`mlmd_cache.server` (``mlmd-cache serve``) and :mod:`lineage`, side by side;
+* :mod:`mlmd_cache.pipeline`: a compiled pipeline (the IR and its platform spec) read and checked;
+* :mod:`mlmd_cache.cache`: :class:`ExecutionCache`, a facade over the cache's concerns (lookup,
+  sources, writes, dedup, leases, digests, invalidation, staleness, recovery, indexing, stats);
+* :mod:`mlmd_cache.store`: ``connect`` and the store's records, as plain MLMD reads and writes;
+* :mod:`mlmd_cache.key` (the cache key) and :mod:`mlmd_cache.environments` (task environments);
+* the base modules, which import nothing of the project but each other: :mod:`mlmd_cache.errors`
+  (one error hierarchy), :mod:`mlmd_cache.defaults`, :mod:`mlmd_cache.durations`,
+  :mod:`mlmd_cache.terminal` (text made safe for a terminal), ``_messages`` (MLMD's log and
+  messages in one line), ``_protobuf``, ``_lazy`` and ``_entry`` (the console scripts' entry, with
+  the stop signals' handling).
+
+This module is the public API: its names are imported on first use.
+
 >>> from mlmd_cache import CacheKey
 >>> CacheKey.build(image="python:3.11", command=["sh", "ec"], args=["run"],
 ...                input_artifacts={"dataset": [10]},

@@ -92,7 +92,7 @@ from bench_store import (  # noqa: E402
 from mlmd_cache import CacheHit, CacheKey, ExecutionCache, PipelineRun, Task, connect  # noqa: E402
 from mlmd_cache.store import records
 from mlmd_cache.cache import writes  # noqa: E402
-from mlmd_cache.cache.execution_cache import artifact_is_usable  # noqa: E402
+from mlmd_cache.cache import artifact_is_usable  # noqa: E402
 
 DEFAULT_SIZES = (10_000, 1_000_000)
 TARGET_A_OVER_C = 6.0

@@ -13,7 +13,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import ExecutionCache, connect
 from mlmd_cache.store import records
-from mlmd_cache.cli.commands import main
+from mlmd_cache.cli import main
 from mlmd_cache.pipeline.spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
 

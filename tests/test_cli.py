@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
-from mlmd_cache.cli.commands import main
+from mlmd_cache.cli import main
 from tests.kfp_records import PIPELINE as KFP_PIPELINE
 from tests.kfp_records import record_as_kfp
 from tests.test_key import GOLDEN, GOLDEN_CUSTOM
@@ -257,7 +257,7 @@ def test_db_and_timeout_go_before_or_after_the_subcommand(tmp_path, monkeypatch)
 @pytest.mark.parametrize("processes", ["1", "2"])
 @pytest.mark.parametrize("url", ["grpc://127.0.0.1:1", "grpcs://127.0.0.1:1"])
 def test_serve_names_the_stores_it_serves(runner, url, processes):
-    from mlmd_cache.store.connection import DATABASE_URLS
+    from mlmd_cache.connection import DATABASE_URLS
 
     result = runner.invoke(main, ["serve", "--db", url, "--port", "0", "--processes", processes])
     assert result.exit_code == 2

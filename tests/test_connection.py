@@ -17,7 +17,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 import mlmd_cache
 from mlmd_cache import MlmdCacheError, StoreConnectionError, StoreURLError, connect, redact_url
-from mlmd_cache.store.connection import connection_config, default_store_path, default_store_url
+from mlmd_cache.connection import connection_config, default_store_path, default_store_url
 from tests.backends import SPECIAL_DATABASE, SPECIAL_PASSWORD, SPECIAL_USER, drop_database, free_port, server_url
 
 SECRET = "s3cret-Pw"

@@ -26,7 +26,7 @@ from kfp.dsl import (HTML, Artifact, ClassificationMetrics, Dataset, Input, Inpu
                      Output, OutputPath, PipelineTaskFinalStatus, SlicedClassificationMetrics)
 
 from mlmd_cache import connect
-from mlmd_cache.cli.commands import main
+from mlmd_cache.cli import main
 
 try:
     from kfp import kubernetes

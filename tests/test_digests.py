@@ -18,7 +18,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
 from mlmd_cache.store import records
-from mlmd_cache.cli.commands import main
+from mlmd_cache.cli import main
 from mlmd_cache.cache.digests import (DIGEST, KEY_MODE, SIZE, TREE_HEADER, Digest, content_fingerprint, digest_path,
                                       input_digests)
 from mlmd_cache.errors import DigestError

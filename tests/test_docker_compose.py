@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mlmd_cache import ExecutionCache, connect
-from mlmd_cache.store.connection import mysql_url
+from mlmd_cache.connection import mysql_url
 from tests.compose import COMPOSE_FILE, DEFAULT_IMAGES, ComposeStack, images
 from tests.conftest import Chain
 

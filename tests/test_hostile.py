@@ -32,7 +32,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from lineage import cli as lineage_cli
 from lineage.load import load_task_history
-from mlmd_cache.cli import commands as cache_cli
+from mlmd_cache import cli as cache_cli
 from mlmd_cache import CacheKey, ExecutionCache, InvalidArgumentError, Outputs, Task, connect
 from mlmd_cache.store import mlmd_compat, records
 from mlmd_cache.store.limits import MAX_NAME_BYTES

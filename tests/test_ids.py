@@ -18,7 +18,7 @@ from lineage import graph as lg
 from lineage import load
 from mlmd_cache import ExecutionCache, connect
 from mlmd_cache.store import records
-from mlmd_cache.cli.commands import main as mlmd_cache_main
+from mlmd_cache.cli import main as mlmd_cache_main
 from mlmd_cache.pipeline.spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
 from tests.test_lineage import Scenario, cli, evaluate, scenario, train  # noqa: F401 (a fixture)

@@ -112,7 +112,7 @@ def test_pvc_names_are_deduplicated_and_sorted():
 
 
 def test_uri_is_not_part_of_the_output_spec():
-    from mlmd_cache.key.cache_key import ArtifactTypeSchema, RuntimeArtifact
+    from mlmd_cache.key import ArtifactTypeSchema, RuntimeArtifact
 
     with_uri = RuntimeArtifact(uri="gs://run-1/model", type=ArtifactTypeSchema(schema_title="system.Model"))
     assert CacheKey.build(image="i", output_artifacts={"m": with_uri}) == \

@@ -15,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from mlmd_cache import ExecutionCache, connect
-from mlmd_cache.cli.commands import main
+from mlmd_cache.cli import main
 from mlmd_cache.pipeline.spec import (IGNORED_FIELDS, REFUSED_ENUM_VALUES, REFUSED_FIELDS, PipelineSpecError,
                                       UnsupportedPipelineError, load_pipeline)
 

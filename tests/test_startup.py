@@ -171,8 +171,8 @@ def test_the_public_names_are_there_when_asked_for() -> None:
         assert set(package.__all__) <= set(dir(package))
         with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
             package.nothing_here  # noqa: B018
-    from mlmd_cache import ExecutionCache
-    from mlmd_cache.cache import execution_cache as cache, invalidation  # a name and submodules, as before
+    from mlmd_cache import ExecutionCache, cache  # a name and submodules, as before
+    from mlmd_cache.cache import invalidation
 
     assert ExecutionCache is cache.ExecutionCache and invalidation.__name__ == "mlmd_cache.cache.invalidation"
 

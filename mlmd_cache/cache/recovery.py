@@ -286,7 +286,7 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
 def _lapsed_lease(store: metadata_store.MetadataStore, reservation_type: Optional[int], execution_id: int,
                   runner: str, now: float) -> Optional[str]:
     """Why an execution whose runner cannot be checked from here is interrupted all the same: it
-    holds a reservation of a cache key whose lease ran out a whole lease ago (:func:`.lease_records.lapsed`:
+    holds a reservation of a cache key whose lease ran out a whole lease ago (:func:`mlmd_cache.store.lease_records.lapsed`:
     its heartbeat stopped, so its runner did); else None."""
     if reservation_type is None:  # nothing was ever reserved
         return None

@@ -14,14 +14,20 @@ Where each part lives:
 
 - :mod:`.scheduler`: the event loop: readiness, parallelism, failures, retries, Ctrl-C;
 - :mod:`.inputs` and :mod:`.scope`: resolving a task's inputs in its DAG;
-- :mod:`.expressions`: CEL conditions and parameter selectors;
+- :mod:`mlmd_cache.pipeline.expressions`: CEL conditions and parameter selectors;
 - :mod:`.dags`: DAG, loop and iteration executions, DAG outputs, ``dsl.OneOf``, ``dsl.Collected``;
 - :mod:`.containers`: a container task's cache key, executor input, command, process and outputs;
 - :mod:`.importers`: ``dsl.importer`` and pipeline input artifacts;
 - :mod:`.values`: parameter values and run-time placeholders;
 - :mod:`.launchers` (``--task-env``), :mod:`.shims` (the task's ``PATH``) and :mod:`.docker`: where
   a task's command runs: its cached environment, its image, or this host's Python;
-- :mod:`.reports`: what a run reports; :mod:`.interrupts`: Ctrl-C acted on at a safe point.
+- :mod:`.reports`: what a run reports; :mod:`.interrupts`: Ctrl-C acted on at a safe point;
+- :mod:`.display`: what ``run-pipeline`` shows of a run as it goes (a live table on a terminal);
+- :mod:`.planning` and :mod:`.plan`: ``mlmd-cache plan``, the scheduler run without running anything.
+
+May import: :mod:`mlmd_cache.pipeline`, :mod:`mlmd_cache.cache`, :mod:`mlmd_cache.store`,
+:mod:`mlmd_cache.key`, :mod:`mlmd_cache.environments` and the base modules; not the server, the CLI
+or :mod:`lineage`.
 """
 from __future__ import annotations
 
