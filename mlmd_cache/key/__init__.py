@@ -14,8 +14,8 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {name: "cache_key" for name in (
-    "ArtifactTypeSchema", "CacheKey", "CacheKeyMessage", "OutputArtifactSpec", "RuntimeArtifact", "custom_fingerprint",
-    "pipeline_spec_pb2")}
+    "ArtifactTypeSchema", "CacheKey", "CacheKeyError", "CacheKeyMessage", "OutputArtifactSpec", "RuntimeArtifact",
+    "custom_fingerprint", "pipeline_spec_pb2")}
 
 __all__ = ["ArtifactTypeSchema", "CacheKey", "RuntimeArtifact", "custom_fingerprint"]
 

@@ -16,7 +16,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from ..cache.sources import rule_context_ids
+from ..cache import sources
 from ..errors import StoreConnectionError
 from ..store import records
 from ..store.cache_service import (CACHE_SERVICE_NAME, MAX_LOOKUP_LIMIT, MAX_RESPONSE_BYTES, METHODS, PROTOCOL_VERSION,
@@ -128,7 +128,7 @@ def _lookup(store: CoreStore, contexts: _SourceContextIds, request: Any) -> Any:
                     graph.artifacts.append(artifact)
         for artifact_id in candidate.missing_artifact_ids:
             graph.events.add(type=mlmd.Event.OUTPUT, execution_id=execution_id, artifact_id=artifact_id)
-    wanted = sorted(set(rule_context_ids(found.context)))
+    wanted = sorted(set(sources.rule_context_ids(found.context)))
     if wanted:
         response.rule_context_ids.extend(wanted)
         graph.contexts.extend(store.get_contexts_by_id(wanted))
