@@ -130,6 +130,8 @@ def _run(prog: str, module: str) -> NoReturn:
         os._exit(EXIT_CODE)
 
     def interrupt(signum: int, frame: Optional[FrameType]) -> None:  # while the command runs
+        if not _interrupting:  # the command is over, its handlers not yet all swapped for _quiet_exit
+            _quiet_exit(signum, frame)
         _received.append(signum)
         if signum == signal.SIGHUP:
             leave_a_hung_up_terminal()
@@ -142,15 +144,24 @@ def _run(prog: str, module: str) -> NoReturn:
     global _active, _prog, _interrupting
     _active, _prog, _interrupting = True, prog, True
     sys.unraisablehook = _unraisable
-    _install(interrupt)
     try:
+        _install(interrupt)  # (in the try: the first handler swapped in may be called before the last is)
         main()  # click's standalone mode: always ends in SystemExit
     except KeyboardInterrupt:  # one that came before or after the command groups' own handling
         exit_interrupted(prog)
     finally:
         _interrupting = False
         _install(_quiet_exit)
+        _forget_interrupts_that_were_handled()
     sys.exit(0)
+
+
+def _forget_interrupts_that_were_handled() -> None:
+    """CPython marks an interpreter whose string ``exec`` (namedtuple, dataclasses, Cython's module
+    set-up) ended in ``KeyboardInterrupt``, even when a caller handled it; under ``python -m`` it then
+    ends by SIGINT (exit status -2) instead of with the exit code the command chose. The mark is
+    cleared when a string ``exec`` starts, so one that does nothing clears it."""
+    exec("pass", {})
 
 
 def mlmd_cache() -> NoReturn:
