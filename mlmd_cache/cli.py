@@ -12,7 +12,7 @@ import click
 # Only what building the commands needs: a command imports what it uses (ml_metadata, grpc, the KFP
 # SDK: most of a second), so that --help and usage errors answer at once.
 from . import ids
-from ._entry import exit_interrupted, leave_a_hung_up_terminal
+from ._entry import exit_interrupted, interrupt_pending, leave_a_hung_up_terminal
 from .defaults import (CALL_TIMEOUT_SECONDS, DATABASE_URLS, DEFAULT_TASK_ENV, TASK_ENV_MODES, default_store_path,
                        default_store_url)
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
@@ -41,7 +41,12 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            except Exception:
+                if interrupt_pending():  # a stop signal came first (and could not stop the command at once)
+                    raise KeyboardInterrupt from None
+                raise
         except MlmdCacheError as error:
             show_mlmd_log()
             echo(f"Error: {_one_line(error) or type(error).__name__}", err=True)
