@@ -28,8 +28,8 @@ import sys
 from types import FrameType
 from typing import Callable, NoReturn, Optional
 
-__all__ = ["STOP_SIGNALS", "exit_interrupted", "interrupted_line", "leave_a_hung_up_terminal", "mlmd_cache",
-           "mlmd_lineage"]
+__all__ = ["STOP_SIGNALS", "exit_interrupted", "interrupt_pending", "interrupted_line", "leave_a_hung_up_terminal",
+           "mlmd_cache", "mlmd_lineage"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_CODE = 130  # as for Ctrl-C, whichever signal it was (run-pipeline has always said 130 for SIGTERM too)
@@ -38,6 +38,15 @@ _received: list[int] = []
 _active = False  # the handlers of this module are the process's (not so under click's CliRunner, say)
 _interrupting = False  # a stop signal raises KeyboardInterrupt (while a command runs)
 _prog = ""  # the command's name as the console script has it (click's is "python -m mlmd_cache" under -m)
+_pending = False  # a stop signal's KeyboardInterrupt was raised where it could not propagate (see _unraisable)
+
+
+def interrupt_pending() -> bool:
+    """Whether a stop signal came during the command and its ``KeyboardInterrupt`` has not reached
+    the command yet: it was raised inside a C extension's callback, where Python can only report it
+    (grpc's blocking calls check for signals there every 0.2 s, and go on waiting until their
+    deadline). A command about to report a failure reports the interruption instead."""
+    return _pending
 
 
 def interrupted_line(prog: str) -> str:
@@ -92,9 +101,10 @@ def _quiet_exit(signum: int, frame: Optional[FrameType]) -> None:
 def exit_interrupted(prog: str) -> NoReturn:
     """End a command that a stop signal interrupted: one line on stderr, exit code 130; a further
     signal while the command unwinds ends the process at once, without another line."""
-    global _interrupting
-    _interrupting = False
+    global _interrupting, _pending
+    _interrupting = _pending = False
     if _active:
+        signal.setitimer(signal.ITIMER_REAL, 0)  # a re-raise still due (see _unraisable)
         prog = _prog
         _install(_quiet_exit)
     try:
@@ -112,9 +122,12 @@ def _raise_interrupt(signum: int, frame: Optional[FrameType]) -> None:
 
 def _unraisable(report: "sys.UnraisableHookArgs", default: Callable = sys.__unraisablehook__) -> None:
     """A stop signal's ``KeyboardInterrupt`` raised where Python cannot pass it on (a weakref callback
-    of the import machinery, a ``__del__``) would be printed as "Exception ignored" with a traceback,
-    and the command would go on: it is raised again 5 ms later, where it can propagate."""
+    of the import machinery, a ``__del__``, a callback of grpc's wait) would be printed as "Exception
+    ignored" with a traceback, and the command would go on: it is raised again 5 ms later, where it
+    can propagate, and until it has, :func:`interrupt_pending` says so."""
+    global _pending
     if issubclass(report.exc_type, KeyboardInterrupt) and _interrupting:
+        _pending = True
         signal.signal(signal.SIGALRM, _raise_interrupt)
         signal.setitimer(signal.ITIMER_REAL, 0.005)
         return
@@ -130,6 +143,8 @@ def _run(prog: str, module: str) -> NoReturn:
         os._exit(EXIT_CODE)
 
     def interrupt(signum: int, frame: Optional[FrameType]) -> None:  # while the command runs
+        if not _interrupting:  # the command is over, its handlers not yet all swapped for _quiet_exit
+            _quiet_exit(signum, frame)
         _received.append(signum)
         if signum == signal.SIGHUP:
             leave_a_hung_up_terminal()
@@ -142,15 +157,27 @@ def _run(prog: str, module: str) -> NoReturn:
     global _active, _prog, _interrupting
     _active, _prog, _interrupting = True, prog, True
     sys.unraisablehook = _unraisable
-    _install(interrupt)
     try:
+        _install(interrupt)  # (in the try: the first handler swapped in may be called before the last is)
         main()  # click's standalone mode: always ends in SystemExit
     except KeyboardInterrupt:  # one that came before or after the command groups' own handling
         exit_interrupted(prog)
     finally:
         _interrupting = False
         _install(_quiet_exit)
+        signal.setitimer(signal.ITIMER_REAL, 0)  # (its SIGALRM would end the process once Python resets handlers)
+        _forget_interrupts_that_were_handled()
+        if _pending:  # the command ended before its interruption could reach it: a late signal
+            _quiet_exit(signal.SIGINT, None)
     sys.exit(0)
+
+
+def _forget_interrupts_that_were_handled() -> None:
+    """CPython marks an interpreter whose string ``exec`` (namedtuple, dataclasses, Cython's module
+    set-up) ended in ``KeyboardInterrupt``, even when a caller handled it; under ``python -m`` it then
+    ends by SIGINT (exit status -2) instead of with the exit code the command chose. The mark is
+    cleared when a string ``exec`` starts, so one that does nothing clears it."""
+    exec("pass", {})
 
 
 def mlmd_cache() -> NoReturn:

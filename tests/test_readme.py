@@ -1,6 +1,7 @@
-"""The README's Python examples, run as a reader pastes them. Each ```python block is run by the test
-of the section it is in; a block in a section no test knows fails, so a new example cannot go untested.
-A line ``expression  # literal`` in a block is checked: the expression must equal the literal."""
+"""The Python examples of the README and of the docs pages (docs/**/*.md), run as a reader pastes them.
+Each ```python block is run by the test of the page and section it is in; a block in a section no
+test knows fails, so a new example cannot go untested. A line ``expression  # literal`` in a block is
+checked: the expression must equal the literal."""
 from __future__ import annotations
 
 import ast
@@ -14,23 +15,27 @@ import pytest
 
 from tests.servers import serving
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 _BLOCK = re.compile(r"^```python\n(.*?)^```\n", re.M | re.S)
 
 
-def _blocks_by_section() -> dict[str, list[str]]:
-    """The ```python blocks of the README, by the title of the ``##`` section they are in."""
-    text = README.read_text()
-    sections: dict[str, list[str]] = {}
-    for match in _BLOCK.finditer(text):
-        title = re.findall(r"^## (.+)$", text[:match.start()], re.M)[-1]
-        sections.setdefault(title, []).append(match[1])
+def _blocks_by_section() -> dict[tuple[str, str], list[str]]:
+    """The ```python blocks of the README and the docs, by (page, title of the ``##`` section they are
+    in; the page's ``#`` title before its first ``##``), the page relative to the checkout."""
+    sections: dict[tuple[str, str], list[str]] = {}
+    for page in PAGES:
+        text = page.read_text()
+        for match in _BLOCK.finditer(text):
+            title = (re.findall(r"^##? (.+)$", text[:match.start()], re.M) or [""])[-1]
+            sections.setdefault((page.relative_to(ROOT).as_posix(), title), []).append(match[1])
     return sections
 
 
-def _console_after(block: str) -> str:
-    """The ```console block that follows ``block`` in the README."""
-    text = README.read_text()
+def _console_after(page: str, block: str) -> str:
+    """The ```console block that follows ``block`` in ``page``."""
+    text = (ROOT / page).read_text()
     rest = text[text.index(block) + len(block):]
     return re.search(r"^```console\n(.*?)^```\n", rest, re.M | re.S)[1]
 
@@ -56,40 +61,53 @@ def _python(script: Path, cwd: Path, **env: str) -> subprocess.CompletedProcess:
 
 
 def _demo_store(tmp_path: Path) -> Path:
-    """The store of ``examples/demo.sh`` (runs baseline, rerun, lr-0.02), as the README's tour uses."""
+    """The store of ``examples/demo.sh`` (runs baseline, rerun, lr-0.02), as the lineage page's tour uses."""
     demo = tmp_path / "demo"
-    subprocess.run(["bash", str(README.parent / "examples" / "demo.sh")], check=True, capture_output=True,
+    subprocess.run(["bash", str(ROOT / "examples" / "demo.sh")], check=True, capture_output=True,
                    env={**os.environ, "MLMD_DEMO_DIR": str(demo)})
     return demo / "metadata.sqlite"
 
 
-def test_every_python_example_of_the_readme_has_a_test():
-    assert set(_blocks_by_section()) <= set(SECTION_TESTS), "a README section's Python example is not tested"
+QUICKSTART = ("docs/python.md", "Quickstart")
+LINEAGE = ("docs/lineage.md", "In Python")
+SERVE = ("docs/serve.md", "Serving MLMD over gRPC: `mlmd-cache serve`")
+
+
+def test_every_python_example_of_the_readme_and_the_docs_has_a_test():
+    untested = set(_blocks_by_section()) - set(SECTION_TESTS)
+    assert not untested, f"Python examples in sections no test knows: {sorted(untested)}"
+
+
+def test_the_blocks_without_a_test_are_found():
+    """The rule above sees every page: a block in a new section of a docs page is found there."""
+    assert {QUICKSTART, LINEAGE, SERVE} <= set(_blocks_by_section())
+    assert all(page.exists() for page in PAGES) and len(PAGES) > 10
 
 
 def test_quickstart_runs_as_pasted_and_hits_on_its_second_run(tmp_path):
-    [block] = _blocks_by_section()["Quickstart (Python)"]
+    [block] = _blocks_by_section()[QUICKSTART]
+    assert block == (ROOT / "examples" / "quickstart.py").read_text(), "examples/quickstart.py is the page's block"
     script = tmp_path / "quickstart.py"
     script.write_text(block)
     outputs = [_python(script, tmp_path).stdout for _ in range(2)]
     for model in (tmp_path / "quickstart" / "models").iterdir():
         model.unlink()
     outputs.append(_python(script, tmp_path).stdout)
-    shown = [part for part in re.split(r"^\$ .*\n", _console_after(block), flags=re.M) if part]
-    assert outputs == [part.replace("/home/me/", f"{tmp_path}/") for part in shown]
+    shown = [part for part in re.split(r"^\$ .*\n", _console_after(QUICKSTART[0], block), flags=re.M) if part]
+    assert outputs == [part.replace("/home/me/mlmd-cache/", f"{tmp_path}/") for part in shown]
 
 
 def test_lineage_example_runs_on_the_demo_store(tmp_path):
     store = _demo_store(tmp_path)
     (tmp_path / "mlmd.sqlite").symlink_to(store)
-    for number, block in enumerate(_blocks_by_section()["Lineage: `mlmd-lineage`"]):
+    for number, block in enumerate(_blocks_by_section()[LINEAGE]):
         script = tmp_path / f"lineage_{number}.py"
         script.write_text(_with_checks(block))
         _python(script, tmp_path)
 
 
 def test_serve_example_talks_to_a_running_server(tmp_path):
-    [block] = _blocks_by_section()["Serving MLMD over gRPC: `mlmd-cache serve`"]
+    [block] = _blocks_by_section()[SERVE]
     assert 'port=8080' in block
     with serving("--db", f"sqlite:///{tmp_path}/served.sqlite") as (_, url):
         port = url.rsplit(":", 1)[1]
@@ -101,9 +119,9 @@ def test_serve_example_talks_to_a_running_server(tmp_path):
 
 
 SECTION_TESTS = {
-    "Quickstart (Python)": test_quickstart_runs_as_pasted_and_hits_on_its_second_run,
-    "Lineage: `mlmd-lineage`": test_lineage_example_runs_on_the_demo_store,
-    "Serving MLMD over gRPC: `mlmd-cache serve`": test_serve_example_talks_to_a_running_server,
+    QUICKSTART: test_quickstart_runs_as_pasted_and_hits_on_its_second_run,
+    LINEAGE: test_lineage_example_runs_on_the_demo_store,
+    SERVE: test_serve_example_talks_to_a_running_server,
 }
 
 

@@ -256,3 +256,45 @@ def test_a_stop_signal_python_cannot_pass_on_still_ends_the_command_in_one_line(
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
         capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (130, "", "mlmd-cache: interrupted\n")
+
+
+def test_an_interrupt_handled_inside_a_string_exec_still_exits_130_under_python_m(tmp_path: Path) -> None:
+    # CPython marks the interpreter when a string exec (namedtuple, dataclasses and Cython module
+    # set-up use them while a command imports what it uses) ends in KeyboardInterrupt, even if it is
+    # handled; `python -m` then ends the process by SIGINT (-2) whatever exit code the command chose
+    # (seen once in ~400 early Ctrl-Cs of `python -m mlmd_cache`). Deterministically here: the
+    # command's SIGINT is raised inside such an exec.
+    (tmp_path / "exec_cli.py").write_text(
+        "import os, signal\n"
+        "def main():\n"
+        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(1000): pass', {})\n"
+        "    raise SystemExit(0)\n")
+    (tmp_path / "exec_main.py").write_text("from mlmd_cache._entry import _run\n_run('mlmd-cache', 'exec_cli')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "exec_main"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
+        capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "mlmd-cache: interrupted\n")
+
+
+def test_a_command_that_ends_before_its_held_up_interruption_ends_quietly(tmp_path: Path) -> None:
+    # The interruption is raised where Python cannot pass it on (a weakref callback) and the command
+    # ends by itself before it is raised again: a late signal, so exit 130 without a word, never
+    # SIGALRM (the re-raise's timer) killing the process as Python resets its handlers at exit.
+    (tmp_path / "late_cli.py").write_text(
+        "import os, signal, weakref\n"
+        "class Node: pass\n"
+        "def main():\n"
+        "    node = Node()\n"
+        "    def callback(_):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        for _ in range(1000): pass  # the handler runs here, inside the callback\n"
+        "    ref = weakref.ref(node, callback)\n"
+        "    del node\n"
+        "    print('done')\n"
+        "    raise SystemExit(0)\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "from mlmd_cache._entry import _run; _run('mlmd-cache', 'late_cli')"],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
+        capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "done\n", "")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import click
 
-from .._entry import exit_interrupted
+from .._entry import exit_interrupted, interrupt_pending
 from .._messages import _one_line
 from ..defaults import CALL_TIMEOUT_SECONDS, DEFAULT_TASK_ENV, TASK_ENV_MODES, default_store_path
 from ..errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NotFoundError, StoreURLError
@@ -40,7 +40,12 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            except Exception:
+                if interrupt_pending():  # a stop signal came first (and could not stop the command at once)
+                    raise KeyboardInterrupt from None
+                raise
         except MlmdCacheError as error:
             show_mlmd_log()
             echo(f"Error: {_one_line(error) or type(error).__name__}", err=True)
