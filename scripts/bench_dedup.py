@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from ml_metadata.proto import metadata_store_pb2 as mlmd  # noqa: E402
 
-from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect  # noqa: E402
 from mlmd_cache.store import records  # noqa: E402
 
 HIT_TARGET, MISS_TARGET = 1.2, 1.5

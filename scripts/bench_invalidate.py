@@ -47,8 +47,8 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mlmd_cache import connect
-from mlmd_cache.cache import invalidation, sources
+from mlmd_cache import connect  # noqa: E402
+from mlmd_cache.cache import invalidation, sources  # noqa: E402
 from mlmd_cache.store import records  # noqa: E402
 
 BUILD_VERSION = 1
