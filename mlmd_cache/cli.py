@@ -551,7 +551,8 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     from .cache import ExecutionCache
     from .durations import parse_duration, parse_task_durations
     from .leases import check_lease
-    from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
+    from .parsed_pipelines import load_pipeline  # parsed once, kept by the file's content
+    from .pipeline_spec import parse_artifact_references, parse_assignments
     from .runner import RunInterrupted, check_task_names, default_pipeline_root, run_pipeline as run
     from .terminal import RunDisplay
 
@@ -640,7 +641,8 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
     condition), or unknown (it depends on an output the run learns only as it goes)."""
     from .cache import ExecutionCache
     from .durations import parse_duration, parse_task_durations
-    from .pipeline_spec import load_pipeline, parse_artifact_references, parse_assignments
+    from .parsed_pipelines import load_pipeline  # parsed once, kept by the file's content
+    from .pipeline_spec import parse_artifact_references, parse_assignments
     from .plan import plan_pipeline
     from .runner import check_task_names, default_pipeline_root
 
