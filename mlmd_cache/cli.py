@@ -546,6 +546,21 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     NOT_RUN), 2 for an unusable pipeline or parameter, 130 on Ctrl-C, SIGTERM or SIGHUP (the running
     tasks are stopped and FAILED, the rest NOT_RUN).
     """
+    from .schema import integrity_checked_early  # (sqlite3 only)
+
+    # The SQLite store's quick check (before the run's first write) runs beside the imports and the
+    # pipeline's reading from here on (mlmd_cache.schema); the runner waits for it.
+    with integrity_checked_early(default_store_url() if db_url is None else db_url):
+        _run_pipeline(pipeline_file, db_url, params, artifacts, disable_cache, parallelism, run_name, pipeline_root,
+                      max_staleness, task_staleness, digest, key_by_content, no_dedup, lease, max_wait, task_env,
+                      env_dir, as_json)
+
+
+def _run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
+                  disable_cache: bool, parallelism: Optional[int], run_name: Optional[str],
+                  pipeline_root: Optional[str], max_staleness: Optional[str], task_staleness: tuple[str, ...],
+                  digest: bool, key_by_content: bool, no_dedup: bool, lease: str, max_wait: Optional[str],
+                  task_env: str, env_dir: Optional[str], as_json: bool) -> None:
     import signal
 
     from .cache import ExecutionCache
