@@ -12,7 +12,7 @@ import click
 # Only what building the commands needs: a command imports what it uses (ml_metadata, grpc, the KFP
 # SDK: most of a second), so that --help and usage errors answer at once.
 from . import ids
-from ._entry import exit_interrupted, interrupt_pending, leave_a_hung_up_terminal
+from ._entry import exit_interrupted, exit_without_teardown, interrupt_pending, leave_a_hung_up_terminal
 from .defaults import (CALL_TIMEOUT_SECONDS, DATABASE_URLS, DEFAULT_TASK_ENV, TASK_ENV_MODES, default_store_path,
                        default_store_url)
 from .errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NoStoreError, NotFoundError, StoreURLError
@@ -547,6 +547,8 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     tasks are stopped and FAILED, the rest NOT_RUN).
     """
     from .schema import integrity_checked_early  # (sqlite3 only)
+
+    exit_without_teardown()  # once the run is told, the console script ends the process at once (_entry)
 
     # The SQLite store's quick check (before the run's first write) runs beside the imports and the
     # pipeline's reading from here on (mlmd_cache.schema); the runner waits for it.
