@@ -14,8 +14,8 @@ parsed, and told, every time. An entry is written to a temporary file in the dir
 into place (a reader never sees half of one); it carries the SHA-256 of its body and the key it was
 written for, and anything that does not match or does not decode (a torn or edited entry) is ignored
 and written again. Nothing here is needed: when the directory cannot be made or written, pipelines are
-parsed as before. The directory keeps at most :data:`MAX_ENTRIES` entries, the least recently
-written removed first.
+parsed as before, and so they are when the directory is not this user's or others may write to it.
+The directory keeps at most :data:`MAX_ENTRIES` entries, the least recently written removed first.
 """
 from __future__ import annotations
 
@@ -73,14 +73,30 @@ def load_pipeline(path: str) -> CompiledPipeline:
     environment = _environment()
     if environment is None:
         return pipeline_spec.load_pipeline(path, text)
+    directory = cache_directory()
+    if not _trusted(directory):
+        return pipeline_spec.load_pipeline(path, text)
     key = hashlib.sha256(environment + hashlib.sha256(data).digest()).hexdigest()
-    entry = cache_directory() / f"{key}.pb"
+    entry = directory / f"{key}.pb"
     cached = _read(entry, key)
     if cached is not None:
         return cached
     pipeline = pipeline_spec.load_pipeline(path, text)  # from the bytes hashed: never another version's
     _write(entry, key, pipeline)
     return pipeline
+
+
+def _trusted(directory: Path) -> bool:
+    """Whether the cache may be used: its directory is this user's and no one else may write to it (an
+    entry is a pipeline the runner runs: another user must not be able to put theirs under a file's
+    key). A directory not there yet is made, 0700, by the first write."""
+    try:
+        status = os.stat(directory)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return status.st_uid == os.getuid() and not status.st_mode & 0o022
 
 
 def _read(entry: Path, key: str) -> Optional[CompiledPipeline]:

@@ -197,3 +197,19 @@ def test_the_directory_keeps_the_newest_entries(tmp_path: Path, pipeline_file: P
     kept = [parsed_pipelines._read(entry, entry.stem) for entry in entries(cache_dir)]
     values = sorted(default(p) for p in kept)
     assert values == [12.0, 13.0, 14.0]
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o722])
+def test_a_directory_others_may_write_to_is_not_used(pipeline_file: Path, cache_dir: Path, mode: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed_pipelines.load_pipeline(str(pipeline_file))  # an entry, while the directory was this user's alone
+    [entry] = entries(cache_dir)
+    cache_dir.chmod(mode)
+    parses = []
+    real = pipeline_spec.load_pipeline
+    monkeypatch.setattr(pipeline_spec, "load_pipeline", lambda *args: parses.append(args) or real(*args))
+    same(parsed_pipelines.load_pipeline(str(pipeline_file)), real(str(pipeline_file)))
+    assert len(parses) == 1  # parsed: the entry there is not read
+    cache_dir.chmod(0o700)
+    parsed_pipelines.load_pipeline(str(pipeline_file))
+    assert len(parses) == 1 and entries(cache_dir) == [entry]  # this user's alone again: a hit
