@@ -29,9 +29,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import _version
 from ._lazy import lazy_exports
 
-__version__ = "0.1.0"
+__version__ = _version.__version__
 
 # The public API, by the module that defines it. It is imported on first use (PEP 562), not here:
 # ml_metadata (with grpc) takes a few hundred milliseconds to import, and `mlmd-cache --help`,

@@ -28,8 +28,8 @@ import sys
 from types import FrameType
 from typing import Callable, NoReturn, Optional
 
-__all__ = ["STOP_SIGNALS", "exit_interrupted", "interrupt_pending", "interrupted_line", "leave_a_hung_up_terminal",
-           "mlmd_cache", "mlmd_lineage"]
+__all__ = ["STOP_SIGNALS", "exit_interrupted", "exit_without_teardown", "interrupt_pending", "interrupted_line",
+           "leave_a_hung_up_terminal", "mlmd_cache", "mlmd_lineage"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_CODE = 130  # as for Ctrl-C, whichever signal it was (run-pipeline has always said 130 for SIGTERM too)
@@ -39,6 +39,7 @@ _active = False  # the handlers of this module are the process's (not so under c
 _interrupting = False  # a stop signal raises KeyboardInterrupt (while a command runs)
 _prog = ""  # the command's name as the console script has it (click's is "python -m mlmd_cache" under -m)
 _pending = False  # a stop signal's KeyboardInterrupt was raised where it could not propagate (see _unraisable)
+_without_teardown = False  # the command asked to end without the interpreter's teardown (exit_without_teardown)
 
 
 def interrupt_pending() -> bool:
@@ -158,18 +159,66 @@ def _run(prog: str, module: str) -> NoReturn:
     _active, _prog, _interrupting = True, prog, True
     sys.unraisablehook = _unraisable
     try:
-        _install(interrupt)  # (in the try: the first handler swapped in may be called before the last is)
-        main()  # click's standalone mode: always ends in SystemExit
-    except KeyboardInterrupt:  # one that came before or after the command groups' own handling
-        exit_interrupted(prog)
-    finally:
-        _interrupting = False
-        _install(_quiet_exit)
-        signal.setitimer(signal.ITIMER_REAL, 0)  # (its SIGALRM would end the process once Python resets handlers)
-        _forget_interrupts_that_were_handled()
-        if _pending:  # the command ended before its interruption could reach it: a late signal
-            _quiet_exit(signal.SIGINT, None)
-    sys.exit(0)
+        try:
+            _install(interrupt)  # (in the try: the first handler swapped in may be called before the last is)
+            main()  # click's standalone mode: always ends in SystemExit
+        except KeyboardInterrupt:  # one that came before or after the command groups' own handling
+            exit_interrupted(prog)
+        finally:
+            _interrupting = False
+            _install(_quiet_exit)
+            signal.setitimer(signal.ITIMER_REAL, 0)  # (its SIGALRM would end the process once Python resets handlers)
+            _forget_interrupts_that_were_handled()
+            if _pending:  # the command ended before its interruption could reach it: a late signal
+                _quiet_exit(signal.SIGINT, None)
+        sys.exit(0)
+    except SystemExit as done:
+        _exit_now(done)  # when the command asked for it and nothing is left to Python's exit
+        raise
+
+
+def exit_without_teardown() -> None:
+    """Called by a command (run-pipeline) whose process has nothing left for Python's teardown when it
+    is done: the console script then ends it at once (:func:`_exit_now`). No effect elsewhere (a
+    command called in a process of its own, as tests call them)."""
+    global _without_teardown
+    _without_teardown = True
+
+
+def _exit_now(done: SystemExit) -> None:
+    """End the process with ``done``'s exit code without the interpreter's teardown, which frees every
+    object and module one by one: with ML Metadata, grpc and protobuf loaded, ~70 ms after a run
+    that took ~300 ms. What Python's exit does that matters is done first: the standard streams are
+    flushed and the ``atexit`` functions run (logging's flush, ``weakref.finalize`` clean-ups).
+    Returns, and Python exits as usual, unless the command asked for it (:func:`exit_without_teardown`),
+    or when the code is no number, another thread that Python would wait for still runs, or a stream
+    cannot be flushed (a closed pipe: Python's exit then tells it, as always). Every file the command
+    wrote is closed by then (``with`` blocks); the store's connection is dropped as a killed process's
+    is, every transaction committed."""
+    code = 0 if done.code is None else done.code
+    if not (_without_teardown and _active and isinstance(code, int) and -2**31 <= code < 2**31):
+        return
+    import threading
+
+    if any(thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+           for thread in threading.enumerate()):
+        return
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except Exception:
+        return
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # an atexit function's last words to a closed pipe: nothing to add
+            pass
+    os._exit(int(code))
 
 
 def _forget_interrupts_that_were_handled() -> None:

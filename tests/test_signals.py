@@ -233,29 +233,38 @@ def test_a_closed_terminal_stops_a_run_as_sigterm_does(tmp_path: Path) -> None:
     assert not alive(task_pid)
 
 
-def test_a_stop_signal_python_cannot_pass_on_still_ends_the_command_in_one_line(tmp_path: Path) -> None:
-    # A signal that lands in a weakref callback (as importlib's module-lock callbacks are, while a
-    # command imports what it uses) raises KeyboardInterrupt where Python can only print it as
-    # "Exception ignored" with a traceback and go on. The console scripts' entry point is given a
-    # command that receives SIGINT exactly there, deterministically.
-    (tmp_path / "callback_cli.py").write_text(
-        "import gc, os, signal, time, weakref\n"
-        "class Node: pass\n"
-        "def main():\n"
-        "    node = Node()\n"
-        "    def callback(_):\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "        for _ in range(1000): pass  # the handler runs here, inside the callback\n"
-        "    ref = weakref.ref(node, callback)\n"
-        "    del node\n"
-        "    time.sleep(5)\n"
-        "    print('the command went on')\n"
-        "    raise SystemExit(0)\n")
+# A command module whose main() has SIGINT raised inside a weakref callback (as importlib's
+# module-lock callbacks are, while a command imports what it uses), where Python can only print the
+# KeyboardInterrupt as "Exception ignored" with a traceback and go on; AFTER is the rest of main().
+CALLBACK_INTERRUPT = (
+    "import os, signal, time, weakref\n"
+    "class Node: pass\n"
+    "def main():\n"
+    "    node = Node()\n"
+    "    def callback(_):\n"
+    "        os.kill(os.getpid(), signal.SIGINT)\n"
+    "        for _ in range(1000): pass  # the handler runs here, inside the callback\n"
+    "    ref = weakref.ref(node, callback)\n"
+    "    del node\n"
+    "AFTER")
+
+
+def run_entry(tmp_path: Path, main_module: str, python_m: bool = False) -> tuple[int, str, str]:
+    """Run ``main_module`` (its source) as the console scripts' entry point runs a CLI (as
+    ``python -m`` does with ``python_m``): (exit code, stdout, stderr)."""
+    (tmp_path / "some_cli.py").write_text(main_module)
+    (tmp_path / "some_main.py").write_text("from mlmd_cache._entry import _run\n_run('mlmd-cache', 'some_cli')\n")
     done = subprocess.run(
-        [sys.executable, "-c", "from mlmd_cache._entry import _run; _run('mlmd-cache', 'callback_cli')"],
+        [sys.executable, *(["-m", "some_main"] if python_m else [str(tmp_path / "some_main.py")])],
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
         capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout, done.stderr) == (130, "", "mlmd-cache: interrupted\n")
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_a_stop_signal_python_cannot_pass_on_still_ends_the_command_in_one_line(tmp_path: Path) -> None:
+    # The interruption is raised again where it propagates, while the command would go on.
+    main_module = CALLBACK_INTERRUPT.replace("AFTER", "    time.sleep(5)\n    print('the command went on')\n")
+    assert run_entry(tmp_path, main_module) == (130, "", "mlmd-cache: interrupted\n")
 
 
 def test_an_interrupt_handled_inside_a_string_exec_still_exits_130_under_python_m(tmp_path: Path) -> None:
@@ -264,37 +273,14 @@ def test_an_interrupt_handled_inside_a_string_exec_still_exits_130_under_python_
     # handled; `python -m` then ends the process by SIGINT (-2) whatever exit code the command chose
     # (seen once in ~400 early Ctrl-Cs of `python -m mlmd_cache`). Deterministically here: the
     # command's SIGINT is raised inside such an exec.
-    (tmp_path / "exec_cli.py").write_text(
-        "import os, signal\n"
-        "def main():\n"
-        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(1000): pass', {})\n"
-        "    raise SystemExit(0)\n")
-    (tmp_path / "exec_main.py").write_text("from mlmd_cache._entry import _run\n_run('mlmd-cache', 'exec_cli')\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "exec_main"],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
-        capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout, done.stderr) == (130, "", "mlmd-cache: interrupted\n")
+    main_module = ("def main():\n"
+                   "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(1000): pass', {})\n")
+    assert run_entry(tmp_path, main_module, python_m=True) == (130, "", "mlmd-cache: interrupted\n")
 
 
 def test_a_command_that_ends_before_its_held_up_interruption_ends_quietly(tmp_path: Path) -> None:
-    # The interruption is raised where Python cannot pass it on (a weakref callback) and the command
-    # ends by itself before it is raised again: a late signal, so exit 130 without a word, never
-    # SIGALRM (the re-raise's timer) killing the process as Python resets its handlers at exit.
-    (tmp_path / "late_cli.py").write_text(
-        "import os, signal, weakref\n"
-        "class Node: pass\n"
-        "def main():\n"
-        "    node = Node()\n"
-        "    def callback(_):\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "        for _ in range(1000): pass  # the handler runs here, inside the callback\n"
-        "    ref = weakref.ref(node, callback)\n"
-        "    del node\n"
-        "    print('done')\n"
-        "    raise SystemExit(0)\n")
-    done = subprocess.run(
-        [sys.executable, "-c", "from mlmd_cache._entry import _run; _run('mlmd-cache', 'late_cli')"],
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},
-        capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout, done.stderr) == (130, "done\n", "")
+    # The interruption is raised where Python cannot pass it on and the command ends by itself
+    # before it is raised again: a late signal, so exit 130 without a word, never SIGALRM (the
+    # re-raise's timer) killing the process as Python resets its handlers at exit.
+    main_module = CALLBACK_INTERRUPT.replace("AFTER", "    print('done')\n    raise SystemExit(0)\n")
+    assert run_entry(tmp_path, main_module) == (130, "done\n", "")

@@ -97,7 +97,8 @@ def test_an_all_cached_rerun_imports_no_kfp_sdk(tmp_path: Path) -> None:
     """An all-CACHED re-run through the CLI imports no module named ``kfp`` or ``kfp.*`` (nor the
     Kubernetes client kfp/__init__ pulls in): kfp-pipeline-spec's proto module is there, loaded by its
     file under mlmd-cache's own name (``mlmd_cache._pipeline_spec_pb2``, see mlmd_cache.key), and
-    nothing else of kfp is needed to key, look up and record cached tasks. No task environment is
+    nothing else of kfp is needed to key, look up and record cached tasks; nor PyYAML, the pipeline
+    being the one the first run parsed (the parsed-pipeline cache). No task environment is
     built or looked up (the default ``--task-env venv``'s directory is not even made), and nothing is
     left in TMPDIR. An executing task does import the SDK (kfp.local's placeholder and executor-output
     helpers)."""
@@ -125,6 +126,7 @@ def test_an_all_cached_rerun_imports_no_kfp_sdk(tmp_path: Path) -> None:
     assert ": 9 cached" in cached and "executed" not in cached, cached
     assert [m for m in modules if m.split(".")[0] in ("kfp", "kubernetes")] == []
     assert "mlmd_cache._pipeline_spec_pb2" in modules
+    assert "yaml" not in modules  # the pipeline as the first run parsed it (mlmd_cache.parsed_pipelines)
     assert not envs.exists() and list(scratch.iterdir()) == []
 
 

@@ -8,7 +8,8 @@ from typing import Any, Optional
 
 import click
 
-from .._entry import leave_a_hung_up_terminal
+from .._entry import exit_without_teardown, leave_a_hung_up_terminal
+from ..defaults import default_store_url
 from ..errors import InvalidArgumentError, NoStoreError
 from ..terminal import echo, printable, show_mlmd_log
 from .options import db_option, env_dir_option, open_store, reports_errors, task_env_option
@@ -66,12 +67,30 @@ def run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, .
     NOT_RUN), 2 for an unusable pipeline or parameter, 130 on Ctrl-C, SIGTERM or SIGHUP (the running
     tasks are stopped and FAILED, the rest NOT_RUN).
     """
+    from ..store.schema import integrity_checked_early  # (sqlite3 only)
+
+    exit_without_teardown()  # once the run is told, the console script ends the process at once (_entry)
+
+    # The SQLite store's quick check (before the run's first write) runs beside the imports and the
+    # pipeline's reading from here on (mlmd_cache.store.schema); the runner waits for it.
+    with integrity_checked_early(default_store_url() if db_url is None else db_url):
+        _run_pipeline(pipeline_file, db_url, params, artifacts, disable_cache, parallelism, run_name, pipeline_root,
+                      max_staleness, task_staleness, digest, key_by_content, no_dedup, lease, max_wait, task_env,
+                      env_dir, as_json)
+
+
+def _run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
+                  disable_cache: bool, parallelism: Optional[int], run_name: Optional[str],
+                  pipeline_root: Optional[str], max_staleness: Optional[str], task_staleness: tuple[str, ...],
+                  digest: bool, key_by_content: bool, no_dedup: bool, lease: str, max_wait: Optional[str],
+                  task_env: str, env_dir: Optional[str], as_json: bool) -> None:
     import signal
 
     from ..cache.execution_cache import ExecutionCache
     from ..durations import parse_duration
     from ..cache.leases import check_lease
-    from ..pipeline.spec import load_pipeline, parse_artifact_references, parse_assignments, parse_task_durations
+    from ..pipeline.parsed_pipelines import load_pipeline  # parsed once, kept by the file's content
+    from ..pipeline.spec import parse_artifact_references, parse_assignments, parse_task_durations
     from ..runner import RunInterrupted, check_task_names, default_pipeline_root, run_pipeline as run
     from ..runner.display import RunDisplay
 
@@ -160,7 +179,8 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
     condition), or unknown (it depends on an output the run learns only as it goes)."""
     from ..cache.execution_cache import ExecutionCache
     from ..durations import parse_duration
-    from ..pipeline.spec import load_pipeline, parse_artifact_references, parse_assignments, parse_task_durations
+    from ..pipeline.parsed_pipelines import load_pipeline  # parsed once, kept by the file's content
+    from ..pipeline.spec import parse_artifact_references, parse_assignments, parse_task_durations
     from ..runner.plan import plan_pipeline
     from ..runner import check_task_names, default_pipeline_root
 

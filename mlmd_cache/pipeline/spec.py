@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import yaml
 from google.protobuf import json_format
 
 from .._protobuf import is_repeated
@@ -26,8 +25,23 @@ __all__ = ["CompiledPipeline", "load_pipeline", "iter_tasks", "upstream_tasks", 
            "PipelineSpecError", "check_new_fields", "IGNORED_FIELDS", "REFUSED_FIELDS", "REFUSED_ENUM_VALUES",
            "parse_assignments", "parse_artifact_references", "parse_task_durations"]
 
-# libyaml's parser where PyYAML has it: a compiled pipeline of thousands of tasks loads in a fraction of the time.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+def _yaml_loader() -> Any:
+    """libyaml's parser where PyYAML has it (a compiled pipeline of thousands of tasks loads in a
+    fraction of the time): ``_YAML_LOADER``, set on first use, so that PyYAML (~10 ms) is imported only
+    when a pipeline is parsed, not when :mod:`mlmd_cache.pipeline.parsed_pipelines` has it parsed already."""
+    loader = globals().get("_YAML_LOADER")
+    if loader is None:
+        import yaml
+
+        loader = globals()["_YAML_LOADER"] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return loader
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: _YAML_LOADER, on first use
+    if name == "_YAML_LOADER":
+        return _yaml_loader()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _COMPILE_COMMAND = "kfp dsl compile --py PIPELINE.py --output PIPELINE.yaml"
@@ -46,15 +60,21 @@ def _what_it_is_instead(document: Any) -> str:
             f"{_COMPILE_COMMAND}")
 
 
-def load_pipeline(path: str) -> CompiledPipeline:
-    """Read a compiled pipeline (YAML or JSON) and check that every feature it uses is supported."""
+def load_pipeline(path: str, text: Optional[str] = None) -> CompiledPipeline:
+    """Read a compiled pipeline (YAML or JSON) and check that every feature it uses is supported.
+    ``text``: the file's content, already read (then ``path`` only names it in messages)."""
     if str(path).endswith(".py") and os.path.isfile(path):
         raise PipelineSpecError(f"{path} is Python source, not a compiled pipeline: compile it with the KFP SDK "
                                 f"first (kfp dsl compile --py {path} --output {str(path)[:-3]}.yaml), then run the YAML")
+    loader = _yaml_loader()
+    import yaml
+
     try:
-        with open(path, encoding="utf-8") as file:
-            # A pipeline with Kubernetes settings has a second document, its platform spec.
-            documents = list(itertools.islice(yaml.load_all(file, Loader=_YAML_LOADER), 3))
+        if text is None:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        # A pipeline with Kubernetes settings has a second document, its platform spec.
+        documents = list(itertools.islice(yaml.load_all(text, Loader=loader), 3))
     except OSError as error:
         raise PipelineSpecError(f"{path}: {error.strerror}") from None
     except yaml.YAMLError as error:
@@ -76,6 +96,10 @@ def load_pipeline(path: str) -> CompiledPipeline:
         json_format.ParseDict(document, spec, ignore_unknown_fields=False)
     except (json_format.ParseError, TypeError, ValueError, OverflowError, RecursionError) as error:
         raise PipelineSpecError(f"{path}: not a KFP PipelineSpec: {(str(error).splitlines() or [type(error).__name__])[0]}") from None
+    # A protobuf map iterates in an order that follows how its keys were inserted. Decoded from the
+    # binary encoding with sorted keys, the order is a function of the content alone: the same whether
+    # this parse made the message or the parsed-pipeline cache (mlmd_cache.pipeline.parsed_pipelines) read it.
+    spec = _decoded(spec)
     try:
         executors = {name: _executor_spec(struct) for name, struct in spec.deployment_spec["executors"].items()}
     except (ValueError, KeyError, TypeError, json_format.ParseError) as error:
@@ -90,7 +114,13 @@ def load_pipeline(path: str) -> CompiledPipeline:
 def _executor_spec(struct: Any) -> Any:
     """An executor of the deployment spec (a Struct) as its message: kfp.local's
     ``utils.struct_to_executor_spec``, without importing the KFP SDK."""
-    return json_format.ParseDict(json_format.MessageToDict(struct), ExecutorSpec())
+    return _decoded(json_format.ParseDict(json_format.MessageToDict(struct), ExecutorSpec()))
+
+
+def _decoded(message: Any) -> Any:
+    """``message`` as decoded from its deterministic (sorted-key) binary encoding: its maps then
+    iterate in an order that depends on their content only (see load_pipeline)."""
+    return message.FromString(message.SerializeToString(deterministic=True))
 
 
 # == Fields of the IR that the installed kfp-pipeline-spec may not know ================================

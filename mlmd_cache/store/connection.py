@@ -63,7 +63,7 @@ from .._messages import _one_line, mlmd_stderr_captured, reason
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
 from ..defaults import DATABASE_URLS, default_store_path, default_store_url
 from ..errors import NoStoreError, StoreConnectionError, StoreURLError
-from .schema import Contents, ServerDatabase, StoreState, sqlite_contents, sqlite_integrity, sqlite_schema_lock
+from .schema import Contents, ServerDatabase, StoreState, checked_integrity, sqlite_contents, sqlite_schema_lock
 from .client import CALL_TIMEOUT_SECONDS, RETRY_SECONDS, Store
 
 __all__ = [
@@ -323,7 +323,7 @@ def check_integrity(store: Store) -> None:
     config = getattr(store, "_config", None)
     if isinstance(config, mlmd.ConnectionConfig) and config.HasField("sqlite") \
             and config.sqlite.filename_uri != ":memory:":
-        sqlite_integrity(config.sqlite.filename_uri)
+        checked_integrity(config.sqlite.filename_uri)  # waits for the check begun early, if one was
 
 
 def _connect_sqlite(config: mlmd.ConnectionConfig, shown: str, *, read_only: bool, create: bool,
