@@ -8,6 +8,10 @@
 - :mod:`lineage.explain`: why an execution was cached or executed;
 - :mod:`lineage.export`: node-link JSON, GraphML, DOT, SVG/PNG;
 - :mod:`lineage.cli`: the ``mlmd-lineage`` command.
+
+May import (``tests/test_architecture.py``): :mod:`mlmd_cache.cache`, :mod:`mlmd_cache.store`,
+:mod:`mlmd_cache.key` and mlmd-cache's base modules; :mod:`lineage.cli` also the shared options of
+:mod:`mlmd_cache.cli.options`. Never the runner or the server.
 """
 from __future__ import annotations
 

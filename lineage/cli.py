@@ -11,9 +11,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
-from mlmd_cache import ids
-from mlmd_cache.cli import _Commands as _OneLineUsageGroup
-from mlmd_cache.cli import RecordIdType, _OneLineUsageErrors, _reports_errors, db_option, group_db_options, open_store
+from mlmd_cache.store import ids
+from mlmd_cache.cli.options import (OneLineUsageErrors, OneLineUsageGroup, RecordIdType, db_option, group_db_options,
+                                    open_store, reports_errors)
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 from mlmd_cache.terminal import echo, escape_warnings, printable
 
@@ -33,7 +33,7 @@ def _reports(command: Callable[..., Any]) -> Callable[..., Any]:
         except NotFoundError as error:
             raise InvalidArgumentError(str(error)) from None
 
-    return _reports_errors(not_found_is_usage)
+    return reports_errors(not_found_is_usage)
 
 
 def _time(milliseconds: Optional[int]) -> str:
@@ -76,9 +76,9 @@ def _node_text(data: dict[str, Any]) -> str:
     return text.rstrip()
 
 
-class _Commands(_OneLineUsageGroup):
+class _Commands(OneLineUsageGroup):
     """Subcommands with one-line usage errors, as ``mlmd-cache serve`` has (one line on stderr, always)."""
-    command_class = _OneLineUsageErrors
+    command_class = OneLineUsageErrors
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -135,7 +135,7 @@ _KINDS = ("run", "execution", "artifact")
 def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -> None:
     """Show a run (by name), an execution or an artifact with its neighbours: `execution 6`,
     `artifact 6`, or one ID (e:6; a:6 or #6; 6: the artifact, else the execution)."""
-    from mlmd_cache import invalidation
+    from mlmd_cache.cache import invalidation
 
     from . import explain as lx, graph as lg, load
 

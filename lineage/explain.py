@@ -16,9 +16,10 @@ from typing import Any, Optional
 
 import networkx as nx
 
-from mlmd_cache import invalidation, records
+from mlmd_cache.cache import invalidation
+from mlmd_cache.store import records
 from mlmd_cache.errors import CacheKeyError
-from mlmd_cache.key import CacheKey
+from mlmd_cache.key.cache_key import CacheKey
 
 from . import graph as lg
 

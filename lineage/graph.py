@@ -16,9 +16,9 @@ from typing import Any, Iterable, Optional
 
 import networkx as nx
 
-from mlmd_cache import records
+from mlmd_cache.store import records
 from mlmd_cache.errors import NotFoundError
-from mlmd_cache.recovery import RUNNER, runner_gone
+from mlmd_cache.cache.recovery import RUNNER, runner_gone
 
 __all__ = [
     "example_graph",
@@ -156,7 +156,7 @@ def all_paths(graph: nx.MultiDiGraph, source: str, target: str, cutoff: Optional
 def cache_state(data: dict[str, Any]) -> str:
     """How a task execution went, in the runner's words: EXECUTED, CACHED, FAILED, RUNNING, ...;
     INTERRUPTED for a RUNNING one whose runner is gone (killed: nothing will end it, see
-    :mod:`mlmd_cache.recovery` and ``mlmd-cache recover``).
+    :mod:`mlmd_cache.cache.recovery` and ``mlmd-cache recover``).
 
     >>> g = example_graph()
     >>> cache_state(g.nodes["e:5"]), cache_state(g.nodes["e:2"])

@@ -18,7 +18,7 @@ keyed by the event's path key (the input or output name). Node attributes:
 ``properties``        properties and custom properties as JSON values
 ``cached_execution_id`` CACHED executions: the ID of the execution whose outputs they reused
 ``invalidations``     cache sources that ``mlmd-cache invalidate`` stopped (only on those): each
-                      invalidation, in force or undone, as :meth:`mlmd_cache.invalidation.Invalidation.to_dict`
+                      invalidation, in force or undone, as :meth:`mlmd_cache.cache.invalidation.Invalidation.to_dict`
                       (no ``sources``) with ``chosen`` (the target chose it, rather than the cascade)
 ===================== =========================================================================
 
@@ -35,7 +35,8 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import ids, invalidation, limits, mlmd_compat, records
+from mlmd_cache.store import ids, limits, mlmd_compat, records
+from mlmd_cache.cache import invalidation
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 
 from . import graph as lg
@@ -84,7 +85,7 @@ def _exists(store: metadata_store.MetadataStore, kind: str, record_id: int) -> b
 
 
 def resolve_node(store: metadata_store.MetadataStore, text: Union[str, ids.RecordId], *, prefer: str) -> str:
-    """The node an ID as a user writes it names (:func:`mlmd_cache.ids.parse_id`): ``a:N``/``#N`` an
+    """The node an ID as a user writes it names (:func:`mlmd_cache.store.ids.parse_id`): ``a:N``/``#N`` an
     artifact, ``e:N`` an execution, a plain ``N`` a record of kind ``prefer`` when there is one,
     else of the other kind. :class:`NotFoundError` when there is none, saying what ``N`` is instead.
 

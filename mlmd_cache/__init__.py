@@ -1,5 +1,24 @@
 """mlmd-cache: Kubeflow Pipelines v2 step caching over any ML Metadata store.
 
+The packages are the architecture, each importing only from the layers below it (checked by
+``tests/test_architecture.py``, which also finds any import cycle):
+
+* :mod:`mlmd_cache.cli` (top): the ``mlmd-cache`` commands, one module per command group;
+* :mod:`mlmd_cache.runner` (run a compiled pipeline locally, with its run display),
+  :mod:`mlmd_cache.server` (``mlmd-cache serve``) and :mod:`lineage`, side by side;
+* :mod:`mlmd_cache.pipeline`: a compiled pipeline (the IR and its platform spec) read and checked;
+* :mod:`mlmd_cache.cache`: :class:`ExecutionCache`, a facade over the cache's concerns (lookup,
+  sources, writes, dedup, leases, digests, invalidation, staleness, recovery, indexing, stats);
+* :mod:`mlmd_cache.store`: ``connect`` and the store's records, as plain MLMD reads and writes;
+* :mod:`mlmd_cache.key` (the cache key) and :mod:`mlmd_cache.environments` (task environments);
+* the base modules, which import nothing of the project but each other: :mod:`mlmd_cache.errors`
+  (one error hierarchy), :mod:`mlmd_cache.defaults`, :mod:`mlmd_cache.durations`,
+  :mod:`mlmd_cache.terminal` (text made safe for a terminal), ``_messages`` (MLMD's log and
+  messages in one line), ``_protobuf``, ``_lazy`` and ``_entry`` (the console scripts' entry, with
+  the stop signals' handling).
+
+This module is the public API: its names are imported on first use.
+
 >>> from mlmd_cache import CacheKey
 >>> CacheKey.build(image="python:3.11", command=["sh", "ec"], args=["run"],
 ...                input_artifacts={"dataset": [10]},
@@ -10,26 +29,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import _version
 from ._lazy import lazy_exports
 
-__version__ = "0.1.0"
+__version__ = _version.__version__
 
 # The public API, by the module that defines it. It is imported on first use (PEP 562), not here:
 # ml_metadata (with grpc) takes a few hundred milliseconds to import, and `mlmd-cache --help`,
 # `mlmd_cache.errors` or a cache key need none of it.
 _EXPORTS = {
-    "CacheHit": "cache",
-    "ExecutionCache": "cache",
-    "Outputs": "cache",
-    "PipelineRun": "cache",
-    "SourceIndex": "cache",
-    "Task": "cache",
-    "TaskExecution": "cache",
-    "artifact_is_usable": "cache",
-    "connect": "connection",
-    "default_store_path": "connection",
-    "default_store_url": "connection",
-    "redact_url": "connection",
+    "CacheHit": "cache.execution_cache",
+    "ExecutionCache": "cache.execution_cache",
+    "Outputs": "cache.execution_cache",
+    "PipelineRun": "cache.execution_cache",
+    "SourceIndex": "cache.execution_cache",
+    "Task": "cache.execution_cache",
+    "TaskExecution": "cache.execution_cache",
+    "artifact_is_usable": "cache.execution_cache",
+    "connect": "store.connection",
+    "default_store_path": "store.connection",
+    "default_store_url": "store.connection",
+    "redact_url": "store.connection",
     "CacheKeyError": "errors",
     "ExecutionStateError": "errors",
     "InvalidArgumentError": "errors",
@@ -42,8 +62,8 @@ _EXPORTS = {
     "StoreURLError": "errors",
     "TaskEnvironmentError": "errors",
     "EnvironmentCache": "environments",
-    "CacheKey": "key",
-    "custom_fingerprint": "key",
+    "CacheKey": "key.cache_key",
+    "custom_fingerprint": "key.cache_key",
 }
 
 __all__ = [
@@ -80,10 +100,11 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from .cache import CacheHit, ExecutionCache, Outputs, PipelineRun, SourceIndex, Task, TaskExecution, artifact_is_usable
-    from .connection import connect, default_store_path, default_store_url, redact_url
+    from .cache.execution_cache import (CacheHit, ExecutionCache, Outputs, PipelineRun, SourceIndex, Task,
+                                        TaskExecution, artifact_is_usable)
+    from .store.connection import connect, default_store_path, default_store_url, redact_url
     from .errors import (CacheKeyError, ExecutionStateError, InvalidArgumentError, MlmdCacheError, NoStoreError,
                          NotFoundError, OutputError, StoreConnectionError, StoreFaultError, StoreURLError,
                          TaskEnvironmentError)
     from .environments import EnvironmentCache
-    from .key import CacheKey, custom_fingerprint
+    from .key.cache_key import CacheKey, custom_fingerprint

@@ -2,7 +2,7 @@
 to a ``grpc://`` store, the stores ``serve`` can hold.
 
 In a module of their own, which imports no ml_metadata or grpc, so that building ``mlmd-cache`` and
-``mlmd-lineage``'s options costs nothing; :mod:`mlmd_cache.connection` and :mod:`mlmd_cache.store`
+``mlmd-lineage``'s options costs nothing; :mod:`mlmd_cache.connection` and :mod:`mlmd_cache.store.client`
 export them as before.
 """
 from __future__ import annotations

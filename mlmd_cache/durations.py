@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Optional, Sequence
+from typing import Optional
 
 from .errors import InvalidArgumentError
 
-__all__ = ["parse_duration", "parse_task_durations", "format_duration"]
+__all__ = ["parse_duration", "format_duration"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # re.ASCII: \d is 0-9, not any Unicode digit
@@ -41,17 +41,6 @@ def parse_duration(text: str, what: str = "duration") -> datetime.timedelta:
         raise InvalidArgumentError(f"{what} {shown!r}: not a duration (give e.g. 30m, 2h, 7d, or ISO 8601 "
                                    "PT2H, P7D)")
     return datetime.timedelta(seconds=seconds)
-
-
-def parse_task_durations(assignments: Sequence[str], what: str) -> dict[str, datetime.timedelta]:
-    """``TASK=DURATION`` items (``train=12h``) as a dict; a task named twice is an error.
-
-    >>> parse_task_durations(["train=12h", "outer/eval=P1D"], "--task-staleness")["outer/eval"].days
-    1
-    """
-    from .pipeline_spec import parse_assignments  # --param's NAME=VALUE rules; imported here, as it loads KFP
-
-    return {task: parse_duration(text, f"{what} {task}=") for task, text in parse_assignments(assignments, what).items()}
 
 
 def format_duration(duration: datetime.timedelta) -> str:

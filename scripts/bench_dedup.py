@@ -43,7 +43,8 @@ sys.path.insert(0, str(REPO))
 
 from ml_metadata.proto import metadata_store_pb2 as mlmd  # noqa: E402
 
-from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, records  # noqa: E402
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect  # noqa: E402
+from mlmd_cache.store import records  # noqa: E402
 
 HIT_TARGET, MISS_TARGET = 1.2, 1.5
 TASKS = 4
@@ -126,7 +127,7 @@ def race(directory: Path, runs: int, dedup: bool, lease: Optional[float] = None)
 def shortest_lease(directory: Path, runs: int, trials: int) -> Optional[float]:
     """The shortest of the tried leases at which ``trials`` races of ``runs`` processes beside a CPU
     hog all succeeded (None: none did), printing each lease's count of failed runs."""
-    from mlmd_cache.leases import MIN_LEASE_SECONDS
+    from mlmd_cache.cache.leases import MIN_LEASE_SECONDS
 
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     try:
@@ -181,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"    {'dedup (default)' if dedup else '--no-dedup':<16} {ran:3d} task executions ran "
                   f"(of {TASKS} needed), {seconds:5.1f} s in all  {verdict}")
     if not args.no_race and not args.no_lease:
-        from mlmd_cache.leases import DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS
+        from mlmd_cache.cache.leases import DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS
 
         print(f"(d) the shortest lease at which racing runs beside a CPU hog ({os.cpu_count()} busy processes) "
               f"all succeed, {args.trials} races each:")

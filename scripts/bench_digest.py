@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark content digests (mlmd_cache.digests): SHA-256 throughput of one large file on one core.
+"""Benchmark content digests (mlmd_cache.cache.digests): SHA-256 throughput of one large file on one core.
 
 The script writes one file of ``--size`` GB (a seeded 16 MiB pseudo-random block, repeated: SHA-256
 runs at the same speed on any bytes) in a temporary directory (``--dir``), pins itself to one CPU
@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlmd_cache.digests import digest_path  # noqa: E402
+from mlmd_cache.cache.digests import digest_path  # noqa: E402
 
 TARGET_GB_PER_S = 0.5
 _BLOCK = 16 << 20

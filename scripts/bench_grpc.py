@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, PipelineRun, Task, connect, redact_url  # noqa: E402
-from mlmd_cache import records  # noqa: E402
+from mlmd_cache.store import records  # noqa: E402
 
 PIPELINE = "bench-grpc"
 MYSQL_DATABASE = "mlmd_test_bench_grpc_{runs}"

@@ -17,7 +17,7 @@ through the MLMD API (``put_contexts``, ``put_artifacts``, ``put_executions``, `
   artifacts, as ``ExecutionCache.reuse`` writes), which the cascade walks too.
 
 Then, on a fresh copy of the store file (the measurement writes), it times the library call
-``mlmd_cache.invalidation.invalidate(store, artifact=<dataset>, cascade=True)``: the walk over MLMD's
+``mlmd_cache.cache.invalidation.invalidate(store, artifact=<dataset>, cascade=True)``: the walk over MLMD's
 events and the writes (one Invalidation context, its associations, the flag on 10,000 CacheSource
 contexts), after a dry run of the same (the walk alone). It checks the result: exactly the tree's
 sources stopped, a descendant's lookup misses with the invalidation as the reason, a bulk key's
@@ -47,7 +47,9 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mlmd_cache import connect, invalidation, records, sources  # noqa: E402
+from mlmd_cache import connect  # noqa: E402
+from mlmd_cache.cache import invalidation, sources  # noqa: E402
+from mlmd_cache.store import records  # noqa: E402
 
 BUILD_VERSION = 1
 BUILD_CONTEXT_TYPE = "mlmd_cache.bench.InvalidateBuild"

@@ -90,7 +90,8 @@ from bench_store import (  # noqa: E402
     verdict,
 )
 from mlmd_cache import CacheHit, CacheKey, ExecutionCache, PipelineRun, Task, connect  # noqa: E402
-from mlmd_cache import records, writes  # noqa: E402
+from mlmd_cache.store import records  # noqa: E402
+from mlmd_cache.cache import writes  # noqa: E402
 from mlmd_cache.cache import artifact_is_usable  # noqa: E402
 
 DEFAULT_SIZES = (10_000, 1_000_000)

@@ -112,7 +112,7 @@ except ImportError:  # kfp 2.14 on: kfp.local.orchestrator
 from kfp.local import io as kfp_io  # noqa: E402
 
 from mlmd_cache import ExecutionCache, connect  # noqa: E402
-from mlmd_cache.pipeline_spec import UnsupportedPipelineError, load_pipeline  # noqa: E402
+from mlmd_cache.pipeline.spec import UnsupportedPipelineError, load_pipeline  # noqa: E402
 from mlmd_cache.runner import run_pipeline  # noqa: E402
 
 try:

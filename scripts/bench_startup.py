@@ -123,12 +123,12 @@ RERUN_SHARES = """
 import json, sys, time
 began = time.perf_counter()
 from mlmd_cache.cli import main
-import mlmd_cache.cache, mlmd_cache.durations, mlmd_cache.leases, mlmd_cache.parsed_pipelines, mlmd_cache.pipeline_spec
-import mlmd_cache.runner
+import mlmd_cache.cache.execution_cache, mlmd_cache.durations, mlmd_cache.cache.leases
+import mlmd_cache.pipeline.parsed_pipelines, mlmd_cache.pipeline.spec, mlmd_cache.runner
 imported = time.perf_counter()
-mlmd_cache.parsed_pipelines.load_pipeline(sys.argv[1])  # as run-pipeline reads it: parsed before, a hit
+mlmd_cache.pipeline.parsed_pipelines.load_pipeline(sys.argv[1])  # as run-pipeline reads it: parsed before, a hit
 cached = time.perf_counter()
-mlmd_cache.pipeline_spec.load_pipeline(sys.argv[1])  # parsed: PyYAML's import, the parse, the checks, ParseDict
+mlmd_cache.pipeline.spec.load_pipeline(sys.argv[1])  # parsed: PyYAML's import, the parse, the checks, ParseDict
 loaded = time.perf_counter()
 import yaml
 text = open(sys.argv[1], encoding="utf-8").read()

@@ -64,8 +64,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, PipelineRun, Task, TaskExecution, connect  # noqa: E402
-from mlmd_cache import records, writes  # noqa: E402
-from mlmd_cache.recovery import RUNNER, runner_identity  # noqa: E402
+from mlmd_cache.store import records  # noqa: E402
+from mlmd_cache.cache import writes  # noqa: E402
+from mlmd_cache.cache.recovery import RUNNER, runner_identity  # noqa: E402
 
 BUILD_VERSION = 2  # 2: sources carry the ``runner`` property, as start() writes it since recovery
 PIPELINES = 8

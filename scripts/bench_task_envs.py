@@ -82,7 +82,7 @@ from kfp import compiler, dsl  # noqa: E402
 from mlmd_cache import ExecutionCache, connect  # noqa: E402
 from mlmd_cache.environments import (EnvironmentCache, RequirementSet, default_cache_dir,  # noqa: E402
                                      python_identity, requirement_set)
-from mlmd_cache.pipeline_spec import load_pipeline  # noqa: E402
+from mlmd_cache.pipeline.spec import load_pipeline  # noqa: E402
 from mlmd_cache.runner import run_pipeline  # noqa: E402
 from mlmd_cache.runner.shims import Shims  # noqa: E402
 

@@ -47,7 +47,7 @@ def main() -> None:
     import ml_metadata
 
     from mlmd_cache import ExecutionCache, connect
-    from mlmd_cache.pipeline_spec import load_pipeline
+    from mlmd_cache.pipeline.spec import load_pipeline
     from mlmd_cache.runner import run_pipeline
 
     if not PIPELINE.exists():

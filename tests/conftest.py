@@ -23,7 +23,7 @@ PIPELINE = "chain"
 # checkout, kept between sessions (built once, as a user's is), never the user's own. Tests of the
 # cache itself use folders of their own.
 os.environ.setdefault("MLMD_CACHE_ENV_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "task-envs"))
-# The same for the parsed-pipeline cache (mlmd_cache.parsed_pipelines) of the CLI's runs.
+# The same for the parsed-pipeline cache (mlmd_cache.pipeline.parsed_pipelines) of the CLI's runs.
 os.environ.setdefault("MLMD_CACHE_PIPELINE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "pipelines"))
 
 # Property tests draw the same examples on every run and machine: a suite that fails by chance is a

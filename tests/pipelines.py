@@ -11,9 +11,10 @@ from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Output
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import ExecutionCache, connect, records
+from mlmd_cache import ExecutionCache, connect
+from mlmd_cache.store import records
 from mlmd_cache.cli import main
-from mlmd_cache.pipeline_spec import load_pipeline
+from mlmd_cache.pipeline.spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
 
 IMAGE = "python:3.11"

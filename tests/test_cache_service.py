@@ -22,11 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, invalidation, records, sources
-from mlmd_cache.cache_service import (CACHE_SERVICE_NAME, MAX_LOOKUP_LIMIT, InfoRequest, LookupRequest, LookupResponse,
-                                      ReservationRequest)
-from mlmd_cache.leases import RESERVATION_CONTEXT_TYPE
-from mlmd_cache.server import MetadataStoreServer
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
+from mlmd_cache.cache import invalidation, sources
+from mlmd_cache.store import records
+from mlmd_cache.store.cache_service import (CACHE_SERVICE_NAME, MAX_LOOKUP_LIMIT, InfoRequest, LookupRequest,
+                                            LookupResponse, ReservationRequest)
+from mlmd_cache.cache.leases import RESERVATION_CONTEXT_TYPE
+from mlmd_cache.server.mlmd_service import MetadataStoreServer
 from tests.backends import MYSQL_VARIABLE, fresh_database
 from tests.servers import serving
 

@@ -21,7 +21,8 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import connect, records
+from mlmd_cache import connect
+from mlmd_cache.store import records
 from tests.pipelines import (HOST_IMAGE, RunRecords, add, cache_key, cli, cli_json, compile_to, concat, copy_ds,
                              count_chars, echo_value, flaky, flaky_item, input_ids, invert, total, join_ints, make_ds, make_list,
                              marker_exists, max_concurrency, maybe_fail, optional_input, output_ids, produce, prop,

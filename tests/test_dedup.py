@@ -20,10 +20,11 @@ import pytest
 from kfp import dsl
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, records
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
+from mlmd_cache.store import records
 from mlmd_cache.errors import InvalidArgumentError
-from mlmd_cache.leases import LEASE_EXPIRES_AT, MIN_LEASE_SECONDS, RESERVATION_CONTEXT_TYPE
-from mlmd_cache.recovery import INTERRUPTED_REASON
+from mlmd_cache.cache.leases import LEASE_EXPIRES_AT, MIN_LEASE_SECONDS, RESERVATION_CONTEXT_TYPE
+from mlmd_cache.cache.recovery import INTERRUPTED_REASON
 from tests.pipelines import IMAGE, RunRecords, cli, compile_to, prop
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice

@@ -16,14 +16,15 @@ from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Model, Output
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect, records
+from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
+from mlmd_cache.store import records
 from mlmd_cache.cli import main
-from mlmd_cache.digests import (DIGEST, KEY_MODE, SIZE, TREE_HEADER, Digest, content_fingerprint, digest_path,
-                                input_digests)
+from mlmd_cache.cache.digests import (DIGEST, KEY_MODE, SIZE, TREE_HEADER, Digest, content_fingerprint, digest_path,
+                                      input_digests)
 from mlmd_cache.errors import DigestError
-from mlmd_cache.pipeline_spec import load_pipeline
+from mlmd_cache.pipeline.spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
-from mlmd_cache.sources import SourceRules, examine_sources
+from mlmd_cache.cache.sources import SourceRules, examine_sources
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
 

@@ -23,7 +23,7 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl import Dataset, Input, Output
 
 from mlmd_cache import ExecutionCache, connect
-from mlmd_cache.pipeline_spec import UnsupportedPipelineError, load_pipeline
+from mlmd_cache.pipeline.spec import UnsupportedPipelineError, load_pipeline
 from mlmd_cache.runner import CACHED, COMPLETE, FAILED, run_pipeline
 from mlmd_cache.runner.docker import LABEL_RUN, cpus, memory_bytes
 from tests.docker_images import docker

@@ -1,4 +1,4 @@
-"""The SQLite store's quick check begun early (mlmd_cache.schema.integrity_checked_early, what
+"""The SQLite store's quick check begun early (mlmd_cache.store.schema.integrity_checked_early, what
 run-pipeline starts before its imports): the runner takes its result for the very file it opened, once;
 a check left untaken when its block ends is dropped, so that a later run checks the file as it is
 then; and run-pipeline still refuses a corrupt store before writing anything (a real store, no mocks;
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mlmd_cache import connect, schema
+from mlmd_cache import connect
+from mlmd_cache.store import schema
 from mlmd_cache.connection import check_integrity
 from mlmd_cache.errors import StoreConnectionError
 

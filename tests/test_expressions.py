@@ -1,4 +1,4 @@
-"""mlmd_cache.runner.expressions: KFP's CEL conditions and parameter selectors.
+"""mlmd_cache.pipeline.expressions: KFP's CEL conditions and parameter selectors.
 
 The conditions and selectors are compiled by the KFP SDK itself (``kfp.compiler``) and read out of
 the IR; each is then evaluated over values whose outcome KFP's driver gives (numbers as doubles,
@@ -18,8 +18,8 @@ import yaml
 from kfp import compiler, dsl
 
 from mlmd_cache.errors import InvalidArgumentError, MlmdCacheError
-from mlmd_cache.runner import expressions
-from mlmd_cache.runner.expressions import ExpressionError, evaluate_condition, select
+from mlmd_cache.pipeline import expressions
+from mlmd_cache.pipeline.expressions import ExpressionError, evaluate_condition, select
 
 P = "inputs.parameter_values"
 SEED = 20240611

@@ -20,7 +20,8 @@ import pytest
 from kfp import dsl
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import connect, records
+from mlmd_cache import connect
+from mlmd_cache.store import records
 
 from .backends import free_port, fresh_database, run_sql, server_url, unavailable
 from .pipelines import IMAGE, compile_to, echo_value, say

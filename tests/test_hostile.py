@@ -33,9 +33,10 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from lineage import cli as lineage_cli
 from lineage.load import load_task_history
 from mlmd_cache import cli as cache_cli
-from mlmd_cache import CacheKey, ExecutionCache, InvalidArgumentError, Outputs, Task, connect, mlmd_compat, records
-from mlmd_cache.limits import MAX_NAME_BYTES
-from mlmd_cache.pipeline_spec import load_pipeline
+from mlmd_cache import CacheKey, ExecutionCache, InvalidArgumentError, Outputs, Task, connect
+from mlmd_cache.store import mlmd_compat, records
+from mlmd_cache.store.limits import MAX_NAME_BYTES
+from mlmd_cache.pipeline.spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
 from tests.backends import Backends, row_counts
 from tests.pipelines import compile_to, echo_value

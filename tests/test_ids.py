@@ -16,9 +16,10 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from lineage import graph as lg
 from lineage import load
-from mlmd_cache import ExecutionCache, connect, records
+from mlmd_cache import ExecutionCache, connect
+from mlmd_cache.store import records
 from mlmd_cache.cli import main as mlmd_cache_main
-from mlmd_cache.pipeline_spec import load_pipeline
+from mlmd_cache.pipeline.spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
 from tests.test_lineage import Scenario, cli, evaluate, scenario, train  # noqa: F401 (a fixture)
 from tests.test_runner import outer_pipeline  # a nested pipeline: outer runs inner (make-data, train), then evaluate

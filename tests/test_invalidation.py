@@ -16,9 +16,11 @@ from kfp import dsl
 from kfp.dsl import Dataset
 
 from lineage.cli import main as lineage_main
-from mlmd_cache import CacheKey, ExecutionCache, Task, connect, invalidation, records
-from mlmd_cache.sources import examine_sources
-from mlmd_cache.stats import cache_stats
+from mlmd_cache import CacheKey, ExecutionCache, Task, connect
+from mlmd_cache.cache import invalidation
+from mlmd_cache.store import records
+from mlmd_cache.cache.sources import examine_sources
+from mlmd_cache.cache.stats import cache_stats
 from tests.pipelines import RunRecords, cli, compile_to, consume, copy_ds, count_chars, make_ds, output_ids, produce, prop, run, states
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlmd_cache import CacheKey, CacheKeyError, custom_fingerprint
-from mlmd_cache import json_values as values
-from mlmd_cache.gojson import go_float, go_marshal
+from mlmd_cache.key import json_values as values
+from mlmd_cache.key.gojson import go_float, go_marshal
 
 MODEL_SCHEMA = ("title: kfp.Model\ntype: object\nproperties:\n  framework:\n    type: string\n"
                 "  framework_version:\n    type: string\n")

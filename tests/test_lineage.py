@@ -27,7 +27,7 @@ from lineage import load
 from lineage.cli import main
 from mlmd_cache import ExecutionCache, connect
 from mlmd_cache.errors import NotFoundError
-from mlmd_cache.pipeline_spec import load_pipeline
+from mlmd_cache.pipeline.spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice

@@ -1,4 +1,4 @@
-"""The parsed-pipeline cache (mlmd_cache.parsed_pipelines): a hit is what parsing the file gives (for
+"""The parsed-pipeline cache (mlmd_cache.pipeline.parsed_pipelines): a hit is what parsing the file gives (for
 every pipeline the tests compile), a changed file or environment is parsed again, a torn, edited or
 foreign entry is ignored and written anew, a bad file is told as before and never kept, and a
 directory that cannot be written only costs the parse."""
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from kfp import compiler
 
-from mlmd_cache import parsed_pipelines, pipeline_spec
-from mlmd_cache.parsed_pipelines import map_orders
-from mlmd_cache.pipeline_spec import CompiledPipeline, PipelineSpecError
+from mlmd_cache.pipeline import parsed_pipelines, spec as pipeline_spec
+from mlmd_cache.pipeline.parsed_pipelines import map_orders
+from mlmd_cache.pipeline.spec import CompiledPipeline, PipelineSpecError
 from tests.startup_pipeline import startup_pipeline
 from tests.test_startup import module_pipelines
 
@@ -81,7 +81,7 @@ def test_a_hit_is_what_parsing_the_file_gives_for_every_test_pipeline(tmp_path: 
 
 
 def test_a_hit_reads_no_yaml_and_a_changed_file_is_parsed_again(pipeline_file: Path, cache_dir: Path) -> None:
-    script = ("import json, sys\nfrom mlmd_cache.parsed_pipelines import load_pipeline\n"
+    script = ("import json, sys\nfrom mlmd_cache.pipeline.parsed_pipelines import load_pipeline\n"
               "p = load_pipeline(sys.argv[1])\n"
               f"print(json.dumps([p.name, {DEFAULT}, 'yaml' in sys.modules]))")
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLMD_CACHE_PIPELINE_DIR": str(cache_dir)}

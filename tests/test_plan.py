@@ -12,8 +12,8 @@ import pytest
 from kfp import dsl
 
 from mlmd_cache import ExecutionCache, connect
-from mlmd_cache.pipeline_spec import load_pipeline
-from mlmd_cache.plan import plan_pipeline
+from mlmd_cache.pipeline.spec import load_pipeline
+from mlmd_cache.runner.plan import plan_pipeline
 from tests.pipelines import cli, compile_to, concat, copy_ds, make_ds, make_list, run, say, square
 from tests.test_control_flow import BRANCH_TASK, branches, fan_in
 from tests.test_runner import chain_pipeline, outer_pipeline

@@ -1,5 +1,5 @@
 """The platform spec (kfp-kubernetes settings, the compiled YAML's second document): pipelines compiled
-here with the real kfp-kubernetes, checked by mlmd_cache.platform_spec.check_platform_spec."""
+here with the real kfp-kubernetes, checked by mlmd_cache.pipeline.platform.check_platform_spec."""
 # (no `from __future__ import annotations`: KFP reads the components' annotations as types)
 
 import copy
@@ -13,8 +13,8 @@ from kfp import compiler, dsl
 from kfp.local import utils as local_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from mlmd_cache.pipeline_spec import CompiledPipeline, PipelineSpecError, UnsupportedPipelineError
-from mlmd_cache.platform_spec import ACCEPTED, IGNORED, PVC_STEPS, REFUSED, check_platform_spec, executor_timeouts
+from mlmd_cache.pipeline.spec import CompiledPipeline, PipelineSpecError, UnsupportedPipelineError
+from mlmd_cache.pipeline.platform import ACCEPTED, IGNORED, PVC_STEPS, REFUSED, check_platform_spec, executor_timeouts
 
 kubernetes = pytest.importorskip("kfp.kubernetes", reason="kfp-kubernetes is a test extra (setup.cfg [test])")
 from kfp.kubernetes import kubernetes_executor_config_pb2  # noqa: E402

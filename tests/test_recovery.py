@@ -23,8 +23,9 @@ from kfp import dsl
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from lineage.cli import main as lineage_main
-from mlmd_cache import CacheKey, ExecutionCache, Task, connect, records
-from mlmd_cache.recovery import INTERRUPTED_REASON, RECOVERED_AT, RUNNER, parse_duration, runner_identity
+from mlmd_cache import CacheKey, ExecutionCache, Task, connect
+from mlmd_cache.store import records
+from mlmd_cache.cache.recovery import INTERRUPTED_REASON, RECOVERED_AT, RUNNER, parse_duration, runner_identity
 from tests.pipelines import IMAGE, RunRecords, cli, cli_json, compile_to, prop
 
 from click.testing import CliRunner

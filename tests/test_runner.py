@@ -17,10 +17,11 @@ from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import ExecutionCache, connect, records
-from mlmd_cache._pip_shim import first_missing
+from mlmd_cache import ExecutionCache, connect
+from mlmd_cache.store import records
+from mlmd_cache.environments._pip_shim import first_missing
 from mlmd_cache.cli import main
-from mlmd_cache.pipeline_spec import PipelineSpecError, UnsupportedPipelineError, load_pipeline
+from mlmd_cache.pipeline.spec import PipelineSpecError, UnsupportedPipelineError, load_pipeline
 from mlmd_cache.runner import run_pipeline
 from tests.backends import BACKENDS
 

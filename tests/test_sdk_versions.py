@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from mlmd_cache import ExecutionCache, connect
 from mlmd_cache.cli import main
-from mlmd_cache.pipeline_spec import (IGNORED_FIELDS, REFUSED_ENUM_VALUES, REFUSED_FIELDS, PipelineSpecError,
+from mlmd_cache.pipeline.spec import (IGNORED_FIELDS, REFUSED_ENUM_VALUES, REFUSED_FIELDS, PipelineSpecError,
                                       UnsupportedPipelineError, load_pipeline)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice

@@ -33,9 +33,10 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 from ml_metadata.proto import metadata_store_service_pb2 as service_pb2
 
-from mlmd_cache import StoreConnectionError, connect, mlmd_compat, redact_url
+from mlmd_cache import StoreConnectionError, connect, redact_url
+from mlmd_cache.store import mlmd_compat
 from mlmd_cache.connection import connection_config
-from mlmd_cache.server import IDLE_CHECK_SECONDS, SERVICE_NAME
+from mlmd_cache.server.mlmd_service import IDLE_CHECK_SECONDS, SERVICE_NAME
 from tests.backends import SPECIAL_DATABASE, SPECIAL_PASSWORD, SPECIAL_USER, free_port, fresh_database, server_url
 from tests.servers import serving
 

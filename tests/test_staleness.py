@@ -13,8 +13,10 @@ from click.testing import CliRunner
 from kfp import dsl
 
 from lineage.cli import main as lineage_main
-from mlmd_cache import CacheKey, ExecutionCache, InvalidArgumentError, Outputs, Task, connect, records
-from mlmd_cache.durations import parse_duration, parse_task_durations
+from mlmd_cache import CacheKey, ExecutionCache, InvalidArgumentError, Outputs, Task, connect
+from mlmd_cache.store import records
+from mlmd_cache.durations import parse_duration
+from mlmd_cache.pipeline.spec import parse_task_durations
 from tests.pipelines import cli_json, compile_to, copy_ds, make_ds, run, states
 
 TINY = datetime.timedelta(seconds=0.5)

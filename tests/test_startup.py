@@ -22,8 +22,8 @@ from kfp.local import utils as local_utils
 
 import lineage
 import mlmd_cache
-from mlmd_cache import pipeline_spec
-from mlmd_cache.pipeline_spec import pipeline_spec_pb2
+from mlmd_cache.pipeline import spec as pipeline_spec
+from mlmd_cache.pipeline.spec import pipeline_spec_pb2
 from mlmd_cache.runner import default_run_name
 from mlmd_cache.runner.shims import Shims
 from mlmd_cache.runner.values import from_protobuf, integer_outputs
@@ -173,9 +173,10 @@ def test_the_public_names_are_there_when_asked_for() -> None:
         assert set(package.__all__) <= set(dir(package))
         with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
             package.nothing_here  # noqa: B018
-    from mlmd_cache import ExecutionCache, cache, invalidation  # a name and submodules, as before
+    from mlmd_cache import ExecutionCache, cache  # a name and submodules, as before
+    from mlmd_cache.cache import invalidation
 
-    assert ExecutionCache is cache.ExecutionCache and invalidation.__name__ == "mlmd_cache.invalidation"
+    assert ExecutionCache is cache.ExecutionCache and invalidation.__name__ == "mlmd_cache.cache.invalidation"
 
 
 def module_pipelines() -> list[tuple[str, GraphComponent]]:

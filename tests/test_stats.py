@@ -11,7 +11,7 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import connect
-from mlmd_cache.stats import INVALIDATION_CONTEXT_TYPE, cache_stats
+from mlmd_cache.cache.stats import INVALIDATION_CONTEXT_TYPE, cache_stats
 from tests.pipelines import cli, compile_to, run
 from tests.test_plan import gated, snapshot
 from tests.test_runner import chain_pipeline

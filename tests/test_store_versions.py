@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from lineage.cli import main as lineage_main
 from mlmd_cache import ExecutionCache, StoreConnectionError, connect
 from mlmd_cache.cli import main
-from mlmd_cache.pipeline_spec import load_pipeline
+from mlmd_cache.pipeline.spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
 
 STORES = Path(__file__).resolve().parent / "data" / "stores"

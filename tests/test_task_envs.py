@@ -19,9 +19,10 @@ import pytest
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from mlmd_cache import ExecutionCache, connect, records
+from mlmd_cache import ExecutionCache, connect
+from mlmd_cache.store import records
 from mlmd_cache.environments import EnvironmentCache, requirement_set
-from mlmd_cache.pipeline_spec import load_pipeline
+from mlmd_cache.pipeline.spec import load_pipeline
 from tests.pipelines import IMAGE, cli, cli_json, compile_to, run, states
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice

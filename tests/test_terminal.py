@@ -23,7 +23,8 @@ from kfp import compiler, dsl
 from kfp.dsl import Metrics, Output
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from mlmd_cache import connect, records
+from mlmd_cache import connect
+from mlmd_cache.store import records
 from mlmd_cache.connection import redact_url
 from mlmd_cache.runner.interrupts import deferred_stop_signals
 

@@ -21,10 +21,11 @@ import yaml
 from click.testing import CliRunner
 from kfp import compiler, dsl
 
-from mlmd_cache import CacheKey, CacheKeyError, ExecutionCache, InvalidArgumentError, connect, records
-from mlmd_cache import json_values
+from mlmd_cache import CacheKey, CacheKeyError, ExecutionCache, InvalidArgumentError, connect
+from mlmd_cache.store import records
+from mlmd_cache.key import json_values
 from mlmd_cache.cli import main
-from mlmd_cache.pipeline_spec import PipelineSpecError, load_pipeline
+from mlmd_cache.pipeline.spec import PipelineSpecError, load_pipeline
 from mlmd_cache.runner import run_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice

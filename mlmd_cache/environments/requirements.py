@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
-from .._pip_shim import OPTIONS_WITH_VALUE
+from ._pip_shim import OPTIONS_WITH_VALUE
 
 __all__ = ["RequirementSet", "requirement_set", "python_identity", "base_interpreter", "uv_arguments",
            "OPTIONS_WITH_VALUE"]

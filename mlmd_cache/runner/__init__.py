@@ -14,14 +14,20 @@ Where each part lives:
 
 - :mod:`.scheduler`: the event loop: readiness, parallelism, failures, retries, Ctrl-C;
 - :mod:`.inputs` and :mod:`.scope`: resolving a task's inputs in its DAG;
-- :mod:`.expressions`: CEL conditions and parameter selectors;
+- :mod:`mlmd_cache.pipeline.expressions`: CEL conditions and parameter selectors;
 - :mod:`.dags`: DAG, loop and iteration executions, DAG outputs, ``dsl.OneOf``, ``dsl.Collected``;
 - :mod:`.containers`: a container task's cache key, executor input, command, process and outputs;
 - :mod:`.importers`: ``dsl.importer`` and pipeline input artifacts;
 - :mod:`.values`: parameter values and run-time placeholders;
 - :mod:`.launchers` (``--task-env``), :mod:`.shims` (the task's ``PATH``) and :mod:`.docker`: where
   a task's command runs: its cached environment, its image, or this host's Python;
-- :mod:`.reports`: what a run reports; :mod:`.interrupts`: Ctrl-C acted on at a safe point.
+- :mod:`.reports`: what a run reports; :mod:`.interrupts`: Ctrl-C acted on at a safe point;
+- :mod:`.display`: what ``run-pipeline`` shows of a run as it goes (a live table on a terminal);
+- :mod:`.planning` and :mod:`.plan`: ``mlmd-cache plan``, the scheduler run without running anything.
+
+May import: :mod:`mlmd_cache.pipeline`, :mod:`mlmd_cache.cache`, :mod:`mlmd_cache.store`,
+:mod:`mlmd_cache.key`, :mod:`mlmd_cache.environments` and the base modules; not the server, the CLI
+or :mod:`lineage`.
 """
 from __future__ import annotations
 
@@ -33,12 +39,14 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import json_values, limits, records
-from ..cache import ExecutionCache
-from ..connection import check_integrity, connection_config, default_store_path, default_store_url
+from ..key import json_values
+from ..store import limits, records
+from ..cache.execution_cache import ExecutionCache
+from ..store.connection import check_integrity, connection_config, default_store_path, default_store_url
 from ..errors import InvalidArgumentError
-from ..leases import DEFAULT_LEASE_SECONDS, check_lease
-from ..pipeline_spec import CompiledPipeline, PipelineSpecError, iter_tasks
+from ..cache.leases import DEFAULT_LEASE_SECONDS, check_lease
+from ..pipeline.limits import check_pipeline
+from ..pipeline.spec import CompiledPipeline, PipelineSpecError, iter_tasks
 from .importers import pipeline_input_artifacts, write_input_artifacts
 from .interrupts import deferred_stop_signals
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED, Metrics, RunInterrupted, RunReport, TaskReport
@@ -98,7 +106,7 @@ def run_arguments(cache: ExecutionCache, pipeline: CompiledPipeline, parameters:
                   ) -> tuple[dict[str, Any], dict[str, mlmd.Artifact]]:
     """The root DAG's parameters (given ones coerced into their declared types, defaults filled in)
     and input artifacts (see :func:`~.importers.pipeline_input_artifacts`), every value checked
-    before anything is written. A run and its plan (:mod:`mlmd_cache.plan`, ``find_only``) share it."""
+    before anything is written. A run and its plan (:mod:`mlmd_cache.runner.plan`, ``find_only``) share it."""
     root_spec = pipeline.spec.root
     given = dict(parameters or {})
     unknown = set(given) - set(root_spec.input_definitions.parameters)
@@ -111,8 +119,8 @@ def run_arguments(cache: ExecutionCache, pipeline: CompiledPipeline, parameters:
     for name, spec in root_spec.input_definitions.parameters.items():
         if name not in arguments and spec.HasField("default_value"):
             arguments[name] = coerce(from_protobuf(spec.default_value), spec.parameter_type)
-    limits.check_pipeline(pipeline, run_name, limits.store_backend(cache.store),
-                          [uri for uri in (artifacts or {}).values() if isinstance(uri, str)])
+    check_pipeline(pipeline, run_name, limits.store_backend(cache.store),
+                   [uri for uri in (artifacts or {}).values() if isinstance(uri, str)])
     input_artifacts = pipeline_input_artifacts(cache, root_spec, dict(artifacts or {}), pipeline.name,
                                                find_only=find_only)
     return arguments, input_artifacts
@@ -142,7 +150,7 @@ def run_pipeline(
     task_env: str = DEFAULT_TASK_ENV,
     env_dir: Optional[os.PathLike] = None,
 ) -> RunReport:
-    """Run ``pipeline`` (see :func:`mlmd_cache.pipeline_spec.load_pipeline`) with ``parameters``
+    """Run ``pipeline`` (see :func:`mlmd_cache.pipeline.spec.load_pipeline`) with ``parameters``
     (already typed, e.g. from :meth:`CompiledPipeline.parse_parameters`; defaults fill the rest).
 
     ``artifacts`` are the pipeline's input artifacts: an MLMD artifact ID, or a URI imported as
@@ -166,10 +174,10 @@ def run_pipeline(
     ``digest=True`` records each output's SHA-256 and size and refuses cache sources whose outputs'
     bytes changed since; ``key_by_content=True`` (implies ``digest``) keys input artifacts by digest
     instead of MLMD ID, so a re-run producer that writes the same bytes leaves its consumers cached
-    (see :mod:`mlmd_cache.digests`).
+    (see :mod:`mlmd_cache.cache.digests`).
 
     ``dedup`` (on by default): a task that misses reserves its cache key before its process
-    starts, so that runs racing on one store do its work once (see :mod:`mlmd_cache.dedup`): a
+    starts, so that runs racing on one store do its work once (see :mod:`mlmd_cache.cache.dedup`): a
     task whose key another run holds waits, holding no slot, and is then CACHED from the holder's
     execution (``on_wait`` is called with its path and the holder's execution ID); if the holder
     fails, or its runner is killed and its lease of ``lease_seconds`` runs out, one waiter takes

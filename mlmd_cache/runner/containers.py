@@ -24,10 +24,10 @@ from typing import Any, Mapping, Optional
 from google.protobuf import json_format, struct_pb2
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import records
-from ..cache import Outputs, Task, TaskExecution
-from ..key import CacheKey
-from ..pipeline_spec import pipeline_spec_pb2
+from ..store import records
+from ..cache.execution_cache import Outputs, Task, TaskExecution
+from ..key.cache_key import CacheKey
+from ..pipeline.spec import pipeline_spec_pb2
 from .inputs import ResolvedInputs
 from .launchers import Launch, Launcher, TaskEnvironmentError, TaskLaunch
 from .paths import safe_name

@@ -12,11 +12,11 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import records
-from ..cache import ExecutionCache, PipelineRun
-from ..pipeline_spec import pipeline_spec_pb2
-from ..writes import unique_events
-from ..recovery import RUNNER, runner_identity
+from ..store import records
+from ..cache.execution_cache import ExecutionCache, PipelineRun
+from ..pipeline.spec import pipeline_spec_pb2
+from ..cache.writes import unique_events
+from ..cache.recovery import RUNNER, runner_identity
 from .scope import ArtifactList, InputError, Scope, artifact_ids
 from .reports import SKIPPED, SUCCEEDED
 
@@ -53,7 +53,7 @@ class DagRecorder:
         properties[records.INPUTS].CopyFrom(records.struct_value(parameters))
         if parent_dag_id is not None:
             properties[records.PARENT_DAG_ID].int_value = parent_dag_id
-        if state == mlmd.Execution.RUNNING:  # who will end it (see mlmd_cache.recovery)
+        if state == mlmd.Execution.RUNNING:  # who will end it (see mlmd_cache.cache.recovery)
             properties[RUNNER].string_value = runner_identity()
         for key, value in ((TOTAL_DAG_TASKS, total_dag_tasks), (ITERATION_COUNT, iteration_count),
                            (ITERATION_INDEX, iteration_index)):

@@ -43,7 +43,7 @@ from typing import Any, Optional
 
 from ..defaults import user_cache_dir
 from ..errors import TaskEnvironmentError
-from ..pipeline_spec import CompiledPipeline, UnsupportedPipelineError, iter_tasks
+from ..pipeline.spec import CompiledPipeline, UnsupportedPipelineError, iter_tasks
 from .launchers import Launch, Launcher, TaskLaunch
 from .watchdog import Watchdog
 

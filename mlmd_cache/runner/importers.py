@@ -9,10 +9,10 @@ from google.protobuf import json_format
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import limits, records
-from ..cache import ExecutionCache, PipelineRun
+from ..store import limits, records
+from ..cache.execution_cache import ExecutionCache, PipelineRun
 from ..errors import InvalidArgumentError
-from ..pipeline_spec import pipeline_spec_pb2
+from ..pipeline.spec import pipeline_spec_pb2
 from .containers import executor_input, runtime_artifact
 from .inputs import ResolvedInputs
 
@@ -21,7 +21,7 @@ __all__ = ["run_importer", "importer_uri", "existing_artifact", "pipeline_input_
 
 def existing_artifact(cache: ExecutionCache, uri: str, schema_title: str, owner: str) -> Optional[mlmd.Artifact]:
     """The LIVE artifact of ``uri`` and type (the newest) that an import with ``reimport=False``
-    reuses, or None. Only reads: a plan (:mod:`mlmd_cache.plan`) asks it too."""
+    reuses, or None. Only reads: a plan (:mod:`mlmd_cache.runner.plan`) asks it too."""
     # an importer's URI may come from a parameter, known only now: checked before MLMD sees it
     limits.check_text(f"task {owner!r}: artifact URI", uri, limits.store_backend(cache.store))
     try:

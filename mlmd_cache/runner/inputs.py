@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 
 from ..errors import MlmdCacheError
-from ..pipeline_spec import pipeline_spec_pb2
-from . import expressions
+from ..pipeline.spec import pipeline_spec_pb2
+from ..pipeline import expressions
 from .reports import CACHED, COMPLETE, FAILED, NOT_RUN, SKIPPED
 from .scope import ArtifactList, InputError, Pending, Scope, artifact_ids
 from .values import RunPlaceholders, coerce, from_protobuf

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 from ..defaults import DEFAULT_TASK_ENV, TASK_ENV_MODES
 from ..environments import EnvironmentCache, requirement_set
 from ..errors import TaskEnvironmentError
-from ..pipeline_spec import CompiledPipeline, UnsupportedPipelineError, iter_tasks
+from ..pipeline.spec import CompiledPipeline, UnsupportedPipelineError, iter_tasks
 from .shims import Shims
 from .watchdog import Watchdog
 

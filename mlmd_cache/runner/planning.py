@@ -19,11 +19,12 @@ from typing import Any, Mapping, Optional
 
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import records
-from ..cache import ExecutionCache, PipelineRun, Task
-from ..key import CacheKey
-from ..pipeline_spec import CompiledPipeline, pipeline_spec_pb2
-from . import containers, expressions, importers
+from ..store import records
+from ..cache.execution_cache import ExecutionCache, PipelineRun, Task
+from ..key.cache_key import CacheKey
+from ..pipeline.spec import CompiledPipeline, pipeline_spec_pb2
+from . import containers, importers
+from ..pipeline import expressions
 from .inputs import ResolvedInputs
 from .reports import CACHED, COMPLETE, TaskReport
 from .launchers import Launcher

@@ -3,10 +3,10 @@ the tasks after it.
 
 One thread — the caller's — decides everything and does every MLMD read and write, so the store
 sees one writer whatever the backend (SQLite included); the one exception is the heartbeat of the
-cache keys this run reserved (:mod:`mlmd_cache.leases`), a write every fifth of a lease over a
+cache keys this run reserved (:mod:`mlmd_cache.cache.leases`), a write every fifth of a lease over a
 connection of its own. Worker
 threads only run task processes, at most ``parallelism`` at a time, and hand each exit code back
-through a queue; retries, and tasks waiting for a key another run holds (:mod:`mlmd_cache.dedup`),
+through a queue; retries, and tasks waiting for a key another run holds (:mod:`mlmd_cache.cache.dedup`),
 wait on timers in the same loop. A DAG (the root, a nested pipeline, a condition branch, an exit handler
 group, a loop iteration) is a :class:`_Dag`: its tasks start as soon as everything they depend on
 has ended, a failure stops only the tasks that depend on it, and when all its tasks have ended the
@@ -28,11 +28,13 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
-from .. import dedup, leases, records
-from ..cache import CachedRecord, ExecutionCache, PipelineRun, Task, TaskExecution
+from ..cache import dedup, leases
+from ..store import records
+from ..cache.execution_cache import CachedRecord, ExecutionCache, PipelineRun, Task, TaskExecution
 from ..errors import ExecutionStateError, MlmdCacheError, StoreFaultError
-from ..pipeline_spec import CompiledPipeline, pipeline_spec_pb2, upstream_tasks
-from . import containers, expressions, importers
+from ..pipeline.spec import CompiledPipeline, pipeline_spec_pb2, upstream_tasks
+from . import containers, importers
+from ..pipeline import expressions
 from .dags import DagRecorder, collect_outputs, dag_outputs
 from .inputs import ResolvedInputs, resolve_inputs
 from .interrupts import DeferredStop
@@ -667,7 +669,7 @@ class Scheduler:
 
     def _reserve(self, dag: _Dag, node: _Node, inputs: ResolvedInputs, container: Any, task: Task,
                  miss_reason: Optional[str], wait: Optional[_KeyWait]) -> Optional[TaskExecution]:
-        """Start the task's execution, holding its cache key (:mod:`mlmd_cache.dedup`) when caching
+        """Start the task's execution, holding its cache key (:mod:`mlmd_cache.cache.dedup`) when caching
         is on; None when another runner completed the key meanwhile (the task ended CACHED) or holds
         it now (the task waits, holding no slot, and looks again on a backoff timer)."""
         if not self.dedup or not self.cache.caching_enabled(self.run, task):

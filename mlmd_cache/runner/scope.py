@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 
 from ..errors import MlmdCacheError
-from ..pipeline_spec import pipeline_spec_pb2
+from ..pipeline.spec import pipeline_spec_pb2
 from .reports import TaskReport
 
 __all__ = ["Scope", "InputError", "ArtifactList", "artifact_ids", "Pending", "first_pending"]
@@ -26,7 +26,7 @@ def artifact_ids(artifacts: Mapping[str, ArtifactList]) -> dict[str, list[int]]:
 
 
 class Pending:
-    """A value a plan (:mod:`mlmd_cache.plan`) cannot know before the run: an output of a task that
+    """A value a plan (:mod:`mlmd_cache.runner.plan`) cannot know before the run: an output of a task that
     will execute, a new artifact, or a run-time placeholder whose value is new in every run. It
     stands in the scope where the value will be, so that the runner's own input resolution carries
     it to the tasks that use it. ``new`` is true when the value is certainly new (a new artifact ID,

@@ -1,5 +1,5 @@
 """The ``PATH`` of a task's process: a shim directory first, whose ``python3``/``python``/``pip`` are
-the task environment's and whose ``pip install`` installs nothing (:mod:`mlmd_cache._pip_shim`): a
+the task environment's and whose ``pip install`` installs nothing (:mod:`mlmd_cache.environments._pip_shim`): a
 lightweight component's ``pip install ... kfp==X`` preamble costs milliseconds when its environment
 already holds what it asks for, and fails the task in one line when it does not.
 
@@ -22,7 +22,7 @@ from ..environments import Environment
 
 __all__ = ["Shims", "runner_bin"]
 
-_PIP_SHIM = Path(__file__).resolve().parent.parent / "_pip_shim.py"
+_PIP_SHIM = Path(__file__).resolve().parent.parent / "environments" / "_pip_shim.py"
 _MEMO = "pip-satisfied.txt"
 # What a task must not inherit from the runner's own Python when it runs in an environment of its own.
 _RUNNER_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "CONDA_PREFIX",

@@ -12,9 +12,9 @@ from typing import Any, Mapping, Optional
 
 from google.protobuf import struct_pb2
 
-from .. import json_values
-from ..pipeline_spec import pipeline_spec_pb2
-from .expressions import value_text
+from ..key import json_values
+from ..pipeline.spec import pipeline_spec_pb2
+from ..pipeline.expressions import value_text
 from .scope import Pending
 
 __all__ = ["ParameterType", "from_protobuf", "to_protobuf", "coerce", "integer_outputs", "RunPlaceholders"]
@@ -54,7 +54,7 @@ def to_protobuf(value: Any) -> struct_pb2.Value:
 
 def coerce(value: Any, parameter_type: int) -> Any:
     """A resolved value in the type of the input that receives it: text for STRING (as KFP's
-    driver writes it, see :func:`~.expressions.value_text`), an int for a
+    driver writes it, see :func:`~mlmd_cache.pipeline.expressions.value_text`), an int for a
     whole-valued NUMBER_INTEGER, JSON text parsed for a LIST or STRUCT given as a string."""
     if value is None or isinstance(value, Pending):  # a plan's unknown value stays unknown
         return value
