@@ -13,7 +13,8 @@ installs the handling before anything else is imported:
 * while the command runs, it raises ``KeyboardInterrupt`` (SIGTERM and SIGHUP as Ctrl-C does), which
   a command that opened something handles (run-pipeline stops its tasks and marks them FAILED,
   serve stops serving), and which else ends the command with one line and exit code 130
-  (:func:`exit_interrupted`, called by the command groups);
+  (:func:`exit_interrupted`, called by the command groups); inside an import, or where Python cannot
+  pass an exception on, it is raised a moment later, where it propagates;
 * once the command is done, a late one ends the process without a word.
 
 A signal that was ignored when the process started (``nohup`` ignores SIGHUP) stays ignored. The
@@ -105,7 +106,7 @@ def exit_interrupted(prog: str) -> NoReturn:
     global _interrupting, _pending
     _interrupting = _pending = False
     if _active:
-        signal.setitimer(signal.ITIMER_REAL, 0)  # a re-raise still due (see _unraisable)
+        signal.setitimer(signal.ITIMER_REAL, 0)  # a re-raise still due (see _raise_later)
         prog = _prog
         _install(_quiet_exit)
     try:
@@ -116,21 +117,63 @@ def exit_interrupted(prog: str) -> NoReturn:
     sys.exit(EXIT_CODE)
 
 
-def _raise_interrupt(signum: int, frame: Optional[FrameType]) -> None:
-    if _interrupting:  # not once the command is unwinding or done
-        raise KeyboardInterrupt
+def _importing(frame: Optional[FrameType]) -> bool:
+    """Whether ``frame`` runs inside an import (the import machinery is on the stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib."):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    """While the command runs: a stop signal raises ``KeyboardInterrupt``, except inside an import,
+    where the C code of an extension module being set up may clear it without a trace (seen: Ctrl-C
+    while networkx imported xml.etree's C accelerator was lost, and the command went on waiting for
+    its store); there it is raised as soon as no import runs (:func:`_raise_later`)."""
+    if not _interrupting:  # the command is over, its handlers not yet all swapped for _quiet_exit
+        _quiet_exit(signum, frame)
+    _received.append(signum)
+    if signum == signal.SIGHUP:
+        leave_a_hung_up_terminal()
+    if _importing(frame):
+        _raise_later()
+        return
+    raise KeyboardInterrupt
+
+
+def _raise_later() -> None:
+    """Raise the stop signal's ``KeyboardInterrupt`` 5 ms from now, where it can propagate; until it
+    is raised, :func:`interrupt_pending` says so."""
+    global _pending
+    _pending = True
+    signal.signal(signal.SIGALRM, _raise_pending)
+    signal.setitimer(signal.ITIMER_REAL, 0.005)
+
+
+def _raise_pending(signum: int, frame: Optional[FrameType]) -> None:
+    global _pending
+    if not (_interrupting and _pending):  # the command is unwinding or done
+        return
+    current = signal.getsignal(signal.SIGINT)
+    if current is not _interrupt and callable(current):  # a run now defers stop signals to a safe point
+        _pending = False
+        current(signal.SIGINT, frame)
+        return
+    if _importing(frame):
+        _raise_later()
+        return
+    _pending = False
+    raise KeyboardInterrupt
 
 
 def _unraisable(report: "sys.UnraisableHookArgs", default: Callable = sys.__unraisablehook__) -> None:
     """A stop signal's ``KeyboardInterrupt`` raised where Python cannot pass it on (a weakref callback
     of the import machinery, a ``__del__``, a callback of grpc's wait) would be printed as "Exception
-    ignored" with a traceback, and the command would go on: it is raised again 5 ms later, where it
-    can propagate, and until it has, :func:`interrupt_pending` says so."""
-    global _pending
+    ignored" with a traceback, and the command would go on: it is raised again, where it can
+    propagate (:func:`_raise_later`)."""
     if issubclass(report.exc_type, KeyboardInterrupt) and _interrupting:
-        _pending = True
-        signal.signal(signal.SIGALRM, _raise_interrupt)
-        signal.setitimer(signal.ITIMER_REAL, 0.005)
+        _raise_later()
         return
     default(report)
 
@@ -143,14 +186,6 @@ def _run(prog: str, module: str) -> NoReturn:
         _write_line(interrupted_line(prog))
         os._exit(EXIT_CODE)
 
-    def interrupt(signum: int, frame: Optional[FrameType]) -> None:  # while the command runs
-        if not _interrupting:  # the command is over, its handlers not yet all swapped for _quiet_exit
-            _quiet_exit(signum, frame)
-        _received.append(signum)
-        if signum == signal.SIGHUP:
-            leave_a_hung_up_terminal()
-        raise KeyboardInterrupt
-
     _install(exit_now)
     import importlib
 
@@ -160,7 +195,7 @@ def _run(prog: str, module: str) -> NoReturn:
     sys.unraisablehook = _unraisable
     try:
         try:
-            _install(interrupt)  # (in the try: the first handler swapped in may be called before the last is)
+            _install(_interrupt)  # (in the try: the first handler swapped in may be called before the last is)
             main()  # click's standalone mode: always ends in SystemExit
         except KeyboardInterrupt:  # one that came before or after the command groups' own handling
             exit_interrupted(prog)
