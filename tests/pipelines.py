@@ -2,8 +2,11 @@
 almost nothing, and helpers that compile, run and read a run's MLMD records back.
 (no `from __future__ import annotations`: KFP reads the components' annotations as types)"""
 
+import functools
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any, List, NamedTuple, Optional
 
 from click.testing import CliRunner
@@ -310,3 +313,14 @@ def max_concurrency(intervals) -> int:
 
 def read_stamps(directory: Path) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
+
+
+@functools.lru_cache(maxsize=None)
+def example_pipelines() -> ModuleType:
+    """``examples/pipelines.py``, the pipelines the docs' examples run, imported by its path: a test
+    that runs one of them runs what the docs show."""
+    path = Path(__file__).resolve().parent.parent / "examples" / "pipelines.py"
+    spec = importlib.util.spec_from_file_location("example_pipelines", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -12,8 +12,7 @@ from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
-from kfp import compiler, dsl
-from kfp.dsl import Dataset, Input, Model, Output
+from kfp import compiler
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import CacheKey, ExecutionCache, Outputs, Task, connect
@@ -25,6 +24,8 @@ from mlmd_cache.errors import DigestError
 from mlmd_cache.pipeline.spec import load_pipeline
 from mlmd_cache.runner import run_pipeline
 from mlmd_cache.cache.sources import SourceRules, examine_sources
+
+from .pipelines import example_pipelines
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
 
@@ -356,36 +357,7 @@ def test_input_digests_trust_only_what_the_run_verified(sqlite_cache, tmp_path):
 
 # -- run-pipeline ------------------------------------------------------------------------------------
 
-@dsl.component(base_image=IMAGE)
-def make_rows(n: int, data: Output[Dataset]):
-    with open(data.path, "w") as f:
-        f.write("row\n" * n)
-
-
-@dsl.component(base_image=IMAGE)
-def fit(data: Input[Dataset], model: Output[Model]):
-    import json
-
-    with open(data.path) as f:
-        rows = f.read().count("\n")
-    with open(model.path, "w") as f:
-        f.write(json.dumps({"rows": rows, "metadata": dict(data.metadata)}))
-
-
-@dsl.component(base_image=IMAGE)
-def score(model: Input[Model]) -> str:
-    with open(model.path) as f:
-        return f.read()
-
-
-def rows_pipeline(name: str, cache_rows: bool):
-    @dsl.pipeline(name=name)
-    def pipeline(n: int = 3):
-        rows = make_rows(n=n)
-        rows.set_caching_options(cache_rows)  # off: re-executes every run, writing the same bytes
-        model = fit(data=rows.outputs["data"])
-        score(model=model.outputs["model"])
-    return pipeline
+rows_pipeline = example_pipelines().rows_pipeline  # make-rows -> fit -> score, as the docs run it
 
 
 @pytest.fixture(scope="module")

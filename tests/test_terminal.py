@@ -19,8 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from kfp import compiler, dsl
-from kfp.dsl import Metrics, Output
+from kfp import compiler
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from mlmd_cache import connect
@@ -28,7 +27,7 @@ from mlmd_cache.store import records
 from mlmd_cache.connection import redact_url
 from mlmd_cache.runner.interrupts import deferred_stop_signals
 
-from .pipelines import IMAGE, cli
+from .pipelines import cli, example_pipelines
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # kfp's default base image notice
 
@@ -37,28 +36,7 @@ LONG_NAME = "wait-for-go-with-a-name-far-too-long-for-a-narrow-terminal"
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
-@dsl.component(base_image=IMAGE)
-def wait_for_go_with_a_name_far_too_long_for_a_narrow_terminal(go: str, started: str) -> str:
-    import os
-    import time
-
-    open(started, "w").close()
-    deadline = time.time() + 600
-    while not os.path.exists(go) and time.time() < deadline:
-        time.sleep(0.05)
-    return "ready"
-
-
-@dsl.component(base_image=IMAGE)
-def score(x: str, metrics: Output[Metrics]) -> float:
-    metrics.log_metric("accuracy", 0.75)
-    return 0.5
-
-
-@dsl.pipeline(name="waits")
-def waits(go: str, started: str) -> float:
-    ready = wait_for_go_with_a_name_far_too_long_for_a_narrow_terminal(go=go, started=started)
-    return score(x=ready.output).outputs["Output"]
+waits = example_pipelines().waits  # a long-named task waiting for a file, then score (the docs' Ctrl-C example)
 
 
 @pytest.fixture
