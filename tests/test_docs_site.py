@@ -1,6 +1,6 @@
 """The docs site (docs/, mkdocs.yml): it builds with `mkdocs build --strict` (no broken link or anchor,
 no page missing from the navigation), and a broken link fails that build; every option of every
-command is on the commands page; the README's demo output is the docs home's; and the files the
+command is on the commands page, with each command's --help as it is; the README's demo output is the docs home's; and the files the
 examples of the README and the docs name under examples/ are shipped, the pipelines among them load."""
 from __future__ import annotations
 
@@ -80,6 +80,25 @@ def test_every_option_of_every_command_is_on_the_commands_page():
 def _demo_output(page: Path) -> str:
     [block] = [b for b in _CONSOLE.findall(page.read_text()) if b.startswith("$ bash examples/demo.sh\n")]
     return block
+
+
+_HELP_BLOCK = re.compile(r"^```text\n\$ ((?:mlmd-cache|mlmd-lineage)[\w -]*? --help)\n(.*?)^```\n", re.M | re.S)
+
+
+def test_the_commands_page_shows_each_command_s_help_as_it_is():
+    # As a user at /home/me sees it. Compared word for word, not line for line: how click wraps at
+    # a terminal's width is click's, what the help says is ours.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "MLMD_"))},
+           "HOME": "/home/me", "COLUMNS": "100"}
+    blocks = _HELP_BLOCK.findall(COMMANDS_PAGE.read_text())
+    assert len(blocks) >= 18, "the commands page lost its --help blocks"
+    for command, shown in blocks:
+        program, *args = command.split()
+        live = subprocess.run([str(Path(sys.executable).parent / program), *args], capture_output=True, text=True,
+                              env=env, cwd=ROOT, timeout=60)
+        assert live.returncode == 0, live.stderr
+        assert live.stdout.split() == shown.split(), (
+            f"docs/reference/commands.md shows another `{command}` than the command's own")
 
 
 def test_the_readme_shows_the_demo_output_of_the_docs_home():
