@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Callable, NoReturn, Optional
 
 __all__ = ["STOP_SIGNALS", "exit_interrupted", "exit_without_teardown", "interrupt_pending", "interrupted_line",
-           "leave_a_hung_up_terminal", "mlmd_cache", "mlmd_lineage"]
+           "leave_a_hung_up_terminal", "mlmd_cache", "mlmd_lineage", "stop_signals_raise"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 EXIT_CODE = 130  # as for Ctrl-C, whichever signal it was (run-pipeline has always said 130 for SIGTERM too)
@@ -41,6 +41,12 @@ _interrupting = False  # a stop signal raises KeyboardInterrupt (while a command
 _prog = ""  # the command's name as the console script has it (click's is "python -m mlmd_cache" under -m)
 _pending = False  # a stop signal's KeyboardInterrupt was raised where it could not propagate (see _unraisable)
 _without_teardown = False  # the command asked to end without the interpreter's teardown (exit_without_teardown)
+
+
+def stop_signals_raise() -> bool:
+    """Whether the console scripts' handling is in place for the command now running: SIGTERM and
+    SIGHUP raise ``KeyboardInterrupt`` as Ctrl-C does (a moment later inside an import)."""
+    return _active and _interrupting
 
 
 def interrupt_pending() -> bool:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import click
 
-from .._entry import exit_without_teardown, leave_a_hung_up_terminal
+from .._entry import exit_without_teardown, leave_a_hung_up_terminal, stop_signals_raise
 from ..defaults import default_store_url
 from ..errors import InvalidArgumentError, NoStoreError
 from ..terminal import echo, printable, show_mlmd_log
@@ -99,9 +99,11 @@ def _run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, 
             leave_a_hung_up_terminal()
         raise KeyboardInterrupt
 
-    # (also when main() is called without the console script's handling, mlmd_cache._entry)
-    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)
-                if signal.getsignal(signum) is not signal.SIG_IGN}  # nohup's SIGHUP stays ignored
+    # Only when main() is called without the console script's handling (mlmd_cache._entry), which
+    # does this already, and also inside imports, where an extension's set-up may lose an exception.
+    previous = {} if stop_signals_raise() else {
+        signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(signum) is not signal.SIG_IGN}  # nohup's SIGHUP stays ignored
     try:
         pipeline = load_pipeline(pipeline_file)
         arguments = pipeline.parse_parameters(parse_assignments(params))
