@@ -76,7 +76,7 @@ def test_logged_floats_read_back_exactly(backend, backends, tmp_path):
         shown_model = json.loads(_invoke(lineage_main, "--db", db, "show", f"a:{model.id}", "--json"))
         assert shown_model["properties"]["big"] == BIG and shown_model["properties"]["note"] == "text"
         text = _invoke(lineage_main, "--db", db, "show", f"a:{artifact.id}")
-        assert f"metadata mse:" in text and repr(MSE) in text and repr(TINY) in text
+        assert "metadata mse:" in text and repr(MSE) in text and repr(TINY) in text
 
         exported = json.loads(_invoke(lineage_main, "--db", db, "export", "--run", "r1", "--format", "json", "-o", "-"))
         [node] = [node for node in exported["nodes"] if node.get("id") == f"a:{artifact.id}"]

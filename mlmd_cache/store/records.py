@@ -59,10 +59,11 @@ CACHE_KEY = "mlmd_cache_key"
 # the execution that ran instead, so that ``mlmd-lineage explain`` can say it exactly afterwards.
 MISS_REASON = "mlmd_cache_miss_reason"
 SOURCE_PIPELINE = "pipeline_name"
-# The exact value of every float in an artifact's metadata (``metrics.log_metric``, ``artifact.metadata``),
-# a struct of ``repr`` texts by key (of the floats a store may not keep as they are), beside KFP's double custom property of the same key. MLMD 1.17.1
-# on SQLite keeps a double to six decimal places (1.2345678901e-7 reads back 0.0): KFP's record stays
-# as KFP writes it, for KFP's tools, and mlmd-cache reads the exact value from here.
+# The exact value of each float in an artifact's metadata (``metrics.log_metric``, ``artifact.metadata``)
+# that a store may not keep as it is: a struct of ``repr`` texts by key, beside KFP's double custom
+# property of the same key. ML Metadata (1.17.1, 1.21) keeps a double to six decimal places on every
+# backend (1.2345678901e-7 reads back 0.0): KFP's record stays as KFP writes it, for KFP's tools, and
+# mlmd-cache reads the exact value from here.
 EXACT_METADATA = "mlmd_cache_exact_metadata"
 
 
