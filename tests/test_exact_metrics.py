@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from kfp import compiler, dsl
-from kfp.dsl import Metrics, Model, Output
+from kfp.dsl import Input, Metrics, Model, Output
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from lineage.cli import main as lineage_main
@@ -37,9 +37,14 @@ def evaluate(metrics: Output[Metrics], model: Output[Model]):
         f.write("model")
 
 
+@dsl.component(base_image="python:3.11")
+def report(metrics: Input[Metrics]) -> str:
+    return repr(metrics.metadata["tiny"]) + " " + repr(metrics.metadata["mse"])
+
+
 @dsl.pipeline(name="exact-metrics")
-def exact_pipeline():
-    evaluate()
+def exact_pipeline() -> str:
+    return report(metrics=evaluate().outputs["metrics"]).output
 
 
 def _invoke(command, *args: str) -> str:
@@ -57,6 +62,7 @@ def test_logged_floats_read_back_exactly(backend, backends, tmp_path):
                                      "--pipeline-root", str(tmp_path / "root")))
         [metrics] = summary["metrics"]
         assert metrics["values"] == {"tiny": TINY, "mse": MSE, "epochs": 3}
+        assert summary["outputs"]["parameters"] == {"Output": f"{TINY!r} {MSE!r}"}  # what a downstream task reads
         text = _invoke(main, "run-pipeline", str(path), "--db", db, "--run-name", "r2",
                        "--pipeline-root", str(tmp_path / "root"))
         assert f"mse = {MSE!r}" in text and f"tiny = {TINY!r}" in text  # the re-run's summary: CACHED, same artifact
