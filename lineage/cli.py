@@ -136,6 +136,7 @@ def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -
     """Show a run (by name), an execution or an artifact with its neighbours: `execution 6`,
     `artifact 6`, or one ID (e:6; a:6 or #6; 6: the artifact, else the execution)."""
     from mlmd_cache.cache import invalidation
+    from mlmd_cache.store import records
 
     from . import explain as lx, graph as lg, load
 
@@ -190,6 +191,9 @@ def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -
         fields += [("cache source", invalidation.describe(record, chosen=record["chosen"]))
                    for record in data.get("invalidations") or []]
         fields += [("parameter " + k, lx.format_value(v)) for k, v in sorted((props.get("inputs") or {}).items())]
+    else:  # what its task logged (metrics.log_metric, artifact.metadata): floats exactly, as records.py keeps them
+        fields += [("metadata " + k, lx.format_value(v)) for k, v in sorted((data.get("properties") or {}).items())
+                   if k != records.DISPLAY_NAME and not k.startswith("mlmd_cache_")]
     for label, value in fields:
         if value not in (None, ""):
             echo(f"  {label + ':':<18} {value}")

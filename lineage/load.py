@@ -143,6 +143,8 @@ def _value(value: mlmd.Value) -> Any:
 def _properties(node: Any) -> dict[str, Any]:
     result = {_intern(name): _value(value) for name, value in node.properties.items()}
     result.update({_intern(name): _value(value) for name, value in node.custom_properties.items()})
+    if records.EXACT_METADATA in node.custom_properties:  # floats a task logged, as logged (records.py)
+        result = records.exact_doubles(node, result)
     return result
 
 

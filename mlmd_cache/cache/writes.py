@@ -116,8 +116,8 @@ def output_artifacts(store: metadata_store.MetadataStore, types: records.TypeReg
                 type_id=types.artifact_type(declared[name]), uri=uri, state=mlmd.Artifact.LIVE
             )
             artifact.custom_properties[records.DISPLAY_NAME].string_value = name
-            for key, value in outputs.metadata.get(name, {}).items():
-                artifact.custom_properties[key].CopyFrom(records.metadata_value(name, key, value))
+            for key, value in records.metadata_properties(name, outputs.metadata.get(name, {})).items():
+                artifact.custom_properties[key].CopyFrom(value)
             pairs.append((artifact, event(mlmd.Event.OUTPUT, name)))
     return pairs
 

@@ -47,9 +47,10 @@ def _artifact_of_uri(cache: ExecutionCache, uri: str, schema_title: str, reimpor
     if not find_only:
         artifact.type_id = cache.types.artifact_type(schema_title or "system.Artifact")
     artifact.custom_properties[records.DISPLAY_NAME].string_value = "artifact"
-    for key, value in metadata.items():
-        if isinstance(value, (bool, int, float, str, dict)):  # lists: no MLMD value type holds them
-            artifact.custom_properties[key].CopyFrom(records.metadata_value(owner, key, value))
+    kept = {key: value for key, value in metadata.items()
+            if isinstance(value, (bool, int, float, str, dict))}  # lists: no MLMD value type holds them
+    for key, value in records.metadata_properties(owner, kept).items():
+        artifact.custom_properties[key].CopyFrom(value)
     return artifact
 
 

@@ -6,7 +6,8 @@ reads, in KFP's UI and in any KFP tool, like one written by KFP itself.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+import math
+from typing import Any, Mapping, Optional
 
 from google.protobuf import json_format
 from ml_metadata import errors as mlmd_errors
@@ -25,6 +26,7 @@ __all__ = [
     "CACHE_SOURCE_CONTEXT_TYPE",
     "TypeRegistry",
     "task_metadata",
+    "metadata_properties",
     "cache_source_context_name",
     "filter_string",
     "filter_matching",
@@ -57,6 +59,12 @@ CACHE_KEY = "mlmd_cache_key"
 # the execution that ran instead, so that ``mlmd-lineage explain`` can say it exactly afterwards.
 MISS_REASON = "mlmd_cache_miss_reason"
 SOURCE_PIPELINE = "pipeline_name"
+# The exact value of each float in an artifact's metadata (``metrics.log_metric``, ``artifact.metadata``)
+# that a store may not keep as it is: a struct of ``repr`` texts by key, beside KFP's double custom
+# property of the same key. ML Metadata (1.17.1, 1.21) keeps a double to six decimal places on every
+# backend (1.2345678901e-7 reads back 0.0): KFP's record stays as KFP writes it, for KFP's tools, and
+# mlmd-cache reads the exact value from here.
+EXACT_METADATA = "mlmd_cache_exact_metadata"
 
 
 def cache_source_context_name(pipeline: str, fingerprint: str) -> str:
@@ -146,6 +154,61 @@ def metadata_value(artifact: str, key: str, value: Any) -> mlmd.Value:
     raise OutputError(f"artifact {artifact!r}: metadata {key!r} has unsupported type {type(value).__name__}")
 
 
+def _kept(value: float) -> bool:
+    """Whether every store keeps ``value`` as it is (six decimal places, 15 significant digits): 3.0,
+    0.5, 0.25, but not 0.1234567 nor 1234567890.5."""
+    return abs(value) < 1e15 and float(f"{value:.6f}") == value and float(f"{value:.15g}") == value
+
+
+def metadata_properties(artifact: str, metadata: Mapping[str, Any]) -> dict[str, mlmd.Value]:
+    """An artifact's metadata as the custom properties recorded for it: KFP's (see
+    :func:`metadata_value`), and :data:`EXACT_METADATA` when any value is a float."""
+    properties = {key: metadata_value(artifact, key, value) for key, value in metadata.items()}
+    exact = {key: repr(value) for key, value in metadata.items() if isinstance(value, float) and not _kept(value)}
+    if exact:
+        properties[EXACT_METADATA] = struct_value(exact)
+    return properties
+
+
+_MYSQL_DOUBLE_LIMIT = 1e65
+
+
+def _exact(stored: float, text: Any) -> Optional[float]:
+    """The exact value ``text`` (a ``repr``) of a double custom property that reads back ``stored``,
+    or None when it does not stand for it (not a float's text, or a value someone wrote over
+    KFP's since): it must agree with ``stored`` as far as MLMD 1.17.1 keeps a double, which is six
+    decimal places and 15 significant digits, within +-1e65 on MySQL (1e300 reads back 1e65)."""
+    try:
+        exact = float(text)
+    except (TypeError, ValueError):
+        return None
+    if exact == stored or math.isclose(exact, stored, rel_tol=1e-12, abs_tol=1e-6):
+        return exact
+    if abs(exact) > _MYSQL_DOUBLE_LIMIT and math.isclose(stored, math.copysign(_MYSQL_DOUBLE_LIMIT, exact), rel_tol=1e-12):
+        return exact
+    return None
+
+
+def exact_doubles(node: Any, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (custom properties of ``node`` read as Python values) with each double replaced by
+    its exact value from :data:`EXACT_METADATA`, when recorded. Values KFP itself wrote (no exact
+    record) are left as they are."""
+    if EXACT_METADATA not in node.custom_properties:
+        return dict(values)
+    recorded = read_struct(node.custom_properties[EXACT_METADATA])
+    result = dict(values)
+    for key, text in recorded.items():
+        if key not in result or key not in node.custom_properties:
+            continue
+        value = node.custom_properties[key]
+        if value.WhichOneof("value") != "double_value":
+            continue
+        exact = _exact(value.double_value, text)
+        if exact is not None:
+            result[key] = exact
+    return result
+
+
 def read_struct(value: mlmd.Value) -> dict[str, Any]:
     return json_format.MessageToDict(value.struct_value) if value.HasField("struct_value") else {}
 
@@ -165,8 +228,8 @@ def task_metadata(artifact: mlmd.Artifact) -> dict[str, Any]:
     """The metadata a task gave its output artifact (``artifact.metadata[...]``,
     ``metrics.log_metric``): its custom properties but KFP's ``display_name`` and mlmd-cache's own
     records (``mlmd_cache_digest``, ...), which are no task's."""
-    return {key: read_property(artifact, key) for key in sorted(artifact.custom_properties)
-            if key != DISPLAY_NAME and not key.startswith("mlmd_cache_")}
+    return exact_doubles(artifact, {key: read_property(artifact, key) for key in sorted(artifact.custom_properties)
+                                    if key != DISPLAY_NAME and not key.startswith("mlmd_cache_")})
 
 
 class TypeRegistry:
