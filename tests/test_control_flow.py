@@ -8,6 +8,7 @@ Where the runner's contract leaves a detail open, the tests follow KFP's semanti
 # (no `from __future__ import annotations`: KFP reads the components' annotations as types)
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -882,9 +883,12 @@ def test_placeholders_are_all_resolved(placeholder_run):
 
 def test_placeholder_values_are_kfps(placeholder_run, tmp_path):
     db, report = placeholder_run
-    (job_name, _resource, _job_id, task_name, task_id, pipeline_root, create_time,
+    (job_name, resource_name, job_id, task_name, task_id, pipeline_root, create_time,
      schedule_time) = report.tasks["show-placeholders"].output_parameters["out"].splitlines()
     assert job_name == "ph-run"  # the run's name
+    # KFP's backend: the run's Kubernetes object name, the pipeline's name with generateName's 5 characters
+    assert re.fullmatch(r"placeholders-[bcdfghjklmnpqrstvwxz2456789]{5}", resource_name), resource_name
+    assert job_id == "ph-run"  # the name of its system.PipelineRun context, as KFP's is the run's ID
     assert task_name == "show-placeholders"  # KFP 2.14+: the IR task key
     assert task_id == str(report.dag_execution_id)  # KFP's driver: the parent DAG's execution ID
     assert str(tmp_path / "root") in pipeline_root

@@ -228,7 +228,6 @@ def test_negative_zero_differs_from_zero_when_built_too():
     ("1e400", "1e400 is beyond the range of a float64"),
     ("-1e400", "-1e400 is beyond the range of a float64"),
     ("1" + "0" * 400, "is beyond the range of a float64"),
-    ("9007199254740993", "9007199254740993 is an integer a float64 cannot hold exactly"),
     ('"\\ud800"', r"holds \\ud800, a lone surrogate"),
     ('{"\\udfff": 1}', r"an object key holds \\udfff"),
     ("[" * 40 + "]" * 40, "nest deeper than"),
@@ -257,6 +256,36 @@ def test_exact_large_integers_and_deep_values_within_the_limit_are_kept():
     assert b'"big":1152921504606847000,' in key.hashed_bytes()  # Go's shortest digits of the float64
     assert CacheKey.from_json(key.to_json()) == key
     assert CacheKey.from_json(key.to_json().replace("1152921504606847000", str(2 ** 60))) == key
+
+
+# Derived from KFP's GenerateFingerPrint (backend/src/v2/cacheutils/cache.go): protojson reads each
+# number of inputParameterValues into a float64 (strconv.ParseFloat: nearest, ties to even), then
+# encoding/json re-marshals it ('f' form below 1e21, 'e' form at or above, shortest digits).
+BIG_INTEGERS_KEY = ('{"containerSpec":{"image":"python:3.11","cmdArgs":["sh","ec","run"]},'
+                    '"inputParameterValues":{"big":[12345678901234567890,-9007199254740993,123456789012345678901234]}}')
+BIG_INTEGERS_BYTES = (b'{"containerSpec":{"cmdArgs":["sh","ec","run"],"image":"python:3.11"},'
+                      b'"inputParameterValues":{"big":[12345678901234567000,-9007199254740992,1.2345678901234569e+23]}}')
+BIG_INTEGERS_FINGERPRINT = "f1b544bfb6cd6b7603ab1a75f1181074fdc640282fc1814b0ee13538a6882e85"
+
+
+def test_fingerprint_of_a_key_with_integers_a_float64_rounds_is_kfps():
+    from click.testing import CliRunner
+
+    from mlmd_cache.cli import main
+
+    result = CliRunner().invoke(main, ["fingerprint", "-", "--show-bytes"], input=BIG_INTEGERS_KEY)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [BIG_INTEGERS_FINGERPRINT, BIG_INTEGERS_BYTES.decode()]
+    key = CacheKey.from_json(json.loads(BIG_INTEGERS_KEY))  # the library's parsing of a key as a dict too
+    assert (key.hashed_bytes(), key.fingerprint()) == (BIG_INTEGERS_BYTES, BIG_INTEGERS_FINGERPRINT)
+    assert CacheKey.from_json(key.to_json()) == key
+
+
+def test_a_run_parameter_a_float64_would_round_stays_refused():
+    with pytest.raises(values.JSONValueError, match="12345678901234567890 is an integer a float64 cannot hold"):
+        values.parse("[12345678901234567890]")
+    with pytest.raises(CacheKeyError, match="cannot hold exactly"):
+        CacheKey.build(image="i", input_parameters={"p": 12345678901234567890})
 
 
 # -- properties -----------------------------------------------------------------------------------

@@ -222,13 +222,17 @@ class CacheKey:
 
     @classmethod
     def from_json(cls, source: Union[str, bytes, Mapping[str, Any]]) -> "CacheKey":
-        """Parse KFP's protojson form (JSON names or proto field names). Unknown fields are errors."""
+        """Parse KFP's protojson form (JSON names or proto field names). Unknown fields are errors.
+
+        Numbers are read as KFP's Go code reads them: an integer a float64 cannot hold exactly is the
+        nearest float64 (KFP hashes ``12345678901234567890`` as ``12345678901234567000``)."""
         # A parameter value sits two levels down (inputParameterValues.NAME): it may nest MAX_DEPTH more.
         depth = json_values.MAX_DEPTH + 2
         if isinstance(source, (str, bytes)):
-            document = json_values.loads(source, "cache key", error=CacheKeyError, max_depth=depth)
+            document = json_values.loads(source, "cache key", error=CacheKeyError, max_depth=depth,
+                                         kfp_numbers=True)
         else:
-            document = dict(source)
+            document = json_values.to_kfp_numbers(dict(source))
             json_values.check(document, "cache key", error=CacheKeyError, max_depth=depth)
         if not isinstance(document, dict):
             raise CacheKeyError(f"a cache key is a JSON object, not {type(document).__name__}")

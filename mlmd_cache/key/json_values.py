@@ -12,6 +12,11 @@ MLMD stores it inside an execution's ``inputs`` struct. So, before anything is w
   magnitude passes, a larger one only if it is exactly a float64 or is the shortest decimal form of
   one, as Go writes them (``2**60`` and ``1152921504606847000`` pass, ``2**53 + 1`` and ``10**400`` do
   not). Rounding would run a task on a number the user did not give: pass such a value as a string.
+  A cache key KFP made is the exception (``kfp_numbers=True``, :meth:`CacheKey.from_json`): KFP's
+  Go code (protojson, then ``encoding/json`` into ``interface{}``) reads every JSON number as the
+  nearest float64, so such an integer is read as that float64 and hashed as KFP hashes it
+  (``12345678901234567890`` as ``12345678901234567000``); only a number beyond a float64's range is
+  refused there.
 * ``-0`` keeps its sign: it is parsed as the float ``-0.0``, as Go's protojson parses it (KFP's
   fingerprint then holds ``-0``), not as the integer 0.
 * Strings must be Unicode text: a lone surrogate (``"\\ud800"``, or undecodable bytes of a command
@@ -37,7 +42,8 @@ from typing import Any, Optional, Union
 
 from ..errors import InvalidArgumentError, MlmdCacheError
 
-__all__ = ["MAX_DEPTH", "JSONValueError", "parse", "parse_number", "validate", "loads", "check", "message"]
+__all__ = ["MAX_DEPTH", "JSONValueError", "parse", "parse_number", "validate", "loads", "check", "message",
+           "to_kfp_numbers"]
 
 # Measured on ml-metadata 1.17.1: 29 nested objects is the deepest parameter value whose execution
 # (its stored cache key: cacheKey.inputParameterValues.NAME.<value>) protobuf still parses. Lower, so
@@ -114,6 +120,36 @@ def _int(text: str) -> Union[int, float, _Bad]:
     return _Bad(problem) if problem else number
 
 
+def _kfp_int(text: str) -> Union[int, float, _Bad]:
+    """An integer as KFP's Go code reads one: the nearest float64 (ties to even, as strconv.ParseFloat
+    rounds and Python's int-to-float conversion does) when a float64 cannot hold it exactly."""
+    value = _int(text)
+    if not isinstance(value, _Bad):
+        return value
+    try:
+        return float(int(text))
+    except (ValueError, OverflowError):  # beyond a float64's range, or too many digits: Go refuses it too
+        return value
+
+
+def to_kfp_numbers(value: Any, _depth: int = 0) -> Any:
+    """``value`` with every integer a float64 cannot hold exactly replaced by its nearest float64,
+    as KFP's Go code reads a number (an integer beyond a float64's range is left for :func:`validate`,
+    and so is what nests too deep)."""
+    if _depth > 2 * MAX_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {key: to_kfp_numbers(item, _depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_kfp_numbers(item, _depth + 1) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -_EXACT_INTEGERS <= value <= _EXACT_INTEGERS:
+        try:
+            return float(value)
+        except OverflowError:
+            return value
+    return value
+
+
 def parse_number(text: str, integer: bool = False) -> Union[int, float]:
     """A number given as text (a ``--param`` of type NUMBER_INTEGER, ``integer=True``, or
     NUMBER_DOUBLE) in the syntax JSON and Go's ``strconv`` share: an optional sign, ASCII digits and,
@@ -140,8 +176,9 @@ def parse_number(text: str, integer: bool = False) -> Union[int, float]:
     return value
 
 
-def parse(text: Union[str, bytes], max_depth: int = MAX_DEPTH) -> Any:
-    """Parse JSON text (bytes must be UTF-8) into a value :func:`validate` accepts, ``-0`` as ``-0.0``.
+def parse(text: Union[str, bytes], max_depth: int = MAX_DEPTH, kfp_numbers: bool = False) -> Any:
+    """Parse JSON text (bytes must be UTF-8) into a value :func:`validate` accepts, ``-0`` as ``-0.0``;
+    with ``kfp_numbers``, an integer a float64 cannot hold is read as KFP reads it (the nearest float64).
     Raises :class:`JSONValueError`."""
     if isinstance(text, (bytes, bytearray)):
         try:
@@ -150,7 +187,8 @@ def parse(text: Union[str, bytes], max_depth: int = MAX_DEPTH) -> Any:
             raise JSONValueError(f"invalid JSON: not UTF-8 text (byte 0x{text[error.start]:02x} at offset "
                                  f"{error.start})", syntax=True) from None
     try:
-        value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        value = json.loads(text, parse_constant=_constant, parse_float=_float,
+                           parse_int=_kfp_int if kfp_numbers else _int)
     except RecursionError:
         raise JSONValueError(_too_deep(max_depth)) from None
     except json.JSONDecodeError as error:
@@ -237,11 +275,11 @@ def message(what: str, error: JSONValueError) -> str:
 
 
 def loads(text: Union[str, bytes], what: str, *, error: type[MlmdCacheError] = InvalidArgumentError,
-          max_depth: int = MAX_DEPTH) -> Any:
+          max_depth: int = MAX_DEPTH, kfp_numbers: bool = False) -> Any:
     """:func:`parse`, raising ``error`` (a user-input error: exit code 2 in the CLI) with a one-line
     message that starts with ``what`` (e.g. ``"parameter 'l'"``)."""
     try:
-        return parse(text, max_depth)
+        return parse(text, max_depth, kfp_numbers)
     except JSONValueError as problem:
         raise error(message(what, problem)) from None
 

@@ -7,6 +7,7 @@ import datetime
 import graphlib
 import itertools
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -376,6 +377,8 @@ def _check_constants(path: str, document: Mapping[str, Any]) -> None:
 
 
 _WORKSPACE_PATH = "{{$.workspace_path}}"  # dsl.WORKSPACE_PATH_PLACEHOLDER of kfp 2.17
+# An input or output artifact placeholder with no .uri, .path or .metadata after it (the list as a whole).
+_WHOLE_ARTIFACT = re.compile(r"\{\{\$\.(inputs|outputs)\.artifacts\['([^']*)'\]\}\}")
 
 
 def _check_supported(pipeline: CompiledPipeline) -> None:
@@ -418,6 +421,14 @@ def _check_supported(pipeline: CompiledPipeline) -> None:
         for artifact in component.output_definitions.artifacts.values():
             if artifact.is_artifact_list:
                 refuse(path, "a list of output artifacts")
+        if executor.WhichOneof("spec") == "container":
+            for item in (*executor.container.command, *executor.container.args):
+                match = _WHOLE_ARTIFACT.search(item)
+                if match:
+                    side, name = match.group(1), match.group(2)
+                    refuse(path, f"{match.group()}, {side[:-1]} {name!r} as a whole (KFP's launcher replaces only "
+                                 f"{{{{$.{side}.artifacts['{name}'].uri}}}} and .path, of its first artifact, and "
+                                 "leaves this as written)")
 
 
 def _check_graph(pipeline: CompiledPipeline, prefix: str, component: pipeline_spec_pb2.ComponentSpec) -> None:

@@ -217,8 +217,7 @@ def run_pipeline(
                                  exist_ok=False, max_staleness=max_staleness, digest=digest,
                                  key_by_content=key_by_content)
         created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        placeholders = RunPlaceholders(job_name=run_name, job_id=run_name, pipeline_root=str(root),
-                                       create_time=created)
+        placeholders = RunPlaceholders.for_run(pipeline.name, run_name, str(root), created)
         scheduler = Scheduler(cache, pipeline, run, root, dict(os.environ), launcher, parallelism or os.cpu_count() or 1,
                               placeholders, on_task, on_start, task_staleness, dedup=dedup,
                               lease_seconds=lease_seconds, max_wait_seconds=max_wait_seconds, on_wait=on_wait,

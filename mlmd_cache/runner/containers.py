@@ -14,10 +14,12 @@ import dataclasses
 import datetime
 import errno
 import os
+import re
 import signal
 import subprocess
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -125,14 +127,44 @@ def _whole_numbers_as_ints(value: Any) -> Any:
 def command_line(arguments: list[str], message: pipeline_spec_pb2.ExecutorInput,
                  component: pipeline_spec_pb2.ComponentSpec, *, job_name: str, task_name: str, pipeline_root: str,
                  job_id: str) -> list[str]:
-    """``arguments`` (the command and args, or an env value) with every placeholder resolved."""
+    """``arguments`` (the command and args, or an env value) with every placeholder resolved.
+
+    A parameter value goes into the command line as it is, as KFP's launcher puts it there
+    (backend/src/v2/component/launcher_v2.go, getPlaceholders: one string replacement per
+    placeholder of the task's inputs and outputs): a placeholder inside a value stays as written.
+    That is how KFP's open-source backend passes on a component default that only Vertex AI
+    resolves (``{{$.pipeline_google_cloud_project_id}}``, ``{{$.pipeline_google_cloud_location}}``,
+    ``{{$.pipeline_persistent_resource_id}}``); kfp.local would resolve it, and fails on these."""
     from kfp.local import placeholder_utils  # here: the whole KFP SDK, for a task that executes (see above)
 
-    return placeholder_utils.replace_placeholders(
+    marker = "{{" + uuid.uuid4().hex  # no "{{$": kfp.local leaves it alone; plain ASCII: JSON keeps it as it is
+    document = executor_input_dict(message, component)
+    values = document.get("inputs", {}).get("parameterValues")
+    if values:
+        document["inputs"]["parameterValues"] = _replaced_in_strings(values, "{{$", marker + "$")
+    # Written into the command itself, KFP's launcher leaves them as written too (no replacement has them).
+    arguments = [_VERTEX_ONLY.sub(lambda match: marker + match.group()[2:], item) for item in arguments]
+    resolved = placeholder_utils.replace_placeholders(
         full_command=arguments,
-        executor_input_dict=executor_input_dict(message, component),
+        executor_input_dict=document,
         pipeline_resource_name=job_name, task_resource_name=task_name, pipeline_root=pipeline_root,
         unique_pipeline_id=job_id)
+    return [item.replace(marker + "$", "{{$") for item in resolved]
+
+
+# The placeholders that only Vertex AI resolves: KFP's open-source driver and launcher pass them on as written.
+_VERTEX_ONLY = re.compile(r"\{\{\$\.(?:pipeline_google_cloud_project_id|pipeline_google_cloud_location|"
+                          r"pipeline_persistent_resource_id)\}\}")
+
+
+def _replaced_in_strings(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [_replaced_in_strings(item, old, new) for item in value]
+    if isinstance(value, dict):
+        return {key: _replaced_in_strings(item, old, new) for key, item in value.items()}
+    return value
 
 
 def task_env(base: Mapping[str, str], container: Any, resolve: Any) -> dict[str, str]:

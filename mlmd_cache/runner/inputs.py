@@ -109,9 +109,11 @@ def _parameter(name: str, spec: pipeline_spec_pb2.TaskInputsSpec.InputParameterS
         report = scope.reports.get(producer)
         if report is None:
             raise InputError(f"task {producer!r} has not ended")
+        # KFP's driver: the run's Kubernetes object name (resolve.go, PipelineJobResourceName: opts.RunName)
         status: dict[str, Any] = {"state": final_status_state(report.state),
                                   "pipelineTaskName": producer,
-                                  "pipelineJobResourceName": placeholders.job_name, "error": {}}
+                                  "pipelineJobResourceName": placeholders.resource_name or placeholders.job_name,
+                                  "error": {}}
         if report.state in (FAILED, NOT_RUN) and report.error:
             status["error"] = {"message": report.error.splitlines()[0]}
         return status

@@ -137,7 +137,7 @@ def plan_pipeline(
                       max_staleness=max_staleness, digest=digest, key_by_content=key_by_content)
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     planner = Planner(cache, pipeline, run, root,
-                      RunPlaceholders(job_name=name, job_id=name, pipeline_root=str(root), create_time=created),
+                      RunPlaceholders.for_run(pipeline.name, name, str(root), created),
                       task_staleness)
     declared = pipeline.spec.root.input_definitions.artifacts
     root_artifacts = {

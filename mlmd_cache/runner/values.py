@@ -7,6 +7,7 @@ input may be set to (``dsl.PIPELINE_JOB_NAME_PLACEHOLDER`` and the like).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -81,20 +82,50 @@ def integer_outputs(values: dict[str, Any], specs: Mapping[str, Any]) -> dict[st
     return values
 
 
+# Kubernetes' generateName suffix: 5 characters of this alphabet, after a prefix cut to 58 characters.
+_K8S_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def resource_name(pipeline_name: str, run_name: str) -> str:
+    """The run's ``{{$.pipeline_job_resource_name}}``. KFP's backend gives the run's Kubernetes
+    object name: its Argo workflow is created with ``generateName`` set to the last ``/``-part of
+    the pipeline's name plus ``-`` (backend/src/v2/compiler/argocompiler/argo.go), to which
+    Kubernetes adds 5 random characters. Here the 5 characters come from a digest of the run's
+    name, so that ``plan`` and a run of the same name see the same value.
+
+    >>> resource_name("pipeline-with-placeholders", "my run")
+    'pipeline-with-placeholders-5lnmn'
+    """
+    prefix = (pipeline_name.split("/")[-1] + "-")[:58]
+    digest = hashlib.sha256(run_name.encode("utf-8", "surrogatepass")).digest()
+    return prefix + "".join(_K8S_SUFFIX_ALPHABET[byte % len(_K8S_SUFFIX_ALPHABET)] for byte in digest[:5])
+
+
 @dataclass(frozen=True)
 class RunPlaceholders:
-    """The values of the run-time placeholders of one run (see ``kfp.dsl``'s ``PIPELINE_*_PLACEHOLDER``)."""
+    """The values of the run-time placeholders of one run (see ``kfp.dsl``'s ``PIPELINE_*_PLACEHOLDER``),
+    as KFP's driver resolves a task input that is one (backend/src/v2/driver/resolve.go): the run's
+    display name (``job_name``), its Kubernetes object name (``resource_name``), its ID, the pipeline
+    root, and its creation time, which is also the schedule time of a run no schedule started."""
 
     job_name: str
     job_id: str
     pipeline_root: str
     create_time: str  # RFC 3339, UTC
+    resource_name: str = ""
+
+    @classmethod
+    def for_run(cls, pipeline_name: str, run_name: str, pipeline_root: str, create_time: str) -> "RunPlaceholders":
+        """The placeholders of the run ``run_name`` of ``pipeline_name`` (its ID is its name: the
+        name of its ``system.PipelineRun`` context, which KFP names by the run's ID)."""
+        return cls(job_name=run_name, job_id=run_name, pipeline_root=pipeline_root, create_time=create_time,
+                   resource_name=resource_name(pipeline_name, run_name))
 
     def value(self, text: str, task_name: str, parent_dag_id: Optional[int]) -> Optional[str]:
         """The value of ``text`` when it is exactly a placeholder, else None."""
         return {
             "{{$.pipeline_job_name}}": self.job_name,
-            "{{$.pipeline_job_resource_name}}": self.job_name,
+            "{{$.pipeline_job_resource_name}}": self.resource_name or self.job_name,
             "{{$.pipeline_job_uuid}}": self.job_id,
             "{{$.pipeline_task_name}}": task_name,
             # KFP's driver resolves the task ID to the execution ID of the task's parent DAG.
