@@ -129,21 +129,21 @@ def command_line(arguments: list[str], message: pipeline_spec_pb2.ExecutorInput,
                  job_id: str) -> list[str]:
     """``arguments`` (the command and args, or an env value) with every placeholder resolved.
 
-    A parameter value goes into the command line as it is, as KFP's launcher puts it there
-    (backend/src/v2/component/launcher_v2.go, getPlaceholders: one string replacement per
-    placeholder of the task's inputs and outputs): a placeholder inside a value stays as written.
-    That is how KFP's open-source backend passes on a component default that only Vertex AI
-    resolves (``{{$.pipeline_google_cloud_project_id}}``, ``{{$.pipeline_google_cloud_location}}``,
-    ``{{$.pipeline_persistent_resource_id}}``); kfp.local would resolve it, and fails on these."""
+    The placeholders that only Vertex AI resolves (``{{$.pipeline_google_cloud_project_id}}``,
+    ``{{$.pipeline_google_cloud_location}}``, ``{{$.pipeline_persistent_resource_id}}``: component
+    defaults of google-cloud-pipeline-components) reach the task as written, in a parameter value or
+    in the command, as KFP's open-source backend passes them on (its launcher,
+    backend/src/v2/component/launcher_v2.go, replaces only the task's input and output placeholders);
+    kfp.local's resolver would fail on them. Every other placeholder in a value (an f-string of
+    pipeline channels, ``f"{markers}/{item}"``) is resolved, as KFP's driver does."""
     from kfp.local import placeholder_utils  # here: the whole KFP SDK, for a task that executes (see above)
 
     marker = "{{" + uuid.uuid4().hex  # no "{{$": kfp.local leaves it alone; plain ASCII: JSON keeps it as it is
     document = executor_input_dict(message, component)
     values = document.get("inputs", {}).get("parameterValues")
     if values:
-        document["inputs"]["parameterValues"] = _replaced_in_strings(values, "{{$", marker + "$")
-    # Written into the command itself, KFP's launcher leaves them as written too (no replacement has them).
-    arguments = [_VERTEX_ONLY.sub(lambda match: marker + match.group()[2:], item) for item in arguments]
+        document["inputs"]["parameterValues"] = _vertex_only_marked(values, marker)
+    arguments = _vertex_only_marked(arguments, marker)
     resolved = placeholder_utils.replace_placeholders(
         full_command=arguments,
         executor_input_dict=document,
@@ -157,13 +157,14 @@ _VERTEX_ONLY = re.compile(r"\{\{\$\.(?:pipeline_google_cloud_project_id|pipeline
                           r"pipeline_persistent_resource_id)\}\}")
 
 
-def _replaced_in_strings(value: Any, old: str, new: str) -> Any:
+def _vertex_only_marked(value: Any, marker: str) -> Any:
+    """``value`` with each Vertex-only placeholder's ``{{`` replaced by ``marker`` (in every string of it)."""
     if isinstance(value, str):
-        return value.replace(old, new)
+        return _VERTEX_ONLY.sub(lambda match: marker + match.group()[2:], value)
     if isinstance(value, list):
-        return [_replaced_in_strings(item, old, new) for item in value]
+        return [_vertex_only_marked(item, marker) for item in value]
     if isinstance(value, dict):
-        return {key: _replaced_in_strings(item, old, new) for key, item in value.items()}
+        return {key: _vertex_only_marked(item, marker) for key, item in value.items()}
     return value
 
 
