@@ -22,6 +22,7 @@ from ..store import records
 from ..store.cache_service import (CACHE_SERVICE_NAME, MAX_LOOKUP_LIMIT, MAX_RESPONSE_BYTES, METHODS, PROTOCOL_VERSION,
                                    InfoRequest, InfoResponse, LookupRequest, LookupResponse, ReservationRequest,
                                    ReservationResponse)
+from ..store.client import mlmd_error
 from ..store.lease_records import read_newest
 from ..store.source_records import read_round, source_context
 
@@ -59,11 +60,7 @@ class CoreStore(metadata_store.MetadataStore):
         answer, message, code = self._core_call(getattr(self._core, method_name), request.SerializeToString(),
                                                 method_name.startswith("Get"))
         if code != 0:
-            try:
-                kind = mlmd_errors.exception_type_from_error_code(code)
-            except KeyError:
-                kind = mlmd_errors.UnknownError
-            raise kind(message.decode("utf-8", "replace"))
+            raise mlmd_error(code, message.decode("utf-8", "replace"))
         response.ParseFromString(answer)
 
 

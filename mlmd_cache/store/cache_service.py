@@ -93,6 +93,7 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from .client import mlmd_error
 from .lease_records import read_newest
 from .source_records import CandidateRound, assemble_candidates, read_round
 
@@ -212,11 +213,7 @@ class CacheServiceClient:
             try:
                 return stub(request, timeout=self._store._grpc_timeout_sec)
             except grpc.RpcError as error:
-                try:
-                    kind = mlmd_errors.exception_type_from_error_code(error.code().value[0])
-                except KeyError:
-                    kind = mlmd_errors.UnknownError
-                raise kind(error.details() or "") from None
+                raise mlmd_error(error.code().value[0], error.details() or "") from None
 
         try:
             answer = self._store.retrying(f"{CACHE_SERVICE_NAME}/{method}", attempt)

@@ -37,7 +37,18 @@ from .._messages import _one_line, mlmd_stderr_captured, store_cause, without_sq
 from ..defaults import CALL_TIMEOUT_SECONDS
 from ..errors import StoreFaultError
 
-__all__ = ["Store", "RETRY_SECONDS", "CALL_TIMEOUT_SECONDS"]
+__all__ = ["Store", "RETRY_SECONDS", "CALL_TIMEOUT_SECONDS", "mlmd_error"]
+
+
+def mlmd_error(code: int, message: str) -> "mlmd_errors.StatusError":
+    """ML Metadata's exception for a status ``code`` (``UnknownError`` for a code it has no class
+    for), as its client raises it; not ``make_exception``, which logs every InternalError as a
+    warning, retried or not."""
+    try:
+        kind = mlmd_errors.exception_type_from_error_code(code)
+    except KeyError:
+        kind = mlmd_errors.UnknownError
+    return kind(message)
 
 T = TypeVar("T")
 
@@ -145,12 +156,7 @@ class Store(metadata_store.MetadataStore):
         with mlmd_stderr_captured():  # its C++ log (a failed query, a reconnect) is shown only if the command fails
             response_bytes, error_message, status_code = method(self._metadata_store, request.SerializeToString())
         if status_code != 0:
-            # Not make_exception: it logs every InternalError as a warning, retried or not.
-            try:
-                kind = mlmd_errors.exception_type_from_error_code(status_code)
-            except KeyError:
-                kind = mlmd_errors.UnknownError
-            raise kind(error_message.decode("utf-8", "replace"))
+            raise mlmd_error(status_code, error_message.decode("utf-8", "replace"))
         response.ParseFromString(response_bytes)
 
 
