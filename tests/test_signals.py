@@ -195,6 +195,45 @@ def test_sighup_stops_serve_as_sigterm_does(tmp_path: Path) -> None:
                                  "mlmd-cache serve: stopped"], rest
 
 
+def test_a_signal_while_serve_writes_its_log_stops_it(tmp_path: Path) -> None:
+    """A signal that arrives while serve's main thread is inside a write to stderr (a full pipe, a
+    slow terminal): the stop is still logged and done, not "reentrant call inside BufferedWriter"
+    (a handler that wrote the log line itself failed so, 1 CI run in many)."""
+    import fcntl
+
+    reader, writer = os.pipe()
+    fcntl.fcntl(writer, fcntl.F_SETPIPE_SZ, 4096)
+    filler = b"x" * (4095) + b"\n"
+    os.write(writer, filler)  # full: serve's first log line waits in write() until it is read
+    process = subprocess.Popen([str(BIN / "mlmd-cache"), "serve", "--port", "0", "--db",
+                                f"sqlite:///{tmp_path / 'store.sqlite'}"], stderr=writer)
+    os.close(writer)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open(f"/proc/{process.pid}/wchan") as wchan:
+                if "pipe_write" in wchan.read():  # (anon_pipe_write on newer kernels)
+                    break
+            assert process.poll() is None
+            time.sleep(0.01)
+        else:
+            pytest.fail("serve never wrote its first line")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.2)  # the handler runs while the write is still blocked
+        with os.fdopen(reader, "rb") as pipe:
+            reader = -1
+            output = pipe.read()
+    finally:
+        if reader != -1:
+            os.close(reader)
+        process.kill() if process.poll() is None else None
+    lines = output.decode()[len(filler):].splitlines()
+    assert process.wait(timeout=30) == 0, lines
+    assert " on grpc://" in lines[0], lines
+    assert lines[1:] == ["mlmd-cache serve: SIGHUP: stopping (calls in flight may finish within 10 s)",
+                         "mlmd-cache serve: stopped"], lines
+
+
 def test_a_closed_terminal_stops_a_run_as_sigterm_does(tmp_path: Path) -> None:
     """The real SIGHUP: the run's controlling terminal goes away (an ssh session dropped): the kernel
     hangs it up, so that every write to it fails (EIO), and sends SIGHUP. The run still stops its

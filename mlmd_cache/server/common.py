@@ -3,8 +3,10 @@ addresses a server listens on and a client reaches it by, the log line, and the 
 SIGTERM, SIGINT and SIGHUP of a server or a group of them (:class:`Stoppable`)."""
 from __future__ import annotations
 
+import queue
 import signal
 import sys
+import threading
 from typing import Callable, Optional, Protocol
 
 from .._entry import leave_a_hung_up_terminal
@@ -44,21 +46,32 @@ def stop_on_signals(server: Stoppable, grace: float = 10.0,
                     log: Callable[[str], None] = log) -> None:
     """Stop ``server`` on SIGTERM, SIGINT and SIGHUP (call from the main thread; a signal ignored
     from the start, as nohup ignores SIGHUP, stays ignored): the first signal stops it gracefully
-    (calls in flight may finish within ``grace`` seconds), a second one at once."""
-    received = []
+    (calls in flight may finish within ``grace`` seconds), a second one at once.
+
+    The handler only hands the signal to a thread that logs and stops: a signal can arrive while the
+    main thread is inside a write to stderr (a full pipe, a slow terminal), where a second write from
+    the handler is refused ("reentrant call inside BufferedWriter")."""
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() is safe in a signal handler
 
     def handle(signum: int, frame: object) -> None:
-        received.append(signum)
-        if signum == signal.SIGHUP:  # a closed terminal: the log lines below must not fail on it
+        if signum == signal.SIGHUP:  # a closed terminal: the log lines must not fail on it
             leave_a_hung_up_terminal()
-        name = signal.Signals(signum).name
-        if len(received) == 1:
-            log(f"{name}: stopping (calls in flight may finish within {grace:g} s)")
-            server.stop_async(grace)
-        else:
-            log(f"{name}: stopping now (calls in flight are cancelled)")
-            server.stop_async(None)
+        signals.put(signum)
 
+    def stop() -> None:
+        received = 0
+        while True:
+            signum = signals.get()
+            received += 1
+            name = signal.Signals(signum).name
+            if received == 1:
+                log(f"{name}: stopping (calls in flight may finish within {grace:g} s)")
+                server.stop_async(grace)
+            else:
+                log(f"{name}: stopping now (calls in flight are cancelled)")
+                server.stop_async(None)
+
+    threading.Thread(target=stop, name="mlmd-cache-serve-stop", daemon=True).start()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, handle)
