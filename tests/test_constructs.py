@@ -384,6 +384,9 @@ def loops_pipeline(names: List[str] = ["p", "q"], empty: List[int] = []):
         inner(text="loop")
     with dsl.ParallelFor(empty) as nothing:
         integer(x=nothing)
+    with dsl.ParallelFor(names, parallelism=2) as outer_name:  # the inner loop goes over the outer's list
+        with dsl.ParallelFor(names) as inner_name:
+            echo(x=inner_name)
 
 
 @dsl.pipeline(name="c-collected-out")
@@ -672,7 +675,8 @@ CASES: Dict[str, Case] = {
         "for-loop-10/0/condition-11/echo-2": "SKIPPED", "for-loop-10/1/condition-11/echo-2": "COMPLETE",
         # both iterations' c-inner has one key: iteration 1 waits for iteration 0's (dedup) and reuses it
         "for-loop-10/0/c-inner/read": "COMPLETE", "for-loop-10/1/c-inner/write": "CACHED",
-        "for-loop-10/1/c-inner/read": "CACHED", "for-loop-12": "COMPLETE"}, absent=["for-loop-12/"]),
+        "for-loop-10/1/c-inner/read": "CACHED", "for-loop-12": "COMPLETE",
+        "for-loop-13/1/for-loop-14/1": "COMPLETE", "for-loop-13": "COMPLETE"}, absent=["for-loop-12/"]),
     "collected-nested": Case(collected_nested_pipeline),
     "exit-handler": Case(exit_handler_pipeline, states={"exit-handler-1/echo": "COMPLETE", "report": "COMPLETE",
                                                         "echo-3": "COMPLETE", "echo-4": "COMPLETE"}),
@@ -769,6 +773,7 @@ COVERED_OTHER = {
     "pipeline input artifacts": ["input-artifacts"],
     "Optional parameters without defaults": ["required-optionals", "components"],
     "ParallelFor over a literal, a parameter, an output; nested; parallelism; item.field": ["loops"],
+    "a nested ParallelFor over the outer loop's own list": ["loops"],
     "an empty ParallelFor": ["loops"],
     "@dsl.pipeline(pipeline_root=, display_name=, description=)": ["nested"],
     "task settings from pipeline parameters and task outputs": ["settings-from-params", "task-settings"],

@@ -558,8 +558,10 @@ class Scheduler:
         self.dags.write([(execution, loop.inputs.artifacts) for _, _, execution in opening])  # one transaction
         for index, parameters, execution in opening:
             path = f"{loop.dag.path}{node.name}/{index}/"
-            loop.iterations[index] = self._open_dag(path, node.component, execution,
-                                                    {**parameters, **loop.inputs.artifacts},
+            # The iteration's record leaves the looped-over list out, as KFP's driver does, but its tasks
+            # still see it (kfp.local too): a loop inside may go over the same list.
+            scope = {**loop.inputs.parameters, **parameters, **loop.inputs.artifacts}
+            loop.iterations[index] = self._open_dag(path, node.component, execution, scope,
                                                     self._iteration_ended(loop, index), node.retry)
 
     def _iteration_ended(self, loop: _Loop, index: int) -> Callable:
