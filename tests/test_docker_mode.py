@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import pytest
 from kfp import compiler, dsl, kubernetes
@@ -336,6 +336,76 @@ def test_a_missing_image_refuses_the_run_with_nothing_written(image: str, tmp_pa
     store = connect(db)
     assert store.get_contexts() == [] and store.get_executions() == []
     assert not (tmp_path / "root").exists()
+
+
+# A v1 component that gives only its args (KFP's pipeline_with_resource_spec, _ontology, ...): its
+# image's ENTRYPOINT runs them, as in a pod. The image is built here from the test image.
+ENTRYPOINT_SCRIPT = ('while [ $# -gt 0 ]; do case "$1" in --text) t="$2";; --out) o="$2";; esac; shift 2; done; '
+                     'mkdir -p "$(dirname "$o")" && printf "entry point saw %s" "$t" > "$o"')
+ARGS_ONLY_COMPONENT = """
+name: args only
+inputs:
+- {name: text, type: String}
+outputs:
+- {name: out, type: String}
+implementation:
+  container:
+    image: IMAGE
+    args: [--text, {inputValue: text}, --out, {outputPath: out}]
+"""
+
+
+@pytest.fixture(scope="module")
+def entrypoint_image(image: str) -> Iterator[str]:
+    name = "mlmd-cache-test/entrypoint:1"
+    dockerfile = f"FROM {image}\nENTRYPOINT {json.dumps(['sh', '-c', ENTRYPOINT_SCRIPT, 'entry'])}\n"
+    built = subprocess.run(["docker", "build", "--quiet", "--tag", name, "-"], input=dockerfile,
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    try:
+        yield name
+    finally:
+        docker("rmi", "--force", name)
+
+
+def _args_only_pipeline(image: str, path: Path) -> Path:
+    from kfp import components
+    args_only = components.load_component_from_text(ARGS_ONLY_COMPONENT.replace("IMAGE", image))
+
+    @dsl.pipeline(name="args-only")
+    def pipeline(text: str = "hello"):
+        args_only(text=text)
+
+    compiler.Compiler().compile(pipeline, str(path))
+    return path
+
+
+def test_a_component_with_args_only_runs_its_images_entry_point(entrypoint_image: str, tmp_path: Path) -> None:
+    pipeline = _args_only_pipeline(entrypoint_image, tmp_path / "args-only.yaml")
+    db = f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+    done = _cli(str(pipeline), "--db", db, "--pipeline-root", str(tmp_path / "root"), "--task-env", "docker",
+                "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["tasks"]["args-only"]["state"] == COMPLETE
+    store = connect(db)
+    [execution] = [e for e in store.get_executions() if e.custom_properties["task_name"].string_value == "args-only"]
+    assert execution.custom_properties["outputs"].struct_value["out"] == "entry point saw hello"
+
+
+@pytest.mark.parametrize("mode", ["host", "venv"])
+def test_a_component_with_args_only_is_refused_outside_docker(mode: str, tmp_path: Path) -> None:
+    pipeline = _args_only_pipeline("mlmd-cache-test/entrypoint:1", tmp_path / "args-only.yaml")
+    db = f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+    done = _cli(str(pipeline), "--db", db, "--pipeline-root", str(tmp_path / "root"), "--task-env", mode)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "Error: pipeline 'args-only', task 'args-only': its container has args but no command, so the entry "
+        f"point of image 'mlmd-cache-test/entrypoint:1' runs them, which --task-env {mode} cannot (it runs "
+        "commands on the host); --task-env docker runs it in its image"], done.stderr
+    assert not (tmp_path / "root").exists()
+    store = connect(db)
+    assert store.get_contexts() == [] and store.get_executions() == []
 
 
 @pytest.mark.parametrize("breakage, expected", [

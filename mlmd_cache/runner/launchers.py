@@ -99,7 +99,12 @@ def check_commands(pipeline: CompiledPipeline, path: str, mode: str) -> None:
         if pipeline.executors[component.executor_label].WhichOneof("spec") != "container":
             continue
         container = pipeline.executors[component.executor_label].container
-        program = (list(container.command) or list(container.args) or [""])[0]
+        if not container.command and container.args:  # a v1 component that gives only its args
+            raise UnsupportedPipelineError(
+                f"pipeline {pipeline.name!r}, task {name!r}: its container has args but no command, so "
+                f"the entry point of image {container.image!r} runs them, which --task-env {mode} cannot "
+                "(it runs commands on the host); --task-env docker runs it in its image")
+        program = (list(container.command) or [""])[0]
         if not program or "{{" in program or os.path.basename(program) in _SHIMMED:
             continue
         if shutil.which(program, path=path) is None:
