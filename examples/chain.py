@@ -72,9 +72,13 @@ def main() -> None:
     parser.add_argument("--db", help="store URL (default: $MLMD_DB, else the embedded SQLite store)")
     parser.add_argument("--lr", type=float, default=0.1, help="B's learning rate (default 0.1)")
     parser.add_argument("--runs", type=int, default=2, help="how many runs (default 2)")
+    parser.add_argument("--outputs", type=Path, default=default_store_path().parent / "chain-demo-outputs",
+                        help="where the tasks write their files (default: chain-demo-outputs beside the "
+                             "embedded store)")
     options = parser.parse_args()
     cache = ExecutionCache(connect(options.db))
-    root = default_store_path().parent / "chain-demo-outputs"
+    root = options.outputs.resolve()
+    print(f"outputs under {root}")
     for _ in range(options.runs):
         run_name = f"chain-{uuid.uuid4().hex[:8]}"
         results = run_chain(cache, run_name, options.lr, root)

@@ -15,6 +15,9 @@ def _run(tmp_path: Path, *args: str) -> list[list[str]]:
     env["XDG_DATA_HOME"] = str(tmp_path)
     done = subprocess.run([sys.executable, str(EXAMPLE), *args], env=env, capture_output=True, text=True,
                           check=True)
+    outputs = tmp_path / "mlmd-cache" / "chain-demo-outputs"
+    assert done.stdout.splitlines()[0] == f"outputs under {outputs}"  # where its files go, said first
+    assert outputs.is_dir()
     return [re.split(r"\s+", line.strip()) for line in done.stdout.splitlines() if line.startswith("  ")]
 
 
@@ -27,6 +30,15 @@ def test_demo_runs_twice_and_the_second_run_hits_everywhere(tmp_path):
     assert [line[:3] for line in second] == [["A:", "hit", "CACHED"], ["B:", "hit", "CACHED"],
                                              ["C:", "hit", "CACHED"]]
     assert [line[-1] for line in second] == [line[-1] for line in first]  # the same artifact IDs
+
+
+def test_demo_writes_its_outputs_where_told(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLMD_DB"}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, str(EXAMPLE), "--runs", "1", "--outputs", str(tmp_path / "here")],
+                          env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[0] == f"outputs under {tmp_path / 'here'}"
+    assert sorted(path.name.split("-")[0] for path in (tmp_path / "here").iterdir()) == ["A", "B", "C"]
 
 
 def test_demo_with_another_learning_rate_reruns_b_and_c(tmp_path):

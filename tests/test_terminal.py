@@ -201,9 +201,29 @@ def test_output_that_is_not_a_terminal_is_plain_lines_and_a_summary(workplace):
     assert re.fullmatch(r"score {19} EXECUTED +\d+\.\d\ds  execution 3", lines[1])
     store = workplace["db"]
     environments = os.environ["MLMD_CACHE_ENV_DIR"]
-    assert lines[2:] == ["run r1 of pipeline waits: 2 executed", f"  store    {store}",
-                         f"  tasks    --task-env venv ({environments})", "  output   Output = 0.5", lines[6]]
-    assert re.fullmatch(r"  metrics  score/metrics \(artifact \d+\): accuracy = 0\.75", lines[6])
+    root = workplace["args"][workplace["args"].index("--pipeline-root") + 1]
+    assert lines[2:] == ["run r1 of pipeline waits: 2 executed", f"  store    {store}", f"  outputs  {root}",
+                         f"  tasks    --task-env venv ({environments})", "  output   Output = 0.5", lines[7]]
+    assert re.fullmatch(r"  metrics  score/metrics \(artifact \d+\): accuracy = 0\.75", lines[7])
+
+
+def test_with_a_server_store_the_summary_says_where_outputs_went(workplace, tmp_path):
+    """A grpc:// store has no folder to put outputs beside: they go beside the default store, and the
+    summary says where (it said nothing, and the help promised "beside the SQLite store")."""
+    from .servers import serving
+
+    workplace["go"].touch()
+    args = workplace["args"]
+    args = args[:args.index("--pipeline-root")] + args[args.index("--pipeline-root") + 2:]
+    environment = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}
+    with serving("--db", workplace["db"]) as (_, url):
+        args[args.index("--db") + 1] = url
+        done = subprocess.run([sys.executable, "-m", "mlmd_cache", *args], capture_output=True, text=True,
+                              timeout=300, env=environment)
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / "data" / "mlmd-cache" / "pipeline-root"
+    assert f"  outputs  {root}" in done.stdout.splitlines(), done.stdout
+    assert (root / "r1").is_dir()
 
 
 def test_json_has_the_store_the_pipelines_outputs_and_its_metrics(workplace):
@@ -212,6 +232,7 @@ def test_json_has_the_store_the_pipelines_outputs_and_its_metrics(workplace):
     assert code == 0, err
     report = json.loads(out)
     assert report["store"] == workplace["db"] and report["interrupted"] is False
+    assert report["pipeline_root"] == workplace["args"][workplace["args"].index("--pipeline-root") + 1]
     assert report["outputs"] == {"parameters": {"Output": 0.5}, "artifacts": {}}
     [metrics] = report["metrics"]
     assert metrics["task"] == "score" and metrics["output"] == "metrics" and metrics["values"] == {"accuracy": 0.75}

@@ -27,7 +27,8 @@ from .options import db_option, env_dir_option, open_store, reports_errors, task
               help="At most N task processes at once (default: the machine's cores).")
 @click.option("--run-name", metavar="NAME", help="The run (system.PipelineRun context). Default: PIPELINE-timestamp.")
 @click.option("--pipeline-root", metavar="DIR",
-              help="Where task outputs go. Default: pipeline-root/ beside the SQLite store.")
+              help="Where task outputs go (the summary says). Default: pipeline-root/ beside a SQLite "
+                   "store; for another store, ~/.local/share/mlmd-cache/pipeline-root.")
 @click.option("--max-cache-staleness", "max_staleness", metavar="DURATION",
               help="Do not reuse cache sources that started longer ago: 12h, 7d, or ISO 8601 PT12H, P7D.")
 @click.option("--task-staleness", "task_staleness", multiple=True, metavar="TASK=DURATION",

@@ -241,7 +241,8 @@ def _report(cache: ExecutionCache, run_name: str, pipeline: CompiledPipeline, sc
     return RunReport(run_name, pipeline.name, root_id, scheduler.reports, output_parameters=scheduler.output_parameters,
                      output_artifacts=artifacts, metrics=_metrics(cache, scheduler.reports),
                      store=getattr(cache.store, "shown", ""), interrupted=execution_id is None,
-                     task_env=launcher.mode, task_env_detail=launcher.describe())
+                     task_env=launcher.mode, task_env_detail=launcher.describe(),
+                     pipeline_root=str(scheduler.pipeline_root))
 
 
 def _metrics(cache: ExecutionCache, reports: Mapping[str, TaskReport]) -> list[Metrics]:

@@ -86,6 +86,8 @@ def summary_lines(report: RunReport) -> list[str]:
              + summary]
     if report.store:
         lines.append(f"  store    {report.store}")
+    if report.pipeline_root:
+        lines.append(f"  outputs  {report.pipeline_root}")
     if report.task_env:
         lines.append(f"  tasks    --task-env {report.task_env_detail or report.task_env}")
     for name, value in report.output_parameters.items():

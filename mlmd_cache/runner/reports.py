@@ -63,7 +63,7 @@ class RunReport:
     ``output_parameters`` and ``output_artifacts`` (ID and URI) are the pipeline's own outputs (the
     root's ``outputDefinitions``: what the pipeline function returns), known once the run completed;
     ``metrics`` the ``system.Metrics`` artifacts of its tasks; ``store`` the store's URL, password
-    hidden; ``interrupted``: stopped by Ctrl-C or SIGTERM (see :class:`RunInterrupted`)."""
+    hidden; ``pipeline_root`` the directory the run's outputs went under; ``interrupted``: stopped by Ctrl-C or SIGTERM (see :class:`RunInterrupted`)."""
 
     run: str
     pipeline: str
@@ -76,6 +76,7 @@ class RunReport:
     interrupted: bool = False
     task_env: str = ""  # where tasks ran: venv, docker or host (see mlmd_cache.runner.launchers)
     task_env_detail: str = ""  # the same with where: venv (the environment cache's directory)
+    pipeline_root: str = ""  # where the run's task outputs and logs went: <pipeline_root>/<run>/...
 
     @property
     def succeeded(self) -> bool:
@@ -85,7 +86,8 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run, "pipeline": self.pipeline, "succeeded": self.succeeded,
                 "tasks": {name: task.to_dict() for name, task in self.tasks.items()},
-                "store": self.store, "interrupted": self.interrupted, "task_env": self.task_env,
+                "store": self.store, "pipeline_root": self.pipeline_root, "interrupted": self.interrupted,
+                "task_env": self.task_env,
                 "outputs": {"parameters": self.output_parameters, "artifacts": self.output_artifacts},
                 "metrics": [metrics.to_dict() for metrics in self.metrics]}
 
