@@ -176,6 +176,34 @@ def test_ctrl_c_on_a_terminal_fails_the_running_task_and_tells_what_never_ran(wo
     assert by_task == {"": mlmd.Execution.FAILED, LONG_NAME: mlmd.Execution.FAILED}  # score: no execution
 
 
+def screen(drawn: str, rows: int = 24) -> list[str]:
+    """The terminal's screen as a terminal emulator (pyte) draws ``drawn``: what a user sees, not
+    the stream (a row rewritten in place, or erased, is not there)."""
+    import pyte
+
+    display = pyte.Screen(COLUMNS, rows)
+    pyte.Stream(display).feed(drawn.replace("\n", "\r\n"))  # the tty's ONLCR, as the terminal gets it
+    return [row.rstrip() for row in display.display]
+
+
+def test_ctrl_c_on_a_terminal_leaves_no_stale_live_row_on_the_screen(workplace):
+    """The live table is taken away before the final lines, also after the terminal echoed ^C."""
+    terminal = Terminal(workplace["args"])
+    try:
+        terminal.read_until(r"0/2 tasks done, 1 running")
+        wait_for(workplace["started"])
+        terminal.read_until(r"running +0:0[1-9]")  # the live row has been drawn (and redrawn) a while
+        terminal.send(b"\x03")
+        terminal.read_until(r"run-pipeline: interrupted")
+    finally:
+        code = terminal.finish()
+    assert code == 130, terminal.text
+    shown = [row for row in screen(terminal.drawn) if row]
+    assert not [row for row in shown if re.search(r"running +\d+:\d\d|tasks done", row)], shown
+    assert shown[-1] == "run-pipeline: interrupted; running tasks marked FAILED", shown
+    assert any(re.match(r"wait-for-go-with-a\S* +FAILED", row) for row in shown), shown
+
+
 def test_ctrl_c_with_json_prints_the_interrupted_report(workplace):
     process = subprocess.Popen([sys.executable, "-m", "mlmd_cache", *workplace["args"], "--json"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -34,6 +34,7 @@ _STATE_STYLES = {"EXECUTED": "green", "CACHED": "cyan", "DONE": "green", "FAILED
                  "SKIPPED": "dim"}
 _NESTED_KINDS = ("dag", "loop", "iteration")  # they execute nothing themselves: the summary counts tasks
 _NAME_WIDTH = 24  # the plain lines' name column, as scripts have read it
+_ECHO_ROOM = 2  # columns left free at the end of the live table's lines (see _render)
 _REFRESHES_PER_SECOND = 4
 
 
@@ -256,7 +257,12 @@ class RunDisplay:
         progress.add_row(ProgressBar(total=max(total, 1), completed=done),
                          Text(f"{done}/{total} tasks done, {len(running)} running, {_elapsed(now - self._began)}",
                               overflow="ellipsis", no_wrap=True))
+        # Two columns short of the terminal's width: the terminal echoes Ctrl-C as "^C" after the last
+        # line, and a full-width line would wrap there, so the cursor would be a row below where the
+        # table is taken away from (a stale row left above the final lines).
+        tasks.width = progress.width = max(_NAME_WIDTH, self._console.width - _ECHO_ROOM)
         return Group(tasks, progress)
+
 
 
 def _elapsed(seconds: float) -> str:
