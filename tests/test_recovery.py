@@ -65,6 +65,12 @@ def held(info: str, release: str):
     inner_hold(info=info, release=release)
 
 
+@dsl.pipeline(name="held-in-a-loop")
+def held_in_a_loop(info: str, release: str):
+    with dsl.ParallelFor(["a", "b"]) as item:
+        hold(info=f"{info}.{item}", release=release)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, backends, tmp_path: Path) -> Iterator[str]:
     with backends.fresh_store(request.param, tmp_path / "store") as url:  # SQLite: a file in a new folder
@@ -164,7 +170,7 @@ def test_kill_9_of_the_runner_stops_its_task_and_recover_marks_the_run_failed(db
     lines = out.splitlines()
     assert len(lines) == 4 and all(": would mark FAILED: " in line for line in lines[:3]), out
     assert lines[3] == "would mark 3 interrupted executions FAILED in 1 run"
-    assert f"execution {task.id} (task 'hold' of run 'r1'): would mark FAILED: its runner (pid {runner.pid} " in out
+    assert f"execution {task.id} (task 'inner-hold/hold' of run 'r1'): would mark FAILED: its runner (pid {runner.pid} " in out
     assert set(states(db, "r1").values()) == {("system.DAGExecution", "RUNNING"),
                                               ("system.ContainerExecution", "RUNNING")}
     if before is not None:
@@ -175,7 +181,8 @@ def test_kill_9_of_the_runner_stops_its_task_and_recover_marks_the_run_failed(db
     result = json.loads(out)
     assert result["runs"] == ["r1"] and result["dry_run"] is False
     assert [(i["task"], i["type"]) for i in result["interrupted"]] == [
-        ("", "system.DAGExecution"), ("inner-hold", "system.DAGExecution"), ("hold", "system.ContainerExecution")]
+        ("", "system.DAGExecution"), ("inner-hold", "system.DAGExecution"),
+        ("inner-hold/hold", "system.ContainerExecution")]
     assert set(states(db, "r1").values()) == {("system.DAGExecution", "FAILED"), ("system.ContainerExecution", "FAILED")}
     task = RunRecords(db, "r1").one("hold")
     assert prop(task, INTERRUPTED_REASON) == f"its runner (pid {runner.pid} on {socket.gethostname()}) has ended"
@@ -275,6 +282,27 @@ def test_a_bad_older_than_is_one_line_exit_2_and_creates_nothing(text, tmp_path)
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("Error: --older-than ") and "not a duration" in err
     assert not store.parent.exists()
+
+
+def test_recover_names_each_loop_iteration_by_its_index(tmp_path):
+    """Every iteration's DAG is KFP's task_name of its loop: recover tells them apart by the task path
+    run-pipeline reports (for-loop-2/0), not "DAG 'for-loop-2'" twice."""
+    db = f"sqlite:///{tmp_path / 'store' / 'mlmd.sqlite'}"
+    path = compile_to(tmp_path / "loop.yaml", held_in_a_loop)
+    info = tmp_path / "info"
+    runner = subprocess.Popen([sys.executable, "-m", "mlmd_cache", "run-pipeline", path, "--db", db,
+                               "--pipeline-root", str(tmp_path / "root"), "--run-name", "looped", "--task-env", "host",
+                               "--param", f"info={info}", "--param", f"release={tmp_path / 'release'}"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: all(Path(f"{info}.{item}").exists() for item in "ab") or runner.poll() is not None,
+             "both iterations' tasks to start")
+    assert runner.poll() is None
+    kill(runner)
+    code, out, err = cli("recover", "--db", db, "--json")
+    assert code == 0, err
+    assert sorted(item["task"] for item in json.loads(out)["interrupted"]) == [
+        "", "for-loop-2", "for-loop-2/0", "for-loop-2/0/hold", "for-loop-2/1", "for-loop-2/1/hold"]
+    (tmp_path / "release").touch()
 
 
 def test_recover_on_a_missing_store_is_one_line_and_creates_nothing(tmp_path):

@@ -393,6 +393,36 @@ def test_ctrl_c_during_a_loop_stops_every_running_task_and_ends_every_open_execu
     assert len(list(markers.iterdir())) == 2  # the third never started
 
 
+def test_ctrl_c_tells_the_loop_iterations_that_never_opened_as_not_run(sqlite_db, tmp_path):
+    """A loop's own parallelism keeps iterations unopened: after Ctrl-C each of them, and its tasks,
+    is NOT_RUN, as every other task that never started (they had no line at all)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+
+    @dsl.pipeline(name="one-at-a-time")
+    def pipeline(markers: str):
+        with dsl.ParallelFor(["a", "b", "c"], parallelism=1) as item:
+            sleepy(marker=f"{markers}/{item}")
+
+    path = compile_to(tmp_path / "p.yaml", pipeline)
+    process = subprocess.Popen([sys.executable, "-m", "mlmd_cache", "run-pipeline", path, "--db", sqlite_db,
+                                "--param", f"markers={markers}", "--pipeline-root", str(tmp_path / "root"),
+                                "--task-env", "host", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(markers.iterdir()) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    tasks = {name: task["state"] for name, task in json.loads(out)["tasks"].items()}
+    assert tasks == {"for-loop-2/0/sleepy": "FAILED", "for-loop-2/0": "FAILED",
+                     "for-loop-2/1/sleepy": "NOT_RUN", "for-loop-2/1": "NOT_RUN",
+                     "for-loop-2/2/sleepy": "NOT_RUN", "for-loop-2/2": "NOT_RUN", "for-loop-2": "FAILED"}, tasks
+    not_run = [line.split()[0] for line in err.splitlines() if line.split()[1:2] == ["NOT_RUN"]]
+    assert not_run == ["for-loop-2/1/sleepy", "for-loop-2/1", "for-loop-2/2/sleepy", "for-loop-2/2"], err
+
+
 def test_runs_over_every_backend(store_url, chain_yaml, tmp_path):
     """The runner uses only the MLMD API: the same two runs on every store backend."""
     first = run(store_url, chain_yaml, tmp_path, run_name="first")

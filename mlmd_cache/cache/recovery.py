@@ -28,7 +28,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence
 
 from ml_metadata import errors as mlmd_errors
@@ -161,7 +161,7 @@ class Interrupted:
 
     execution_id: int
     type: str
-    task: str  # KFP's task_name ("" for a run's root DAG)
+    task: str  # the task's path in its run (for-loop-2/0/train; "" for a run's root DAG)
     run: Optional[str]
     runner: str
     reason: str
@@ -279,8 +279,10 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
             found[execution.id] = Interrupted(execution.id, types.get(execution.type_id, ""),
                                               str(records.read_property(execution, records.TASK_NAME) or ""),
                                               name, runner, f"its run {name!r} was interrupted")
-    return Recovery(sorted(found.values(), key=lambda i: i.execution_id), len(alive - set(found)),
-                    len(unknown - set(found)))
+    paths = records.task_paths(store, store.get_executions_by_id(sorted(found))) if found else {}
+    interrupted = [replace(item, task=paths.get(item.execution_id, item.task))
+                   for item in sorted(found.values(), key=lambda i: i.execution_id)]
+    return Recovery(interrupted, len(alive - set(found)), len(unknown - set(found)))
 
 
 def _lapsed_lease(store: metadata_store.MetadataStore, reservation_type: Optional[int], execution_id: int,

@@ -23,7 +23,7 @@ from .reports import SKIPPED, SUCCEEDED
 __all__ = ["DagRecorder", "dag_outputs", "collect_outputs"]
 
 ITERATION_COUNT = "iteration_count"
-ITERATION_INDEX = "iteration_index"
+ITERATION_INDEX = records.ITERATION_INDEX
 TOTAL_DAG_TASKS = "total_dag_tasks"
 
 

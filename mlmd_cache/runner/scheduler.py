@@ -326,8 +326,14 @@ class Scheduler:
             path = dag.path + name
             loop, child = loops.get((id(dag), name)), open_dags.get(path + "/")
             if loop is not None:
-                for iteration in loop.iterations:
-                    if iteration is not None and not iteration.ended:
+                for index, iteration in enumerate(loop.iterations):
+                    if iteration is None:  # not opened yet (the loop's parallelism): it and its tasks never ran
+                        for inner, kind in self._inner_tasks(node.component, f"{path}/{index}/"):
+                            self._report(TaskReport(inner, NOT_RUN, error=f"{_INTERRUPTED} before it started",
+                                                    kind=kind))
+                        self._report(TaskReport(f"{path}/{index}", NOT_RUN, error=f"{_INTERRUPTED} before it started",
+                                                kind="iteration"))
+                    elif not iteration.ended:
                         self._report_unfinished(iteration, now, open_dags, loops)
                         self._report(TaskReport(iteration.path.rstrip("/"), FAILED, iteration.execution.id,
                                                 duration=now - iteration.began, error=_INTERRUPTED, kind="iteration"))

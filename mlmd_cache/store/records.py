@@ -30,6 +30,7 @@ __all__ = [
     "cache_source_context_name",
     "filter_string",
     "filter_matching",
+    "task_paths",
 ]
 
 PIPELINE_CONTEXT_TYPE = "system.Pipeline"
@@ -48,6 +49,7 @@ INPUTS = "inputs"
 OUTPUTS = "outputs"
 PARENT_DAG_ID = "parent_dag_id"
 PIPELINE_ROOT = "pipeline_root"
+ITERATION_INDEX = "iteration_index"  # a loop iteration's DAG (the loop's own DAG has iteration_count)
 
 # Our own records. A context of this type groups the executions that are valid cache sources for one
 # fingerprint in one pipeline: lookup is one indexed read by (type, name) and one by context, so its
@@ -280,3 +282,34 @@ class TypeRegistry:
     def artifact_type(self, name: str) -> int:
         return self._get("artifact", name)
 
+
+
+def task_paths(store: metadata_store.MetadataStore, executions: list[mlmd.Execution]) -> dict[int, str]:
+    """Each execution's task path in its run, as ``run-pipeline`` reports it: the ``task_name`` of
+    every enclosing DAG but the run's root, a loop iteration as its index (``for-loop-2/0/train``;
+    KFP names an iteration's DAG as its loop, so without the index two iterations read the same).
+    The enclosing DAGs are read by ``parent_dag_id``, a level at a time; a root DAG's path is "".
+    For example, execution 12, task ``train`` in iteration 0 of loop ``for-loop-2``:
+    ``{12: 'for-loop-2/0/train'}``.
+    """
+    known = {execution.id: execution for execution in executions}
+    wanted = {int(read_property(e, PARENT_DAG_ID) or 0) for e in executions} - set(known) - {0}
+    while wanted:
+        found = store.get_executions_by_id(sorted(wanted))
+        known.update((execution.id, execution) for execution in found)
+        wanted = {int(read_property(e, PARENT_DAG_ID) or 0) for e in found} - set(known) - {0}
+        wanted -= {e.id for e in found}  # a missing parent ends its chain (a store edited by hand)
+
+    def path(execution: mlmd.Execution) -> str:
+        parts, seen, current = [], set(), execution
+        while current is not None and current.id not in seen:
+            seen.add(current.id)
+            index = read_property(current, ITERATION_INDEX)
+            if index is not None:
+                parts.append(str(int(index)))
+            elif read_property(current, TASK_NAME):
+                parts.append(str(read_property(current, TASK_NAME)))
+            current = known.get(int(read_property(current, PARENT_DAG_ID) or 0))
+        return "/".join(reversed(parts))
+
+    return {execution.id: path(execution) for execution in executions}
