@@ -544,16 +544,15 @@ class Scheduler:
     @staticmethod
     def _iteration_inputs(loop: _Loop, index: int) -> tuple[dict[str, Any], dict[str, ArtifactList]]:
         """The inputs an iteration's record holds: the loop's, with the looped-over list replaced by the
-        iteration's item under the item's name, as KFP's driver records an iteration (a literal list,
-        which has no input of its own, stays)."""
+        iteration's item under the item's name, as KFP's driver records an iteration."""
         node, item = loop.node, loop.items[index]
         parameters = dict(loop.inputs.parameters)
         artifacts = dict(loop.inputs.artifacts)
         if node.spec.WhichOneof("iterator") == "artifact_iterator":
             iterator = node.spec.artifact_iterator
             artifacts.pop(iterator.items.input_artifact, None)
-            artifacts[iterator.item_input] = [item]
-            return parameters, artifacts
+            # first: MLMD keeps one event per artifact, under the first name it comes under
+            return parameters, {iterator.item_input: [item], **artifacts}
         parameter_iterator = node.spec.parameter_iterator
         if parameter_iterator.items.WhichOneof("kind") != "raw":
             parameters.pop(parameter_iterator.items.input_parameter, None)
