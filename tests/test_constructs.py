@@ -433,10 +433,29 @@ def retry_exhausted_pipeline():
     fail(message="always").set_retry(1, backoff_duration="0s")
 
 
+@dsl.component(base_image=IMAGE)
+def upper(data: Input[Dataset], out: Output[Dataset]):
+    with open(out.path, "w") as f:
+        f.write(open(data.path).read().upper())
+
+
+@dsl.pipeline(name="c-upper-each")
+def upper_each(datasets: List[Dataset]) -> List[Dataset]:
+    """ParallelFor over a pipeline's input List[Dataset], returning its iterations' outputs."""
+    with dsl.ParallelFor(datasets, parallelism=1) as data:
+        uppered = upper(data=data)
+    return dsl.Collected(uppered.outputs["out"])
+
+
 @dsl.pipeline(name="c-loop-over-artifacts")
 def loop_over_artifacts_pipeline():
-    with dsl.ParallelFor(collected_out().output) as data:
+    """ParallelFor over a nested pipeline's List[Dataset] output (KFP's sample
+    pipeline_with_parallelfor_list_artifacts), and over a nested pipeline's input List[Dataset], whose
+    Collected outputs are read after it."""
+    collected = collected_out()
+    with dsl.ParallelFor(collected.output) as data:
         read(data=data)
+    expect(actual=read_all(datasets=upper_each(datasets=collected.output).output).output, expected="U,V")
 
 
 @dsl.component(base_image=IMAGE)
@@ -689,9 +708,12 @@ CASES: Dict[str, Case] = {
     "same-artifact-twice": Case(same_artifact_twice_pipeline),
     "collected-cached-iterations": Case(collected_cached_iterations_pipeline, states={
         "for-loop-2/1/write": "CACHED", "for-loop-2/2/write": "CACHED"}),
+    "loop-over-artifacts": Case(loop_over_artifacts_pipeline, states={
+        "for-loop-1/0/read": "COMPLETE", "for-loop-1/1/read": "COMPLETE", "for-loop-1": "COMPLETE",
+        "c-upper-each/for-loop-1/0/upper": "COMPLETE", "c-upper-each/for-loop-1/1/upper": "COMPLETE",
+        "expect": "COMPLETE"}),
     # refused before it runs (the placeholder named), or the task fails: never a traceback
     "artifact-list-in-command": Case(artifact_list_in_command_pipeline, exit_code=(1, 2), refused="datasets"),
-    "loop-over-artifacts": Case(loop_over_artifacts_pipeline, exit_code=2, refused="ParallelFor"),
     "k8s-harmless": Case(k8s("c-k8s-harmless", _k8s_harmless), kubernetes=True, states={"echo": "COMPLETE"}),
     "k8s-create-pvc": Case(k8s_create_pvc_pipeline, exit_code=2, refused="kubernetes.CreatePVC", kubernetes=True),
     "k8s-delete-pvc": Case(k8s_delete_pvc_pipeline, exit_code=2, refused="kubernetes.DeletePVC", kubernetes=True),
@@ -775,6 +797,8 @@ COVERED_OTHER = {
     "ParallelFor over a literal, a parameter, an output; nested; parallelism; item.field": ["loops"],
     "a nested ParallelFor over the outer loop's own list": ["loops"],
     "an empty ParallelFor": ["loops"],
+    "ParallelFor over a nested pipeline's List[Dataset] output and over its input List[Dataset]":
+        ["loop-over-artifacts"],
     "@dsl.pipeline(pipeline_root=, display_name=, description=)": ["nested"],
     "task settings from pipeline parameters and task outputs": ["settings-from-params", "task-settings"],
 }

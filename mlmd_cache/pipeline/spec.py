@@ -400,8 +400,6 @@ def _check_supported(pipeline: CompiledPipeline) -> None:
                     expressions.check("selector", spec.parameter_expression_selector)
         except expressions.ExpressionError as error:
             raise PipelineSpecError(f"pipeline {pipeline.name!r}, task {path!r}: {error}") from None
-        if task.WhichOneof("iterator") == "artifact_iterator":
-            refuse(path, "a dsl.ParallelFor over artifacts")
         if component.WhichOneof("implementation") == "dag":
             continue  # a nested pipeline, condition, loop or exit handler: its tasks are checked in turn
         executor = pipeline.executors.get(component.executor_label)

@@ -76,11 +76,12 @@ def resolve_inputs(task_name: str, task: pipeline_spec_pb2.PipelineTaskSpec,
     for name, spec in declared.parameters.items():  # defaults of the inputs the task does not set
         if name not in resolved.parameters and spec.HasField("default_value"):
             resolved.parameters[name] = coerce(from_protobuf(spec.default_value), spec.parameter_type)
-    item = task.parameter_iterator.item_input  # a loop's item is an input of each iteration, set there
+    # a loop's item (a parameter or an artifact) is an input of each iteration, set there
+    item = task.parameter_iterator.item_input or task.artifact_iterator.item_input
     missing = sorted([n for n, spec in declared.parameters.items() if n not in resolved.parameters
                       and n != item and not _may_be_left_out(spec)]
                      + [n for n, spec in declared.artifacts.items() if n not in resolved.artifacts
-                        and not spec.is_optional])
+                        and n != item and not spec.is_optional])
     if missing:
         raise InputError(f"input {missing[0]!r} has no value (it is not optional and has no default)")
     return resolved

@@ -85,9 +85,11 @@ class _NoRecords:
 def _pending_outputs(component: pipeline_spec_pb2.ComponentSpec, path: str, new_artifacts: bool,
                      what: str) -> dict[str, Any]:
     """A task's declared outputs, every one :class:`Pending`. Output artifacts of a task that
-    executes are certainly new (new IDs); its output parameters may come out as before."""
+    executes are certainly new (new IDs); its output parameters may come out as before. A list of
+    artifacts (a DAG's ``dsl.Collected`` output) is one Pending for the whole list: its length is unknown too."""
     outputs: dict[str, Any] = {name: Pending(path, what, False) for name in component.output_definitions.parameters}
-    outputs.update({name: [Pending(path, what, new_artifacts)] for name in component.output_definitions.artifacts})
+    outputs.update({name: [Pending(path, what, new_artifacts, whole_list=spec.is_artifact_list)]
+                    for name, spec in component.output_definitions.artifacts.items()})
     return outputs
 
 
@@ -184,7 +186,12 @@ class Planner(Scheduler):
 
     def _start_loop(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> None:
         items, _ = self._loop_items(node, inputs)
-        pending = first_pending(items)
+        if node.spec.WhichOneof("iterator") == "artifact_iterator":
+            # A list of artifacts of known length lists its iterations even when some artifacts are not
+            # known yet (new ones of tasks that run): each iteration's tasks are decided on their item.
+            pending = next((item for item in items or [] if isinstance(item, Pending) and item.whole_list), None)
+        else:
+            pending = first_pending(items)
         if pending is not None:
             return self._undecided(dag, node, f"its items are {_source(pending)}'s output, known once it runs",
                                    pending.producer, maybe_not_run=False)

@@ -510,7 +510,12 @@ class Scheduler:
 
     @staticmethod
     def _loop_items(node: _Node, inputs: ResolvedInputs) -> tuple[Any, dict[str, Any]]:
-        """The items of a ``dsl.ParallelFor`` (a list, unless the input is not one), and the loop's parameters."""
+        """The items of a ``dsl.ParallelFor`` (a list, unless the input is not one), and the loop's parameters.
+        Over artifacts (``artifact_iterator``), the items are the looped-over list of artifacts."""
+        if node.spec.WhichOneof("iterator") == "artifact_iterator":
+            name = node.spec.artifact_iterator.items.input_artifact
+            # None (not a list) when the loop's DAG has no such input: the loop fails saying so
+            return inputs.artifacts.get(name), dict(inputs.parameters)
         iterator = node.spec.parameter_iterator
         parameters = dict(inputs.parameters)
         if iterator.items.WhichOneof("kind") == "raw":
@@ -527,14 +532,13 @@ class Scheduler:
 
     def _start_loop(self, dag: _Dag, node: _Node, inputs: ResolvedInputs) -> None:
         path = dag.path + node.name
-        if node.spec.WhichOneof("iterator") != "parameter_iterator":
-            return self._end(dag, node, TaskReport(path, FAILED, error="a loop over artifacts is not supported",
-                                                   kind="loop"))
         items, parameters = self._loop_items(node, inputs)
         if not isinstance(items, list):
-            return self._end(dag, node, TaskReport(
-                path, FAILED, kind="loop",
-                error=f"dsl.ParallelFor: the items are not a list: {json.dumps(items)[:200]}"))
+            what = (f"input artifact {node.spec.artifact_iterator.items.input_artifact!r} has no artifacts"
+                    if node.spec.WhichOneof("iterator") == "artifact_iterator"
+                    else f"the items are not a list: {json.dumps(items)[:200]}")
+            return self._end(dag, node, TaskReport(path, FAILED, kind="loop", error=f"dsl.ParallelFor: {what}"))
+        # The loop's record holds the whole list: an INPUT event per artifact of a list of artifacts.
         execution = self.dags.start(node.name, node.spec.task_info.name or node.name, parameters, inputs.artifacts,
                                     dag.execution.id, total_dag_tasks=len(node.component.dag.tasks),
                                     iteration_count=len(items))
@@ -543,30 +547,45 @@ class Scheduler:
         self._open_loops.append(loop)
         self._open_iterations(loop)
 
+    @staticmethod
+    def _iteration_inputs(loop: _Loop, index: int) -> tuple[dict[str, Any], dict[str, ArtifactList]]:
+        """The inputs an iteration's record holds: the loop's, with the looped-over list replaced by the
+        iteration's item under the item's name, as KFP's driver records an iteration."""
+        node, item = loop.node, loop.items[index]
+        parameters = dict(loop.inputs.parameters)
+        artifacts = dict(loop.inputs.artifacts)
+        if node.spec.WhichOneof("iterator") == "artifact_iterator":
+            iterator = node.spec.artifact_iterator
+            artifacts.pop(iterator.items.input_artifact, None)
+            # first: MLMD keeps one event per artifact, under the first name it comes under
+            return parameters, {iterator.item_input: [item], **artifacts}
+        parameter_iterator = node.spec.parameter_iterator
+        if parameter_iterator.items.WhichOneof("kind") != "raw":
+            parameters.pop(parameter_iterator.items.input_parameter, None)
+        declared = node.component.input_definitions.parameters
+        item_spec = declared.get(parameter_iterator.item_input)
+        parameters[parameter_iterator.item_input] = coerce(item, item_spec.parameter_type) if item_spec else item
+        return parameters, artifacts
+
     def _open_iterations(self, loop: _Loop) -> None:
         if loop.ended == len(loop.items):
             return self._end_loop(loop)
-        node, iterator = loop.node, loop.node.spec.parameter_iterator
-        item_type = node.component.input_definitions.parameters[iterator.item_input].parameter_type \
-            if iterator.item_input in node.component.input_definitions.parameters else None
+        node = loop.node
         opening = []
         while loop.running < loop.limit and loop.next_index < len(loop.items):
             index = loop.next_index
             loop.next_index += 1
             loop.running += 1
-            parameters = {k: v for k, v in loop.inputs.parameters.items()
-                          if iterator.items.WhichOneof("kind") == "raw" or k != iterator.items.input_parameter}
-            item = loop.items[index]
-            parameters[iterator.item_input] = coerce(item, item_type) if item_type is not None else item
+            parameters, artifacts = self._iteration_inputs(loop, index)
             execution = self.dags.new(node.name, node.spec.task_info.name or node.name, parameters, loop.execution.id,
                                       total_dag_tasks=len(node.component.dag.tasks), iteration_index=index)
-            opening.append((index, parameters, execution))
-        self.dags.write([(execution, loop.inputs.artifacts) for _, _, execution in opening])  # one transaction
-        for index, parameters, execution in opening:
+            opening.append((index, parameters, artifacts, execution))
+        self.dags.write([(execution, artifacts) for _, _, artifacts, execution in opening])  # one transaction
+        for index, parameters, artifacts, execution in opening:
             path = f"{loop.dag.path}{node.name}/{index}/"
             # The iteration's record leaves the looped-over list out, as KFP's driver does, but its tasks
             # still see it (kfp.local too): a loop inside may go over the same list.
-            scope = {**loop.inputs.parameters, **parameters, **loop.inputs.artifacts}
+            scope = {**loop.inputs.parameters, **loop.inputs.artifacts, **parameters, **artifacts}
             loop.iterations[index] = self._open_dag(path, node.component, execution, scope,
                                                     self._iteration_ended(loop, index), node.retry)
 

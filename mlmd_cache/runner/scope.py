@@ -30,19 +30,22 @@ class Pending:
     will execute, a new artifact, or a run-time placeholder whose value is new in every run. It
     stands in the scope where the value will be, so that the runner's own input resolution carries
     it to the tasks that use it. ``new`` is true when the value is certainly new (a new artifact ID,
-    a new run's name): a cache key made from it cannot match any earlier one. A run never sees one.
+    a new run's name): a cache key made from it cannot match any earlier one. ``whole_list`` is true
+    when it stands for a whole list of artifacts whose length is not known either (the collected
+    outputs of a loop the plan could not go into), so a loop over it cannot list its iterations. A run
+    never sees one.
     """
 
-    __slots__ = ("producer", "what", "new")
+    __slots__ = ("producer", "what", "new", "whole_list")
 
-    def __init__(self, producer: str, what: str, new: bool) -> None:
-        self.producer, self.what, self.new = producer, what, new
+    def __init__(self, producer: str, what: str, new: bool, whole_list: bool = False) -> None:
+        self.producer, self.what, self.new, self.whole_list = producer, what, new, whole_list
 
     def __iter__(self) -> Iterator["Pending"]:  # an unknown list (a loop's Collected outputs) is one unknown element
         yield self
 
     def __repr__(self) -> str:
-        return f"Pending({self.producer!r}, {self.what!r}, new={self.new})"
+        return f"Pending({self.producer!r}, {self.what!r}, new={self.new}, whole_list={self.whole_list})"
 
 
 def first_pending(value: Any) -> Optional[Pending]:
