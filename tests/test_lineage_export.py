@@ -388,3 +388,14 @@ def test_html_data_cannot_end_its_script(scenario, tmp_path):
     data = data[:data.index("</script>")]
     decoded = json.loads(data)
     assert decoded["nodes"][scenario.e("run-3", "train")]["properties"]["note"].startswith("</script>")
+
+
+def test_loading_a_store_shows_rich_progress_and_clears_it(scenario, capsys):
+    load.load_store(scenario.store, progress=True)
+    err = capsys.readouterr().err
+    # rich's bar (the one the runner's live table uses, not a second hand-drawn one): the count done,
+    # the time left, taken away at the end
+    assert "loading lineage" in err and "━" in err and re.search(r"(\d+)/\1\b", err), err
+    assert err.endswith("\x1b[2K"), err
+    load.load_store(scenario.store, progress=False)
+    assert capsys.readouterr().err == ""
