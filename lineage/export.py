@@ -527,6 +527,29 @@ def _page_template() -> Any:
     return environment.from_string(resources.files("lineage").joinpath("export.html").read_text(encoding="utf-8"))
 
 
+def _run_summaries(graph: nx.MultiDiGraph) -> list[dict[str, Any]]:
+    """The runs of ``graph``, newest first, as the page's panel lists them before a node is chosen:
+    ``{"run", "pipeline", "frame", "created", "state", "executed", "cached", "failed"}``
+    (``frame``: the element of the run's frame; ``state`` of its root DAG, None without one)."""
+    frames, _ = _frames(graph)
+    summaries = []
+    for frame in frames:
+        if not frame.key.startswith("run:"):
+            continue
+        run = frame.key[len("run:"):]
+        tasks = [d for _, d in graph.nodes(data=True)
+                 if d.get("kind") == "execution" and d.get("run") == run and not lg.is_dag(d)]
+        states = [lg.cache_state(d) for d in tasks]
+        root = graph.nodes[frame.element_id] if frame.element_id in graph else {}
+        summaries.append({
+            "run": run, "pipeline": next((d.get("pipeline") for d in tasks if d.get("pipeline")), None),
+            "frame": frame.element_id,
+            "created": min((d.get("create_time") or 0 for d in tasks), default=root.get("create_time")),
+            "state": _dag_state(root) if root else None,
+            "executed": states.count("EXECUTED"), "cached": states.count("CACHED"), "failed": states.count("FAILED")})
+    return summaries
+
+
 def to_html(graph: nx.MultiDiGraph, title: str = "lineage") -> str:
     """One self-contained HTML page (nothing fetched when it opens): the SVG drawing of
     :func:`to_dot`, panned and zoomed, each node's properties shown on a click, and a search box.
@@ -538,11 +561,12 @@ def to_html(graph: nx.MultiDiGraph, title: str = "lineage") -> str:
     data = {
         "nodes": {node: {("mlmd_id" if k == "id" else k): _plain(v) for k, v in attributes.items()}
                   for node, attributes in graph.nodes(data=True)},
-        "edges": [[u, v, key] for u, v, key in sorted(graph.edges(keys=True))],
+        "edges": [[u, v, key, graph.edges[u, v, key].get("event")] for u, v, key in sorted(graph.edges(keys=True))],
+        "runs": _run_summaries(graph),
         "not_run": {_not_run_key(dag): {"dag": dag, "tasks": _not_run_count(graph.nodes[dag], count)}
                     for dag, count in lg.tasks_not_run(graph).items()},
     }
-    return _page_template().render(title=title, svg=svg, data=data)
+    return _page_template().render(title=title, svg=svg, data=data, font_size=FONT_SIZE)
 
 
 def content(graph: nx.MultiDiGraph, fmt: str, title: str = "lineage") -> bytes:

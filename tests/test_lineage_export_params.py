@@ -158,3 +158,77 @@ def test_metric_values_are_in_the_labels(store):
     [metrics] = [n["id"] for n in data["nodes"] if n["type"] == "system.Metrics"]
     # run-0's x is 2: square 4, square-2 16, add 20
     assert lines(group(svg, metrics))[-2:] == [f"accuracy = {20 / 1000 + 0.0000012345:.10g}", "total = 20"]
+
+
+# -- the HTML page of the ten runs, in headless Chromium at 1200x800 -------------------------------------
+
+@pytest.fixture(scope="module")
+def page_file(store, tmp_path_factory):
+    require_dot()
+    db, _ = store
+    path = tmp_path_factory.mktemp("html") / "store.html"
+    code, _, err = cli("export", "--format", "html", "-o", str(path), "--db", db)
+    assert code == 0, err
+    return path
+
+
+@pytest.fixture
+def page(browser, page_file):
+    browser.open(page_file.as_uri())
+    return browser
+
+
+def test_html_opens_readable_on_the_newest_run(page, store):
+    _, reports = store
+    scale = page.evaluate("(function () { var svg = document.getElementById('lineage-svg'); "
+                          "return svg.getBoundingClientRect().width / Number(svg.getAttribute('viewBox').split(' ')[2]); })()")
+    text_px = 14 * scale  # Graphviz's 14 pt labels, in the drawing's units
+    assert 11 <= text_px <= 14 * 4 / 3 + 0.01, text_px  # was the whole store squeezed: text of 1 px
+    newest = page.evaluate("document.querySelector('#lineage-svg g.cluster').getBoundingClientRect().toJSON()")
+    canvas = page.evaluate("document.getElementById('canvas').getBoundingClientRect().toJSON()")
+    frame_of_newest = page.evaluate(f"document.getElementById('e:{reports[-1].dag_execution_id}')"
+                                    ".getBoundingClientRect().toJSON()")
+    assert canvas["top"] <= frame_of_newest["top"] < canvas["top"] + 80, (frame_of_newest, canvas)
+    assert canvas["left"] <= frame_of_newest["left"] and frame_of_newest["right"] <= canvas["right"] + 1
+    assert newest["top"] < canvas["bottom"]
+
+
+def test_html_panel_summarises_the_runs_before_any_hover(page):
+    panel = page.evaluate("document.getElementById('panel').innerText")
+    assert panel.startswith(f"{RUNS} runs, ")
+    listed = page.evaluate("Array.from(document.querySelectorAll('#panel li > button')).map(a => a.textContent)")
+    assert listed == [f"run-{run}" for run in reversed(range(RUNS))]  # newest first, as drawn
+    width = page.evaluate("document.getElementById('panel').getBoundingClientRect().width")
+    assert width <= 0.27 * 1200, width  # was 388 px, a third of the window
+    page.click(*page.centre_of("document.querySelector('#panel li > button')"))  # a run: its frame, selected
+    assert page.evaluate("document.querySelector('#lineage-svg .selected').getAttribute('class')") == "cluster selected"
+
+
+def test_html_search_placeholder_is_whole(page):
+    shown, room = page.evaluate(
+        "(function () { var s = document.getElementById('search'), style = getComputedStyle(s);"
+        " var context = document.createElement('canvas').getContext('2d');"
+        " context.font = style.fontSize + ' ' + style.fontFamily;"
+        " return [context.measureText(s.placeholder).width,"
+        "         s.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)]; })()")
+    assert shown <= room, (shown, room)
+
+
+def test_html_rows_have_distinct_names_and_long_values_fold(page, store):
+    db, reports = store
+    score = f"e:{reports[0].tasks['score'].execution_id}"
+    page.evaluate(f"var s = document.getElementById('search'); s.value = ''; s.focus()")
+    page.type_text(score)
+    assert page.evaluate("document.querySelector('#lineage-svg .selected').id") == score
+    names = page.evaluate("Array.from(document.querySelectorAll('#panel th')).map(e => e.textContent)")
+    assert len(names) == len(set(names)), names  # "inputs" was both the artifacts and the parameters
+    assert {"input artifacts", "output artifacts", "parameters from", "inputs", "outputs"} <= set(names)
+    panel = page.evaluate("document.getElementById('panel').innerText")
+    assert f"e:{reports[0].tasks['add'].execution_id} add" in panel
+    key = next(n for n in exported_json(db, "--run", "run-0")["nodes"] if n["id"] == score)["properties"]["mlmd_cache_key"]
+    key_text = json.dumps(key, indent=1)
+    assert len(key_text) > 1000 and "def score" in key_text  # the component's source
+    assert "def score" not in panel and len(panel) < 1500, len(panel)  # folded
+    page.click(*page.centre_of("Array.from(document.querySelectorAll('#panel summary'))"
+                               ".find(s => s.closest('tr').querySelector('th').textContent === 'mlmd_cache_key')"))
+    assert "def score" in page.evaluate("document.getElementById('panel').innerText")  # unfolded on a click
