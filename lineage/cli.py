@@ -300,7 +300,7 @@ def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt:
            db_url: Optional[str]) -> None:
     """Export lineage (a run, an artifact's neighbourhood, or the whole store) as node-link JSON,
     GraphML, DOT, an SVG/PNG drawn by Graphviz, or one self-contained HTML page to explore."""
-    from . import export as lexport, load
+    from . import export as lexport, graph as lg, load
 
     if run_name and artifact_id is not None:
         raise click.UsageError("give either --run or --artifact, not both")
@@ -320,6 +320,7 @@ def export(run_name: Optional[str], artifact_id: Optional[int], depth: int, fmt:
     else:
         graph, subject = load.load_store(store), "the store"
     lexport.check_not_empty(graph, subject)
+    graph = lg.with_parameter_flow(graph)  # tasks that pass parameters, drawn connected as KFP's UI shows them
     title = f"lineage of {subject}"
     if output == "-":
         sys.stdout.buffer.write(lexport.content(graph, fmt, title))

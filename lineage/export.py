@@ -236,25 +236,61 @@ def _frames(graph: nx.MultiDiGraph) -> tuple[list[_Frame], list[str]]:
             run_frame(run).nodes.append(node)
         else:
             loose.append(node)
-    return list(runs.values()) + top, loose
+    created: dict[str, int] = {}
+    for _, data in graph.nodes(data=True):
+        if data.get("kind") == "execution" and data.get("run") in runs:
+            created[data["run"]] = min(created.get(data["run"], data.get("create_time") or 0), data.get("create_time") or 0)
+    newest_first = sorted(runs, key=lambda run: (created.get(run, 0), run), reverse=True)
+    return [runs[run] for run in newest_first] + top, loose
 
 
-def _node_statement(node: str, data: dict[str, Any], in_frame: bool) -> str:
+# The artifact types whose numbers are metrics, shown in their labels (KFP's ``log_metric`` writes
+# each as a double custom property; :mod:`lineage.load` reads back the exact value it logged).
+METRICS_TYPES = ("system.Metrics",)
+_METRICS_SHOWN = 6
+
+
+def metric_lines(data: dict[str, Any]) -> list[str]:
+    """The metrics of a Metrics artifact as label lines, ``name = value`` by name (ten significant
+    digits; the JSON and the HTML page's panel keep every digit), at most six and a count of the rest.
+
+    >>> metric_lines({"type": "system.Metrics", "properties": {"mse": 0.09123456789012, "n": 5,
+    ...               "display_name": "metrics", "ok": True}})
+    ['mse = 0.09123456789', 'n = 5']
+    """
+    if data.get("type") not in METRICS_TYPES:
+        return []
+    numbers = sorted((name, value) for name, value in (data.get("properties") or {}).items()
+                     if isinstance(value, (int, float)) and not isinstance(value, bool))
+    lines = [f"{name} = {value:.10g}" for name, value in numbers[:_METRICS_SHOWN]]
+    if len(numbers) > _METRICS_SHOWN:
+        lines.append(f"(+{len(numbers) - _METRICS_SHOWN} more)")
+    return lines
+
+
+def _label_lines(data: dict[str, Any], in_frame: bool) -> list[str]:
+    """The lines of a node's label."""
     if data.get("kind") == "artifact":
         lines = [f"#{data['id']} {data.get('name') or ''}".strip(), data.get("type", "")]
         if data.get("uri"):
             lines.append(short_path(data["uri"]))
-        if data.get("run") and not in_frame:
-            lines.append(f"run {data['run']}")
+        lines += metric_lines(data)
+    else:
+        lines = [data.get("task_name") or data.get("name") or data.get("type") or "execution",
+                 f"execution {data['id']} · {_task_state(data)}"]
+        if data.get("cached_execution_id") is not None:
+            lines.append(f"cached from {data['cached_execution_id']}")
+    if data.get("run") and not in_frame:
+        lines.append(f"run {data['run']}")
+    return lines
+
+
+def _node_statement(node: str, data: dict[str, Any], in_frame: bool) -> str:
+    lines = _label_lines(data, in_frame)
+    if data.get("kind") == "artifact":
         return f"  {_quote(node)} " + _attributes(id=node, label="\n".join(lines), shape="ellipse", style="filled",
                                                    fillcolor="#e8f0fe", color="#1a73e8") + ";"
     state = _task_state(data)
-    lines = [data.get("task_name") or data.get("name") or data.get("type") or "execution",
-             f"execution {data['id']} · {state}"]
-    if data.get("cached_execution_id") is not None:
-        lines.append(f"cached from {data['cached_execution_id']}")
-    if data.get("run") and not in_frame:
-        lines.append(f"run {data['run']}")
     style: dict[str, str] = dict(shape="box", style="rounded,filled", fillcolor="#e6f4ea", color="#188038")
     if state == "CACHED":
         style.update(style="rounded,dashed,filled", fillcolor="#f1f3f4", color="#80868b", fontcolor="#3c4043")
@@ -284,6 +320,88 @@ def _not_run_statement(dag: str, data: dict[str, Any], count: int) -> str:
     return f"  {_quote(_not_run_key(dag))} " + _attributes(
         id=_not_run_key(dag), label=f"{_not_run_count(data, count)} {why}\nno execution recorded", shape="box",
         style="rounded,dotted", color="#9aa0a6", fontcolor="#5f6368") + ";"
+
+
+# The width of a row of runs, in points (4/3 px): a drawing of many runs is about 1,600 px wide,
+# its text 10 px or more shown 1,200 px wide.
+ROW_WIDTH = 1200
+
+
+def _drawn_edges(graph: nx.MultiDiGraph) -> list[tuple[str, str, str]]:
+    """The edges a drawing shows: between tasks and artifacts (a DAG is drawn as its frame: its
+    events repeat those of its tasks)."""
+    return [(u, v, key) for u, v, key in sorted(graph.edges(keys=True))
+            if not lg.is_dag(graph.nodes[u]) and not lg.is_dag(graph.nodes[v])]
+
+
+def _frame_nodes(frame: _Frame, not_run: dict[str, int]) -> list[str]:
+    """Every node drawn in a frame and the frames inside it."""
+    nodes = list(frame.nodes) + ([_not_run_key(frame.element_id)] if frame.element_id in not_run else [])
+    for inner in frame.frames:
+        nodes += _frame_nodes(inner, not_run)
+    return nodes
+
+
+def _layers(nodes: list[str], edges: list[tuple[str, str, str]]) -> list[list[str]]:
+    """``nodes`` in layers as a top-to-bottom drawing places them (each after what leads to it)."""
+    inside = nx.DiGraph()
+    inside.add_nodes_from(nodes)
+    inside.add_edges_from((u, v) for u, v, _ in edges if u in inside and v in inside)
+    if not nx.is_directed_acyclic_graph(inside):
+        return [nodes]
+    return [sorted(layer) for layer in nx.topological_generations(inside)]
+
+
+def _text_width(lines: list[str], size: float = FONT_SIZE) -> float:
+    """About how wide Graphviz draws these lines of Helvetica, in points."""
+    return 0.56 * size * max((len(line) for line in lines), default=0)
+
+
+def _frame_width(frame: _Frame, graph: nx.MultiDiGraph, layers: list[list[str]]) -> float:
+    """About how wide a frame is drawn, in points: its widest layer of its own nodes beside the
+    frames inside it (which Graphviz sets side by side), or its label, with margins."""
+    def node_width(node: str) -> float:
+        if node not in graph:
+            return 200.0  # a count of tasks not run
+        shape = 1.45 if graph.nodes[node].get("kind") == "artifact" else 1.0  # an ellipse holds its text inside
+        return shape * _text_width(_label_lines(graph.nodes[node], True)) + 20
+    own = set(frame.nodes)
+    widest = max((sum(node_width(n) + 18 for n in layer if n in own) for layer in layers), default=0.0)
+    inner = sum(_frame_width(child, graph, layers) + 16 for child in frame.frames)
+    return max(_text_width(frame.label.split("\n")), widest + inner) + 16
+
+
+def _grid(runs: list[_Frame], graph: nx.MultiDiGraph, not_run: dict[str, int]) -> list[str]:
+    """DOT statements that lay out run frames (newest first) in rows about :data:`ROW_WIDTH` points
+    wide, left to right and then top to bottom, instead of one row of every run: each row's first
+    nodes share a rank, in order, and an invisible point below each row holds the next one under it."""
+    edges = _drawn_edges(graph)
+    rows: list[list[tuple[list[str], list[str]]]] = [[]]
+    used = 0.0
+    for frame in runs:
+        nodes = _frame_nodes(frame, not_run)
+        if not nodes:
+            continue
+        layers = _layers(nodes, edges)
+        width = _frame_width(frame, graph, layers)
+        if rows[-1] and used + width > ROW_WIDTH:
+            rows.append([])
+            used = 0
+        rows[-1].append((layers[0], layers[-1]))
+        used += width
+    statements: list[str] = []
+    for index, row in enumerate(rows):
+        if len(row) > 1:
+            firsts = [tops[0] for tops, _ in row]
+            statements.append("  {rank=same; " + " -> ".join(_quote(n) for n in firsts) + " [style=invis];}")
+        if index + 1 < len(rows):
+            anchor = _quote(f"row:{index + 1}")
+            statements.append(f"  {anchor} [shape=point, style=invis, width=0, height=0, label=\"\"];")
+            for _, bottoms in row:
+                statements += [f"  {_quote(n)} -> {anchor} [style=invis, weight=0];" for n in bottoms]
+            for tops, _ in rows[index + 1]:
+                statements += [f"  {anchor} -> {_quote(n)} [style=invis, weight=0];" for n in tops]
+    return statements
 
 
 def to_dot(graph: nx.MultiDiGraph) -> str:
@@ -318,12 +436,18 @@ def to_dot(graph: nx.MultiDiGraph) -> str:
     for frame in frames:
         lines += emit(frame, "  ")
     lines += [_node_statement(node, graph.nodes[node], False) for node in loose]
-    for u, v, key in sorted(graph.edges(keys=True)):
-        if lg.is_dag(graph.nodes[u]) or lg.is_dag(graph.nodes[v]):
-            continue  # a DAG is drawn as its frame: its events repeat those of its tasks
+    run_frames = [frame for frame in frames if frame.key.startswith("run:")]
+    run_of = {node: frame.key for frame in run_frames for node in _frame_nodes(frame, not_run)}
+    for u, v, key in _drawn_edges(graph):
         cached = graph.nodes[u].get("state") == "CACHED"
+        parameter = graph.edges[u, v, key].get("event") == lg.PARAMETER
         lines.append(f"  {_quote(u)} -> {_quote(v)} " + _attributes(
-            label=key or None, style="dashed" if cached else None, color="#9aa0a6" if cached else None) + ";")
+            label=key or None, style="dashed" if cached else None,
+            color="#9aa0a6" if cached else "#8430ce" if parameter else None,
+            fontcolor="#8430ce" if parameter else None,
+            # an edge to another run (an artifact it reused) leaves the layout of the runs alone
+            constraint="false" if run_of.get(u) != run_of.get(v) else None) + ";")
+    lines += _grid(run_frames, graph, not_run)
     for dag in not_run:  # the tasks that failed or were skipped lead to those that did not run
         ends = [n for n in graph.nodes if lg.parent_dag(graph.nodes[n]) == dag
                 and _task_state(graph.nodes[n]) in ("FAILED", "SKIPPED") and not lg.is_dag(graph.nodes[n])]
@@ -403,6 +527,29 @@ def _page_template() -> Any:
     return environment.from_string(resources.files("lineage").joinpath("export.html").read_text(encoding="utf-8"))
 
 
+def _run_summaries(graph: nx.MultiDiGraph) -> list[dict[str, Any]]:
+    """The runs of ``graph``, newest first, as the page's panel lists them before a node is chosen:
+    ``{"run", "pipeline", "frame", "created", "state", "executed", "cached", "failed"}``
+    (``frame``: the element of the run's frame; ``state`` of its root DAG, None without one)."""
+    frames, _ = _frames(graph)
+    summaries = []
+    for frame in frames:
+        if not frame.key.startswith("run:"):
+            continue
+        run = frame.key[len("run:"):]
+        tasks = [d for _, d in graph.nodes(data=True)
+                 if d.get("kind") == "execution" and d.get("run") == run and not lg.is_dag(d)]
+        states = [lg.cache_state(d) for d in tasks]
+        root = graph.nodes[frame.element_id] if frame.element_id in graph else {}
+        summaries.append({
+            "run": run, "pipeline": next((d.get("pipeline") for d in tasks if d.get("pipeline")), None),
+            "frame": frame.element_id,
+            "created": min((d.get("create_time") or 0 for d in tasks), default=root.get("create_time")),
+            "state": _dag_state(root) if root else None,
+            "executed": states.count("EXECUTED"), "cached": states.count("CACHED"), "failed": states.count("FAILED")})
+    return summaries
+
+
 def to_html(graph: nx.MultiDiGraph, title: str = "lineage") -> str:
     """One self-contained HTML page (nothing fetched when it opens): the SVG drawing of
     :func:`to_dot`, panned and zoomed, each node's properties shown on a click, and a search box.
@@ -414,11 +561,12 @@ def to_html(graph: nx.MultiDiGraph, title: str = "lineage") -> str:
     data = {
         "nodes": {node: {("mlmd_id" if k == "id" else k): _plain(v) for k, v in attributes.items()}
                   for node, attributes in graph.nodes(data=True)},
-        "edges": [[u, v, key] for u, v, key in sorted(graph.edges(keys=True))],
+        "edges": [[u, v, key, graph.edges[u, v, key].get("event")] for u, v, key in sorted(graph.edges(keys=True))],
+        "runs": _run_summaries(graph),
         "not_run": {_not_run_key(dag): {"dag": dag, "tasks": _not_run_count(graph.nodes[dag], count)}
                     for dag, count in lg.tasks_not_run(graph).items()},
     }
-    return _page_template().render(title=title, svg=svg, data=data)
+    return _page_template().render(title=title, svg=svg, data=data, font_size=FONT_SIZE)
 
 
 def content(graph: nx.MultiDiGraph, fmt: str, title: str = "lineage") -> bytes:

@@ -11,6 +11,7 @@ and a second run reused B (a CACHED execution, 5, pointing at its source, 2):
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any, Iterable, Optional
 
@@ -38,12 +39,18 @@ __all__ = [
     "tasks_not_run",
     "is_dag",
     "parent_dag",
+    "parameter_flow",
+    "with_parameter_flow",
     "WHOLE_RUNS",
+    "PARAMETER",
 ]
 
 # A graph attribute set by the loaders that read every execution of the graph's runs
 # (``load_run``, ``load_store``): only then do a DAG's loaded tasks tell which of its tasks never ran.
 WHOLE_RUNS = "whole_runs"
+# The ``event`` of an edge that :func:`with_parameter_flow` adds: a parameter passed from one task to
+# another (MLMD records no event for it).
+PARAMETER = "PARAMETER"
 
 
 def example_graph() -> nx.MultiDiGraph:
@@ -367,3 +374,141 @@ def tasks_not_run(graph: nx.MultiDiGraph) -> dict[str, int]:
         if is_dag(data) and isinstance(total, int) and total > held[node]:
             missing[node] = total - held[node]
     return missing
+
+
+def _meaningful(value: Any) -> bool:
+    """Whether a parameter value is specific enough to tell where it came from: not null, not a
+    boolean, not an empty string, list or struct (such values are as often constants of the
+    pipeline as another task's output)."""
+    return value is not None and not isinstance(value, bool) and value not in ("", [], {})
+
+
+def _value_key(value: Any) -> str:
+    """One text for equal JSON values (MLMD keeps every number as a double: ``9`` and ``9.0`` are one)."""
+    def normal(item: Any) -> Any:
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            return item
+        if isinstance(item, (int, float)):
+            return float(item)
+        if isinstance(item, dict):
+            return {k: normal(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [normal(v) for v in item]
+        return str(item)
+    return json.dumps(normal(value), sort_keys=True)
+
+
+def _dag_chain(graph: nx.MultiDiGraph, node: str) -> list[str]:
+    """The DAG executions that hold ``node``, innermost first."""
+    chain: list[str] = []
+    parent = parent_dag(graph.nodes[node])
+    while parent is not None and parent in graph and parent not in chain:
+        chain.append(parent)
+        parent = parent_dag(graph.nodes[parent])
+    return chain
+
+
+def _can_see(graph: nx.MultiDiGraph, producer_chain: list[str], consumer_chain: list[str]) -> bool:
+    """Whether a task could read the output of a task held by ``producer_chain``: their DAGs meet,
+    and the producer is not inside a loop iteration the consumer is not in (an iteration's outputs
+    reach the rest of the run only gathered into a list)."""
+    common = set(consumer_chain)
+    for dag in producer_chain:
+        if dag in common:
+            return True
+        if isinstance((graph.nodes[dag].get("properties") or {}).get("iteration_index"), int):
+            return False
+    return not producer_chain and not consumer_chain
+
+
+def parameter_flow(graph: nx.MultiDiGraph) -> list[dict[str, Any]]:
+    """The parameters passed from task to task, inferred from the values that executions record:
+    ``{"producer", "consumer", "input", "output"}`` (nodes and parameter names), in the consumer's
+    ID order. MLMD records a task's input and output parameters as values (the ``inputs`` and
+    ``outputs`` structs KFP writes), not where an input came from, and the store keeps no pipeline
+    spec; so the rule is conservative:
+
+    - an input comes from an output of an earlier task (a smaller ID) of the same run with an equal
+      value, in a scope the consumer sees (the same DAG or one around it, or a nested pipeline or
+      condition within those; never another loop iteration);
+    - null, booleans and empty values are never matched (they are as often constants);
+    - when several tasks hold the value, one that itself received it from the others is taken
+      (a value passed along a chain comes from its last link); if several remain, or the run's own
+      parameters (its root DAG's ``inputs``) hold it too, nothing is drawn.
+
+    Only graphs of whole runs (:data:`WHOLE_RUNS`) are read: a partial one would hide the other
+    holders of a value.
+
+    >>> g = example_graph()
+    >>> for node, outputs in (("e:1", {"Output": 9.0}), ("e:2", {"Output": 81.0})):
+    ...     g.nodes[node]["properties"]["outputs"] = outputs
+    >>> g.nodes["e:2"]["properties"]["inputs"] = {"x": 9.0}
+    >>> g.nodes["e:3"]["properties"]["inputs"] = {"a": 9.0, "b": 81.0, "verbose": True}
+    >>> g.graph[WHOLE_RUNS] = True
+    >>> [(f["producer"], f["consumer"], f["input"]) for f in parameter_flow(g)]
+    [('e:1', 'e:2', 'x'), ('e:1', 'e:3', 'a'), ('e:2', 'e:3', 'b')]
+    """
+    if not graph.graph.get(WHOLE_RUNS):
+        return []
+    runs: dict[str, list[str]] = {}
+    roots: dict[str, str] = {}
+    for node, data in graph.nodes(data=True):
+        if data.get("kind") != "execution" or not data.get("run"):
+            continue
+        if is_dag(data):
+            if parent_dag(data) is None:
+                roots.setdefault(data["run"], node)
+        else:
+            runs.setdefault(data["run"], []).append(node)
+    flow: list[dict[str, Any]] = []
+    for run, tasks in runs.items():
+        tasks.sort(key=lambda n: graph.nodes[n]["id"])
+        chains = {task: _dag_chain(graph, task) for task in tasks}
+        root_inputs = (graph.nodes[roots[run]].get("properties") or {}).get("inputs") if run in roots else None
+        pipeline_values = {_value_key(v) for v in (root_inputs or {}).values() if _meaningful(v)} \
+            if isinstance(root_inputs, dict) else set()
+        # value -> [(task, output name)], for the tasks seen so far
+        holders: dict[str, list[tuple[str, str]]] = {}
+        # (task, value) -> the tasks it received the value from, directly or along a chain
+        received: dict[tuple[str, str], set[str]] = {}
+        for task in tasks:
+            properties = graph.nodes[task].get("properties") or {}
+            inputs = properties.get("inputs")
+            for name, value in sorted(inputs.items()) if isinstance(inputs, dict) else ():
+                if not _meaningful(value):
+                    continue
+                key = _value_key(value)
+                candidates = {holder for holder, _ in holders.get(key, ())
+                              if _can_see(graph, chains[holder], chains[task])}
+                passed_on = set().union(*(received.get((c, key), set()) for c in candidates)) if candidates else set()
+                latest = candidates - passed_on
+                if len(latest) != 1 or key in pipeline_values:
+                    continue
+                [producer] = latest
+                outputs = [n for h, n in holders[key] if h == producer]
+                received[(task, key)] = {producer} | received.get((producer, key), set())
+                flow.append({"producer": producer, "consumer": task, "input": name, "output": outputs[0]})
+            outputs = properties.get("outputs")
+            for name, value in sorted(outputs.items()) if isinstance(outputs, dict) else ():
+                if _meaningful(value):
+                    holders.setdefault(_value_key(value), []).append((task, name))
+    return sorted(flow, key=lambda f: (graph.nodes[f["consumer"]]["id"], f["input"]))
+
+
+def with_parameter_flow(graph: nx.MultiDiGraph) -> nx.MultiDiGraph:
+    """A copy of ``graph`` with an edge producer → consumer for each parameter of
+    :func:`parameter_flow`, keyed by the consumer's input name, ``event`` :data:`PARAMETER` and
+    ``output`` the producer's output name.
+
+    >>> g = example_graph()
+    >>> g.nodes["e:1"]["properties"]["outputs"] = {"Output": "s3://b/x"}
+    >>> g.nodes["e:3"]["properties"]["inputs"] = {"source": "s3://b/x"}
+    >>> flowing = with_parameter_flow(nx.MultiDiGraph(g, whole_runs=True))
+    >>> flowing.number_of_edges() - g.number_of_edges(), flowing.get_edge_data("e:1", "e:3")
+    (1, {'source': {'event': 'PARAMETER', 'name': 'source', 'output': 'Output'}})
+    """
+    flowing = graph.copy()
+    for found in parameter_flow(graph):
+        flowing.add_edge(found["producer"], found["consumer"], key=found["input"], event=PARAMETER,
+                         name=found["input"], output=found["output"])
+    return flowing

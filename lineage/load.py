@@ -27,6 +27,7 @@ the same way: missing attributes are ``None`` or empty.
 """
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
@@ -34,6 +35,8 @@ import networkx as nx
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mlmd_cache.store import ids, limits, mlmd_compat, records
 from mlmd_cache.cache import invalidation
@@ -423,26 +426,15 @@ def load_run(store: metadata_store.MetadataStore, run: str) -> nx.MultiDiGraph:
     return graph
 
 
-class _Progress:
-    """A one-line progress bar on standard error, shown only on a terminal."""
-
-    def __init__(self, total: int, label: str, enabled: Optional[bool] = None) -> None:
-        self.total, self.label, self.done = max(total, 1), label, 0
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-
-    def advance(self, count: int) -> None:
-        before = 100 * self.done // self.total
-        self.done += count
-        if self.enabled and 100 * self.done // self.total != before:  # redrawn once per percent
-            width = 30
-            filled = int(width * min(self.done, self.total) / self.total)
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+def _progress_bar(total: int, enabled: Optional[bool]) -> Progress:
+    """rich's progress bar on standard error for loading a store, cleared when done: shown on a
+    terminal (``enabled`` None), always (True) or never (False)."""
+    console = Console(file=sys.stderr, force_terminal=True if enabled else None, highlight=False)
+    shown = console.is_terminal and not console.is_dumb_terminal if enabled is None else enabled
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console, transient=True, disable=not shown)
+    bar.add_task("loading lineage", total=max(total, 1))
+    return bar
 
 
 def _max_id(list_records: Any) -> int:
@@ -506,8 +498,9 @@ def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] 
     run_contexts = _run_contexts(store, types)
     last_execution = _max_id(store.get_executions)
     last_artifact = _max_id(store.get_artifacts)
-    bar = _Progress(len(run_contexts) + 2 * last_execution + last_artifact, "loading lineage", progress)
-    try:
+    with _progress_bar(len(run_contexts) + 2 * last_execution + last_artifact, progress) as shown:
+        [task] = shown.task_ids
+        advance = functools.partial(shown.advance, task)
         seen: set[int] = set()
         # an execution in two runs belongs to the older one
         for context, pipeline, executions in _executions_by_run(store, types, run_contexts):
@@ -515,25 +508,23 @@ def load_store(store: metadata_store.MetadataStore, *, progress: Optional[bool] 
                 if execution.id not in seen:
                     seen.add(execution.id)
                     _add_execution(graph, execution, types, context.name, pipeline)
-            bar.advance(1)
+            advance(1)
         for batch in _batches([i for i in range(1, last_execution + 1) if i not in seen]):
             for execution in store.get_executions_by_id(batch):
                 _add_execution(graph, execution, types, None, None)
-            bar.advance(len(batch))
-        bar.advance(len(seen))
+            advance(len(batch))
+        advance(len(seen))
         del seen
         for batch in _batches(range(1, last_artifact + 1)):
             for artifact in store.get_artifacts_by_id(batch):
                 _add_artifact(graph, artifact, types)
-            bar.advance(len(batch))
+            advance(len(batch))
         for batch in _batches(range(1, last_execution + 1)):
             for event in store.get_events_by_execution_ids(batch):
                 _add_event(graph, event)
-            bar.advance(len(batch))
+            advance(len(batch))
         _artifact_runs(graph)
         _invalidations(store, graph, types)
-    finally:
-        bar.close()
     graph.graph[lg.WHOLE_RUNS] = True
     return graph
 

@@ -311,7 +311,7 @@ def test_export_files_parse_back(scenario, tmp_path):
     code, _, err = cli("export", "--run", "run-3", "--format", "json", "-o", str(tmp_path / "run.json"), "--db", s.db)
     assert code == 0, err
     g = nx.node_link_graph(json.loads((tmp_path / "run.json").read_text()), edges="edges")
-    expected = load.load_run(s.store, "run-3")
+    expected = lg.with_parameter_flow(load.load_run(s.store, "run-3"))  # and train's loss to evaluate
     assert set(g) == set(expected) and g.number_of_edges() == expected.number_of_edges()
     assert g.nodes[s.e("run-3", "make-data")]["cached_execution_id"] == s.reports["run-1"].tasks["make-data"].execution_id
 

@@ -16,6 +16,7 @@ from kfp import dsl
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from lineage import export as lexport
+from lineage import graph as lg
 from lineage import load
 from lineage.cli import main
 from mlmd_cache import ExecutionCache, connect
@@ -231,7 +232,7 @@ def test_dash_is_standard_output_for_every_format(scenario, tmp_path, monkeypatc
     code, out, err = cli("export", "--run", "run-3", "--format", fmt, "-o", "-", "--db", scenario.db)
     assert code == 0, err
     assert not Path("-").exists()
-    graph = load.load_run(scenario.store, "run-3")
+    graph = lg.with_parameter_flow(load.load_run(scenario.store, "run-3"))  # train's loss feeds evaluate
     assert err == f"wrote {len(graph)} nodes and {graph.number_of_edges()} edges to standard output ({fmt})\n"
     code, _, err = cli("export", "--run", "run-3", "-o", f"run.{fmt}", "--db", scenario.db)
     assert code == 0, err
@@ -387,3 +388,14 @@ def test_html_data_cannot_end_its_script(scenario, tmp_path):
     data = data[:data.index("</script>")]
     decoded = json.loads(data)
     assert decoded["nodes"][scenario.e("run-3", "train")]["properties"]["note"].startswith("</script>")
+
+
+def test_loading_a_store_shows_rich_progress_and_clears_it(scenario, capsys):
+    load.load_store(scenario.store, progress=True)
+    err = capsys.readouterr().err
+    # rich's bar (the one the runner's live table uses, not a second hand-drawn one): the count done,
+    # the time left, taken away at the end
+    assert "loading lineage" in err and "━" in err and re.search(r"(\d+)/\1\b", err), err
+    assert err.endswith("\x1b[2K"), err
+    load.load_store(scenario.store, progress=False)
+    assert capsys.readouterr().err == ""
