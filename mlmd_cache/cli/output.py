@@ -28,7 +28,7 @@ OUTPUT_FORMATS = ("table", "csv", "tsv", "nl", "json")
 ROW_FORMATS = ("csv", "tsv", "nl")  # one line (or record) per row; "table" and "json" are each command's own
 
 _HELP = {
-    "table": "Print a text table (the default).",
+    "table": "Print text for reading: a table, a tree (the default).",
     "csv": "Print the rows as CSV, with a header line.",
     "tsv": "Print the rows as TSV, with a header line.",
     "nl": "Print one JSON object per row (JSON lines).",
