@@ -15,7 +15,6 @@ import csv
 import functools
 import io
 import json
-import sys
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import click
@@ -125,6 +124,12 @@ def echo_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: st
         click.echo(indent + line)
 
 
+def _text(label: str):
+    from rich.text import Text
+
+    return Text(printable(label))
+
+
 class Tree:
     """A tree of text lines drawn by rich's ``Tree`` (guides ``├──``, ``│``, ``└──``): labels escaped
     (:func:`printable`)."""
@@ -132,29 +137,23 @@ class Tree:
     def __init__(self, label: str) -> None:
         from rich.tree import Tree as RichTree
 
-        self._tree = RichTree(self._text(label))
-
-    @staticmethod
-    def _text(label: str):
-        from rich.text import Text
-
-        return Text(printable(label))
+        self._node = RichTree(_text(label))
 
     def add(self, label: str) -> "Tree":
         """A child of this node, as a tree to add to."""
-        child = Tree.__new__(Tree)
-        child._tree = self._tree.add(self._text(label))
+        child = Tree.__new__(Tree)  # a node of this tree, not a new rich Tree
+        child._node = self._node.add(_text(label))
         return child
 
     def lines(self) -> list[str]:
         from rich.cells import cell_len
 
-        widest, depth, stack = 0, 0, [(self._tree, 0)]
+        widest, depth, stack = 0, 0, [(self._node, 0)]
         while stack:
             node, level = stack.pop()
             widest, depth = max(widest, cell_len(node.label.plain)), max(depth, level)
             stack.extend((child, level + 1) for child in node.children)
-        return _rendered(self._tree, widest + 4 * depth + 1)
+        return _rendered(self._node, widest + 4 * depth + 1)
 
     def echo(self) -> None:
         for line in self.lines():
