@@ -6,16 +6,18 @@ import functools
 import json
 import os
 import sys
+import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import click
 
 from mlmd_cache.store import ids
 from mlmd_cache.cli.options import (OneLineUsageErrors, OneLineUsageGroup, RecordIdType, db_option, group_db_options,
                                     open_store, reports_errors)
+from mlmd_cache.cli.output import ROW_FORMATS, Tree, echo_table, output_options, write_rows
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
-from mlmd_cache.terminal import echo, escape_warnings, printable
+from mlmd_cache.terminal import echo, escape_warnings
 
 # Only what building the commands needs (no networkx or ml_metadata): a command imports the rest.
 from .options import FORMATS, MAX_HOPS
@@ -45,13 +47,6 @@ def _time(milliseconds: Optional[int]) -> str:
 def _in_force(data: dict[str, Any]) -> list[int]:
     """The IDs of the invalidations in force that stop an execution as a cache source."""
     return [r["id"] for r in data.get("invalidations") or [] if r["in_force"]]
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    # escaped before the widths are measured, so that an escaped name keeps its column
-    cells = [[str(h) for h in headers]] + [["-" if c is None else printable(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
 
 
 def _echo_json(value: Any) -> None:
@@ -94,27 +89,53 @@ def main() -> None:
     escape_warnings()  # a warning may quote stored text
 
 
+# A run's state as run_summaries tells it (from its root DAG execution).
+RUN_STATES = ("complete", "failed", "running", "interrupted")
+RUN_COLUMNS = ("run", "pipeline", "create_time", "state", "executed", "cached", "failed", "interrupted", "other")
+
+
 @main.command()
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Only the N newest runs (default: all).")
+              help="Only the N newest runs (of those the other options choose; default: all).")
+@click.option("--pipeline", metavar="NAME", help="Only the runs of this pipeline.")
+@click.option("--since", metavar="DURATION",
+              help="Only the runs created in the last DURATION: 12h, 7d, or ISO 8601 PT12H, P7D.")
+@click.option("--state", type=click.Choice(RUN_STATES, case_sensitive=False),
+              help="Only the runs in this state (any case: FAILED is failed).")
 @db_option
-@json_option
+@output_options
 @_reports
-def runs(limit: Optional[int], db_url: Optional[str], as_json: bool) -> None:
+def runs(limit: Optional[int], pipeline: Optional[str], since: Optional[str], state: Optional[str],
+         db_url: Optional[str], output_format: str) -> None:
     """List pipeline runs, newest first, with their executed, cached and failed tasks."""
+    from mlmd_cache.durations import parse_duration
+
     from . import graph as lg, load
 
-    summaries = lg.run_summaries(load.load_runs(open_store(db_url, read_only=True), limit=limit))
-    if as_json:
+    window = parse_duration(since, "--since") if since is not None else None  # before the store is opened
+    chosen = pipeline is not None or window is not None or state is not None
+    # with a filter, every run is read and the newest N of those chosen kept
+    summaries = lg.run_summaries(load.load_runs(open_store(db_url, read_only=True), limit=None if chosen else limit))
+    if window is not None:
+        earliest = (time.time() - window.total_seconds()) * 1000
+        summaries = [s for s in summaries if (s["create_time"] or 0) >= earliest]
+    if pipeline is not None:
+        summaries = [s for s in summaries if s["pipeline"] == pipeline]
+    if state is not None:
+        summaries = [s for s in summaries if s["state"] == state.lower()]
+    summaries = summaries[:limit]
+    if output_format in ROW_FORMATS:
+        write_rows(output_format, RUN_COLUMNS, summaries)
+        return
+    if output_format == "json":
         _echo_json({"runs": summaries})
         return
     if not summaries:
-        echo("no pipeline runs")
+        echo("no pipeline runs" + (" chosen by --pipeline, --since or --state" if chosen else ""))
         return
     rows = [(s["run"], s["pipeline"], _time(s["create_time"]), s["executed"], s["cached"], s["failed"], s["state"])
             for s in summaries]
-    for line in _table(("RUN", "PIPELINE", "CREATED (UTC)", "EXECUTED", "CACHED", "FAILED", "STATE"), rows):
-        echo(line)
+    echo_table(("RUN", "PIPELINE", "CREATED (UTC)", "EXECUTED", "CACHED", "FAILED", "STATE"), rows)
 
 
 def _edges_text(graph, node: str, incoming: bool) -> list[tuple[str, str]]:
@@ -124,17 +145,36 @@ def _edges_text(graph, node: str, incoming: bool) -> list[tuple[str, str]]:
 
 
 _KINDS = ("run", "execution", "artifact")
+SHOW_RUN_COLUMNS = ("id", "task", "state", "cached_from", "invalidated_by", "inputs", "outputs", "node")
+NEIGHBOUR_COLUMNS = ("direction", "key", "node", "kind", "id", "type", "name", "task_name", "state", "run", "uri")
+METRICS_TYPE = "system.Metrics"  # metrics.log_metric's values, as KFP keeps them: its custom properties
+
+
+def _metric_values(data: dict[str, Any]) -> str:
+    """A Metrics artifact's values (``mse = 0.0856...``; every digit of a float, as the task logged
+    it: lineage.load reads mlmd_cache_exact_metadata), or "" for any other node."""
+    from mlmd_cache.store import records
+
+    from . import explain as lx
+
+    if data.get("kind") != "artifact" or data.get("type") != METRICS_TYPE:
+        return ""
+    values = sorted((k, v) for k, v in (data.get("properties") or {}).items()
+                    if k != records.DISPLAY_NAME and not k.startswith("mlmd_cache_"))
+    return ", ".join(f"{key} = {lx.format_value(value)}" for key, value in values) or "no values"
 
 
 @main.command()
 @click.argument("what", metavar="run NAME | execution ID | artifact ID | ID")
 @click.argument("name", required=False, metavar="")
 @db_option
-@json_option
+@output_options
 @_reports
-def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -> None:
+def show(what: str, name: Optional[str], db_url: Optional[str], output_format: str) -> None:
     """Show a run (by name), an execution or an artifact with its neighbours: `execution 6`,
-    `artifact 6`, or one ID (e:6; a:6 or #6; 6: the artifact, else the execution)."""
+    `artifact 6`, or one ID (e:6; a:6 or #6; 6: the artifact, else the execution). The metric
+    values of Metrics artifacts are shown as their task logged them. The rows of --csv, --tsv and
+    --nl: a run's executions, an execution's or artifact's neighbours."""
     from mlmd_cache.cache import invalidation
     from mlmd_cache.store import records
 
@@ -156,7 +196,10 @@ def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -
             entry["invalidated_by"] = _in_force(graph.nodes[entry["node"]])
             entry["inputs"] = {k: graph.nodes[n]["id"] for k, n in _edges_text(graph, entry["node"], True)}
             entry["outputs"] = {k: graph.nodes[n]["id"] for k, n in _edges_text(graph, entry["node"], False)}
-        if as_json:
+        if output_format in ROW_FORMATS:
+            write_rows(output_format, SHOW_RUN_COLUMNS, executions)
+            return
+        if output_format == "json":
             artifacts = [_node_json(graph, n) for n, d in graph.nodes(data=True) if d["kind"] == "artifact"]
             _echo_json({"run": name, "pipeline": pipeline, "executions": executions,
                         "artifacts": sorted(artifacts, key=lambda a: a["id"])})
@@ -166,15 +209,24 @@ def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -
                                                    if e["invalidated_by"] else ""), e["cached_from"],
                  ", ".join(f"{k}=#{v}" for k, v in e["inputs"].items()),
                  ", ".join(f"{k}=#{v}" for k, v in e["outputs"].items())) for e in executions]
-        for line in _table(("EXECUTION", "TASK", "STATE", "CACHED FROM", "INPUTS", "OUTPUTS"), rows):
-            echo("  " + line)
+        echo_table(("EXECUTION", "TASK", "STATE", "CACHED FROM", "INPUTS", "OUTPUTS"), rows, indent="  ")
+        for entry in executions:  # what its Metrics artifacts hold, as run-pipeline's summary tells it
+            for key, other in _edges_text(graph, entry["node"], False):
+                values = _metric_values(graph.nodes[other])
+                if values:
+                    echo(f"  metrics  {entry['task']}/{key} (#{graph.nodes[other]['id']}): {values}")
         return
     node = load.resolve_node(store, record, prefer=ids.ARTIFACT)
     kind = "artifact" if node.startswith("a:") else "execution"
     graph = load.load_subgraph(store, [node], hops=1, direction="both")
     data = graph.nodes[node]
     inputs, outputs = _edges_text(graph, node, True), _edges_text(graph, node, False)
-    if as_json:
+    if output_format in ROW_FORMATS:
+        write_rows(output_format, NEIGHBOUR_COLUMNS,
+                   [{"direction": direction, "key": key, **_node_json(graph, other)}
+                    for direction, pairs in (("in", inputs), ("out", outputs)) for key, other in pairs])
+        return
+    if output_format == "json":
         _echo_json({**_node_json(graph, node),
                     "in": [{"key": k, **_node_json(graph, n)} for k, n in inputs],
                     "out": [{"key": k, **_node_json(graph, n)} for k, n in outputs]})
@@ -204,21 +256,43 @@ def show(what: str, name: Optional[str], db_url: Optional[str], as_json: bool) -
             echo("    (none)")
         for key, other in pairs:
             echo(f"    {key or '-':<12} {_node_text(graph.nodes[other])}")
+            values = _metric_values(graph.nodes[other])
+            if values:
+                echo(f"    {'':<12} metrics: {values}")
 
 
-def _tree_lines(graph, entry: dict[str, Any], prefix: str = "", last: bool = True, root: bool = True) -> list[str]:
-    text = _node_text(graph.nodes[entry["node"]])
+def _tree_label(graph, entry: dict[str, Any]) -> str:
     via = f"[{entry['via']}] " if entry["via"] else ""
     seen = "  (shown above)" if entry["seen"] else ""
-    if root:
-        lines = [text]
-        child_prefix = ""
-    else:
-        lines = [f"{prefix}{'└─ ' if last else '├─ '}{via}{text}{seen}"]
-        child_prefix = prefix + ("   " if last else "│  ")
-    for i, child in enumerate(entry["children"]):
-        lines += _tree_lines(graph, child, child_prefix, i == len(entry["children"]) - 1, False)
-    return lines
+    return f"{via}{_node_text(graph.nodes[entry['node']])}{seen}"
+
+
+def _draw_tree(graph, entry: dict[str, Any]) -> Tree:
+    """The tree of :func:`lineage.graph.tree`, drawn by rich."""
+    drawn = Tree(_node_text(graph.nodes[entry["node"]]))
+    stack = [(drawn, child) for child in reversed(entry["children"])]
+    while stack:  # depth first, children in order, without recursion (a lineage may be 100 hops deep)
+        parent, child = stack.pop()
+        node = parent.add(_tree_label(graph, child))
+        stack.extend((node, grandchild) for grandchild in reversed(child["children"]))
+    return drawn
+
+
+TREE_COLUMNS = ("level", "via", "parent", "node", "kind", "id", "type", "name", "task_name", "state",
+                "cached_execution_id", "run", "uri")
+
+
+def _tree_rows(graph, root: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each node of the tree once, in the order the tree shows them: its level (0 for the root), the
+    event key it was reached by and the node it was reached from, and its attributes."""
+    rows, stack = [], [(root, 0, None)]
+    while stack:
+        entry, level, parent = stack.pop()
+        if entry["seen"]:
+            continue
+        rows.append({"level": level, "via": entry["via"], "parent": parent, **_node_json(graph, entry["node"])})
+        stack.extend((child, level + 1, entry["node"]) for child in reversed(entry["children"]))
+    return rows
 
 
 def _tree_json(entry: dict[str, Any]) -> dict[str, Any]:
@@ -227,7 +301,7 @@ def _tree_json(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _closure_command(direction: str) -> Callable[..., Any]:
-    def command(record_id: str, depth: Optional[int], cached: bool, db_url: Optional[str], as_json: bool) -> None:
+    def command(record_id: str, depth: Optional[int], cached: bool, db_url: Optional[str], output_format: str) -> None:
         from . import graph as lg, load
 
         record = ids.parse_id(record_id)  # before the store is opened
@@ -236,32 +310,37 @@ def _closure_command(direction: str) -> Callable[..., Any]:
         hops = MAX_HOPS if depth is None else depth
         graph = load.load_subgraph(store, [node], hops=hops, direction=direction, cached=cached)
         tree = lg.tree(graph, node, direction=direction, depth=hops, cached=cached)
-        if as_json:
+        if output_format in ROW_FORMATS:
+            write_rows(output_format, TREE_COLUMNS, _tree_rows(graph, tree))
+            return
+        if output_format == "json":
             closure = (lg.upstream if direction == "upstream" else lg.downstream)(graph, node, hops, cached=cached)
             _echo_json({"root": node, "direction": direction, "depth": depth, "cached": cached,
                         "nodes": lg.nodes_of(graph, closure | {node}), "tree": _tree_json(tree)})
             return
-        for line in _tree_lines(graph, tree):
-            echo(line)
+        _draw_tree(graph, tree).echo()
 
     command.__doc__ = (f"The {direction} lineage of an artifact or execution as a tree: "
                        f"{'what it was made from' if direction == 'upstream' else 'what was made from it'}. "
                        "ID: a:6 or #6 (an artifact), e:6 (an execution), or 6 (the artifact, else the execution). "
-                       "--depth counts edges (1: the nodes next to it).")
+                       "--depth counts edges (1: the nodes next to it). The rows of --csv, --tsv and --nl: "
+                       "each node once, in the tree's order, with its level.")
     return command
 
 
-# Upstream answers "what made it": the CACHED executions that merely reused an artifact (they have
-# OUTPUT events to it, as KFP records them) are left out unless asked for. Downstream answers "who
-# used it", runs that reused it included.
-for _direction, _cached_default in (("upstream", False), ("downstream", True)):
+# Both show CACHED executions by default, as lineage.upstream() and lineage.downstream() do (one
+# default and one name, cached, in Python and here): a CACHED execution has OUTPUT events to the
+# artifacts it reused, as KFP records them, so it stands beside their producer; --no-cached keeps
+# what made an artifact, and has MLMD stop its trace at them (cheaper for a much reused artifact).
+for _direction in ("upstream", "downstream"):
     main.command(_direction)(
         click.argument("record_id", metavar="ID")(
             click.option("--depth", type=click.IntRange(0, MAX_HOPS), metavar="N",
                          help=f"At most N edges away (default: {MAX_HOPS}).")(
-                click.option("--cached/--no-cached", default=_cached_default, show_default=True,
-                             help="Show CACHED executions (the runs that reused an artifact).")(
-                    db_option(json_option(_reports(_closure_command(_direction))))))))
+                click.option("--cached/--no-cached", default=True, show_default=True,
+                             help="Show CACHED executions (the runs that reused an artifact), as "
+                                  f"lineage.{_direction}() does by default (cached=True).")(
+                    db_option(output_options(_reports(_closure_command(_direction))))))))
 
 
 @main.command("explain")

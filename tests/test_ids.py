@@ -81,7 +81,7 @@ def test_upstream_and_downstream_of_an_execution(scenario):
     s = scenario
     train = s.e("run-3", "train")
     whole = load.load_store(s.store, progress=False)
-    code, out, err = cli("upstream", train, "--db", s.db, "--json")
+    code, out, err = cli("upstream", train, "--db", s.db, "--no-cached", "--json")
     assert code == 0, err
     tree = json.loads(out)
     assert tree["root"] == train and tree["tree"]["node"] == train
@@ -91,7 +91,7 @@ def test_upstream_and_downstream_of_an_execution(scenario):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith(f"execution {number(train)} train EXECUTED")
-    assert lines[1].startswith(f"└─ [model] artifact #{number(s.output('run-3', 'train'))} ")
+    assert lines[1].startswith(f"└── [model] artifact #{number(s.output('run-3', 'train'))} ")
     assert f"execution {number(s.e('run-3', 'evaluate'))} evaluate EXECUTED" in lines[2]
     code, out, _ = cli("downstream", train, "--db", s.db, "--json")
     assert {n["node"] for n in json.loads(out)["nodes"]} - {train} == lg.downstream(whole, train)

@@ -3,6 +3,7 @@ compiled here with the real SDK, run five times on one SQLite file."""
 # (no `from __future__ import annotations`: KFP reads the components' annotations as types)
 
 import doctest
+import inspect
 import json
 import os
 import shutil
@@ -279,21 +280,19 @@ def test_cli_runs_show_and_trees(scenario):
 
     metrics = s.output("run-3", "evaluate")
     whole = load.load_store(s.store, progress=False)
-    code, out, _ = cli("upstream", metrics[2:], "--db", s.db, "--json")
+    code, out, _ = cli("upstream", metrics[2:], "--db", s.db, "--no-cached", "--json")
     tree = json.loads(out)
-    # upstream shows what made the artifact: without the CACHED make-data of run-2 and run-3 that reused run-1's dataset
+    # --no-cached shows what made the artifact: without the CACHED make-data of run-2 and run-3 that reused run-1's dataset
     assert {n["node"] for n in tree["nodes"]} - {metrics} == lg.upstream(whole, metrics, cached=False) == {
         s.e("run-3", "evaluate"), s.output("run-3", "train"), s.e("run-3", "train"), s.output("run-1", "make-data"),
         s.e("run-1", "make-data")}
-    code, out, _ = cli("upstream", metrics[2:], "--db", s.db, "--cached", "--json")
-    assert {n["node"] for n in json.loads(out)["nodes"]} - {metrics} == lg.upstream(whole, metrics)
-    code, out, _ = cli("upstream", metrics[2:], "--db", s.db)
+    code, out, _ = cli("upstream", metrics[2:], "--db", s.db, "--no-cached")
     assert "CACHED" not in out and f"execution {s.e('run-1', 'make-data')[2:]} make-data EXECUTED" in out
     code, out, _ = cli("downstream", s.output("run-1", "make-data")[2:], "--db", s.db, "--no-cached", "--json")
     assert {n["node"] for n in json.loads(out)["nodes"]} == lg.downstream(whole, s.output("run-1", "make-data"),
                                                                          cached=False) | {s.output("run-1", "make-data")}
     code, out, _ = cli("upstream", metrics[2:], "--db", s.db, "--depth", "2")
-    assert out.splitlines()[1].startswith("└─ [metrics] execution") and len(out.splitlines()) == 3
+    assert out.splitlines()[1].startswith("└── [metrics] execution") and len(out.splitlines()) == 3
     code, out, _ = cli("downstream", s.output("run-1", "make-data")[2:], "--db", s.db)
     assert code == 0 and "(shown above)" in out
 
@@ -385,3 +384,21 @@ def test_loader_errors(scenario):
         load.load_run(scenario.store, "missing")
     with pytest.raises(NotFoundError):
         lg.upstream(nx.MultiDiGraph(), "a:1")
+
+
+def test_upstream_and_downstream_default_to_cached_in_python_and_in_the_cli(scenario):
+    """lineage.upstream() and `mlmd-lineage upstream` agree (issue 26, item 7): both include the CACHED
+    executions by default, and both leave them out when asked (cached=False, --no-cached)."""
+    s = scenario
+    metrics, dataset = s.output("run-3", "evaluate"), s.output("run-1", "make-data")
+    whole = load.load_store(s.store, progress=False)
+    for direction, function, node in (("upstream", lg.upstream, metrics), ("downstream", lg.downstream, dataset)):
+        assert inspect.signature(function).parameters["cached"].default is True
+        for flags, cached in (((), True), (("--cached",), True), (("--no-cached",), False)):
+            code, out, err = cli(direction, node, "--db", s.db, "--json", *flags)
+            assert code == 0, err
+            shown = json.loads(out)
+            assert shown["cached"] is cached
+            assert {n["node"] for n in shown["nodes"]} - {node} == function(whole, node, cached=cached), (direction, flags)
+    code, out, _ = cli("upstream", metrics, "--db", s.db)  # the default text tree shows the reusing executions too
+    assert f"execution {s.e('run-2', 'make-data')[2:]} make-data CACHED" in out

@@ -2,7 +2,8 @@
 
 Owns :mod:`.commands` (the ``main`` group, which adds every command), :mod:`.options` (what the
 commands share: ``--db`` and ``--timeout`` before or after the subcommand, one-line usage errors,
-opening a store, record IDs, task environment options), and the commands: :mod:`.keys`
+opening a store, record IDs, task environment options), :mod:`.output` (what list commands print:
+``--table``, ``--csv``, ``--tsv``, ``--nl``, ``--json``; rich's table and tree), and the commands: :mod:`.keys`
 (``fingerprint``, ``lookup``), :mod:`.serve`, :mod:`.runs` (``run-pipeline``, ``plan``),
 :mod:`.records` (``index``, ``stats``, ``recover``, ``invalidate``) and :mod:`.envs`.
 

@@ -9,7 +9,10 @@ import click
 
 from ..errors import InvalidArgumentError
 from ..terminal import echo
-from .options import counted, echo_table, env_dir_option, reports_errors, size_text
+from .options import counted, env_dir_option, reports_errors, size_text
+from .output import ROW_FORMATS, echo_table, output_options, write_rows
+
+ENV_COLUMNS = ("key", "python", "size", "created", "last_used", "in_use", "requirements", "path")
 
 
 @click.command()
@@ -20,14 +23,15 @@ from .options import counted, echo_table, env_dir_option, reports_errors, size_t
 @click.option("--max-size", metavar="SIZE", help="With --prune: then the least recently used, until all take at "
               "most SIZE (e.g. 5G, 500M).")
 @click.option("--dry-run", is_flag=True, help="With --prune: list what would be removed; remove nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@output_options
 @reports_errors
 def envs(env_dir: Optional[str], prune: bool, older_than: Optional[str], max_size: Optional[str], dry_run: bool,
-         as_json: bool) -> None:
+         output_format: str) -> None:
     """List the task environments of --task-env venv (size, last use), or prune them.
 
     One environment per requirement set (what a task's command asks pip for, and the Python),
-    built once and shared by every task and run that asks for the same set."""
+    built once and shared by every task and run that asks for the same set. The rows of --csv,
+    --tsv and --nl: the environments (with --prune: those removed)."""
     from ..durations import parse_duration
     from ..environments import EnvironmentCache, parse_size
 
@@ -41,7 +45,10 @@ def envs(env_dir: Optional[str], prune: bool, older_than: Optional[str], max_siz
         if age is None and size is None:
             age = parse_duration("30d", "--older-than")
         removed = cache.prune(older_than=age, max_size=size, dry_run=dry_run)
-        if as_json:
+        if output_format in ROW_FORMATS:
+            write_rows(output_format, ENV_COLUMNS, [info.to_dict() for info in removed])
+            return
+        if output_format == "json":
             click.echo(json.dumps({"root": str(cache.root), "dry_run": dry_run,
                                    "removed": [info.to_dict() for info in removed]}))
             return
@@ -52,7 +59,10 @@ def envs(env_dir: Optional[str], prune: bool, older_than: Optional[str], max_siz
         echo(f"{verb} {counted(len(removed), 'environment')} ({freed}) from {cache.root}")
         return
     found = cache.list()
-    if as_json:
+    if output_format in ROW_FORMATS:
+        write_rows(output_format, ENV_COLUMNS, [info.to_dict() for info in found])
+        return
+    if output_format == "json":
         click.echo(json.dumps({"root": str(cache.root), "environments": [info.to_dict() for info in found]}))
         return
     if not found:

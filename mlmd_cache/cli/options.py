@@ -1,7 +1,7 @@
 """What the commands of ``mlmd-cache`` (and ``mlmd-lineage``, :mod:`lineage.cli`) share: errors told in
 one line with the exit code of their kind, ``--db`` and ``--timeout`` before or after the
 subcommand, opening the store, record IDs, the task environment options, a cache key read from a
-file, and the small text helpers of the commands' output."""
+file, and the small text helpers of the commands' output (their output formats: :mod:`.output`)."""
 from __future__ import annotations
 
 import functools
@@ -16,7 +16,7 @@ from .._messages import _one_line
 from ..defaults import CALL_TIMEOUT_SECONDS, DEFAULT_TASK_ENV, TASK_ENV_MODES, default_store_path
 from ..errors import CacheKeyError, InvalidArgumentError, MlmdCacheError, NotFoundError, StoreURLError
 from ..store import ids
-from ..terminal import echo, printable, show_mlmd_log
+from ..terminal import echo, show_mlmd_log
 
 if TYPE_CHECKING:
     from ..key.cache_key import CacheKey
@@ -262,10 +262,3 @@ def size_text(size: int) -> str:
             return f"{size / scale:.1f}{unit}"
     return f"{size}B"
 
-
-def echo_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """Columns as wide as their widest cell, two spaces apart; cells escaped before they are measured."""
-    rows = [tuple(printable(cell) for cell in row) for row in rows]
-    widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
-    for row in [headers, *rows]:
-        echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

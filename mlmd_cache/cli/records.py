@@ -10,7 +10,8 @@ import click
 
 from ..store import ids
 from ..terminal import echo, printable
-from .options import RecordIdType, counted, db_option, echo_table, open_store, reports_errors
+from .options import RecordIdType, counted, db_option, open_store, reports_errors
+from .output import ROW_FORMATS, echo_table, output_options, write_rows
 
 
 @click.command()
@@ -18,19 +19,23 @@ from .options import RecordIdType, counted, db_option, echo_table, open_store, r
               help="A pipeline to index (repeatable). Default: every pipeline in the store.")
 @click.option("--dry-run", is_flag=True, help="Count what would be indexed; write nothing.")
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@output_options
 @reports_errors
-def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], as_json: bool) -> None:
+def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], output_format: str) -> None:
     """Make executions that KFP recorded (COMPLETE, with a cache_fingerprint) cache sources for
-    mlmd-cache, so that its lookups reuse them. Indexing again adds only what came since."""
+    mlmd-cache, so that its lookups reuse them. Indexing again adds only what came since. The rows
+    of --csv, --tsv and --nl: one per pipeline."""
     from ..cache.execution_cache import ExecutionCache
 
     cache = ExecutionCache(open_store(db_url, read_only=dry_run))
     reports = [cache.index_sources(name, dry_run=dry_run) for name in (pipelines or cache.pipeline_names())]
-    if as_json:
-        click.echo(json.dumps({"dry_run": dry_run, "pipelines": [
-            {"pipeline": r.pipeline, "sources": r.sources, "keys": r.keys, "added": r.added,
-             "already_indexed": r.already_indexed} for r in reports]}, sort_keys=True))
+    rows = [{"pipeline": r.pipeline, "sources": r.sources, "keys": r.keys, "added": r.added,
+             "already_indexed": r.already_indexed} for r in reports]
+    if output_format in ROW_FORMATS:
+        write_rows(output_format, ("pipeline", "sources", "keys", "added", "already_indexed"), rows)
+        return
+    if output_format == "json":
+        click.echo(json.dumps({"dry_run": dry_run, "pipelines": rows}, sort_keys=True))
         return
     if not reports:
         echo("no pipelines in the store")
@@ -47,17 +52,22 @@ def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], as_j
 @click.option("--top", type=click.IntRange(min=0), default=5, show_default=True, metavar="N",
               help="How many of the tasks that miss most to list.")
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@output_options
 @reports_errors
-def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optional[str], as_json: bool) -> None:
+def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optional[str], output_format: str) -> None:
     """Tell how well the cache works: executions run and reused, hit rate, compute time saved (the
-    reused executions' durations), the tasks that miss most, and invalidated cache sources."""
+    reused executions' durations), the tasks that miss most, and invalidated cache sources. --csv,
+    --tsv and --nl: one row of the numbers (--json adds the tasks that miss most)."""
     from ..durations import parse_duration
     from ..cache.stats import cache_stats
 
     window = parse_duration(since, "--since") if since is not None else None
     result = cache_stats(open_store(db_url, read_only=True), pipeline=pipeline, since=window, top=top)
-    if as_json:
+    if output_format in ROW_FORMATS:
+        numbers = {k: v for k, v in result.to_dict().items() if k != "top_misses"}
+        write_rows(output_format, tuple(numbers), [numbers])
+        return
+    if output_format == "json":
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
     scope = f"pipeline {pipeline}" if pipeline is not None else counted(result.pipelines, "pipeline")
@@ -83,14 +93,14 @@ def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optio
                    "ISO 8601 PT2H, P7D.")
 @click.option("--dry-run", is_flag=True, help="List what would be recovered; write nothing.")
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@output_options
 @reports_errors
-def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_json: bool) -> None:
+def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], output_format: str) -> None:
     """Mark FAILED the RUNNING executions (tasks and DAGs) left by a runner that was killed: on this
     host and in this PID namespace, those whose runner process has ended (or the machine restarted
     since); elsewhere (another host, a container), those that hold a cache key whose lease ran out a
     whole lease ago. Each records why in interrupted_reason, and a re-run executes their tasks anew.
-    A live runner's work is never touched."""
+    A live runner's work is never touched. The rows of --csv, --tsv and --nl: the interrupted executions."""
     from ..cache import recovery
 
     age = recovery.parse_duration(older_than, "--older-than") if older_than is not None else None
@@ -100,7 +110,11 @@ def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_
     if found.interrupted and not dry_run:
         marked = recovery.mark_failed(open_store(db_url, create=False), found.interrupted)
     result = recovery.Recovery(marked, found.alive, found.unknown, dry_run)
-    if as_json:
+    if output_format in ROW_FORMATS:
+        write_rows(output_format, ("execution_id", "type", "task", "run", "runner", "reason"),
+                   [item.to_dict() for item in result.interrupted])
+        return
+    if output_format == "json":
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
     verb = "would mark" if dry_run else "marked"
@@ -114,6 +128,10 @@ def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_
     if result.unknown:
         left.append(f"{result.unknown} whose runner cannot be checked from this host (see --older-than)")
     echo(summary + (f"; left RUNNING: {', '.join(left)}" if left else ""))
+
+
+INVALIDATION_COLUMNS = ("id", "invalidated_at_utc", "target", "cascade", "count", "in_force", "undone_at", "by",
+                        "reason", "invalidated_at", "dry_run", "note")
 
 
 @click.command()
@@ -134,16 +152,17 @@ def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], as_
               help="Take an invalidation back: its sources are valid again unless another one covers them.")
 @click.option("--dry-run", is_flag=True, help="Tell what would stop; write nothing.")
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@output_options
 @reports_errors
 def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Optional[str], pipeline: Optional[str],
                fingerprint: Optional[str], cascade: bool, reason: str, list_all: bool, undo_id: Optional[int],
-               dry_run: bool, db_url: Optional[str], as_json: bool) -> None:
+               dry_run: bool, db_url: Optional[str], output_format: str) -> None:
     """Stop cache sources from being reused, with --cascade everything derived from them too.
 
     KFP's records are left as they are: each invalidation is a record of its own (when, why, by
     whom, what was chosen) that lookups, mlmd-lineage explain and show tell, --list lists and
-    --undo takes back."""
+    --undo takes back. The rows of --csv, --tsv and --nl: the invalidations of --list, the
+    cache sources an invalidation stops, the invalidation --undo takes back."""
     from ..cache import invalidation
 
     targets = [t for t, v in (("--artifact", artifact), ("--execution", execution), ("--run", run_name),
@@ -152,7 +171,7 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
     if modes and (targets or len(modes) > 1):
         raise click.UsageError(f"{modes[0]} takes no target" if targets else "give either --list or --undo")
     if list_all and (cascade or reason or dry_run):
-        raise click.UsageError("--list takes only --db and --json")
+        raise click.UsageError("--list takes only --db and an output format")
     if undo_id is not None and (cascade or reason):
         raise click.UsageError("--undo takes no --cascade or --reason")
     if not modes:
@@ -164,7 +183,10 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
                                    "--pipeline P --fingerprint FP (or --list, --undo ID)")
     if list_all:
         found = invalidation.list_invalidations(open_store(db_url, read_only=True))
-        if as_json:
+        if output_format in ROW_FORMATS:
+            write_rows(output_format, INVALIDATION_COLUMNS, [i.to_dict() for i in found])
+            return
+        if output_format == "json":
             click.echo(json.dumps({"invalidations": [i.to_dict() for i in found]}, sort_keys=True))
             return
         if not found:
@@ -178,7 +200,10 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
     store = open_store(db_url, read_only=dry_run, create=False)
     if undo_id is not None:
         done = invalidation.undo(store, undo_id, dry_run=dry_run)
-        if as_json:
+        if output_format in ROW_FORMATS:
+            write_rows(output_format, INVALIDATION_COLUMNS, [done.to_dict()])
+            return
+        if output_format == "json":
             click.echo(json.dumps(done.to_dict(), sort_keys=True))
             return
         verb = "would undo" if dry_run else "undid"
@@ -187,7 +212,11 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
         return
     result = invalidation.invalidate(store, artifact=artifact, execution=execution, run=run_name, pipeline=pipeline,
                                      fingerprint=fingerprint, cascade=cascade, reason=reason, dry_run=dry_run)
-    if as_json:
+    if output_format in ROW_FORMATS:
+        write_rows(output_format, ("execution_id", "task", "fingerprint", "chosen", "via_artifact"),
+                   [source.to_dict() for source in result.sources])
+        return
+    if output_format == "json":
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
         return
     if not result.sources:

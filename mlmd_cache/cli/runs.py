@@ -13,6 +13,7 @@ from ..defaults import default_store_url
 from ..errors import InvalidArgumentError, NoStoreError
 from ..terminal import echo, printable, show_mlmd_log
 from .options import db_option, env_dir_option, open_store, reports_errors, task_env_option
+from .output import ROW_FORMATS, output_options, write_rows
 
 
 @click.command("run-pipeline")
@@ -170,16 +171,17 @@ def _run_pipeline(pipeline_file: str, db_url: Optional[str], params: tuple[str, 
 @click.option("--digest", is_flag=True, help="As run-pipeline's: sources whose outputs' bytes changed are not reused.")
 @click.option("--key-by-content", is_flag=True, help="As run-pipeline's: input artifacts keyed by digest.")
 @task_env_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@output_options
 @reports_errors
 def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], artifacts: tuple[str, ...],
          disable_cache: bool, run_name: Optional[str], pipeline_root: Optional[str], max_staleness: Optional[str],
-         task_staleness: tuple[str, ...], digest: bool, key_by_content: bool, task_env: str, as_json: bool) -> None:
+         task_staleness: tuple[str, ...], digest: bool, key_by_content: bool, task_env: str, output_format: str) -> None:
     """Tell what run-pipeline would do with each task, without running or writing anything.
 
     Each task is a hit (the execution it would reuse), run (with why: no cache source for its key,
     caching disabled, an input artifact that an upstream task makes anew), skipped (a false
-    condition), or unknown (it depends on an output the run learns only as it goes)."""
+    condition), or unknown (it depends on an output the run learns only as it goes). The rows of
+    --csv, --tsv and --nl: the tasks, in the order a run would end them."""
     from ..cache.execution_cache import ExecutionCache
     from ..durations import parse_duration
     from ..pipeline.parsed_pipelines import load_pipeline  # parsed once, kept by the file's content
@@ -199,7 +201,11 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
                            enable_caching=False if disable_cache else None, max_staleness=staleness,
                            task_staleness=per_task, digest=digest, key_by_content=key_by_content,
                            task_env=task_env)
-    if as_json:
+    if output_format in ROW_FORMATS:
+        write_rows(output_format, ("task", "status", "label", "reason", "source_execution_id", "kind", "upstream",
+                                   "fingerprint"), [{"task": name, **task.to_dict()} for name, task in result.tasks.items()])
+        return
+    if output_format == "json":
         click.echo(json.dumps(result.to_dict()))  # tasks in the order a run would end them
         return
     width = max([24] + [len(printable(name)) + 1 for name in result.tasks])
