@@ -28,6 +28,7 @@ __all__ = [
     "path",
     "all_paths",
     "run_executions",
+    "task_path",
     "cache_source",
     "cache_provenance",
     "producer",
@@ -192,9 +193,40 @@ def parent_dag(data: dict[str, Any]) -> Optional[str]:
     return f"e:{parent}" if isinstance(parent, int) else None
 
 
+def task_path(graph: nx.MultiDiGraph, node: str) -> str:
+    """An execution's task path in its run, as ``run-pipeline`` reports it: the ``task_name`` of each
+    enclosing DAG in the graph (by ``parent_dag_id``) but the run's root, a loop iteration as its
+    index (KFP names an iteration's DAG as its loop). A parent not in the graph ends the path.
+
+    >>> g = nx.MultiDiGraph()
+    >>> g.add_node("e:1", kind="execution", task_name="", properties={})
+    >>> g.add_node("e:2", kind="execution", task_name="for-loop-2", properties={"parent_dag_id": 1})
+    >>> g.add_node("e:3", kind="execution", task_name="for-loop-2",
+    ...            properties={"parent_dag_id": 2, "iteration_index": 0})
+    >>> g.add_node("e:4", kind="execution", task_name="fit", properties={"parent_dag_id": 3})
+    >>> task_path(g, "e:4"), task_path(g, "e:3"), task_path(g, "e:1")
+    ('for-loop-2/0/fit', 'for-loop-2/0', '')
+    """
+    parts: list[str] = []
+    seen: set[str] = set()
+    current: Optional[str] = node
+    while current is not None and current in graph and current not in seen:
+        seen.add(current)
+        data = graph.nodes[current]
+        properties = data.get("properties") or {}
+        if properties.get("iteration_index") is not None:
+            parts.append(str(int(properties["iteration_index"])))
+        elif data.get("task_name"):
+            parts.append(str(data["task_name"]))
+        parent = properties.get("parent_dag_id")
+        current = f"e:{int(parent)}" if parent else None
+    return "/".join(reversed(parts))
+
+
 def run_executions(graph: nx.MultiDiGraph, run: str, *, include_dags: bool = False) -> list[dict[str, Any]]:
     """The executions of ``run`` in ID order, each as ``{"node", "id", "task", "state", "cached_from"}``
-    (``state`` as :func:`cache_state`; ``cached_from`` the source execution ID of a CACHED one).
+    (``task`` as :func:`task_path`; ``state`` as :func:`cache_state`; ``cached_from`` the source
+    execution ID of a CACHED one).
     DAG executions (``system.DAGExecution``) are left out unless ``include_dags``.
 
     >>> g = example_graph()
@@ -207,7 +239,7 @@ def run_executions(graph: nx.MultiDiGraph, run: str, *, include_dags: bool = Fal
             continue
         if not include_dags and is_dag(data):
             continue
-        result.append({"node": node, "id": data["id"], "task": data.get("task_name") or data.get("name", ""),
+        result.append({"node": node, "id": data["id"], "task": task_path(graph, node),
                        "state": cache_state(data), "cached_from": data.get("cached_execution_id")})
     return sorted(result, key=lambda e: e["id"])
 

@@ -402,3 +402,26 @@ def test_upstream_and_downstream_default_to_cached_in_python_and_in_the_cli(scen
             assert {n["node"] for n in shown["nodes"]} - {node} == function(whole, node, cached=cached), (direction, flags)
     code, out, _ = cli("upstream", metrics, "--db", s.db)  # the default text tree shows the reusing executions too
     assert f"execution {s.e('run-2', 'make-data')[2:]} make-data CACHED" in out
+
+
+@dsl.pipeline(name="lineage-loop")
+def lineage_loop(n: int = 3):
+    data = make_data(n=n)
+    with dsl.ParallelFor([0.1, 0.2]) as lr:
+        train(data=data.outputs["data"], lr=lr)
+
+
+def test_show_run_names_each_loop_iteration_by_its_path(tmp_path):
+    """Both iterations' train is KFP's task_name "train": show run lists them by the path run-pipeline
+    reports (for-loop-2/0/train), not "train" twice."""
+    db = f"sqlite:///{tmp_path / 'mlmd.sqlite'}"
+    compiler.Compiler().compile(lineage_loop, str(tmp_path / "loop.yaml"))
+    pipeline = load_pipeline(str(tmp_path / "loop.yaml"))
+    report = run_pipeline(ExecutionCache(connect(db)), pipeline, {}, run_name="looped", pipeline_root=tmp_path / "root")
+    code, out, err = cli("show", "run", "looped", "--db", db, "--json")
+    assert code == 0, err
+    tasks = sorted(e["task"] for e in json.loads(out)["executions"])
+    assert tasks == sorted(name for name, task in report.tasks.items() if task.kind == "container")
+    assert tasks == ["for-loop-2/0/train", "for-loop-2/1/train", "make-data"]
+    code, out, err = cli("show", "run", "looped", "--db", db)
+    assert code == 0 and "for-loop-2/1/train" in out, out
