@@ -25,6 +25,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -43,6 +44,8 @@ DEFAULT_IMAGES = {
     "MLMD_SERVER_IMAGE": "gcr.io/tfx-oss-public/ml_metadata_store_server:1.17.1",
 }
 BUILD_HINT = 'build stand-ins without a registry: eval "$(bash scripts/build_local_images.sh)"'
+# The host ports the compose file listens on (network_mode: host), by the variable that moves each.
+PORTS = {"MLMD_COMPOSE_MYSQL_PORT": 23306, "MLMD_COMPOSE_GRPC_PORT": 28080}
 STARTUP_SECONDS = 120.0
 
 
@@ -99,6 +102,47 @@ def compose_command() -> str:
     docker_unavailable("neither `docker compose` nor `docker-compose` is installed (bash scripts/docker.sh start installs one)")
 
 
+def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:``port`` (nor on every address: binding loopback fails then too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def choose_ports(environ: dict = os.environ) -> dict[str, int]:
+    """The compose file's ports for this session, set in ``environ``: a port given in its variable
+    must be free (else one line says which is taken and which variable moves it); a default that is
+    taken (another MySQL, another test run's stack) is replaced by a free one. With the default
+    23306 taken, MySQL could not bind and its health check asked whatever held the port, so every
+    compose test failed with "Access denied for user 'mlmd'" instead."""
+    chosen = {}
+    for variable, default in PORTS.items():
+        given = environ.get(variable)
+        if given is not None:
+            if not given.isdigit() or not 0 < int(given) < 65536:
+                pytest.fail(f"{variable}={given!r} is not a port number", pytrace=False)
+            if not port_free(int(given)):
+                pytest.fail(f"127.0.0.1:{given} is in use ({variable}): set {variable} to a free port, "
+                            "or leave it unset for one to be chosen", pytrace=False)
+            chosen[variable] = int(given)
+            continue
+        port = default if port_free(default) else _free_port()
+        while port in chosen.values():
+            port = _free_port()
+        environ[variable] = str(port)
+        chosen[variable] = port
+    return chosen
+
+
 # ---------------------------------------------------------------- pytest-docker's fixtures
 
 
@@ -114,8 +158,8 @@ def docker_compose_file() -> str:
 
 @pytest.fixture(scope="session")
 def docker_compose_project_name() -> str:
-    # The stack uses fixed host ports, so a stack left over by an interrupted run (same ports, same
-    # project) is taken down first instead of blocking them.
+    # Named by its gRPC port (choose_ports): a stack an interrupted run left on the same ports is
+    # taken down first (docker_setup); another run's stack on other ports is not touched.
     return f"mlmd-cache-test-{os.environ.get('MLMD_COMPOSE_GRPC_PORT', '28080')}"
 
 
@@ -225,6 +269,9 @@ def compose_stack(request: pytest.FixtureRequest) -> ComposeStack:
     """docker-compose.yml up (pytest-docker's ``docker_services``), its MLMD server answering."""
     check_docker()  # before any docker command: skip (or fail under CI) with the reason
     docker_compose_command = request.getfixturevalue("docker_compose_command")
+    # Before the project's name (it holds the gRPC port) and `up`. A port another run's stack holds
+    # (a concurrent run, or one interrupted) is left to it: this run's stack gets other ports.
+    choose_ports()
     docker_compose_project_name = request.getfixturevalue("docker_compose_project_name")
     try:
         services = request.getfixturevalue("docker_services")

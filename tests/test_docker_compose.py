@@ -8,14 +8,20 @@ Docker these tests skip with the reason, except under CI (``CI=true``), where th
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
 
 from mlmd_cache import ExecutionCache, connect
 from mlmd_cache.connection import mysql_url
-from tests.compose import COMPOSE_FILE, DEFAULT_IMAGES, ComposeStack, images
+from tests.compose import COMPOSE_FILE, DEFAULT_IMAGES, PORTS, ROOT, ComposeStack, images, port_free
 from tests.conftest import Chain
 
 # KFP's manifest for the server: command and the flags it passes (values are the compose file's).
@@ -104,3 +110,53 @@ def test_image_variables_choose_the_images(variable: str, monkeypatch: pytest.Mo
     assert images()[variable] == DEFAULT_IMAGES[variable]
     monkeypatch.setenv(variable, "example/stand-in:1")
     assert images()[variable] == "example/stand-in:1"
+
+
+@contextlib.contextmanager
+def _taken(*ports: int) -> Iterator[None]:
+    """The ports held, as another MySQL or another run's stack would hold them (one that holds a port
+    already, this session's stack say, keeps it)."""
+    held = []
+    try:
+        for port in ports:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                listener.bind(("127.0.0.1", port))
+                listener.listen()
+                held.append(listener)
+            except OSError:
+                listener.close()
+                assert not port_free(port)
+        yield
+    finally:
+        for listener in held:
+            listener.close()
+
+
+def _pytest(test: str, **environ: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in PORTS}
+    env.update(environ)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_the_stack_comes_up_on_free_ports_when_its_default_ones_are_taken(compose_stack: ComposeStack) -> None:
+    """23306 and 28080 in use (by this session's own stack, or held here): a second run of the compose
+    tests picks free ports for a stack of its own (they failed with "Access denied for user 'mlmd'":
+    MySQL could not bind, and its health check asked whoever held the port; and a run whose stack had
+    the same ports took the other run's stack down)."""
+    with _taken(*PORTS.values()):
+        done = _pytest("tests/test_docker_compose.py::test_each_test_gets_an_empty_store")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout
+    assert compose_stack.running(compose_stack.server) and compose_stack.answers()  # this session's, untouched
+
+
+def test_a_given_port_that_is_taken_is_named_in_one_line(compose_stack: ComposeStack) -> None:
+    with _taken(PORTS["MLMD_COMPOSE_MYSQL_PORT"]):
+        done = _pytest("tests/test_docker_compose.py::test_each_test_gets_an_empty_store",
+                       MLMD_COMPOSE_MYSQL_PORT=str(PORTS["MLMD_COMPOSE_MYSQL_PORT"]))
+    assert done.returncode == 1
+    assert (f"127.0.0.1:23306 is in use (MLMD_COMPOSE_MYSQL_PORT): set MLMD_COMPOSE_MYSQL_PORT to a free port, "
+            "or leave it unset for one to be chosen") in done.stdout, done.stdout[-3000:]
+    assert "Access denied" not in done.stdout
