@@ -8,10 +8,16 @@ components of their cache keys (the ``mlmd_cache_key`` property, compared with
 :class:`mlmd_cache.key.CacheKey`) that differ are listed: image, command and arguments, parameters,
 input artifacts (with the execution that produced the new artifact), output spec, custom key. Records without ``mlmd_cache_key`` (written by KFP itself) are
 compared on what KFP records: ``image``, the ``inputs`` parameters and the INPUT events.
+
+A FAILED execution that ``mlmd-cache run-pipeline`` ran names its last attempt's ``stderr.log``
+(:data:`mlmd_cache.store.records.STDERR_LOG`): its path and last lines are part of the answer, the
+one thing read from outside the graph (:func:`stderr_tail`), so that a failure is diagnosed later
+without finding the run's task directory.
 """
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Optional
 
 import networkx as nx
@@ -19,11 +25,15 @@ import networkx as nx
 from mlmd_cache.cache import invalidation
 from mlmd_cache.store import records
 from mlmd_cache.errors import CacheKeyError
+from mlmd_cache.terminal import printable
 from mlmd_cache.key.cache_key import CacheKey
 
 from . import graph as lg
 
-__all__ = ["explain", "describe"]
+__all__ = ["explain", "describe", "stderr_tail", "STDERR_TAIL_LINES"]
+
+STDERR_TAIL_LINES = 10
+_TAIL_BYTES = 64 * 1024  # a log's end is read, never the whole of a big one
 
 
 def _key(data: dict[str, Any]) -> tuple[Optional[CacheKey], dict[str, Any]]:
@@ -153,6 +163,9 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
         result["changes"], result["full_key_compared"] = _differences(g, previous=previous, target=target)
     if data.get("state") not in ("COMPLETE", "CACHED"):
         result["outcome"] = data.get("state", "UNKNOWN").lower()
+        log = (data.get("properties") or {}).get(records.STDERR_LOG)
+        if data.get("state") == "FAILED" and isinstance(log, str) and log:
+            result["stderr_log"] = {"path": log, "last_lines": stderr_tail(log)}
     elif not caching_on:
         result["outcome"] = "caching disabled"
     elif not earlier:
@@ -182,6 +195,22 @@ def explain(g: nx.MultiDiGraph, execution: Optional[str] = None) -> dict[str, An
             result["outcome"] = "source not usable"
             result["reason"] = "an identical key ran before, but its outputs were no longer usable (deleted or missing)"
     return result
+
+
+def stderr_tail(path: str, lines: int = STDERR_TAIL_LINES) -> Optional[list[str]]:
+    """The last ``lines`` lines of a log (undecodable bytes replaced, no line endings); None when it
+    cannot be read (removed with its pipeline root, another machine's path)."""
+    try:
+        with open(path, "rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - _TAIL_BYTES))
+            text = file.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = text.splitlines()
+    if size > _TAIL_BYTES and found:
+        found = found[1:]  # the first line read may be cut
+    return found[-lines:] if lines > 0 else []
 
 
 def _dag(g: nx.MultiDiGraph, node: str) -> dict[str, Any]:
@@ -289,6 +318,16 @@ def describe(result: dict[str, Any]) -> list[str]:
         lines.append("  first run of this task in its pipeline: nothing to reuse")
     elif outcome in ("failed", "running", "new", "canceled", "unknown"):
         lines.append(f"  the execution is {outcome.upper()}")
+        log = result.get("stderr_log")
+        if log is not None:
+            tail = log["last_lines"]
+            if tail is None:
+                lines.append(f"  its stderr was {log['path']} (no longer readable here)")
+            elif not tail:
+                lines.append(f"  its stderr, {log['path']}, is empty")
+            else:
+                lines.append(f"  its stderr, {log['path']}, ends:")
+                lines.extend(f"    {printable(line)}" for line in tail)
     p = result["previous"]
     if p is not None:
         lines.append(f"  closest earlier execution of the task: {p['execution_id']} (run {p['run']}, {p['state']})")

@@ -101,6 +101,8 @@ def list_commands(store: Store) -> list[tuple[object, list[str]]]:
         (cache_main, ["invalidate", "--list", "--db", s.db]),
         (cache_main, ["plan", str(s.pipeline_file), "--db", s.db]),
         (cache_main, ["envs", "--env-dir", str(s.path.parent / "no-envs")]),
+        (cache_main, ["leases", "--all", "--db", s.db]),
+        (cache_main, ["leases", "--prune", "--dry-run", "--older-than", "0s", "--db", s.db]),
     ]
 
 

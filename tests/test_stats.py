@@ -107,6 +107,7 @@ def test_the_command_text_and_json_and_nothing_written(store):
         "  hit rate      50.0% (6 of 12 lookups)",
         out.splitlines()[4],
         "  invalidated   0 cache sources",
+        "  held keys     0 now",
         "  tasks that miss most:",
         "    evaluate: 2 misses", "    train: 2 misses", "    announce: 1 miss", "    make-data: 1 miss"]
     assert out.splitlines()[4].startswith("  time saved    ")

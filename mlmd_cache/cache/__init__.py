@@ -4,7 +4,8 @@ Owns the facade :mod:`.execution_cache`, its data (:mod:`.model`), and each conc
 keying a task in a run and looking it up (:mod:`.lookup`), finding and validating cache sources
 (:mod:`.sources`, with :mod:`.staleness`, :mod:`.digests`, :mod:`.invalidation`, :mod:`.uris`),
 writing executions (:mod:`.runs`, :mod:`.writes`, :mod:`.reuse`), no duplicate work under concurrency
-(:mod:`.dedup`, :mod:`.leases`), interrupted runs (:mod:`.recovery`), indexing a store KFP wrote
+(:mod:`.dedup`, :mod:`.leases`), what operators see of the reservations and their pruning
+(:mod:`.reservations`), interrupted runs (:mod:`.recovery`), indexing a store KFP wrote
 (:mod:`.indexing`) and hit rates (:mod:`.stats`).
 
 May import: :mod:`mlmd_cache.store`, :mod:`mlmd_cache.key` and the base modules. The concerns take

@@ -155,11 +155,13 @@ class ExecutionCache:
             self.heartbeats.stop(started.reservation.id)
         return done
 
-    def fail(self, started: TaskExecution, *, keep_reservation: bool = False) -> TaskExecution:
+    def fail(self, started: TaskExecution, *, keep_reservation: bool = False,
+             stderr_log: Optional[str] = None) -> TaskExecution:
         """Mark a RUNNING execution FAILED. A failed execution is never a cache source. Its
         reservation is released, so that a waiter takes the key over at once, unless
-        ``keep_reservation`` (another attempt follows: :meth:`restart`)."""
-        failed = writes.fail(self.store, started)
+        ``keep_reservation`` (another attempt follows: :meth:`restart`). ``stderr_log``: where the
+        failed attempt's stderr is (recorded; ``mlmd-lineage explain`` shows its last lines)."""
+        failed = writes.fail(self.store, started, stderr_log)
         if started.reservation is not None and not keep_reservation:
             self.heartbeats.release(started.reservation.id)
         return failed

@@ -40,7 +40,7 @@ from ..durations import parse_duration
 from ..store.lease_records import RESERVATION_CONTEXT_TYPE, lapsed
 
 __all__ = ["RUNNER", "INTERRUPTED_REASON", "RECOVERED_AT", "ALIVE", "GONE", "UNKNOWN", "runner_identity",
-           "runner_status", "runner_gone", "describe_runner", "parse_duration", "Interrupted", "Recovery", "find_interrupted", "mark_failed",
+           "runner_status", "runner_gone", "describe_runner", "running_executions", "parse_duration", "Interrupted", "Recovery", "find_interrupted", "mark_failed",
            "recover"]
 
 RUNNER = "runner"
@@ -196,7 +196,7 @@ class Recovery:
                 "runs": self.runs, "left_running": {"alive": self.alive, "unknown": self.unknown}}
 
 
-def _running(store: metadata_store.MetadataStore, context_id: Optional[int] = None) -> list[mlmd.Execution]:
+def running_executions(store: metadata_store.MetadataStore, context_id: Optional[int] = None) -> list[mlmd.Execution]:
     """RUNNING executions, by an indexed filter rather than a listing of the store (MLMD 1.21 has
     no filters: there the executions are listed and compared here)."""
     if not mlmd_compat.has_filter_query():
@@ -254,7 +254,7 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
                                           str(records.read_property(execution, records.TASK_NAME) or ""),
                                           context.name if context is not None else None, runner, reason)
 
-    for execution in sorted(_running(store), key=lambda e: e.id):
+    for execution in sorted(running_executions(store), key=lambda e: e.id):
         runner = str(records.read_property(execution, RUNNER) or "")
         status = runner_status(runner)
         if status == GONE:
@@ -270,7 +270,7 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
         else:
             unknown.add(execution.id)
     for context_id, name in sorted(runs.items()):
-        for execution in _running(store, context_id):
+        for execution in running_executions(store, context_id):
             if execution.id in found or types.get(execution.type_id) != records.DAG_EXECUTION_TYPE:
                 continue
             runner = str(records.read_property(execution, RUNNER) or "")

@@ -1,5 +1,6 @@
 """How well the cache works in a store (``mlmd-cache stats``): what executed and what was reused, the
-hit rate, the compute time the hits saved, the tasks that miss most, and invalidated sources.
+hit rate, the compute time the hits saved, the tasks that miss most, invalidated sources, and the
+cache keys runners hold now (:func:`.reservations.held_counts`).
 
 Only container executions count (a DAG or an importer is never looked up). An execution that ran
 with caching on (COMPLETE, with a ``cache_fingerprint``) is a *miss*; a CACHED one a *hit*; the hit
@@ -24,6 +25,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from ..store import limits, mlmd_compat, records
 from ..errors import NotFoundError
+from . import reservations
 
 __all__ = ["cache_stats", "CacheStats", "TaskMisses", "INVALIDATION_CONTEXT_TYPE"]
 
@@ -53,6 +55,8 @@ class CacheStats:
     time_saved_seconds: float
     top_misses: list[TaskMisses] = field(default_factory=list)
     invalidated_sources: int = 0
+    held_keys: int = 0  # cache keys a runner holds now (mlmd-cache leases lists them)
+    stale_keys: int = 0  # held by a runner that ended or stopped its heartbeat
 
     @property
     def misses(self) -> int:
@@ -70,7 +74,8 @@ class CacheStats:
                 "misses": self.misses, "cached": self.cached, "hit_rate": self.hit_rate,
                 "time_saved_seconds": round(self.time_saved_seconds, 3),
                 "top_misses": [{"pipeline": t.pipeline, "task": t.task, "misses": t.misses} for t in self.top_misses],
-                "invalidated_sources": self.invalidated_sources}
+                "invalidated_sources": self.invalidated_sources, "held_keys": self.held_keys,
+                "stale_keys": self.stale_keys}
 
 
 def _pipeline_contexts(store: metadata_store.MetadataStore, pipeline: Optional[str]) -> list[mlmd.Context]:
@@ -134,9 +139,11 @@ def cache_stats(store: metadata_store.MetadataStore, *, pipeline: Optional[str] 
         for source in store.get_executions_by_id(ids[start:start + _BY_ID]):
             saved_ms += _duration_ms(source) * reused[source.id]
     ranked = sorted(misses.items(), key=lambda item: (-item[1], item[0]))[:max(0, top)]
+    held, stale = reservations.held_counts(store, pipeline, now)
     return CacheStats(pipeline, since, len(contexts), executed, caching_off, cached, saved_ms / 1000.0,
                       [TaskMisses(p, t, n) for (p, t), n in ranked],
-                      _invalidated_sources(store, contexts if pipeline is not None else None, since, now))
+                      _invalidated_sources(store, contexts if pipeline is not None else None, since, now),
+                      held_keys=held, stale_keys=stale)
 
 
 def _undone(context: mlmd.Context) -> bool:

@@ -195,10 +195,15 @@ def publish(store: metadata_store.MetadataStore, types: records.TypeRegistry, st
     return replace(started, execution=execution, output_artifacts=by_name, output_parameters=dict(outputs.parameters))
 
 
-def fail(store: metadata_store.MetadataStore, started: TaskExecution) -> TaskExecution:
-    """Mark a RUNNING execution FAILED. A failed execution is never a cache source."""
+def fail(store: metadata_store.MetadataStore, started: TaskExecution,
+         stderr_log: Optional[str] = None) -> TaskExecution:
+    """Mark a RUNNING execution FAILED. A failed execution is never a cache source. ``stderr_log``:
+    the path of the failed attempt's stderr, recorded in the same write (``explain`` shows it)."""
     execution = stored_in_state(store, started)
     execution.last_known_state = mlmd.Execution.FAILED
+    if stderr_log:
+        execution.custom_properties[records.STDERR_LOG].string_value = limits.storable_text(
+            stderr_log, limits.store_backend(store))
     store.put_executions([execution])
     return replace(started, execution=execution)
 

@@ -4,7 +4,7 @@ Owns :mod:`.commands` (the ``main`` group, which adds every command), :mod:`.opt
 commands share: ``--db`` and ``--timeout`` before or after the subcommand, one-line usage errors,
 opening a store, record IDs, task environment options), :mod:`.output` (what list commands print:
 ``--table``, ``--csv``, ``--tsv``, ``--nl``, ``--json``; rich's table and tree), and the commands: :mod:`.keys`
-(``fingerprint``, ``lookup``), :mod:`.serve`, :mod:`.runs` (``run-pipeline``, ``plan``),
+(``fingerprint``, ``lookup``), :mod:`.serve`, :mod:`.leases`, :mod:`.runs` (``run-pipeline``, ``plan``),
 :mod:`.records` (``index``, ``stats``, ``recover``, ``invalidate``) and :mod:`.envs`.
 
 May import everything below it. A command imports what it uses when it runs: ``mlmd-cache --help``

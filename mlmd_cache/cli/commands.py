@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from ..terminal import escape_warnings
-from . import envs, keys, records, runs, serve
+from . import envs, keys, leases, records, runs, serve
 from .options import OneLineUsageGroup, group_db_options
 
 __all__ = ["main"]
@@ -25,5 +25,5 @@ def main() -> None:
 
 
 for command in (keys.fingerprint, keys.lookup, serve.serve, records.index, runs.run_pipeline, runs.plan, records.stats,
-                records.recover, records.invalidate, envs.envs):
+                records.recover, records.invalidate, leases.leases, envs.envs):
     main.add_command(command)

@@ -56,8 +56,9 @@ def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], outp
 @reports_errors
 def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optional[str], output_format: str) -> None:
     """Tell how well the cache works: executions run and reused, hit rate, compute time saved (the
-    reused executions' durations), the tasks that miss most, and invalidated cache sources. --csv,
-    --tsv and --nl: one row of the numbers (--json adds the tasks that miss most)."""
+    reused executions' durations), the tasks that miss most, invalidated cache sources, and the
+    cache keys runners hold now (mlmd-cache leases lists them). --csv, --tsv and --nl: one row of
+    the numbers (--json adds the tasks that miss most)."""
     from ..durations import parse_duration
     from ..cache.stats import cache_stats
 
@@ -79,6 +80,8 @@ def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optio
     echo(f"  hit rate      {rate} ({result.cached} of {result.cached + result.misses} lookups)")
     echo(f"  time saved    {result.time_saved_seconds:.1f} s (the reused executions' durations)")
     echo(f"  invalidated   {counted(result.invalidated_sources, 'cache source')}")
+    echo(f"  held keys     {result.held_keys} now" + (f" ({result.stale_keys} more stale)" if result.stale_keys else "")
+         + ("; mlmd-cache leases lists them" if result.held_keys or result.stale_keys else ""))
     if result.top_misses:
         echo("  tasks that miss most:")
         for task in result.top_misses:

@@ -287,7 +287,7 @@ class Scheduler:
             pass
         for attempt in [a for _, _, a in self._timers] + list(self._running_attempts.values()):
             try:
-                self.cache.fail(attempt.started)
+                self.cache.fail(attempt.started, stderr_log=_stderr_log(attempt))
             except Exception:  # already FAILED (a retry was waiting), or the store is gone
                 pass
             if attempt.started.reservation is not None:  # a retry's waiters need not wait for the lease
@@ -756,7 +756,7 @@ class Scheduler:
             error = f"exit code {returncode}" + (f"; {full}" if full else "") + "\n" + tail
         retrying = attempt.number <= node.retry.max_retry_count
         try:
-            self.cache.fail(started, keep_reservation=retrying)
+            self.cache.fail(started, keep_reservation=retrying, stderr_log=_stderr_log(attempt))
         except ExecutionStateError:  # no longer RUNNING: marked FAILED by a runner that took its key over, or by recover
             retrying = False
             error = (f"its execution {started.id} was marked FAILED meanwhile by another runner that took over "
@@ -778,6 +778,11 @@ class Scheduler:
                             attempts=attempts)
         self._end(dag, node, report, outputs, announce)
         return report
+
+
+def _stderr_log(attempt: _Attempt) -> Optional[str]:
+    """The path of the attempt's stderr, once its process was made (None for a retry not yet begun)."""
+    return str(attempt.process.stderr_path) if attempt.process is not None else None
 
 
 def _returncode(process: containers.TaskProcess) -> int:

@@ -67,6 +67,9 @@ def _lost_connection(error: Exception) -> bool:
         part in message for part in _CONNECTION_LOST)
 
 
+_VANISHED = "Results missing for ids"  # MLMD's words for rows that went between its two queries
+
+
 class Store(metadata_store.MetadataStore):
     """An MLMD ``MetadataStore`` (same API) whose calls survive busy and restarting databases."""
 
@@ -119,6 +122,12 @@ class Store(metadata_store.MetadataStore):
                     raise StoreFaultError(f"the MLMD server at {self.shown} is gone ({method_name} failed for "
                                           f"{waited:.0f} s: {_one_line(error) or 'unavailable'})") from None
             except mlmd_errors.InternalError as error:
+                if method_name.startswith("Get") and _VANISHED in str(error):
+                    # MLMD reads IDs, then the rows: a record deleted in between (mlmd-cache leases
+                    # --prune removes finished reservations) fails the read; read again, it is gone
+                    if time.monotonic() - started > self.retry_seconds:
+                        raise
+                    continue
                 if not (self._using_db_connection and self._config.WhichOneof("config") in ("mysql", "postgresql")
                         and _lost_connection(error)):
                     cause = store_cause(str(error), self._config, self.shown)

@@ -60,6 +60,9 @@ CACHE_KEY = "mlmd_cache_key"
 # Why a lookup passed over the sources of an identical key (invalid outputs, too old, ...), kept with
 # the execution that ran instead, so that ``mlmd-lineage explain`` can say it exactly afterwards.
 MISS_REASON = "mlmd_cache_miss_reason"
+# The path of a failed task's stderr (its last attempt's), written by run-pipeline with FAILED: only
+# the runner knows its run's pipeline root and the attempt, and explain shows the log's last lines.
+STDERR_LOG = "mlmd_cache_stderr_log"
 SOURCE_PIPELINE = "pipeline_name"
 # The exact value of each float in an artifact's metadata (``metrics.log_metric``, ``artifact.metadata``)
 # that a store may not keep as it is: a struct of ``repr`` texts by key, beside KFP's double custom
