@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 LAYERS: list[tuple[str, dict[str, list[str]]]] = [
     # Bottom first. A module may import modules of its own unit and of the layers below it; never a
     # layer above, nor another unit of its own layer (siblings stay independent).
-    ("base", {"base": ["mlmd_cache._entry", "mlmd_cache._lazy", "mlmd_cache._messages", "mlmd_cache._protobuf",
+    ("base", {"base": ["mlmd_cache._backoff", "mlmd_cache._entry", "mlmd_cache._lazy", "mlmd_cache._messages", "mlmd_cache._protobuf",
                        "mlmd_cache._version", "mlmd_cache.defaults", "mlmd_cache.durations", "mlmd_cache.errors", "mlmd_cache.terminal"]}),
     ("key, environments", {"key": ["mlmd_cache.key"], "environments": ["mlmd_cache.environments"]}),
     ("store", {"store": ["mlmd_cache.store", "mlmd_cache.connection"]}),

@@ -47,6 +47,7 @@ from typing import Callable, Optional, Sequence
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from .._backoff import Backoff
 from ..store import records
 from .._messages import mlmd_stderr_captured
 from ..errors import InvalidArgumentError
@@ -174,14 +175,9 @@ def take_over(store: metadata_store.MetadataStore, reservation: Reservation) -> 
 def wait_delays(lease_seconds: float) -> Callable[[], float]:
     """Seconds to sleep before each new look at a held reservation: from 50 ms, doubling, at most a
     third of the lease (and 2 s), so that a waiter sees the holder's end soon without polling hard."""
-    ceiling = max(0.05, min(2.0, lease_seconds / 3))
-    delay = [0.025]
-
-    def next_delay() -> float:
-        delay[0] = min(ceiling, delay[0] * 2)
-        return delay[0]
-
-    return next_delay
+    # Not jittered: the scheduler's timers of one runner's waiting tasks need no spreading, and a
+    # waiter's deadline is its own (--max-wait, in dedup), so this backoff has none.
+    return Backoff(None, first=0.05, ceiling=max(0.05, min(2.0, lease_seconds / 3)), jitter=False).next_pause
 
 
 class Heartbeats:

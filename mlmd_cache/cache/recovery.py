@@ -73,7 +73,12 @@ def _pid_namespace() -> str:
 
 
 def _stat(pid: int) -> Optional[tuple[str, str]]:
-    """(state letter, start time in ticks) of a process, from ``/proc/<pid>/stat``; None if there is none."""
+    """(state letter, start time in ticks) of a process, from ``/proc/<pid>/stat``; None if there is none.
+
+    Read here rather than through psutil: the ``runner`` record keeps the kernel's start ticks as
+    they are (psutil turns them into a float of seconds since the epoch, which a changed clock or
+    boot time moves), every stored record holds them in this form, and a runner's PID namespace and
+    boot ID, which psutil does not give, are read from /proc beside them anyway."""
     text = _read(f"/proc/{pid}/stat")
     # the command name (field 2) is in parentheses and may hold spaces or ')': split after the last one
     fields = text[text.rfind(")") + 2:].split() if ")" in text else []

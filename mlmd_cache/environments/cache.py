@@ -389,7 +389,9 @@ _EPOCH = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
 
 def _flock(descriptor: int, mode: int, cancelled: Optional[threading.Event]) -> None:
     """``flock`` that a stopped task gives up: another process's build may take a while, and a
-    worker thread blocked in ``flock`` would hold up the run's Ctrl-C until it ends."""
+    worker thread blocked in ``flock`` would hold up the run's Ctrl-C until it ends. (``flock``
+    itself, not ``filelock``'s FileLock: every run using an environment holds it shared, so that a
+    prune passes it by, while one builder holds it exclusive; FileLock is exclusive only.)"""
     while True:
         try:
             fcntl.flock(descriptor, mode | fcntl.LOCK_NB)

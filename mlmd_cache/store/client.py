@@ -22,8 +22,6 @@ server instead (:func:`mlmd_cache._messages.store_cause`). MLMD's other errors (
 """
 from __future__ import annotations
 
-import random
-import time
 from typing import Any, Callable, Optional, TypeVar
 
 import grpc
@@ -33,6 +31,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.metadata_store.pywrap.metadata_store_extension import metadata_store as pywrap
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
+from .._backoff import Backoff
 from .._messages import _one_line, mlmd_stderr_captured, store_cause, without_sql
 from ..defaults import CALL_TIMEOUT_SECONDS
 from ..errors import StoreFaultError
@@ -97,13 +96,12 @@ class Store(metadata_store.MetadataStore):
         """``attempt()`` (one call named ``method_name``, which raises MLMD's errors), retried as
         every MLMD call of this store is: conflicts, a lost database connection, a server that is
         not there."""
-        started = time.monotonic()
-        pause = 0.02
+        backoff = Backoff(self.retry_seconds)
         while True:
             try:
                 return attempt()
             except mlmd_errors.AbortedError as error:
-                if time.monotonic() - started > self.retry_seconds:
+                if backoff.expired():
                     where = (self._config.sqlite.filename_uri if self._using_db_connection
                              and self._config.HasField("sqlite") else self.shown)
                     said = _one_line(without_sql(str(error))) or type(error).__name__
@@ -113,7 +111,7 @@ class Store(metadata_store.MetadataStore):
             except (mlmd_errors.UnavailableError, mlmd_errors.DeadlineExceededError) as error:
                 if self._using_db_connection:
                     raise
-                waited = time.monotonic() - started
+                waited = backoff.elapsed
                 limit = self._grpc_timeout_sec or self.retry_seconds
                 if isinstance(error, mlmd_errors.DeadlineExceededError):
                     raise StoreFaultError(f"the MLMD server at {self.shown} did not answer {method_name} within "
@@ -125,7 +123,7 @@ class Store(metadata_store.MetadataStore):
                 if method_name.startswith("Get") and _VANISHED in str(error):
                     # MLMD reads IDs, then the rows: a record deleted in between (mlmd-cache leases
                     # --prune removes finished reservations) fails the read; read again, it is gone
-                    if time.monotonic() - started > self.retry_seconds:
+                    if backoff.expired():
                         raise
                     continue
                 if not (self._using_db_connection and self._config.WhichOneof("config") in ("mysql", "postgresql")
@@ -137,16 +135,14 @@ class Store(metadata_store.MetadataStore):
                 # Never call the old handle again: after a reconnect that failed inside MLMD (the
                 # server still down) its MySQL connection is null, and the next call crashes the process.
                 while not self._reconnect():
-                    if time.monotonic() - started > self.retry_seconds:
+                    if backoff.expired():
                         raise StoreFaultError(
                             f"lost the connection to {self.shown} and could not reconnect within "
                             f"{self.retry_seconds:g} s ({method_name}: {_one_line(error)}); is the database "
                             "server running?") from None
-                    time.sleep(pause * (0.5 + random.random()))
-                    pause = min(pause * 2, 1.0)
+                    backoff.pause()
                 continue
-            time.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 1.0)
+            backoff.pause()
 
     def _reconnect(self) -> bool:
         """A new connection to the database; False while the server is not back."""

@@ -46,7 +46,6 @@ What the MLMD core (ml-metadata 1.17.1) does, and what :func:`connect` adds arou
 from __future__ import annotations
 
 import os
-import random
 import re
 import time
 from pathlib import Path
@@ -59,6 +58,7 @@ from ml_metadata.proto import metadata_store_pb2 as mlmd
 from ml_metadata.proto import metadata_store_service_pb2 as service_pb2
 from ml_metadata.proto import metadata_store_service_pb2_grpc as service_grpc
 
+from .._backoff import Backoff
 from .._messages import _one_line, mlmd_stderr_captured, reason
 from ._server_checks import CONNECT_TIMEOUT_SECONDS, MysqlLogin, check_server_answers, probe_postgresql
 from ..defaults import DATABASE_URLS, default_store_path, default_store_url
@@ -353,7 +353,7 @@ def _connect_sqlite(config: mlmd.ConnectionConfig, shown: str, *, read_only: boo
 
 def _open(config: mlmd.ConnectionConfig, shown: str, upgrade: bool) -> Store:
     """MLMD's store over a database; a busy SQLite file (another process writing) is retried."""
-    deadline = time.monotonic() + RETRY_SECONDS
+    backoff = Backoff(RETRY_SECONDS, first=0.05, ceiling=0.5)
     while True:
         with mlmd_stderr_captured() as stderr:
             try:
@@ -362,9 +362,9 @@ def _open(config: mlmd.ConnectionConfig, shown: str, upgrade: bool) -> Store:
                 stderr.failure = error
         busy = config.HasField("sqlite") and any(word in str(stderr.failure).lower()
                                                  for word in ("locked", "busy", "concurrent writes aborted"))
-        if not busy or time.monotonic() > deadline:
+        if not busy or backoff.expired():
             break
-        time.sleep(0.05 + 0.1 * random.random())
+        backoff.pause()
     raise StoreConnectionError(f"cannot open {shown}: {reason(stderr.failure, config, stderr.text())}")
 
 

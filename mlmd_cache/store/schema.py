@@ -30,6 +30,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
+from .._backoff import Backoff
 from ..errors import StoreConnectionError
 
 __all__ = ["StoreState", "Contents", "SCHEMA_LOCK_SECONDS", "QUICK_CHECK_SECONDS", "sqlite_contents",
@@ -120,6 +121,7 @@ def sqlite_contents(path: str, shown: str) -> Contents:
         raise StoreConnectionError(f"cannot read {shown}: {error.strerror}") from None
     if header != b"SQLite format 3\x00":
         raise StoreConnectionError(f"{shown} is not an SQLite database (file is not a database)")
+    backoff = Backoff(None, first=0.05, ceiling=0.5)
     for attempt in range(50):  # a writer in another process may hold the file for a moment
         try:
             connection = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, timeout=5)
@@ -133,7 +135,7 @@ def sqlite_contents(path: str, shown: str) -> Contents:
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) and "busy" not in str(error):
                 raise StoreConnectionError(f"cannot read {shown}: {error}") from None
-            time.sleep(0.1)
+            backoff.pause()
         except sqlite3.DatabaseError as error:
             raise StoreConnectionError(f"{shown} is not a usable SQLite database ({error})") from None
     raise StoreConnectionError(f"cannot read {shown}: the file stayed locked by another process")
@@ -242,7 +244,9 @@ def checked_integrity(path: str) -> None:
 
 @contextlib.contextmanager
 def sqlite_schema_lock(path: str, shown: str) -> Iterator[None]:
-    """Held while MLMD creates a schema in ``path``: an exclusive ``flock`` on its directory."""
+    """Held while MLMD creates a schema in ``path``: an exclusive ``flock`` on its directory (not
+    ``filelock``, whose lock is a file of its own: this leaves nothing beside the user's store, and
+    needs no right to create files in a folder shared with other users)."""
     directory = os.path.dirname(path) or "."
     descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -261,13 +265,13 @@ def _try_flock(descriptor: int) -> bool:
 
 
 def _wait_for(acquired: Callable[[], bool], shown: str) -> None:
-    deadline = time.monotonic() + SCHEMA_LOCK_SECONDS
+    backoff = Backoff(SCHEMA_LOCK_SECONDS, first=0.05, ceiling=0.5)
     while not acquired():
-        if time.monotonic() > deadline:
+        if backoff.expired():
             raise StoreConnectionError(
                 f"cannot open {shown}: another process has been creating its schema for over "
                 f"{SCHEMA_LOCK_SECONDS:g} s")
-        time.sleep(0.05)
+        backoff.pause()
 
 
 # ---------------------------------------------------------------- MySQL and PostgreSQL
