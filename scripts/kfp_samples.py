@@ -3,9 +3,9 @@
 
 What it measures: how much of a real-world corpus of compiled KFP pipelines runs locally, and
 whether a re-run is served from the cache. The corpus is a directory of compiled pipeline YAMLs
-(KFP's repository has ~150 under ``test_data/sdk_compiled_pipelines/valid``, compiled by kfp 2.14
-and later); every ``*.yaml`` below it is one pipeline. For each file, on a fresh SQLite store of its
-own (``OUT/runs/<file>/mlmd.sqlite``, outputs under ``OUT/runs/<file>/root``)::
+(KFP's repository has ~150 under ``test_data/sdk_compiled_pipelines/valid``, compiled by kfp 2.0
+to 2.15, most by 2.13 and 2.14); every ``*.yaml`` below it is one pipeline. For each file, on a
+fresh SQLite store of its own (``OUT/runs/<file>/mlmd.sqlite``, outputs under ``OUT/runs/<file>/root``)::
 
     mlmd-cache run-pipeline FILE --db sqlite:///.../mlmd.sqlite --pipeline-root .../root --json
 
