@@ -15,7 +15,7 @@ import click
 from mlmd_cache.store import ids
 from mlmd_cache.cli.options import (OneLineUsageErrors, OneLineUsageGroup, RecordIdType, db_option, group_db_options,
                                     open_store, reports_errors)
-from mlmd_cache.cli.output import ROW_FORMATS, Tree, echo_table, output_options, write_rows
+from mlmd_cache.cli.output import Tree, echo_table, machine_output, output_options
 from mlmd_cache.errors import InvalidArgumentError, NotFoundError
 from mlmd_cache.terminal import echo, escape_warnings
 
@@ -124,11 +124,7 @@ def runs(limit: Optional[int], pipeline: Optional[str], since: Optional[str], st
     if state is not None:
         summaries = [s for s in summaries if s["state"] == state.lower()]
     summaries = summaries[:limit]
-    if output_format in ROW_FORMATS:
-        write_rows(output_format, RUN_COLUMNS, summaries)
-        return
-    if output_format == "json":
-        _echo_json({"runs": summaries})
+    if machine_output(output_format, RUN_COLUMNS, lambda: summaries, lambda: {"runs": summaries}):
         return
     if not summaries:
         echo("no pipeline runs" + (" chosen by --pipeline, --since or --state" if chosen else ""))
@@ -196,13 +192,12 @@ def show(what: str, name: Optional[str], db_url: Optional[str], output_format: s
             entry["invalidated_by"] = _in_force(graph.nodes[entry["node"]])
             entry["inputs"] = {k: graph.nodes[n]["id"] for k, n in _edges_text(graph, entry["node"], True)}
             entry["outputs"] = {k: graph.nodes[n]["id"] for k, n in _edges_text(graph, entry["node"], False)}
-        if output_format in ROW_FORMATS:
-            write_rows(output_format, SHOW_RUN_COLUMNS, executions)
-            return
-        if output_format == "json":
+        def document() -> dict[str, Any]:
             artifacts = [_node_json(graph, n) for n, d in graph.nodes(data=True) if d["kind"] == "artifact"]
-            _echo_json({"run": name, "pipeline": pipeline, "executions": executions,
-                        "artifacts": sorted(artifacts, key=lambda a: a["id"])})
+            return {"run": name, "pipeline": pipeline, "executions": executions,
+                    "artifacts": sorted(artifacts, key=lambda a: a["id"])}
+
+        if machine_output(output_format, SHOW_RUN_COLUMNS, lambda: executions, document):
             return
         echo(f"run {name} of pipeline {pipeline}")
         rows = [(e["id"], e["task"], e["state"] + (f" (invalidated: {', '.join(map(str, e['invalidated_by']))})"
@@ -221,15 +216,12 @@ def show(what: str, name: Optional[str], db_url: Optional[str], output_format: s
     graph = load.load_subgraph(store, [node], hops=1, direction="both")
     data = graph.nodes[node]
     inputs, outputs = _edges_text(graph, node, True), _edges_text(graph, node, False)
-    if output_format in ROW_FORMATS:
-        write_rows(output_format, NEIGHBOUR_COLUMNS,
-                   [{"direction": direction, "key": key, **_node_json(graph, other)}
-                    for direction, pairs in (("in", inputs), ("out", outputs)) for key, other in pairs])
-        return
-    if output_format == "json":
-        _echo_json({**_node_json(graph, node),
-                    "in": [{"key": k, **_node_json(graph, n)} for k, n in inputs],
-                    "out": [{"key": k, **_node_json(graph, n)} for k, n in outputs]})
+    if machine_output(output_format, NEIGHBOUR_COLUMNS,
+                      lambda: [{"direction": direction, "key": key, **_node_json(graph, other)}
+                               for direction, pairs in (("in", inputs), ("out", outputs)) for key, other in pairs],
+                      lambda: {**_node_json(graph, node),
+                               "in": [{"key": k, **_node_json(graph, n)} for k, n in inputs],
+                               "out": [{"key": k, **_node_json(graph, n)} for k, n in outputs]}):
         return
     echo(_node_text(data))
     fields = [("type", data.get("type")), ("state", data.get("state")), ("created", _time(data.get("create_time")))]
@@ -310,13 +302,12 @@ def _closure_command(direction: str) -> Callable[..., Any]:
         hops = MAX_HOPS if depth is None else depth
         graph = load.load_subgraph(store, [node], hops=hops, direction=direction, cached=cached)
         tree = lg.tree(graph, node, direction=direction, depth=hops, cached=cached)
-        if output_format in ROW_FORMATS:
-            write_rows(output_format, TREE_COLUMNS, _tree_rows(graph, tree))
-            return
-        if output_format == "json":
+        def document() -> dict[str, Any]:
             closure = (lg.upstream if direction == "upstream" else lg.downstream)(graph, node, hops, cached=cached)
-            _echo_json({"root": node, "direction": direction, "depth": depth, "cached": cached,
-                        "nodes": lg.nodes_of(graph, closure | {node}), "tree": _tree_json(tree)})
+            return {"root": node, "direction": direction, "depth": depth, "cached": cached,
+                    "nodes": lg.nodes_of(graph, closure | {node}), "tree": _tree_json(tree)}
+
+        if machine_output(output_format, TREE_COLUMNS, lambda: _tree_rows(graph, tree), document):
             return
         _draw_tree(graph, tree).echo()
 

@@ -2,7 +2,6 @@
 (:mod:`mlmd_cache.environments`)."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import click
@@ -10,7 +9,7 @@ import click
 from ..errors import InvalidArgumentError
 from ..terminal import echo
 from .options import counted, env_dir_option, reports_errors, size_text
-from .output import ROW_FORMATS, echo_table, output_options, write_rows
+from .output import echo_table, machine_output, output_options
 
 ENV_COLUMNS = ("key", "python", "size", "created", "last_used", "in_use", "requirements", "path")
 
@@ -45,12 +44,9 @@ def envs(env_dir: Optional[str], prune: bool, older_than: Optional[str], max_siz
         if age is None and size is None:
             age = parse_duration("30d", "--older-than")
         removed = cache.prune(older_than=age, max_size=size, dry_run=dry_run)
-        if output_format in ROW_FORMATS:
-            write_rows(output_format, ENV_COLUMNS, [info.to_dict() for info in removed])
-            return
-        if output_format == "json":
-            click.echo(json.dumps({"root": str(cache.root), "dry_run": dry_run,
-                                   "removed": [info.to_dict() for info in removed]}))
+        if machine_output(output_format, ENV_COLUMNS, lambda: [info.to_dict() for info in removed],
+                          lambda: {"root": str(cache.root), "dry_run": dry_run,
+                                   "removed": [info.to_dict() for info in removed]}, sort_keys=False):
             return
         verb = "would remove" if dry_run else "removed"
         for info in removed:
@@ -59,11 +55,9 @@ def envs(env_dir: Optional[str], prune: bool, older_than: Optional[str], max_siz
         echo(f"{verb} {counted(len(removed), 'environment')} ({freed}) from {cache.root}")
         return
     found = cache.list()
-    if output_format in ROW_FORMATS:
-        write_rows(output_format, ENV_COLUMNS, [info.to_dict() for info in found])
-        return
-    if output_format == "json":
-        click.echo(json.dumps({"root": str(cache.root), "environments": [info.to_dict() for info in found]}))
+    if machine_output(output_format, ENV_COLUMNS, lambda: [info.to_dict() for info in found],
+                      lambda: {"root": str(cache.root), "environments": [info.to_dict() for info in found]},
+                      sort_keys=False):
         return
     if not found:
         echo(f"no environments in {cache.root}")

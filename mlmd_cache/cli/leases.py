@@ -3,7 +3,6 @@ how long more, which are stale; ``--prune`` removes the reservation records of f
 (:mod:`mlmd_cache.cache.reservations`)."""
 from __future__ import annotations
 
-import json
 import time
 from typing import Optional
 
@@ -11,7 +10,7 @@ import click
 
 from ..terminal import echo
 from .options import counted, db_option, open_store, reports_errors
-from .output import ROW_FORMATS, echo_table, output_options, write_rows
+from .output import echo_table, machine_output, output_options
 
 __all__ = ["leases"]
 
@@ -81,12 +80,8 @@ def leases(pipeline: Optional[str], show_all: bool, prune: bool, older_than: str
         database = None if dry_run else sql_database(db_url if db_url is not None else default_store_url())
         result = reservations.prune(open_store(db_url, read_only=True), database, older_than=age,
                                     pipeline=pipeline, dry_run=dry_run)
-        if output_format in ROW_FORMATS:
-            removed = [item.to_dict() for item in result.removed]
-            write_rows(output_format, _COLUMNS, removed)
-            return
-        if output_format == "json":
-            click.echo(json.dumps(result.to_dict(), sort_keys=True))
+        if machine_output(output_format, _COLUMNS, lambda: [item.to_dict() for item in result.removed],
+                          result.to_dict):
             return
         verb = "would remove" if dry_run else "removed"
         for item in result.removed:
@@ -101,15 +96,11 @@ def leases(pipeline: Optional[str], show_all: bool, prune: bool, older_than: str
     found = reservations.list_reservations(open_store(db_url, read_only=True), pipeline=pipeline)
     shown = found if show_all else [r for r in found if r.state not in reservations.FINISHED]
     finished = [r for r in found if r.state in reservations.FINISHED]
-    if output_format in ROW_FORMATS:
-        listed = [r.to_dict() for r in shown]
-        write_rows(output_format, _COLUMNS, listed)
-        return
-    if output_format == "json":
-        counts = {state: sum(r.state == state for r in found) for state in
-                  (reservations.HELD, reservations.STALE, reservations.DONE, reservations.RELEASED)}
-        click.echo(json.dumps({"reservations": [r.to_dict() for r in shown], "counts": counts,
-                               "finished_records": sum(r.records for r in finished)}, sort_keys=True))
+    counts = {state: sum(r.state == state for r in found)
+              for state in (reservations.HELD, reservations.STALE, reservations.DONE, reservations.RELEASED)}
+    if machine_output(output_format, _COLUMNS, lambda: [r.to_dict() for r in shown],
+                      lambda: {"reservations": [r.to_dict() for r in shown], "counts": counts,
+                               "finished_records": sum(r.records for r in finished)}):
         return
     if shown:
         rows = [(r.state, r.pipeline, r.fingerprint[:12], str(r.generation), r.task or "-", r.run or "-",

@@ -21,7 +21,7 @@ import click
 
 from ..terminal import printable
 
-__all__ = ["OUTPUT_FORMATS", "ROW_FORMATS", "output_options", "write_rows", "table_lines", "echo_table", "Tree"]
+__all__ = ["OUTPUT_FORMATS", "ROW_FORMATS", "output_options", "write_rows", "machine_output", "table_lines", "echo_table", "Tree"]
 
 OUTPUT_FORMATS = ("table", "csv", "tsv", "nl", "json")
 ROW_FORMATS = ("csv", "tsv", "nl")  # one line (or record) per row; "table" and "json" are each command's own
@@ -82,6 +82,20 @@ def write_rows(output_format: str, columns: Sequence[str], rows: Iterable[Mappin
         writer.writerow([_cell(row.get(column)) for column in columns])
     out.write(buffer.getvalue() if safe is str else "\n".join(safe(line) for line in buffer.getvalue().split("\n")))
     out.flush()
+
+
+def machine_output(output_format: str, columns: Sequence[str], rows: Callable[[], Iterable[Mapping[str, Any]]],
+                   document: Callable[[], Any], *, sort_keys: bool = True) -> bool:
+    """What a list command prints for the machine formats: its ``rows()`` for ``--csv``, ``--tsv``
+    and ``--nl`` (:func:`write_rows`), its ``document()`` for ``--json``. True when it printed (the
+    command is done), False for ``--table``, the command's own text."""
+    if output_format in ROW_FORMATS:
+        write_rows(output_format, columns, rows())
+        return True
+    if output_format == "json":
+        click.echo(json.dumps(document(), sort_keys=sort_keys, default=str))
+        return True
+    return False
 
 
 def _console(width: int):

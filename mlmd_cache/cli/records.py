@@ -3,7 +3,6 @@
 (stop cache sources from being reused)."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import click
@@ -11,7 +10,7 @@ import click
 from ..store import ids
 from ..terminal import echo, printable
 from .options import RecordIdType, counted, db_option, open_store, reports_errors
-from .output import ROW_FORMATS, echo_table, output_options, write_rows
+from .output import echo_table, machine_output, output_options
 
 
 @click.command()
@@ -31,11 +30,8 @@ def index(pipelines: tuple[str, ...], dry_run: bool, db_url: Optional[str], outp
     reports = [cache.index_sources(name, dry_run=dry_run) for name in (pipelines or cache.pipeline_names())]
     rows = [{"pipeline": r.pipeline, "sources": r.sources, "keys": r.keys, "added": r.added,
              "already_indexed": r.already_indexed} for r in reports]
-    if output_format in ROW_FORMATS:
-        write_rows(output_format, ("pipeline", "sources", "keys", "added", "already_indexed"), rows)
-        return
-    if output_format == "json":
-        click.echo(json.dumps({"dry_run": dry_run, "pipelines": rows}, sort_keys=True))
+    if machine_output(output_format, ("pipeline", "sources", "keys", "added", "already_indexed"), lambda: rows,
+                      lambda: {"dry_run": dry_run, "pipelines": rows}):
         return
     if not reports:
         echo("no pipelines in the store")
@@ -64,12 +60,8 @@ def stats(pipeline: Optional[str], since: Optional[str], top: int, db_url: Optio
 
     window = parse_duration(since, "--since") if since is not None else None
     result = cache_stats(open_store(db_url, read_only=True), pipeline=pipeline, since=window, top=top)
-    if output_format in ROW_FORMATS:
-        numbers = {k: v for k, v in result.to_dict().items() if k != "top_misses"}
-        write_rows(output_format, tuple(numbers), [numbers])
-        return
-    if output_format == "json":
-        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+    numbers = {k: v for k, v in result.to_dict().items() if k != "top_misses"}  # a row: --json adds the list
+    if machine_output(output_format, tuple(numbers), lambda: [numbers], result.to_dict):
         return
     scope = f"pipeline {pipeline}" if pipeline is not None else counted(result.pipelines, "pipeline")
     echo(f"{scope}" + (f", executions of the last {since}" if since is not None else "") + ":")
@@ -113,12 +105,8 @@ def recover(older_than: Optional[str], dry_run: bool, db_url: Optional[str], out
     if found.interrupted and not dry_run:
         marked = recovery.mark_failed(open_store(db_url, create=False), found.interrupted)
     result = recovery.Recovery(marked, found.alive, found.unknown, dry_run)
-    if output_format in ROW_FORMATS:
-        write_rows(output_format, ("execution_id", "type", "task", "run", "runner", "reason"),
-                   [item.to_dict() for item in result.interrupted])
-        return
-    if output_format == "json":
-        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+    if machine_output(output_format, ("execution_id", "type", "task", "run", "runner", "reason"),
+                      lambda: [item.to_dict() for item in result.interrupted], result.to_dict):
         return
     verb = "would mark" if dry_run else "marked"
     for item in result.interrupted:
@@ -186,11 +174,8 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
                                    "--pipeline P --fingerprint FP (or --list, --undo ID)")
     if list_all:
         found = invalidation.list_invalidations(open_store(db_url, read_only=True))
-        if output_format in ROW_FORMATS:
-            write_rows(output_format, INVALIDATION_COLUMNS, [i.to_dict() for i in found])
-            return
-        if output_format == "json":
-            click.echo(json.dumps({"invalidations": [i.to_dict() for i in found]}, sort_keys=True))
+        if machine_output(output_format, INVALIDATION_COLUMNS, lambda: [i.to_dict() for i in found],
+                          lambda: {"invalidations": [i.to_dict() for i in found]}):
             return
         if not found:
             echo("no invalidations")
@@ -203,11 +188,7 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
     store = open_store(db_url, read_only=dry_run, create=False)
     if undo_id is not None:
         done = invalidation.undo(store, undo_id, dry_run=dry_run)
-        if output_format in ROW_FORMATS:
-            write_rows(output_format, INVALIDATION_COLUMNS, [done.to_dict()])
-            return
-        if output_format == "json":
-            click.echo(json.dumps(done.to_dict(), sort_keys=True))
+        if machine_output(output_format, INVALIDATION_COLUMNS, lambda: [done.to_dict()], done.to_dict):
             return
         verb = "would undo" if dry_run else "undid"
         echo(f"{verb} invalidation {done.id} ({done.target}): its {counted(done.count, 'cache source')} "
@@ -215,12 +196,8 @@ def invalidate(artifact: Optional[int], execution: Optional[int], run_name: Opti
         return
     result = invalidation.invalidate(store, artifact=artifact, execution=execution, run=run_name, pipeline=pipeline,
                                      fingerprint=fingerprint, cascade=cascade, reason=reason, dry_run=dry_run)
-    if output_format in ROW_FORMATS:
-        write_rows(output_format, ("execution_id", "task", "fingerprint", "chosen", "via_artifact"),
-                   [source.to_dict() for source in result.sources])
-        return
-    if output_format == "json":
-        click.echo(json.dumps(result.to_dict(), sort_keys=True))
+    if machine_output(output_format, ("execution_id", "task", "fingerprint", "chosen", "via_artifact"),
+                      lambda: [source.to_dict() for source in result.sources], result.to_dict):
         return
     if not result.sources:
         echo(f"nothing to invalidate: {result.note}")

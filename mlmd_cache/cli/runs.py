@@ -13,7 +13,7 @@ from ..defaults import default_store_url
 from ..errors import InvalidArgumentError, NoStoreError
 from ..terminal import echo, printable, show_mlmd_log
 from .options import db_option, env_dir_option, open_store, reports_errors, task_env_option
-from .output import ROW_FORMATS, output_options, write_rows
+from .output import machine_output, output_options
 
 
 @click.command("run-pipeline")
@@ -201,12 +201,10 @@ def plan(pipeline_file: str, db_url: Optional[str], params: tuple[str, ...], art
                            enable_caching=False if disable_cache else None, max_staleness=staleness,
                            task_staleness=per_task, digest=digest, key_by_content=key_by_content,
                            task_env=task_env)
-    if output_format in ROW_FORMATS:
-        write_rows(output_format, ("task", "status", "label", "reason", "source_execution_id", "kind", "upstream",
-                                   "fingerprint"), [{"task": name, **task.to_dict()} for name, task in result.tasks.items()])
-        return
-    if output_format == "json":
-        click.echo(json.dumps(result.to_dict()))  # tasks in the order a run would end them
+    if machine_output(output_format, ("task", "status", "label", "reason", "source_execution_id", "kind", "upstream",
+                                      "fingerprint"),
+                      lambda: [{"task": name, **task.to_dict()} for name, task in result.tasks.items()],
+                      result.to_dict, sort_keys=False):  # tasks in the order a run would end them
         return
     width = max([24] + [len(printable(name)) + 1 for name in result.tasks])
     for task in result.tasks.values():
