@@ -82,10 +82,11 @@ def claim(cache: CacheRecords, run: PipelineRun, task: Task, miss_reason: Option
     taken_over = None
     for _ in range(_CLAIM_TRIES):
         generation, context, holders = leases.read_newest(store, run.pipeline, fingerprint, known)
-        if context is None:
+        if context is None or not holders:
             # never reserved, or ``mlmd-cache leases --prune`` removed the key's records, which it does
             # only once their holder finished: its result may be a source now, as a done reservation
-            # would have said (one more read on a key's first miss, before its work)
+            # would have said (one more read on a key's first miss, before its work). No holder for a
+            # context just read: pruned between the two reads, its stale copy saying "released".
             found = lookup.look_up(store, run, task)
             if found.hit is not None:
                 return Claim(hit=found.hit, generation=0)
