@@ -7,7 +7,7 @@ from typing import Optional
 
 from .errors import InvalidArgumentError
 
-__all__ = ["parse_duration", "format_duration"]
+__all__ = ["parse_duration", "format_duration", "rough_duration"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 # re.ASCII: \d is 0-9, not any Unicode digit
@@ -60,3 +60,16 @@ def format_duration(duration: datetime.timedelta) -> str:
     if seconds:
         parts.append(f"{seconds:g}s")
     return "".join(parts)
+
+
+def rough_duration(seconds: float) -> str:
+    """A length of time to a tenth of its largest unit, for messages and tables (its sign dropped).
+
+    >>> rough_duration(5400), rough_duration(-90), rough_duration(12)
+    ('1.5h', '1.5m', '12s')
+    """
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}".replace(".0" + unit, unit)
+    return f"{seconds:.0f}s"

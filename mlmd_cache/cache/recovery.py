@@ -36,7 +36,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
 from ..store import mlmd_compat, records
-from ..durations import parse_duration
+from ..durations import parse_duration, rough_duration
 from ..store.lease_records import RESERVATION_CONTEXT_TYPE, lapsed
 
 __all__ = ["RUNNER", "INTERRUPTED_REASON", "RECOVERED_AT", "ALIVE", "GONE", "UNKNOWN", "runner_identity",
@@ -224,13 +224,6 @@ def _age(execution: mlmd.Execution, now_ms: int) -> float:
     return max(0.0, (now_ms - (execution.last_update_time_since_epoch or execution.create_time_since_epoch)) / 1000)
 
 
-def _describe(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}".replace(".0" + unit, unit)
-    return f"{seconds:.0f}s"
-
-
 def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optional[datetime.timedelta] = None,
                      now: Optional[float] = None) -> Recovery:
     """The RUNNING executions (tasks and DAGs) whose runner is gone; those whose runner cannot be
@@ -245,8 +238,8 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
     alive: set[int] = set()  # the RUNNING executions left alone: their runner runs,
     unknown: set[int] = set()  # or cannot be checked from here
     runs: dict[int, str] = {}  # run context ID -> name, of the executions taken
-    run_type = _run_type_id(store)
-    reservation_type = _reservation_type_id(store)
+    run_type = records.context_type_id(store, records.RUN_CONTEXT_TYPE)
+    reservation_type = records.context_type_id(store, RESERVATION_CONTEXT_TYPE)
 
     def run_of(execution_id: int) -> Optional[mlmd.Context]:
         return next((c for c in store.get_contexts_by_execution(execution_id) if c.type_id == run_type), None)
@@ -270,8 +263,8 @@ def find_interrupted(store: metadata_store.MetadataStore, *, older_than: Optiona
             take(execution, runner, lapsed)
         elif older_than is not None and _age(execution, now_ms) >= older_than.total_seconds():
             where = "on another host" if runner else "with no runner record"
-            take(execution, runner, f"RUNNING {where} for {_describe(_age(execution, now_ms))} "
-                                    f"(more than --older-than {_describe(older_than.total_seconds())})")
+            take(execution, runner, f"RUNNING {where} for {rough_duration(_age(execution, now_ms))} "
+                                    f"(more than --older-than {rough_duration(older_than.total_seconds())})")
         else:
             unknown.add(execution.id)
     for context_id, name in sorted(runs.items()):
@@ -300,7 +293,7 @@ def _lapsed_lease(store: metadata_store.MetadataStore, reservation_type: Optiona
     for context in store.get_contexts_by_execution(execution_id):
         late = lapsed(context, now) if context.type_id == reservation_type else None
         if late is not None:
-            return f"its lease of a cache key ran out {_describe(late)} ago: no heartbeat from {describe_runner(runner)}"
+            return f"its lease of a cache key ran out {rough_duration(late)} ago: no heartbeat from {describe_runner(runner)}"
     return None
 
 
@@ -310,20 +303,6 @@ def describe_runner(runner: str) -> str:
     if "pid" in parts and "host" in parts:
         return f"its runner (pid {parts['pid']} on {parts['host']})"
     return "its runner"
-
-
-def _run_type_id(store: metadata_store.MetadataStore) -> Optional[int]:
-    try:
-        return store.get_context_type(records.RUN_CONTEXT_TYPE).id
-    except mlmd_errors.NotFoundError:
-        return None
-
-
-def _reservation_type_id(store: metadata_store.MetadataStore) -> Optional[int]:
-    try:
-        return store.get_context_type(RESERVATION_CONTEXT_TYPE).id
-    except mlmd_errors.NotFoundError:
-        return None
 
 
 def mark_failed(store: metadata_store.MetadataStore, interrupted: Sequence[Interrupted],

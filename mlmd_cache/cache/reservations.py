@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as mlmd
 
@@ -115,13 +114,6 @@ def _utc(seconds: Optional[float]) -> Optional[str]:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _type_id(store: metadata_store.MetadataStore, name: str) -> Optional[int]:
-    try:
-        return store.get_context_type(name).id
-    except mlmd_errors.NotFoundError:
-        return None
-
-
 def _judge(holder: Optional[mlmd.Execution], newest: mlmd.Context, now: float) -> tuple[str, str]:
     if holder is None:  # its context and holder are written in one transaction: not seen yet
         return HELD, "being taken"
@@ -147,7 +139,7 @@ def list_reservations(store: metadata_store.MetadataStore, *, pipeline: Optional
                       now: Optional[float] = None) -> list[KeyReservation]:
     """Every key's reservation (of ``pipeline`` only, if given), held ones first, then by key."""
     now = time.time() if now is None else now
-    type_id = _type_id(store, RESERVATION_CONTEXT_TYPE)
+    type_id = records.context_type_id(store, RESERVATION_CONTEXT_TYPE)
     if type_id is None:  # nothing was ever reserved
         return []
     keys: dict[str, list[tuple[int, mlmd.Context]]] = {}
@@ -158,7 +150,7 @@ def list_reservations(store: metadata_store.MetadataStore, *, pipeline: Optional
         if pipeline is not None and records.read_property(context, records.SOURCE_PIPELINE) != pipeline:
             continue
         keys.setdefault(prefix, []).append((int(generation), context))
-    run_type = _type_id(store, records.RUN_CONTEXT_TYPE)
+    run_type = records.context_type_id(store, records.RUN_CONTEXT_TYPE)
     found = []
     for prefix, generations in keys.items():
         generation, newest = max(generations, key=lambda pair: pair[0])
@@ -194,7 +186,7 @@ def held_counts(store: metadata_store.MetadataStore, pipeline: Optional[str] = N
     RUNNING executions (an indexed filter), not from every reservation ever made: for ``stats`` on a
     big store. A holder between two attempts of ``set_retry`` (FAILED a moment) is not counted."""
     now = time.time() if now is None else now
-    type_id = _type_id(store, RESERVATION_CONTEXT_TYPE)
+    type_id = records.context_type_id(store, RESERVATION_CONTEXT_TYPE)
     if type_id is None:
         return 0, 0
     held = stale = 0

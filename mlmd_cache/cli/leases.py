@@ -8,6 +8,7 @@ from typing import Optional
 
 import click
 
+from ..durations import rough_duration
 from ..terminal import echo
 from .options import counted, db_option, open_store, reports_errors
 from .output import echo_table, machine_output, output_options
@@ -19,22 +20,14 @@ _COLUMNS = ("state", "pipeline", "fingerprint", "generation", "records", "reason
             "runner", "since", "last_written", "lease_seconds", "lease_left_seconds")
 
 
-def _duration(seconds: float) -> str:
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}".replace(".0" + unit, unit)
-    return f"{seconds:.0f}s"
-
-
 def _lease_left(reservation) -> str:
     if reservation.state == "done":
         return "-"
     if reservation.lease_left is None:
         return "released"
     if reservation.lease_left < 0:
-        return f"expired {_duration(reservation.lease_left)} ago"
-    return _duration(reservation.lease_left)
+        return f"expired {rough_duration(reservation.lease_left)} ago"
+    return rough_duration(reservation.lease_left)
 
 
 def _runner(reservation) -> str:

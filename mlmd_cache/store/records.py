@@ -31,6 +31,7 @@ __all__ = [
     "filter_string",
     "filter_matching",
     "task_paths",
+    "context_type_id",
 ]
 
 PIPELINE_CONTEXT_TYPE = "system.Pipeline"
@@ -285,6 +286,14 @@ class TypeRegistry:
     def artifact_type(self, name: str) -> int:
         return self._get("artifact", name)
 
+
+
+def context_type_id(store: metadata_store.MetadataStore, name: str) -> Optional[int]:
+    """The ID of the context type ``name``, or None when the store has none (nothing of it written)."""
+    try:
+        return store.get_context_type(name).id
+    except mlmd_errors.NotFoundError:
+        return None
 
 
 def task_paths(store: metadata_store.MetadataStore, executions: list[mlmd.Execution]) -> dict[int, str]:
